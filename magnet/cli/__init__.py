@@ -1,0 +1,50 @@
+"""The ``magnet`` command: one entry point, a module per subcommand.
+
+Each subcommand module exposes ``register(subparsers)`` which adds its parser and sets ``func``. The modules
+stay thin: parse, build a config, call the library. A ``MagnetError`` (a user mistake) is printed as one line
+``magnet: error: <message>`` and exits with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from magnet import __version__
+from magnet.errors import MagnetError
+
+# Subcommand modules, in the order `magnet --help` lists them.
+SUBCOMMANDS = ("slide_info",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="magnet",
+        description="Magnifying Networks: classify whole-slide images by learning where to zoom.",
+    )
+    parser.add_argument("--version", action="version", version=f"magnet {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"magnet.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except MagnetError as exc:
+        print(f"magnet: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("magnet: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""User-facing errors.
+
+A ``MagnetError`` is a mistake of the user's (a missing file, a bad config key, a corrupt slide), not a
+bug. Its message is one line that names the file or value and the reason; the command-line entry point
+prints it without a traceback and exits with status 2. Everything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class MagnetError(Exception):
+    """A problem with the user's input, reported as one line."""
+
+    def __init__(self, message: str) -> None:
+        # Keep it one line whatever the underlying library said.
+        super().__init__(" ".join(str(message).split()))
+
+
+class SlideError(MagnetError):
+    """A slide cannot be opened or read."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class ConfigError(MagnetError):
+    """A config file or override is invalid."""
