@@ -89,7 +89,7 @@ class Sparsemax(nn.Module):
 
 
 def spatial_sparsemax(logits: Tensor) -> Tensor:
-    """Sparsemax over the last two (spatial) dimensions: ``(..., H, W)`` logits -> ``(..., H, W)`` probabilities.
+    """Sparsemax over the last two dimensions: logits ``(..., H, W)`` -> probabilities ``(..., H, W)``.
 
     METHOD.md §2.2: flatten H x W, sparsemax, reshape. Half-precision inputs are computed in float32
     (the threshold is a difference of cumulative sums over H*W values, too coarse in fp16/bf16) and cast

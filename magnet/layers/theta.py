@@ -9,7 +9,8 @@ the spread) and is the decision where it differs from the paper:
 - mu = sum P * (x, y); t = tanh(mu + atanh(o)) (eqs. 2-3), with o a per-child initial offset in (-1, 1)
   (METHOD.md §2.4 [choice], breaks the symmetry between siblings; o = 0 gives the paper's t = tanh(mu));
 - ``spread="calibrated"`` [choice, default]: s = sqrt(1.5 * sum P * ((x - mu_x)^2 + (y - mu_y)^2)).
-  The factor 1.5 makes a uniform square of half-width a give s = a, so a flat map is the identity view;
+  The factor 1.5 makes a uniform square of half-width a give s = a, so a flat map is the identity view
+  (on n x n pixel centres exactly s = sqrt(1 - 1/n^2): 0.99984 at n = 56, as METHOD.md's formula gives);
 - ``spread="expected_l2"``: the literal s = sum P * ||(x, y) - mu||_2 (a flat map then gives s ~ 0.765);
 - s = max(s, min_scale) (eq. 1; paper: 0.05).
 """
@@ -28,7 +29,9 @@ __all__ = ["pixel_centres", "theta_from_probability"]
 SPREADS = ("calibrated", "expected_l2")
 
 
-def pixel_centres(n: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+def pixel_centres(
+    n: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """Normalised coordinates of the centres of ``n`` pixels: x_j = (2j + 1) / n - 1 (align_corners=False)."""
     if n < 1:
         raise ValueError(f"pixel_centres needs n >= 1, got {n}")
@@ -82,7 +85,8 @@ def theta_from_probability(
     if offset is not None:
         offset = offset.to(device=prob.device, dtype=prob.dtype)
         if offset.shape[-1:] != (2,):
-            raise ValueError(f"offset must have a last dimension of 2 (ox, oy), got shape {tuple(offset.shape)}")
+            shape = tuple(offset.shape)
+            raise ValueError(f"offset must have a last dimension of 2 (ox, oy), got shape {shape}")
         if not bool((offset.abs() < 1).all()):
             raise ConfigError("offset values must lie strictly inside (-1, 1): they pass through atanh")
         mu = mu + torch.atanh(offset)

@@ -13,7 +13,9 @@ import numpy as np
 
 from magnet.errors import SlideError
 from magnet.slides.base import Slide
+from magnet.slides.checks import check_read_args
 from magnet.slides.pixels import to_rgb_uint8
+from magnet.slides.registry import NotThisFormat
 
 
 def _area_downsample(rgb: np.ndarray, factor: int) -> np.ndarray:
@@ -25,7 +27,7 @@ def _area_downsample(rgb: np.ndarray, factor: int) -> np.ndarray:
 
 
 def build_pyramid(rgb: np.ndarray, factor: int = 4, min_level_size: int = 512) -> list[np.ndarray]:
-    """Levels of ``rgb``, each ``factor`` times smaller, until the longer side is at most ``min_level_size``."""
+    """Levels of ``rgb``, each ``factor`` times smaller, until the longer side is ``<= min_level_size``."""
     levels = [rgb]
     while max(levels[-1].shape[:2]) > min_level_size and min(levels[-1].shape[:2]) >= factor:
         levels.append(_area_downsample(levels[-1], factor))
@@ -78,15 +80,13 @@ class MemorySlide(Slide):
         return self._vendor
 
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
-        if not 0 <= level < self.level_count:
-            raise SlideError(self.path, f"level {level} out of range 0..{self.level_count - 1}")
-        w, h = int(size[0]), int(size[1])
-        if w <= 0 or h <= 0:
-            raise SlideError(self.path, f"region size must be positive, got {w}x{h}")
+        x0_level0, y0_level0, level, w, h = check_read_args(
+            self.path, location, level, size, self.level_count
+        )
         arr = self._levels[level]
         down = self.level_downsamples[level]
-        x = int(np.floor(location[0] / down))
-        y = int(np.floor(location[1] / down))
+        x = int(np.floor(x0_level0 / down))
+        y = int(np.floor(y0_level0 / down))
         out = np.zeros((h, w, 3), dtype=np.uint8)
         x0, y0 = max(x, 0), max(y, 0)
         x1, y1 = min(x + w, arr.shape[1]), min(y + h, arr.shape[0])
@@ -101,11 +101,17 @@ def open_image_file(path: str) -> MemorySlide:
 
     Image.MAX_IMAGE_PIXELS = None  # plain images of any size are allowed; the user chose the file
     try:
-        with Image.open(path) as img:
-            if img.format == "TIFF":  # TIFFs belong to the slide backends
-                raise SlideError(path, "TIFF files are read by the slide backends")
+        img = Image.open(path)
+    except UnidentifiedImageError:
+        raise NotThisFormat(path, "not an image Pillow reads") from None
+    except OSError as exc:
+        raise SlideError(path, f"cannot open image ({exc.strerror or exc})") from None
+    with img:
+        if img.format == "TIFF":  # TIFFs belong to the slide backends
+            raise NotThisFormat(path, "TIFF files are read by the slide backends")
+        try:
             img.load()
             arr = np.asarray(img.convert("RGBA") if img.mode in ("P", "LA", "PA") else img)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise SlideError(path, f"not an image Pillow can read ({exc})") from None
+        except (OSError, ValueError, SyntaxError) as exc:  # Pillow's decoders raise all three
+            raise SlideError(path, f"corrupt {img.format} image ({exc})") from None
     return MemorySlide(arr, path=path, vendor="image")

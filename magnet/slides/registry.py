@@ -4,7 +4,10 @@ A string of the form ``scheme:rest`` whose scheme was registered with ``register
 slides' ``synth:seed=17,...``) goes to that scheme's opener. Anything else is a file path: it must exist
 and be a file, and it goes to the first file backend that can read it, preferring the backend that sees
 the most pyramid levels (OpenSlide sees only the base level of an OME-TIFF SubIFD pyramid; tiffslide sees
-all of them). Every failure is a ``SlideError`` naming the file and the reason.
+all of them). Every failure is a ``SlideError`` naming the file and the reason; when no backend opens the
+file, the reasons of the backends that recognised its format are reported (a backend raises
+``NotThisFormat`` for a file that is not its format at all; those refusals are listed only when no backend
+recognised the file).
 """
 
 from __future__ import annotations
@@ -19,6 +22,15 @@ from magnet.slides.base import Slide
 
 SchemeOpener = Callable[[str], Slide]
 FileOpener = Callable[[str], Slide]
+
+
+class NotThisFormat(SlideError):
+    """Raised by a file backend for a file that is not in its format at all (not merely broken).
+
+    ``open_slide`` reports these refusals only when no backend recognised the file, so the message for a
+    recognised-but-broken file (a DICOM OpenSlide refuses, a truncated TIFF) names the real problem.
+    """
+
 
 _SCHEMES: dict[str, SchemeOpener] = {}
 # (name, opener) in order of preference; filled by magnet.slides.__init__ and by plug-ins.
@@ -61,19 +73,27 @@ def open_slide(spec: str | os.PathLike[str]) -> Slide:
         raise SlideError(text, "is a directory, not a slide file")
     if path.stat().st_size == 0:
         raise SlideError(text, "file is empty")
+    if not os.access(path, os.R_OK):
+        raise SlideError(text, "permission denied")
 
-    reasons: list[str] = []
+    refusals: list[str] = []  # "not my format"
+    failures: list[str] = []  # "my format, but I cannot read it"
     opened: list[Slide] = []
     for name, opener in _FILE_BACKENDS:
         try:
             opened.append(opener(text))
+        except NotThisFormat as exc:
+            refusals.append(f"{name}: {exc.reason}")
         except SlideError as exc:
-            reasons.append(f"{name}: {exc.reason}")
+            failures.append(f"{name}: {exc.reason}")
         except Exception as exc:  # noqa: BLE001 - any backend failure means "try the next one"
-            reasons.append(f"{name}: {' '.join(str(exc).split()) or type(exc).__name__}")
+            failures.append(f"{name}: {' '.join(str(exc).split()) or type(exc).__name__}")
     if not opened:
-        why = "; ".join(reasons) if reasons else "no slide backend is available"
-        raise SlideError(text, f"not a readable slide ({why})")
+        if failures:
+            raise SlideError(text, f"corrupt or unsupported slide ({'; '.join(failures)})")
+        if refusals:
+            raise SlideError(text, f"unsupported file format ({'; '.join(refusals)})")
+        raise SlideError(text, "no slide backend is available")
     # The backend that sees the most levels wins; ties keep the order of preference.
     best = max(opened, key=lambda s: s.level_count)
     for other in opened:

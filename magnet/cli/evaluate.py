@@ -1,0 +1,30 @@
+"""``magnet evaluate CHECKPOINT MANIFEST [--split test] [--out DIR]``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from magnet.metrics import format_table1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("evaluate", help="Table-1 AUROCs, ROC curve and predictions of a checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("manifest")
+    p.add_argument("--split", default="", help="evaluate only this split of the manifest (e.g. test)")
+    p.add_argument("--out", default="", help="output folder (default: beside the checkpoint, eval-<split>)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95 %% intervals")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from magnet.evaluate import evaluate
+
+    out = args.out or str(Path(args.checkpoint).parent / f"eval-{args.split or 'all'}")
+    result = evaluate(args.checkpoint, args.manifest, out, split=args.split,
+                      batch_size=args.batch_size, n_bootstrap=args.bootstrap)
+    print(format_table1(result.metrics))
+    print(f"outputs: {result.out_dir} (metrics.json, predictions.csv, roc.png)")
+    return 0

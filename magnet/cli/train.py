@@ -1,0 +1,33 @@
+"""``magnet train CONFIG [--set key=value ...] [--out DIR] [--resume]``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from magnet.config import load_config
+from magnet.errors import MagnetError
+from magnet.recipe import TrainConfig
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train a MagNet from a recipe YAML")
+    p.add_argument("config", help="recipe YAML (configs/*.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key, e.g. --set optim.lr=1e-4 (repeatable)")
+    p.add_argument("--out", default="", help="run folder (default: runs/<recipe name>)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from magnet.train import train
+
+    cfg = load_config(TrainConfig, args.config, args.overrides)
+    out = Path(args.out or Path("runs") / Path(args.config).stem)
+    if (out / "last.ckpt").exists() and not args.resume:
+        raise MagnetError(f"{out}: run folder already holds a checkpoint; use --resume or another --out")
+    result = train(cfg, out, resume=args.resume, show_progress=not args.no_progress)
+    print(f"run folder: {result.run_dir}  epochs: {result.epochs_done}  best val AUROC: {result.best_score:.3f}")
+    return 130 if result.interrupted else 0

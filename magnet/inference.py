@@ -1,0 +1,95 @@
+"""Run a MagNet over slides: probabilities and the ROIs of every layer, batch by batch.
+
+Shared by validation during training, ``magnet evaluate`` and ``magnet predict``. Inference uses the plain
+bilinear sampler (the model in eval mode, METHOD.md §3.4), the identity root view (no augmentation) and
+no gradient. A slide that cannot be opened or read is reported in ``SlidePrediction.error`` and does not
+stop the others.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from magnet.errors import SlideError
+from magnet.models.magnet import MagNet
+from magnet.slide_pool import SlidePool
+
+
+@dataclass
+class SlidePrediction:
+    slide: str
+    probability: float = math.nan
+    seconds: float = 0.0
+    # Per layer, per ROI: level-0 box [x0, y0, x1, y1] (floats, may extend beyond the slide).
+    layers: list[list[list[float]]] = field(default_factory=list)
+    running_probabilities: list[float] = field(default_factory=list)
+    error: str = ""
+
+
+@torch.no_grad()
+def predict_slides(
+    model: MagNet,
+    slides: Sequence[str],
+    pool: SlidePool,
+    *,
+    batch_size: int = 4,
+    device: torch.device | str = "cpu",
+    progress: Callable[[int], None] | None = None,
+) -> list[SlidePrediction]:
+    """Predict every slide of ``slides``; order is kept. ``progress(n)`` is called after each batch."""
+    was_training = model.training
+    model.eval()
+    results: list[SlidePrediction] = []
+    try:
+        for start in range(0, len(slides), batch_size):
+            batch = list(slides[start : start + batch_size])
+            t0 = time.perf_counter()
+            readers, ok = [], []
+            for spec in batch:
+                try:
+                    readers.append(pool.get(spec))
+                    ok.append(spec)
+                except SlideError as exc:
+                    results.append(SlidePrediction(slide=spec, error=str(exc)))
+            if readers:
+                results.extend(_predict_batch(model, ok, readers, device, t0))
+            if progress is not None:
+                progress(len(batch))
+    finally:
+        model.train(was_training)
+    order = {spec: i for i, spec in enumerate(slides)}
+    return sorted(results, key=lambda p: order[p.slide])
+
+
+def _predict_batch(model, specs, readers, device, t0) -> list[SlidePrediction]:  # type: ignore[no-untyped-def]
+    try:
+        out = model(readers)
+    except SlideError as exc:
+        if len(specs) == 1:
+            return [SlidePrediction(slide=specs[0], error=str(exc))]
+        # Find the bad slide(s): predict one by one.
+        preds: list[SlidePrediction] = []
+        for spec, reader in zip(specs, readers, strict=True):
+            preds.extend(_predict_batch(model, [spec], [reader], device, time.perf_counter()))
+        return preds
+    seconds = (time.perf_counter() - t0) / len(specs)
+    probs = torch.sigmoid(out.logit.float()).cpu()
+    running = torch.sigmoid(out.running_logits.float()).cpu()
+    preds = []
+    for i, spec in enumerate(specs):
+        layers = [boxes[i].cpu().tolist() for boxes in out.boxes_level0]
+        preds.append(
+            SlidePrediction(
+                slide=spec,
+                probability=float(probs[i]),
+                seconds=seconds,
+                layers=layers,
+                running_probabilities=running[i].tolist(),
+            )
+        )
+    return preds

@@ -1,0 +1,76 @@
+"""MagNet's training loss (paper §4.3 "Loss Functions"; METHOD.md §4).
+
+total = w_final * CE(final logit) + w_aux * sum_l CE(aux logit of layer l) + w_par * L_par
+
+- The task is binary with one logit per output, so cross-entropy is BCE-with-logits, averaged over slides.
+- Paradoxical loss (Maksoud et al., "SOS: Selective Objective Switch for Rapid Immunofluorescence Whole
+  Slide Image Classification", CVPR 2020) [choice: its exact formula could not be retrieved; METHOD.md §4
+  fixes this hinge]: the deeper auxiliary classifier should do at least as well as the shallower one,
+  L_par = mean over slides of max(0, l_last - sg(l_first)), with l the per-slide cross-entropies of the
+  first and last auxiliary layers (paper: layers 1 and 3). l_first is detached, or the loss would reward
+  making the shallow classifier worse. With fewer than two auxiliary layers it is 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from magnet.errors import ConfigError
+from magnet.models.magnet import MagNetOutput
+
+__all__ = ["LossWeights", "LossBreakdown", "magnet_loss", "paradoxical_loss"]
+
+
+@dataclass
+class LossWeights:
+    """Weights of the loss terms; all 1 as in METHOD.md §4 (the paper gives none)."""
+
+    final: float = 1.0  # CE on the GRU's last step (paper §4.3)
+    aux: float = 1.0  # each auxiliary classifier's CE (paper §3.3)
+    paradoxical: float = 1.0  # lambda of the paradoxical hinge (paper §3.3, §4.3)
+
+    def __post_init__(self) -> None:
+        for name in ("final", "aux", "paradoxical"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"loss weight {name}={getattr(self, name)}: must be >= 0")
+
+
+@dataclass
+class LossBreakdown:
+    total: Tensor  # scalar, what to backpropagate
+    final: Tensor  # scalar CE of the final logit
+    aux: dict[int, Tensor] = field(default_factory=dict)  # layer (1-based) -> scalar CE
+    paradoxical: Tensor = field(default_factory=lambda: torch.zeros(()))  # scalar hinge
+
+
+def paradoxical_loss(first_logits: Tensor, last_logits: Tensor, labels: Tensor) -> Tensor:
+    """mean_slides max(0, CE(last) - sg(CE(first))): per-slide BCE, the first one detached."""
+    first = F.binary_cross_entropy_with_logits(first_logits, labels, reduction="none").detach()
+    last = F.binary_cross_entropy_with_logits(last_logits, labels, reduction="none")
+    return torch.relu(last - first).mean()
+
+
+def magnet_loss(output: MagNetOutput, labels: Tensor, weights: LossWeights | None = None) -> LossBreakdown:
+    """The loss of a batch: ``labels`` ``(B,)`` in {0, 1} (any numeric dtype)."""
+    weights = weights or LossWeights()
+    labels = labels.to(device=output.logit.device, dtype=output.logit.dtype).view(-1)
+    if labels.shape != output.logit.shape:
+        raise ValueError(f"labels of shape {tuple(labels.shape)} for logits {tuple(output.logit.shape)}")
+    final = F.binary_cross_entropy_with_logits(output.logit, labels)
+    aux = {
+        layer: F.binary_cross_entropy_with_logits(logits, labels)
+        for layer, logits in sorted(output.aux_logits.items())
+    }
+    layers = sorted(output.aux_logits)
+    if len(layers) >= 2:
+        paradoxical = paradoxical_loss(output.aux_logits[layers[0]], output.aux_logits[layers[-1]], labels)
+    else:
+        paradoxical = final.new_zeros(())
+    total = weights.final * final + weights.paradoxical * paradoxical
+    for value in aux.values():
+        total = total + weights.aux * value
+    return LossBreakdown(total=total, final=final, aux=aux, paradoxical=paradoxical)

@@ -1,0 +1,113 @@
+"""Image encoders of the classifiers: a patch ``(N, 3, S, S)`` in [0, 1] to a feature vector ``(N, D)``.
+
+- ``inception_v3``: the paper's classification-layer CNN (§3.2), torchvision's InceptionV3 without its
+  auxiliary head (it fails at 224 px in train mode; METHOD.md §4) and with ``fc = Identity``: 2048-d.
+  Needs >= 75 px.
+- ``resnet18``: the paper's auxiliary-classifier CNN (§3.3), ``fc = Identity``: 512-d; works at 56 px.
+- ``small``: a four-stage CNN for CPU runs and tests (64-d); never pretrained.
+
+Inputs are normalised with the ImageNet mean and std inside the encoder. With pretrained InceptionV3
+weights torchvision's ``transform_input=True`` then remaps ImageNet-normalised input to the scaling the
+ported Google weights expect, so the input is normalised once, not twice.
+
+``pretrained=True`` loads torchvision's ImageNet weights (paper §4.3) from the torch hub cache
+(``torch.hub.get_dir()/checkpoints/<file>``) and downloads them only when that file is absent. Offline, the
+failure is a ``ConfigError`` naming the file to place there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torchvision import models as tv_models
+
+from magnet.errors import ConfigError
+
+__all__ = ["Backbone", "build_backbone", "weights_path", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_WEIGHTS = {
+    "inception_v3": tv_models.Inception_V3_Weights.IMAGENET1K_V1,
+    "resnet18": tv_models.ResNet18_Weights.IMAGENET1K_V1,
+}
+
+
+class Backbone(nn.Module):
+    """An encoder with ImageNet input normalisation; ``feature_dim`` is the width of its output."""
+
+    def __init__(self, encoder: nn.Module, feature_dim: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.feature_dim = feature_dim
+        # Not persistent: constants, not weights; keeps checkpoints equal to the torchvision layout.
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        features: Tensor = self.encoder((images - self.mean) / self.std)
+        return features
+
+
+def weights_path(name: str) -> Path:
+    """Where torchvision's ImageNet weights of backbone ``name`` are looked for in the torch hub cache."""
+    url = _WEIGHTS[name].url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def _download_state_dict(url: str) -> dict[str, Tensor]:
+    state: dict[str, Tensor] = torch.hub.load_state_dict_from_url(url, progress=False, map_location="cpu")
+    return state
+
+
+def _imagenet_state_dict(name: str) -> dict[str, Tensor]:
+    path = weights_path(name)
+    if path.is_file():
+        state: dict[str, Tensor] = torch.load(path, map_location="cpu", weights_only=True)
+        return state
+    try:
+        return _download_state_dict(_WEIGHTS[name].url)
+    except Exception as error:  # offline, proxy, disk: all mean "place the file by hand"
+        raise ConfigError(
+            f"pretrained {name} weights unavailable ({type(error).__name__}): download "
+            f"{_WEIGHTS[name].url} and place it at {path}"
+        ) from error
+
+
+def _small_cnn() -> nn.Module:
+    """Four stride-2 conv stages (16-32-64-64 channels) and global average pooling: 64-d, any size >= 16."""
+    layers: list[nn.Module] = []
+    channels = (3, 16, 32, 64, 64)
+    for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
+        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+    layers += [nn.AdaptiveMaxPool2d(1), nn.Flatten()]
+    return nn.Sequential(*layers)
+
+
+def build_backbone(name: str, pretrained: bool = False) -> Backbone:
+    """Encoder ``name`` ("inception_v3" | "resnet18" | "small"), ImageNet weights when ``pretrained``."""
+    if name == "inception_v3":
+        # Built with the aux head so the pretrained state dict loads as is; the head is dropped after.
+        inception = tv_models.inception_v3(
+            weights=None, aux_logits=pretrained, init_weights=not pretrained, transform_input=pretrained
+        )
+        if pretrained:
+            inception.load_state_dict(_imagenet_state_dict(name))
+            inception.aux_logits = False
+            inception.AuxLogits = None
+        inception.fc = nn.Identity()  # type: ignore[assignment]
+        return Backbone(inception, 2048)
+    if name == "resnet18":
+        resnet = tv_models.resnet18(weights=None)
+        if pretrained:
+            resnet.load_state_dict(_imagenet_state_dict(name))
+        resnet.fc = nn.Identity()  # type: ignore[assignment]
+        return Backbone(resnet, 512)
+    if name == "small":
+        if pretrained:
+            raise ConfigError("backbone 'small' has no pretrained weights; use pretrained=False")
+        return Backbone(_small_cnn(), 64)
+    raise ConfigError(f"backbone={name!r}: must be one of inception_v3, resnet18, small")

@@ -1,0 +1,171 @@
+"""The model's configuration: one typed dataclass whose defaults are the paper's 3-layer MagNet.
+
+Paper §3 (magnifying layers, classification layer, auxiliary classifiers) and §3.4 (configurations);
+METHOD.md §2 and §4 fix the vague parts. Keys marked [choice] are ours, not the paper's (METHOD.md marks
+them the same way). The dataclass holds only ints, floats, strings, bools and tuples of ints, so
+``MagNetConfig(**dataclasses.asdict(config))`` and a YAML round trip (lists become tuples) rebuild it.
+The slide reader's options (grey filter, cache, threads) are not model keys: the reader owns them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from magnet.errors import ConfigError
+
+__all__ = ["MagNetConfig", "BACKBONES", "AUX_BACKBONES", "INCEPTION_MIN_SIZE"]
+
+BACKBONES = ("inception_v3", "resnet18", "small")
+AUX_BACKBONES = ("resnet18", "small")
+SPREADS = ("calibrated", "expected_l2")
+SAMPLERS = ("linearized", "bilinear")
+# torchvision's InceptionV3 has no valid feature map below 75 x 75 input pixels.
+INCEPTION_MIN_SIZE = 75
+
+
+@dataclass
+class MagNetConfig:
+    """Everything that shapes a MagNet. Defaults: the paper's 3-layer MagNet (``magnet3``)."""
+
+    # P_l per layer (paper §3.4: "a combination of [2, 3]"; [2, 3, 3] gives Figure 4's 18 final patches)
+    # [choice: METHOD.md §2.9 fixes the exact combination].
+    patches_per_layer: tuple[int, ...] = (2, 3, 3)
+    # I: what the localisation heads see (paper §3.1: 56 x 56; larger did not fit one GPU).
+    view_size: int = 56
+    # I': what patches are sampled from, twice I (paper §3.1: 112 x 112).
+    read_size: int = 112
+    # Grid of the last layer's patches, the classifier's input (paper §3.2: 224 x 224).
+    final_size: int = 224
+    # [choice] the last layer's I' is read at twice its grid, as I' is twice I elsewhere (METHOD.md §2.5).
+    final_read_size: int = 448
+    # Floor of the zoom s (paper eq. 1: 0.05; keeps gradients alive early in training).
+    min_scale: float = 0.05
+    # [choice] "calibrated": s = sqrt(1.5 E||x - mu||^2) so a flat map is the identity view (METHOD.md §2.3);
+    # "expected_l2": the paper's literal wording.
+    spread: str = "calibrated"
+    # Paper §3.1 "Sampler": linearized multi-sampling (Jiang et al. 2019); "bilinear" is cheaper (1.7-2x).
+    sampler: str = "linearized"
+    # [choice] initial offset o_k of each child inside its parent, t = tanh(mu + atanh(o_k)), so siblings
+    # start on different boxes (METHOD.md §2.4: +-0.4 worked). 0 puts every sibling on the same box.
+    sibling_offset: float = 0.4
+    # Paper §4.3: the first patch of layer 2 is frozen to the parent's whole view (identity theta, no head).
+    frozen_patch: bool = True
+    # [choice] channels per branch of the Inception-style head blocks (METHOD.md §2.1: 8-16).
+    head_branch_channels: int = 8
+    # Paper §3.1: three stacked multi-kernel convolutional layers per patch.
+    head_blocks: int = 3
+    # [choice] std of the heads' last 1x1 conv: tiny, so sparsemax starts near-flat, not one-hot
+    # (METHOD.md §2.4, the sparsemax collapse trap).
+    head_init_std: float = 1e-3
+    # [choice] learnable temperature exp(beta), beta = 0 at start, per head (METHOD.md §2.4).
+    learn_temperature: bool = True
+    # Paper §3.2: ImageNet InceptionV3. "resnet18" is lighter; "small" is a CNN for CPU runs.
+    backbone: str = "inception_v3"
+    # Final patches are resized to this before the classifier's CNN; None = final_size (no resize).
+    classifier_input_size: int | None = None
+    # [choice] GRU hidden size; the paper does not give it (METHOD.md §4).
+    gru_hidden: int = 512
+    # Paper §3.3: auxiliary classifiers on the patches of layers 1 and 3 (1-based; empty = none).
+    aux_layers: tuple[int, ...] = (1, 3)
+    # Paper §3.3: ImageNet ResNet-18; "small" for CPU runs.
+    aux_backbone: str = "resnet18"
+    # Paper §4.3: ImageNet weights for InceptionV3 / ResNet-18. False by default so nothing downloads
+    # unless asked; the "small" CNN has no pretrained weights.
+    pretrained: bool = False
+
+    def __post_init__(self) -> None:
+        # Accept lists (YAML) and store tuples, so equal configs compare equal.
+        self.patches_per_layer = tuple(_int_list("patches_per_layer", self.patches_per_layer))
+        self.aux_layers = tuple(_int_list("aux_layers", self.aux_layers))
+        self._validate()
+
+    @property
+    def num_layers(self) -> int:
+        """L, the number of magnifying layers."""
+        return len(self.patches_per_layer)
+
+    @property
+    def classifier_size(self) -> int:
+        """Side of the images the classifier's CNN sees."""
+        return self.final_size if self.classifier_input_size is None else self.classifier_input_size
+
+    def patches_at(self, layer: int) -> int:
+        """N_l = prod_{i <= l} P_i, the number of patches layer ``layer`` (1-based; 0 = root) outputs."""
+        count = 1
+        for p in self.patches_per_layer[:layer]:
+            count *= p
+        return count
+
+    def has_frozen_patch(self, layer: int) -> bool:
+        """Whether the first child of each parent at ``layer`` (1-based) is the frozen identity patch."""
+        return self.frozen_patch and layer == 2
+
+    def _validate(self) -> None:
+        if not self.patches_per_layer:
+            raise ConfigError("patches_per_layer is empty: a MagNet needs at least one magnifying layer")
+        if any(p < 1 for p in self.patches_per_layer):
+            raise ConfigError(f"patches_per_layer={list(self.patches_per_layer)}: every entry must be >= 1")
+        if self.frozen_patch and self.num_layers >= 2 and self.patches_per_layer[1] < 2:
+            raise ConfigError(
+                "frozen_patch=True needs >= 2 patches at layer 2 (the first is frozen); "
+                f"got patches_per_layer={list(self.patches_per_layer)}"
+            )
+        for name in ("view_size", "read_size", "final_size", "final_read_size", "gru_hidden", "head_blocks",
+                     "head_branch_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name}={value!r}: must be a positive integer")
+        if self.read_size < self.view_size:
+            raise ConfigError(f"read_size={self.read_size} < view_size={self.view_size}: I' must hold >= I")
+        if self.final_read_size < self.final_size:
+            raise ConfigError(
+                f"final_read_size={self.final_read_size} < final_size={self.final_size}: "
+                "the last layer samples its patches from a read at least as large as its grid"
+            )
+        if self.classifier_input_size is not None and self.classifier_input_size < 1:
+            raise ConfigError(f"classifier_input_size={self.classifier_input_size}: must be positive or None")
+        if not 0 < self.min_scale <= 1:
+            raise ConfigError(f"min_scale={self.min_scale}: must lie in (0, 1]")
+        if not 0 <= self.sibling_offset < 1:
+            raise ConfigError(f"sibling_offset={self.sibling_offset}: must lie in [0, 1) (it passes atanh)")
+        if self.head_init_std < 0:
+            raise ConfigError(f"head_init_std={self.head_init_std}: must be >= 0")
+        _choice("spread", self.spread, SPREADS)
+        _choice("sampler", self.sampler, SAMPLERS)
+        _choice("backbone", self.backbone, BACKBONES)
+        _choice("aux_backbone", self.aux_backbone, AUX_BACKBONES)
+        if self.backbone == "inception_v3" and self.classifier_size < INCEPTION_MIN_SIZE:
+            raise ConfigError(
+                f"backbone=inception_v3 needs classifier input >= {INCEPTION_MIN_SIZE} px, "
+                f"got {self.classifier_size}"
+            )
+        if len(set(self.aux_layers)) != len(self.aux_layers):
+            raise ConfigError(f"aux_layers={list(self.aux_layers)}: repeated layer")
+        for layer in self.aux_layers:
+            if not 1 <= layer <= self.num_layers:
+                raise ConfigError(
+                    f"aux_layers={list(self.aux_layers)}: layer {layer} is not in 1..{self.num_layers} "
+                    f"(the model has {self.num_layers} magnifying layers)"
+                )
+        if list(self.aux_layers) != sorted(self.aux_layers):
+            raise ConfigError(f"aux_layers={list(self.aux_layers)}: list the layers in increasing order")
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """The config keys, for override checking."""
+        return tuple(f.name for f in fields(cls))
+
+
+def _int_list(name: str, value: Any) -> list[int]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ConfigError(f"{name}={value!r}: must be a list of integers")
+    items = list(value)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+        raise ConfigError(f"{name}={items!r}: must be a list of integers")
+    return items
+
+
+def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r}: must be one of {', '.join(allowed)}")

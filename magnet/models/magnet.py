@@ -1,0 +1,132 @@
+"""The Magnifying Network: L magnifying layers, a classification layer, auxiliary classifiers (paper §3).
+
+Data flow for a batch of B slides (METHOD.md §2.5-§2.6, §4):
+
+- Root: the ROI A0 (identity, or a dihedral map: augmentation is folded in here, METHOD.md §1);
+  I0 = read(A0, view_size) and I'0 = read(A0, read_size), both under ``no_grad``.
+- Layer l takes N_{l-1} parents per slide and makes N_l = N_{l-1} * P_l children. The child's ROI is
+  A_child = A_parent @ T(theta) (``canvas.compose``). Its I is its sampled patch itself (this keeps the
+  path differentiable: the losses reach every earlier theta through the heads of later layers); its I' is
+  a fresh, detached read of the slide at its ROI: new detail its parent's I' did not hold (the
+  "magnifying" step). The last layer samples final_size patches from I' read at final_read_size.
+- The N_L final patches, in depth-first order, go to the classifier (CNN -> GRU -> FC), and the patches of
+  each auxiliary layer to its auxiliary classifier.
+
+The model never opens files: pixels come from ``RegionSource`` objects (one per slide), read once per slide
+per layer with all of that slide's ROIs in one call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from magnet.models.classifier import AuxiliaryClassifier, Classifier
+from magnet.models.config import MagNetConfig
+from magnet.models.magnifying import MagnifyingLayer
+from magnet.slides.canvas import RegionSource, compose, roi_to_level0_box
+
+__all__ = ["MagNet", "MagNetOutput", "read_views"]
+
+
+@dataclass
+class MagNetOutput:
+    """Everything a MagNet computes for a batch of B slides; lists are per layer 1..L."""
+
+    logit: Tensor  # (B,) slide logit (the GRU's last step)
+    running_logits: Tensor  # (B, N_L) logit after each final patch, depth-first order (paper Figure 5)
+    aux_logits: dict[int, Tensor] = field(default_factory=dict)  # layer -> (B,) auxiliary logit
+    thetas: list[Tensor] = field(default_factory=list)  # (B, N_l, 3) (s, tx, ty), with gradient
+    rois: list[Tensor] = field(default_factory=list)  # (B, N_l, 3, 3) canvas ROIs, float64, detached
+    boxes_level0: list[Tensor] = field(default_factory=list)  # (B, N_l, 4) level-0 (x0, y0, x1, y1)
+    patches: list[Tensor] = field(default_factory=list)  # (B, N_l, 3, S, S), S = view or final size
+    support: list[Tensor] = field(default_factory=list)  # (B, N_{l-1} * K_heads) sparsemax support sizes
+
+
+def read_views(sources: Sequence[RegionSource], rois: Tensor, size: int, device: torch.device) -> Tensor:
+    """Read ROIs ``(B, N, 3, 3)`` (row b from ``sources[b]``) as ``(B, N, 3, size, size)``, detached.
+
+    One ``read`` call per slide, with all of its ROIs.
+    """
+    with torch.no_grad():
+        views = [source.read(slide_rois, size) for source, slide_rois in zip(sources, rois, strict=True)]
+        return torch.stack(views).to(device=device, dtype=torch.float32)
+
+
+class MagNet(nn.Module):
+    """MagNet of ``config``: ``forward(sources, root_rois=None, generator=None) -> MagNetOutput``."""
+
+    def __init__(self, config: MagNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.layers = nn.ModuleList(
+            MagnifyingLayer(children, config, index)
+            for index, children in enumerate(config.patches_per_layer, start=1)
+        )
+        self.classifier = Classifier(
+            config.backbone, config.gru_hidden, config.classifier_size, pretrained=config.pretrained
+        )
+        self.aux_classifiers = nn.ModuleDict(
+            {
+                f"layer{layer}": AuxiliaryClassifier(config.aux_backbone, pretrained=config.pretrained)
+                for layer in config.aux_layers
+            }
+        )
+
+    @property
+    def num_heads(self) -> list[int]:
+        """Localisation heads per layer."""
+        return [layer.num_heads for layer in self.layers]  # type: ignore[misc]
+
+    def _read_size(self, layer_index: int) -> int:
+        """Size of the I' read by the parents of layer ``layer_index`` (1-based)."""
+        last = layer_index == self.config.num_layers
+        return self.config.final_read_size if last else self.config.read_size
+
+    def forward(
+        self,
+        sources: Sequence[RegionSource],
+        root_rois: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> MagNetOutput:
+        """Classify the slides ``sources`` (B of them); ``root_rois`` ``(B, 3, 3)`` defaults to identity."""
+        batch = len(sources)
+        if batch == 0:
+            raise ValueError("MagNet.forward needs at least one slide")
+        device = next(self.parameters()).device
+        if root_rois is None:
+            root_rois = torch.eye(3, dtype=torch.float64).expand(batch, 3, 3)
+        if root_rois.shape != (batch, 3, 3):
+            raise ValueError(f"root_rois must have shape ({batch}, 3, 3), got {tuple(root_rois.shape)}")
+        parent_rois = root_rois.detach().to(device=device, dtype=torch.float64).unsqueeze(1)  # (B, 1, 3, 3)
+        images = read_views(sources, parent_rois, self.config.view_size, device)
+        reads = read_views(sources, parent_rois, self._read_size(1), device)
+
+        output = MagNetOutput(logit=torch.empty(0), running_logits=torch.empty(0))
+        for layer in self.layers:
+            assert isinstance(layer, MagnifyingLayer)
+            result = layer(images, reads, generator=generator)
+            theta = result.theta.detach().to(torch.float64).view(batch, layer.num_parents, layer.num_children, 3)
+            rois = compose(parent_rois.unsqueeze(2), theta).flatten(1, 2)  # (B, N_l, 3, 3), depth-first
+            output.thetas.append(result.theta)
+            output.rois.append(rois)
+            output.boxes_level0.append(
+                torch.stack([roi_to_level0_box(r, s.slide_size) for r, s in zip(rois, sources, strict=True)])
+            )
+            output.patches.append(result.patches)
+            output.support.append(result.support)
+            if layer.layer_index < self.config.num_layers:
+                images = result.patches  # the child's I: its own sampled patch (differentiable path)
+                reads = read_views(sources, rois, self._read_size(layer.layer_index + 1), device)
+                parent_rois = rois
+
+        final = self.classifier(output.patches[-1])
+        output.logit = final.logit
+        output.running_logits = final.running_logits
+        for layer_index in self.config.aux_layers:
+            aux = self.aux_classifiers[f"layer{layer_index}"]
+            output.aux_logits[layer_index] = aux(output.patches[layer_index - 1])
+        return output

@@ -1,0 +1,165 @@
+"""One magnifying layer (paper §3.1; METHOD.md §2).
+
+For each parent view n (its ``I_n``, view_size², seen by the heads, and its ``I'_n``, a finer read of the
+same ROI that patches are sampled from) and each child k:
+
+1. a localisation head of its own (one per output patch, paper §3.1: the heads of a layer are independent;
+   they run as one grouped convolution, head ``n * K_heads + k`` on parent n's image) gives a logit map;
+2. spatial sparsemax turns it into a probability map P (METHOD.md §2.2);
+3. P gives theta = (s, tx, ty) (eqs. 1-4, METHOD.md §2.3), with t = tanh(mu + atanh(o_k)) where o_k is the
+   child's fixed initial offset (METHOD.md §2.4 [choice], see :func:`sibling_offsets`);
+4. the patch O_{n,k} = sampler(I'_n, affine_grid(theta_{n,k})) on a view_size grid, or final_size at the last
+   layer (METHOD.md §2.5).
+
+Frozen patch (paper §4.3, METHOD.md §2.7): at layer 2 the first child of each parent has theta = identity and
+no head; it is the parent's whole view at I' quality.
+
+Shapes: B slides, N_p parents per slide, K children per parent (K_heads of them with a head); children are
+numbered ``n * K + k`` (depth-first order of the tree).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from magnet.errors import ConfigError
+from magnet.layers.heads import LocalisationHeads
+from magnet.layers.samplers import Sampler
+from magnet.layers.sparsemax import spatial_sparsemax
+from magnet.layers.theta import theta_from_probability
+from magnet.models.config import MagNetConfig
+from magnet.slides.canvas import theta_matrix
+
+__all__ = ["MagnifyingLayer", "MagnifyingOutput", "sibling_offsets"]
+
+
+@dataclass
+class MagnifyingOutput:
+    theta: Tensor  # (B, N_p * K, 3): (s, tx, ty) of every child, frozen ones included
+    patches: Tensor  # (B, N_p * K, 3, S, S): the sampled patches
+    prob: Tensor  # (B, N_p * K_heads, V, V): the heads' probability maps
+    support: Tensor  # (B, N_p * K_heads): number of non-zero pixels of each map (sparsemax support size)
+
+
+def sibling_offsets(num_heads: int, offset: float, layer_index: int, has_frozen: bool) -> Tensor:
+    """Initial offsets o_k ``(num_heads, 2)`` of the headed children of one parent [choice, METHOD.md §2.4].
+
+    Layout: the children sit at equal angles on the square of half-side ``offset`` (the L-inf circle), at
+    angles pi/4 + 2 pi k / K_heads, turned by a quarter turn per layer so that the tree of untrained
+    heads spreads in two directions instead of stacking along one diagonal (two children: the diagonal at
+    layer 1, the anti-diagonal at layer 2, ...). A lone headed child sits at the centre, unless a frozen
+    sibling already holds the centre, in which case it goes to the ring.
+    """
+    if num_heads == 0:
+        return torch.zeros(0, 2)
+    if num_heads == 1 and not has_frozen:
+        return torch.zeros(1, 2)
+    k = torch.arange(num_heads, dtype=torch.float64)
+    angle = math.pi / 4 + 2 * math.pi * k / num_heads + (layer_index - 1) * math.pi / 2
+    direction = torch.stack([torch.cos(angle), torch.sin(angle)], dim=-1)
+    on_square = direction / direction.abs().amax(dim=-1, keepdim=True)
+    return (offset * on_square).float()
+
+
+class MagnifyingLayer(nn.Module):
+    """Magnifying layer ``layer_index`` (1-based) of a MagNet built from ``config``.
+
+    ``num_children`` is P_l; the number of parents per slide, N_{l-1} = prod_{i<l} P_i, comes from
+    ``config.patches_per_layer`` unless given.
+    """
+
+    def __init__(
+        self, num_children: int, config: MagNetConfig, layer_index: int, num_parents: int | None = None
+    ) -> None:
+        super().__init__()
+        if not 1 <= layer_index <= config.num_layers:
+            raise ConfigError(f"layer_index={layer_index}: must be in 1..{config.num_layers}")
+        if num_children < 1:
+            raise ConfigError(f"num_children={num_children}: must be >= 1")
+        self.layer_index = layer_index
+        self.num_children = num_children
+        self.num_parents = config.patches_at(layer_index - 1) if num_parents is None else num_parents
+        self.num_frozen = 1 if config.has_frozen_patch(layer_index) else 0
+        self.num_heads_per_parent = num_children - self.num_frozen
+        self.out_size = config.final_size if layer_index == config.num_layers else config.view_size
+        self.min_scale = config.min_scale
+        self.spread = config.spread
+        self.heads = LocalisationHeads(
+            self.num_parents * self.num_heads_per_parent,
+            in_channels=3,
+            branch_channels=config.head_branch_channels,
+            num_blocks=config.head_blocks,
+            init_std=config.head_init_std,
+            learn_temperature=config.learn_temperature,
+        )
+        self.sampler = Sampler(config.sampler)  # type: ignore[arg-type]
+        offsets = sibling_offsets(
+            self.num_heads_per_parent, config.sibling_offset, layer_index, self.num_frozen > 0
+        )
+        self.register_buffer("offsets", offsets, persistent=False)  # (K_heads, 2)
+
+    @property
+    def num_heads(self) -> int:
+        return self.num_parents * self.num_heads_per_parent
+
+    def head_logits(self, images: Tensor) -> Tensor:
+        """Logit maps ``(B, N_p * K_heads, V, V)`` of parent images ``(B, N_p, 3, V, V)``.
+
+        Head ``n * K_heads + k`` sees only parent n. ``LocalisationHeads.forward`` feeds one image to every
+        head; here each group gets its own parent's image, through the same grouped blocks.
+        """
+        batch, parents, channels, height, width = images.shape
+        if self.num_heads == 0:
+            return images.new_zeros(batch, 0, height, width)
+        per_head = images.unsqueeze(2).expand(-1, -1, self.num_heads_per_parent, -1, -1, -1)
+        grouped = per_head.reshape(batch, self.num_heads * channels, height, width)
+        assert self.heads.to_logits is not None
+        logits: Tensor = self.heads.to_logits(self.heads.blocks(grouped))
+        if self.heads.log_temperature is not None:
+            logits = logits * self.heads.log_temperature.exp().view(1, -1, 1, 1)
+        return logits
+
+    def forward(self, images: Tensor, reads: Tensor, generator: torch.Generator | None = None) -> MagnifyingOutput:
+        """``images`` I ``(B, N_p, 3, V, V)``, ``reads`` I' ``(B, N_p, 3, R, R)`` (no grad needed)."""
+        batch, parents = images.shape[:2]
+        if parents != self.num_parents or reads.shape[:2] != images.shape[:2]:
+            raise ValueError(
+                f"layer {self.layer_index} expects {self.num_parents} parents per slide, got images "
+                f"{tuple(images.shape)} and reads {tuple(reads.shape)}"
+            )
+        logits = self.head_logits(images)  # (B, N_p * K_heads, V, V)
+        # Float32 for the sparsemax threshold and the moments, whatever autocast does around it.
+        prob = spatial_sparsemax(logits.float())
+        theta_heads = theta_from_probability(
+            prob.view(batch, parents, self.num_heads_per_parent, *prob.shape[-2:]),
+            min_scale=self.min_scale,
+            spread=self.spread,  # type: ignore[arg-type]
+            offset=self.offsets,
+        )  # (B, N_p, K_heads, 3)
+        if self.num_frozen:
+            identity = theta_heads.new_tensor([1.0, 0.0, 0.0]).expand(batch, parents, self.num_frozen, 3)
+            theta = torch.cat([identity, theta_heads], dim=2)
+        else:
+            theta = theta_heads
+        theta = theta.reshape(batch, parents * self.num_children, 3)
+
+        size = self.out_size
+        affine = theta_matrix(theta.reshape(-1, 3))[:, :2, :]  # (B * N_p * K, 2, 3), eq. 4
+        grid = F.affine_grid(affine, [affine.shape[0], 3, size, size], align_corners=False)
+        # Every child samples its own parent's I' (child n * K + k <- parent n).
+        sources = reads.detach().unsqueeze(2).expand(-1, -1, self.num_children, -1, -1, -1).flatten(0, 2)
+        patches = self.sampler(sources, grid, generator=generator)
+        patches = patches.view(batch, parents * self.num_children, 3, size, size)
+        support = (prob > 0).flatten(-2).sum(-1)
+        return MagnifyingOutput(theta=theta, patches=patches, prob=prob, support=support)
+
+    def extra_repr(self) -> str:
+        return (
+            f"layer={self.layer_index}, parents={self.num_parents}, children={self.num_children}, "
+            f"frozen={self.num_frozen}, heads={self.num_heads}, out_size={self.out_size}"
+        )

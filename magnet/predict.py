@@ -1,0 +1,28 @@
+"""``magnet predict``: probability and the ROIs of every layer for any slide ``open_slide`` reads.
+
+The model is rebuilt from the checkpoint alone. Output per slide: ``slide``, ``probability``, ``seconds``
+(wall time of that slide's forward pass, reads included) and ``layers`` (per magnifying layer, the level-0
+boxes ``[x0, y0, x1, y1]`` of its ROIs), plus ``running_probabilities`` (after each final patch, paper
+Figure 5) and ``error`` (empty unless the slide failed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from magnet.checkpoint import load_model
+from magnet.inference import predict_slides
+from magnet.slide_pool import SlidePool
+
+
+def predict(checkpoint: str | Path, slides: Sequence[str], *, batch_size: int = 1) -> list[dict[str, Any]]:
+    model, config = load_model(checkpoint)
+    pool = SlidePool(grey_filter=config.data.grey_filter, threads=config.data.reader_threads)
+    try:
+        preds = predict_slides(model, list(slides), pool, batch_size=batch_size)
+    finally:
+        pool.close()
+    return [asdict(p) for p in preds]

@@ -1,0 +1,43 @@
+"""Open slides once, keep a bounded number open, hand out ``RegionReader``s to the model.
+
+Training visits the same slides every epoch; reopening a real slide file costs a parse of its header and
+tile index, so readers are kept in a small LRU. Virtual slides are cheap either way.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from magnet.slides.reader import RegionReader
+from magnet.slides.registry import open_slide
+
+
+class SlidePool:
+    """An LRU of open slides, each wrapped in a ``RegionReader``."""
+
+    def __init__(self, *, grey_filter: bool = True, threads: int = 2, max_open: int = 64) -> None:
+        self.grey_filter = grey_filter
+        self.threads = threads
+        self.max_open = max(1, max_open)
+        self._readers: OrderedDict[str, RegionReader] = OrderedDict()
+
+    def get(self, spec: str) -> RegionReader:
+        """The reader of ``spec`` (a path or URI), opening the slide if needed (``SlideError`` if it fails)."""
+        reader = self._readers.pop(spec, None)
+        if reader is None:
+            slide = open_slide(spec)
+            reader = RegionReader(slide, grey_filter=self.grey_filter, threads=self.threads)
+        self._readers[spec] = reader
+        while len(self._readers) > self.max_open:
+            _, old = self._readers.popitem(last=False)
+            old.slide.close()
+        return reader
+
+    @property
+    def pixels_decoded(self) -> int:
+        return sum(r.pixels_decoded for r in self._readers.values())
+
+    def close(self) -> None:
+        for reader in self._readers.values():
+            reader.slide.close()
+        self._readers.clear()

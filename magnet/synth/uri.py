@@ -1,0 +1,134 @@
+"""Virtual-slide URIs: ``synth:seed=17,size=100000x100000,lesion=micro[,mpp=..][,texture=..][,texture_dir=..]``.
+
+Parsing is strict (DESIGN.md "Virtual slides"): an unknown or repeated key, a malformed value or a missing
+``seed`` raises ``SlideError(uri, reason)`` with a one-line reason. ``lesion`` may be left out; the class is
+then drawn from the seed with the Camelyon17 mix (see ``dataset.CLASS_MIX``), so that every seed names one
+slide. ``SynthSpec.uri`` is the canonical spelling (fixed key order, defaults left out except seed, size and
+lesion), which is what ``VirtualSlide.path`` and the manifests carry.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from magnet.errors import SlideError
+
+SCHEME = "synth"
+LESION_CLASSES = ("negative", "macro", "micro", "itc")
+TEXTURES = ("procedural", "camelyon16")
+# 100,000 px at 0.25 um/px is a 25 mm slide at 40x, the size of a Camelyon lymph-node slide (issue #3).
+DEFAULT_SIZE = (100_000, 100_000)
+DEFAULT_MPP = 0.25
+# Smallest slide: below this the pyramid and the tissue layout degenerate; largest: int32-safe maths.
+MIN_SIDE, MAX_SIDE = 256, 2_000_000
+_KEYS = ("seed", "size", "lesion", "mpp", "texture", "texture_dir")
+_SIZE = re.compile(r"^([0-9]+)x([0-9]+)$")
+
+
+def default_texture_dir() -> Path:
+    """``../shared/data/textures/camelyon16`` beside the project root (the repository layout of DESIGN.md)."""
+    root = Path(__file__).resolve().parents[2]
+    return root.parent / "shared" / "data" / "textures" / "camelyon16"
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    """Everything that defines one virtual slide."""
+
+    seed: int
+    size: tuple[int, int] = DEFAULT_SIZE
+    lesion: str = "negative"
+    mpp: float = DEFAULT_MPP
+    texture: str = "procedural"
+    texture_dir: str | None = None
+
+    @property
+    def uri(self) -> str:
+        parts = [f"seed={self.seed}", f"size={self.size[0]}x{self.size[1]}", f"lesion={self.lesion}"]
+        if self.mpp != DEFAULT_MPP:
+            parts.append(f"mpp={self.mpp:g}")
+        if self.texture != "procedural":
+            parts.append(f"texture={self.texture}")
+        if self.texture_dir is not None:
+            parts.append(f"texture_dir={self.texture_dir}")
+        return f"{SCHEME}:" + ",".join(parts)
+
+    @property
+    def resolved_texture_dir(self) -> Path:
+        return Path(self.texture_dir) if self.texture_dir is not None else default_texture_dir()
+
+
+def lesion_for_seed(seed: int) -> str:
+    """The class a URI without ``lesion=`` gets: drawn from the seed with the Camelyon17 mix."""
+    from magnet.synth.dataset import CLASS_MIX
+
+    u = np.random.default_rng([seed, 0x1E5]).random()
+    cumulative = 0.0
+    for name, share in CLASS_MIX.items():
+        cumulative += share
+        if u < cumulative:
+            return name
+    return "negative"
+
+
+def parse_uri(uri: str) -> SynthSpec:
+    """Parse a ``synth:`` URI strictly; every mistake is a one-line ``SlideError``."""
+    text = str(uri)
+    head, sep, body = text.partition(":")
+    if sep != ":" or head.lower() != SCHEME:
+        raise SlideError(text, f"not a virtual slide URI (expected '{SCHEME}:key=value,...')")
+    if not body:
+        raise SlideError(text, "empty virtual slide URI (needs at least seed=N)")
+    values: dict[str, str] = {}
+    for item in body.split(","):
+        key, eq, value = item.partition("=")
+        if eq != "=" or not key or not value:
+            raise SlideError(text, f"malformed item {item!r} (expected key=value)")
+        if key not in _KEYS:
+            raise SlideError(text, f"unknown key {key!r} (known: {', '.join(_KEYS)})")
+        if key in values:
+            raise SlideError(text, f"key {key!r} given twice")
+        values[key] = value
+    if "seed" not in values:
+        raise SlideError(text, "missing key 'seed'")
+    seed = _parse_int(text, "seed", values["seed"])
+    if not 0 <= seed < 2**63:
+        raise SlideError(text, f"seed must be in 0..2^63-1, got {seed}")
+    size = DEFAULT_SIZE
+    if "size" in values:
+        match = _SIZE.match(values["size"])
+        if match is None:
+            raise SlideError(text, f"size must be WIDTHxHEIGHT in pixels, got {values['size']!r}")
+        size = (int(match.group(1)), int(match.group(2)))
+        if not all(MIN_SIDE <= s <= MAX_SIDE for s in size):
+            raise SlideError(text, f"size sides must be in {MIN_SIDE}..{MAX_SIDE} px, got {values['size']}")
+    lesion = values.get("lesion") or lesion_for_seed(seed)
+    if lesion not in LESION_CLASSES:
+        raise SlideError(text, f"lesion must be one of {', '.join(LESION_CLASSES)}, got {lesion!r}")
+    mpp = DEFAULT_MPP
+    if "mpp" in values:
+        try:
+            mpp = float(values["mpp"])
+        except ValueError:
+            raise SlideError(text, f"mpp must be a number, got {values['mpp']!r}") from None
+        # 0.1..4 um/px spans 100x down to 2.5x scans; outside that the cell textures make no sense.
+        if not (math.isfinite(mpp) and 0.1 <= mpp <= 4.0):
+            raise SlideError(text, f"mpp must be in 0.1..4 um/px, got {values['mpp']}")
+    texture = values.get("texture", "procedural")
+    if texture not in TEXTURES:
+        raise SlideError(text, f"texture must be one of {', '.join(TEXTURES)}, got {texture!r}")
+    texture_dir = values.get("texture_dir")
+    if texture_dir is not None and texture != "camelyon16":
+        raise SlideError(text, "texture_dir is only meaningful with texture=camelyon16")
+    return SynthSpec(seed, size, lesion, mpp, texture, texture_dir)
+
+
+def _parse_int(uri: str, key: str, value: str) -> int:
+    if not re.fullmatch(r"[0-9]+", value):
+        raise SlideError(uri, f"{key} must be a non-negative integer, got {value!r}")
+    return int(value)

@@ -1,0 +1,302 @@
+"""The training loop (paper §4.3, METHOD.md §5), with Lightning Fabric for devices and precision.
+
+One epoch: shuffle the training rows with a generator seeded by ``(seed, epoch)``, give each slide a
+dihedral map (folded into its root ROI, METHOD.md §1), run the MagNet on the batch (the model reads the
+slides itself through ``RegionReader``s), back-propagate the loss of ``magnet.losses``, step Adam every
+``grad_accum`` batches; cosine-anneal the learning rate per epoch; validate; write ``last.ckpt`` (and
+``best.ckpt`` on a better validation AUROC) atomically; append a row to ``metrics.csv`` and TensorBoard.
+
+Every random draw of an epoch derives from ``(seed, epoch)``, so a run resumed from the checkpoint of
+epoch k gives the same metrics as one that never stopped (on the CPU; GPU kernels may differ bitwise).
+Under DDP every rank takes an equal share of each epoch's permutation; validation runs on every rank over
+all validation slides (duplicated work, kept simple; the numbers are identical on every rank).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from magnet.checkpoint import (
+    checkpoint_config,
+    config_dict,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
+from magnet.config import save_config
+from magnet.data.manifest import ManifestRow, read_manifest
+from magnet.errors import ConfigError, MagnetError, SlideError
+from magnet.inference import predict_slides
+from magnet.losses import magnet_loss
+from magnet.metrics import auroc
+from magnet.models.magnet import MagNet
+from magnet.recipe import TrainConfig
+from magnet.slide_pool import SlidePool
+from magnet.slides.canvas import NUM_DIHEDRAL, dihedral_matrix
+
+METRIC_FIELDS = (
+    "epoch", "lr", "train_loss", "train_final", "train_aux", "train_paradoxical",
+    "train_slides_per_s", "skipped_batches", "val_auroc", "val_n", "minutes",
+)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    epochs_done: int
+    best_score: float
+    history: list[dict[str, Any]]
+    interrupted: bool = False
+
+
+def _epoch_generator(seed: int, epoch: int, salt: int = 0) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed((seed * 1_000_003 + epoch * 7919 + salt) % (2**63 - 1))
+    return g
+
+
+def _lr_factor(epoch: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine annealing to zero over the remaining epochs (per epoch)."""
+    warm, total = cfg.optim.warmup_epochs, max(cfg.optim.epochs, 1)
+    if epoch < warm:
+        return (epoch + 1) / (warm + 1)
+    span = max(total - warm, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * (epoch - warm) / span))
+
+
+def _param_groups(model: MagNet, cfg: TrainConfig) -> list[dict[str, Any]]:
+    heads, rest = [], []
+    for name, param in model.named_parameters():
+        (heads if ".heads." in f".{name}" else rest).append(param)
+    head_lr = cfg.optim.head_lr or cfg.optim.lr
+    groups = [{"params": rest, "lr": cfg.optim.lr, "base_lr": cfg.optim.lr}]
+    if heads:
+        groups.append({"params": heads, "lr": head_lr, "base_lr": head_lr})
+    return groups
+
+
+def _model_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+class Trainer:
+    """Holds the state of one run; ``fit()`` trains it. Build with ``Trainer(cfg, run_dir, resume)``."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
+                 manifest_rows: Sequence[ManifestRow] | None = None, show_progress: bool = True) -> None:
+        from lightning.fabric import Fabric
+
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.show_progress = show_progress
+        rows = list(manifest_rows) if manifest_rows is not None else self._read_manifest()
+        self.train_rows = [r for r in rows if r.split == cfg.data.train_split]
+        self.val_rows = [r for r in rows if cfg.data.val_split and r.split == cfg.data.val_split]
+        self._check_rows()
+
+        devices: int | str = int(cfg.devices) if cfg.devices.isdigit() else cfg.devices
+        self.fabric = Fabric(accelerator=cfg.accelerator, devices=devices, num_nodes=cfg.num_nodes,
+                             strategy=cfg.strategy, precision=cfg.precision)  # type: ignore[arg-type]
+        self.fabric.launch()
+        self.fabric.seed_everything(cfg.seed, verbose=False)
+        model = MagNet(cfg.model)
+        optimizer = torch.optim.Adam(_param_groups(model, cfg), weight_decay=cfg.optim.weight_decay)
+        self.epoch, self.best_score, self.history = 0, -math.inf, []
+        last = self.run_dir / "last.ckpt"
+        if resume and last.exists():
+            payload = load_checkpoint(last)
+            saved = checkpoint_config(payload, last)
+            diff = _model_diff(config_dict(saved)["model"], config_dict(cfg)["model"])
+            if diff:
+                raise ConfigError(f"{last}: checkpoint was made for another model config "
+                                  f"(differs in model.{', model.'.join(diff)})")
+            load_weights(model, payload["model"], last)
+            optimizer.load_state_dict(payload["optimizer"])
+            self.epoch = int(payload["epoch"])
+            self.best_score = float(payload["best_score"])
+            self.history = list(payload["history"])
+        elif resume:
+            raise MagnetError(f"{last}: nothing to resume (no last checkpoint in {self.run_dir})")
+        self.model, self.optimizer = self.fabric.setup(model, optimizer)
+        self.pool = SlidePool(grey_filter=cfg.data.grey_filter, threads=cfg.data.reader_threads,
+                              max_open=cfg.data.max_open_slides)
+
+    def _read_manifest(self) -> list[ManifestRow]:
+        if not self.cfg.data.manifest:
+            raise ConfigError("data.manifest is not set: give a manifest CSV (--set data.manifest=PATH)")
+        manifest = read_manifest(self.cfg.data.manifest, skip_bad=self.cfg.data.skip_bad)
+        for row, reason in manifest.skipped:
+            print(f"magnet: skipped manifest row {row}: {reason}")
+        return list(manifest.rows)
+
+    def _check_rows(self) -> None:
+        where = self.cfg.data.manifest or "manifest"
+        if not self.train_rows:
+            raise MagnetError(f"{where}: no rows in split '{self.cfg.data.train_split}'")
+        labels = {r.label for r in self.train_rows}
+        if labels != {0, 1}:
+            missing = "positives" if 1 not in labels else "negatives"
+            raise MagnetError(f"{where}: the training split has no {missing}; both classes are needed")
+
+    # --- one epoch ----------------------------------------------------------------------------
+    def _epoch_batches(self, epoch: int) -> tuple[list[list[ManifestRow]], list[list[int]]]:
+        g = _epoch_generator(self.cfg.seed, epoch)
+        order = torch.randperm(len(self.train_rows), generator=g).tolist()
+        maps = torch.randint(NUM_DIHEDRAL, (len(order),), generator=g).tolist()
+        if not self.cfg.data.augment:
+            maps = [0] * len(order)
+        world, rank = self.fabric.world_size, self.fabric.global_rank
+        per_rank = len(order) // world  # equal step counts on every rank (DDP needs it)
+        mine = order[rank * per_rank : (rank + 1) * per_rank]
+        mine_maps = maps[rank * per_rank : (rank + 1) * per_rank]
+        bs = self.cfg.optim.batch_size
+        rows = [[self.train_rows[i] for i in mine[s : s + bs]] for s in range(0, len(mine), bs)]
+        dmaps = [mine_maps[s : s + bs] for s in range(0, len(mine), bs)]
+        return rows, dmaps
+
+    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        cfg, fabric = self.cfg, self.fabric
+        factor = _lr_factor(epoch, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        batches, dmaps = self._epoch_batches(epoch)
+        self.model.train()
+        totals = {"loss": 0.0, "final": 0.0, "aux": 0.0, "paradoxical": 0.0}
+        seen, skipped, t0 = 0, 0, time.perf_counter()
+        bar = tqdm(total=sum(len(b) for b in batches), desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
+                   unit="slide", disable=not (self.show_progress and fabric.is_global_zero), leave=False)
+        self.optimizer.zero_grad(set_to_none=True)
+        for step, (rows, maps) in enumerate(zip(batches, dmaps, strict=True)):
+            noise = _epoch_generator(cfg.seed, epoch, salt=step + 1)
+            try:
+                sources = [self.pool.get(r.slide) for r in rows]
+                roots = torch.stack([dihedral_matrix(m) for m in maps]).to(fabric.device)
+                labels = torch.tensor([float(r.label) for r in rows], device=fabric.device)
+                out = self.model(sources, roots, noise)
+                losses = magnet_loss(out, labels, cfg.loss)
+            except SlideError as exc:  # a slide failing mid-training is logged and skipped
+                skipped += 1
+                tqdm.write(f"magnet: skipped a batch: {exc}")
+                continue
+            fabric.backward(losses.total / cfg.optim.grad_accum)
+            if (step + 1) % cfg.optim.grad_accum == 0 or step + 1 == len(batches):
+                if cfg.optim.grad_clip > 0:
+                    fabric.clip_gradients(self.model, self.optimizer, max_norm=cfg.optim.grad_clip)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            n = len(rows)
+            seen += n
+            totals["loss"] += float(losses.total) * n
+            totals["final"] += float(losses.final) * n
+            totals["aux"] += float(sum(losses.aux.values(), torch.tensor(0.0))) * n
+            totals["paradoxical"] += float(losses.paradoxical) * n
+            bar.update(n)
+            bar.set_postfix(loss=f"{totals['loss'] / seen:.3f}",
+                            slides_s=f"{seen / (time.perf_counter() - t0):.2f}")
+        bar.close()
+        seconds = time.perf_counter() - t0
+        avg = {k: (v / seen if seen else math.nan) for k, v in totals.items()}
+        return {"lr": cfg.optim.lr * factor, "train_loss": avg["loss"], "train_final": avg["final"],
+                "train_aux": avg["aux"], "train_paradoxical": avg["paradoxical"],
+                "train_slides_per_s": seen * self.fabric.world_size / max(seconds, 1e-9),
+                "skipped_batches": skipped}
+
+    def _validate(self) -> tuple[float, int]:
+        if not self.val_rows:
+            return math.nan, 0
+        module = self.model.module if hasattr(self.model, "module") else self.model
+        preds = predict_slides(module, [r.slide for r in self.val_rows], self.pool,  # type: ignore[arg-type]
+                               batch_size=self.cfg.optim.batch_size, device=self.fabric.device)
+        pairs = [(r.label, p.probability) for r, p in zip(self.val_rows, preds, strict=True) if not p.error]
+        if not pairs or len({lab for lab, _ in pairs}) < 2:
+            return math.nan, len(pairs)
+        labels, scores = zip(*pairs, strict=True)
+        return float(auroc(list(labels), list(scores))), len(pairs)
+
+    # --- the run ------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        cfg, fabric = self.cfg, self.fabric
+        if fabric.is_global_zero:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+        writer = self._tensorboard()
+        start = time.perf_counter()
+        interrupted = False
+        try:
+            for epoch in range(self.epoch, cfg.optim.epochs):
+                row: dict[str, Any] = {"epoch": epoch + 1, **self._train_epoch(epoch)}
+                due = (epoch + 1) % max(cfg.eval_every, 1) == 0 or epoch + 1 == cfg.optim.epochs
+                row["val_auroc"], row["val_n"] = self._validate() if due else (math.nan, 0)
+                row["minutes"] = (time.perf_counter() - start) / 60
+                self.history.append(row)
+                self.epoch = epoch + 1
+                improved = not math.isnan(row["val_auroc"]) and row["val_auroc"] > self.best_score
+                if improved:
+                    self.best_score = row["val_auroc"]
+                if fabric.is_global_zero:
+                    self._save(improved)
+                    self._log(row, writer)
+                fabric.barrier()
+        except KeyboardInterrupt:
+            interrupted = True
+            if fabric.is_global_zero:
+                print(f"magnet: interrupted during epoch {self.epoch + 1}; the checkpoint of epoch "
+                      f"{self.epoch} in {self.run_dir / 'last.ckpt'} is intact (continue with --resume)")
+        finally:
+            if writer is not None:
+                writer.close()
+            self.pool.close()
+        return TrainResult(self.run_dir, self.epoch, self.best_score, self.history, interrupted)
+
+    def _save(self, improved: bool) -> None:
+        module = self.model.module if hasattr(self.model, "module") else self.model
+        payload = {
+            "config": config_dict(self.cfg),
+            "model": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "best_score": self.best_score,
+            "history": self.history,
+        }
+        save_checkpoint(self.run_dir / "last.ckpt", payload)
+        if improved or not (self.run_dir / "best.ckpt").exists():
+            save_checkpoint(self.run_dir / "best.ckpt", payload)
+
+    def _tensorboard(self) -> Any:
+        if not self.fabric.is_global_zero:
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    def _log(self, row: dict[str, Any], writer: Any) -> None:
+        # The whole history is rewritten each epoch, so a resumed run's CSV matches its checkpoint.
+        path = self.run_dir / "metrics.csv"
+        tmp = path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as handle:
+            out = csv.DictWriter(handle, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+            out.writeheader()
+            out.writerows(self.history)
+        tmp.replace(path)
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, int | float) and not math.isnan(value):
+                writer.add_scalar(key, value, row["epoch"])
+        writer.flush()
+        if self.show_progress:
+            tqdm.write(f"epoch {row['epoch']}: loss {row['train_loss']:.4f}  val AUROC "
+                       f"{row['val_auroc']:.3f} (n={row['val_n']})  {row['train_slides_per_s']:.2f} slides/s")
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
+          show_progress: bool = True) -> TrainResult:
+    """Train ``cfg`` into ``run_dir`` (``resume`` continues from ``run_dir/last.ckpt``)."""
+    return Trainer(cfg, run_dir, resume=resume, show_progress=show_progress).fit()
