@@ -39,7 +39,7 @@ def predict_slides(
     *,
     batch_size: int = 4,
     device: torch.device | str = "cpu",
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> list[SlidePrediction]:
     """Predict every slide of ``slides``; order is kept. ``progress(n)`` is called after each batch."""
     was_training = model.training

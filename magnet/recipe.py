@@ -16,7 +16,7 @@ from magnet.models.config import MagNetConfig
 
 @dataclass
 class DataConfig:
-    manifest: str = ""  # manifest CSV (slide,label[,lesion_class,split,patient]); relative to the recipe's run
+    manifest: str = ""  # manifest CSV: slide,label[,lesion_class,split,patient]
     train_split: str = "train"
     val_split: str = "validation"  # empty: no validation (e.g. retraining on train + validation, paper §4.1)
     augment: bool = True  # the 8 dihedral maps folded into the root ROI (paper §4.2)

@@ -22,7 +22,7 @@ class SlidePool:
         self._readers: OrderedDict[str, RegionReader] = OrderedDict()
 
     def get(self, spec: str) -> RegionReader:
-        """The reader of ``spec`` (a path or URI), opening the slide if needed (``SlideError`` if it fails)."""
+        """The reader of ``spec`` (path or URI), opening the slide if needed (``SlideError`` if it fails)."""
         reader = self._readers.pop(spec, None)
         if reader is None:
             slide = open_slide(spec)

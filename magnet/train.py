@@ -74,7 +74,8 @@ def _lr_factor(epoch: int, cfg: TrainConfig) -> float:
 
 
 def _param_groups(model: MagNet, cfg: TrainConfig) -> list[dict[str, Any]]:
-    heads, rest = [], []
+    heads: list[torch.nn.Parameter] = []
+    rest: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
         (heads if ".heads." in f".{name}" else rest).append(param)
     head_lr = cfg.optim.head_lr or cfg.optim.lr

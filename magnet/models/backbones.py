@@ -39,6 +39,9 @@ _WEIGHTS = {
 class Backbone(nn.Module):
     """An encoder with ImageNet input normalisation; ``feature_dim`` is the width of its output."""
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(self, encoder: nn.Module, feature_dim: int) -> None:
         super().__init__()
         self.encoder = encoder
@@ -82,7 +85,11 @@ def _small_cnn() -> nn.Module:
     layers: list[nn.Module] = []
     channels = (3, 16, 32, 64, 64)
     for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
-        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+        layers += [
+            nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(),
+        ]
     layers += [nn.AdaptiveMaxPool2d(1), nn.Flatten()]
     return nn.Sequential(*layers)
 

@@ -38,7 +38,11 @@ class Classifier(nn.Module):
     """CNN per patch -> GRU(``gru_hidden``) -> FC 512 -> FC 256 -> 1 logit at every step (paper §3.2)."""
 
     def __init__(
-        self, backbone: str = "inception_v3", gru_hidden: int = 512, input_size: int = 224, pretrained: bool = False
+        self,
+        backbone: str = "inception_v3",
+        gru_hidden: int = 512,
+        input_size: int = 224,
+        pretrained: bool = False,
     ) -> None:
         super().__init__()
         self.input_size = input_size

@@ -111,8 +111,15 @@ class MagNetConfig:
                 "frozen_patch=True needs >= 2 patches at layer 2 (the first is frozen); "
                 f"got patches_per_layer={list(self.patches_per_layer)}"
             )
-        for name in ("view_size", "read_size", "final_size", "final_read_size", "gru_hidden", "head_blocks",
-                     "head_branch_channels"):
+        for name in (
+            "view_size",
+            "read_size",
+            "final_size",
+            "final_read_size",
+            "gru_hidden",
+            "head_blocks",
+            "head_branch_channels",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name}={value!r}: must be a positive integer")

@@ -109,7 +109,9 @@ class MagNet(nn.Module):
         for layer in self.layers:
             assert isinstance(layer, MagnifyingLayer)
             result = layer(images, reads, generator=generator)
-            theta = result.theta.detach().to(torch.float64).view(batch, layer.num_parents, layer.num_children, 3)
+            theta = (
+                result.theta.detach().to(torch.float64).view(batch, layer.num_parents, layer.num_children, 3)
+            )
             rois = compose(parent_rois.unsqueeze(2), theta).flatten(1, 2)  # (B, N_l, 3, 3), depth-first
             output.thetas.append(result.theta)
             output.rois.append(rois)

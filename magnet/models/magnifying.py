@@ -50,17 +50,18 @@ def sibling_offsets(num_heads: int, offset: float, layer_index: int, has_frozen:
     """Initial offsets o_k ``(num_heads, 2)`` of the headed children of one parent [choice, METHOD.md §2.4].
 
     Layout: the children sit at equal angles on the square of half-side ``offset`` (the L-inf circle), at
-    angles pi/4 + 2 pi k / K_heads, turned by a quarter turn per layer so that the tree of untrained
-    heads spreads in two directions instead of stacking along one diagonal (two children: the diagonal at
-    layer 1, the anti-diagonal at layer 2, ...). A lone headed child sits at the centre, unless a frozen
-    sibling already holds the centre, in which case it goes to the ring.
+    angles pi/4 + 2 pi k / K_heads + (l - 1) pi / 3. Turning the layout by 60 degrees per layer spreads the
+    tree of untrained heads in several directions, and no two layers' offsets are collinear for up to 3
+    layers, so no path of offsets cancels another (with a quarter turn, +o at layer 1 then -o at layer 3 would
+    land on the same box as -o then +o). A lone headed child sits at the centre, unless a frozen sibling
+    already holds the centre, in which case it goes to the ring.
     """
     if num_heads == 0:
         return torch.zeros(0, 2)
     if num_heads == 1 and not has_frozen:
         return torch.zeros(1, 2)
     k = torch.arange(num_heads, dtype=torch.float64)
-    angle = math.pi / 4 + 2 * math.pi * k / num_heads + (layer_index - 1) * math.pi / 2
+    angle = math.pi / 4 + 2 * math.pi * k / num_heads + (layer_index - 1) * math.pi / 3
     direction = torch.stack([torch.cos(angle), torch.sin(angle)], dim=-1)
     on_square = direction / direction.abs().amax(dim=-1, keepdim=True)
     return (offset * on_square).float()
@@ -72,6 +73,8 @@ class MagnifyingLayer(nn.Module):
     ``num_children`` is P_l; the number of parents per slide, N_{l-1} = prod_{i<l} P_i, comes from
     ``config.patches_per_layer`` unless given.
     """
+
+    offsets: Tensor
 
     def __init__(
         self, num_children: int, config: MagNetConfig, layer_index: int, num_parents: int | None = None
@@ -124,7 +127,9 @@ class MagnifyingLayer(nn.Module):
             logits = logits * self.heads.log_temperature.exp().view(1, -1, 1, 1)
         return logits
 
-    def forward(self, images: Tensor, reads: Tensor, generator: torch.Generator | None = None) -> MagnifyingOutput:
+    def forward(
+        self, images: Tensor, reads: Tensor, generator: torch.Generator | None = None
+    ) -> MagnifyingOutput:
         """``images`` I ``(B, N_p, 3, V, V)``, ``reads`` I' ``(B, N_p, 3, R, R)`` (no grad needed)."""
         batch, parents = images.shape[:2]
         if parents != self.num_parents or reads.shape[:2] != images.shape[:2]:

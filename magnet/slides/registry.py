@@ -59,6 +59,7 @@ def _scheme_of(spec: str) -> str | None:
 def open_slide(spec: str | os.PathLike[str]) -> Slide:
     """Open a slide file, a registered URI (``synth:...``), or a plain image (PNG, JPEG)."""
     import magnet.slides  # noqa: F401 - registers the built-in backends
+    import magnet.synth  # noqa: F401 - registers the synth: scheme (virtual slides)
 
     text = str(spec)
     if not text.strip():

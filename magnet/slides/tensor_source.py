@@ -61,7 +61,10 @@ class TensorRegionSource:
         while max(levels[-1].shape[-2:]) // 2 >= _MIN_LEVEL_SIDE:
             h, w = levels[-1].shape[-2:]
             smaller = F.interpolate(
-                levels[-1], size=(max(1, h // 2), max(1, w // 2)), mode="bilinear", align_corners=False,
+                levels[-1],
+                size=(max(1, h // 2), max(1, w // 2)),
+                mode="bilinear",
+                align_corners=False,
                 antialias=True,
             )
             levels.append(smaller)
@@ -106,5 +109,6 @@ class TensorRegionSource:
 
     def __repr__(self) -> str:
         width, height = self._size
-        return f"TensorRegionSource({width}x{height}, levels={self.num_levels}, grey_filter={self.grey_filter})"
-
+        return (
+            f"TensorRegionSource({width}x{height}, levels={self.num_levels}, grey_filter={self.grey_filter})"
+        )

@@ -22,6 +22,8 @@ from magnet.synth.uri import SynthSpec
 MACRO_UM, ITC_UM = 2000.0, 200.0
 # Extent ranges drawn per class (um): inside the class intervals with a margin of >= 10 %.
 EXTENT_RANGE_UM = {"macro": (2300.0, 6000.0), "micro": (260.0, 1700.0), "itc": (40.0, 170.0)}
+# A lesion's centre lies at least this many lesion radii inside its section.
+LESION_CLEARANCE = 1.35
 # Tissue covers 10-40 % of the slide (issue #3).
 TISSUE_FRACTION = (0.10, 0.40)
 
@@ -75,14 +77,21 @@ def _place_sections(spec: SynthSpec, um: float) -> list[StarShape]:
     n = int(rng.choice([1, 2, 3], p=[0.4, 0.35, 0.25]))
     shares = np.sort(rng.dirichlet(np.full(n, 2.0)))[::-1]
     if spec.lesion == "macro":  # the largest lesion needs a large, roundish section
-        shares = np.concatenate([[max(shares[0], 0.6)], shares[1:] * (1 - max(shares[0], 0.6)) / max(1e-9, 1 - shares[0])])
+        shares = np.concatenate(
+            [[max(shares[0], 0.6)], shares[1:] * (1 - max(shares[0], 0.6)) / max(1e-9, 1 - shares[0])]
+        )
     sections: list[StarShape] = []
     for i, share in enumerate(shares):
-        aspect = rng.uniform(0.75, 0.95) if (i == 0 and spec.lesion == "macro") else rng.uniform(0.5, 0.95)
+        aspect = rng.uniform(0.8, 0.95) if (i == 0 and spec.lesion == "macro") else rng.uniform(0.5, 0.95)
         radius = np.sqrt(fraction * w * h * share / (np.pi * aspect))
-        shape = make_star(rng, 0.0, 0.0, radius, aspect, roughness=0.35, n_vertices=1024, max_harmonic=60)
-        # Shrink a section that cannot fit on the slide (small slides): keep a 3 % margin.
+        shape = make_star(rng, 0.0, 0.0, radius, aspect, roughness=0.4, n_vertices=1024, max_harmonic=80)
         limit = 0.47 * min(w, h)
+        if i == 0 and spec.lesion != "negative":
+            # The main lesion must fit inside the largest section: grow the section if needed (small slides).
+            need = LESION_CLEARANCE * EXTENT_RANGE_UM[spec.lesion][0] / 2 / um + 200.0 / um
+            if shape.r_min < need:
+                shape = shape.scaled(need / shape.r_min)
+        # Shrink a section that cannot fit on the slide (small slides): keep a 3 % margin.
         if shape.r_max > limit:
             shape = shape.scaled(limit / shape.r_max)
         r = shape.r_max
@@ -115,13 +124,16 @@ def _make_lesion(
     rng: np.random.Generator, section: StarShape, extent_um: float, um: float, others: list[Lesion]
 ) -> Lesion | None:
     target = extent_um / um  # level-0 px
-    shape = make_star(rng, 0.0, 0.0, target / 2, rng.uniform(0.6, 0.95), roughness=0.5, max_harmonic=32)
+    shape = make_star(rng, 0.0, 0.0, target / 2, rng.uniform(0.6, 0.95), roughness=0.45, max_harmonic=40)
     shape = shape.scaled(target / shape.extent())
     for _ in range(20):
-        point = _inside_point(rng, section, 1.15 * shape.r_max + 100.0 / um, (0.0, 0.9))
+        point = _inside_point(rng, section, 1.1 * shape.r_max + 100.0 / um, (0.0, 0.9))
         if point is None:
             return None
-        clear = all(np.hypot(point[0] - o.shape.cx, point[1] - o.shape.cy) > shape.r_max + o.shape.r_max for o in others)
+        clear = all(
+            np.hypot(point[0] - o.shape.cx, point[1] - o.shape.cy) > shape.r_max + o.shape.r_max
+            for o in others
+        )
         if clear:
             placed = StarShape(point[0], point[1], shape.radii)
             return Lesion(placed, placed.extent() * um)
@@ -135,7 +147,7 @@ def _place_lesions(spec: SynthSpec, sections: list[StarShape], um: float) -> lis
     lo, hi = EXTENT_RANGE_UM[spec.lesion]
     largest = sections[0]
     # The main lesion must fit inside the largest section with a margin.
-    fit_um = 2 * largest.r_min / 1.35 * um
+    fit_um = 2 * (largest.r_min - 150.0 / um) / LESION_CLEARANCE * um
     if fit_um < lo:
         w, h = spec.size
         raise SlideError(
@@ -175,7 +187,9 @@ def _place_follicles(spec: SynthSpec, sections: list[StarShape], um: float) -> l
             radius = rng.uniform(120.0, 320.0) / um
             point = _inside_point(rng, section, 1.3 * radius, (0.55, 0.92))
             if point is not None:
-                follicles.append(make_star(rng, point[0], point[1], radius, rng.uniform(0.7, 1.0), 0.15, 64, 6))
+                follicles.append(
+                    make_star(rng, point[0], point[1], radius, rng.uniform(0.7, 1.0), 0.15, 64, 6)
+                )
     return follicles
 
 
@@ -188,9 +202,18 @@ def _place_folds(spec: SynthSpec, sections: list[StarShape], um: float) -> list[
             if point is None:
                 continue
             r = float(section.radii.mean())
-            folds.append(Band(point[0], point[1], rng.uniform(0, np.pi), rng.uniform(0.4, 1.2) * r,
-                              rng.uniform(60.0, 250.0) / um, rng.uniform(0.02, 0.1) * r, rng.uniform(0.5, 1.5) * r,
-                              rng.uniform(0, 2 * np.pi)))
+            folds.append(
+                Band(
+                    point[0],
+                    point[1],
+                    rng.uniform(0, np.pi),
+                    rng.uniform(0.4, 1.2) * r,
+                    rng.uniform(60.0, 250.0) / um,
+                    rng.uniform(0.02, 0.1) * r,
+                    rng.uniform(0.5, 1.5) * r,
+                    rng.uniform(0, 2 * np.pi),
+                )
+            )
     return folds
 
 
@@ -205,9 +228,16 @@ def _place_pens(spec: SynthSpec, um: float) -> list[PenMark]:
         ink = _INKS[int(rng.integers(len(_INKS)))]
         for _ in range(int(rng.integers(1, 4))):
             length = rng.uniform(0.1, 0.5) * min(w, h)
-            band = Band(rng.uniform(0.1, 0.9) * w, rng.uniform(0.1, 0.9) * h, rng.uniform(0, np.pi), length,
-                        rng.uniform(150.0, 600.0) / um, rng.uniform(0.0, 0.1) * length,
-                        rng.uniform(0.5, 2.0) * length, rng.uniform(0, 2 * np.pi))
+            band = Band(
+                rng.uniform(0.1, 0.9) * w,
+                rng.uniform(0.1, 0.9) * h,
+                rng.uniform(0, np.pi),
+                length,
+                rng.uniform(150.0, 600.0) / um,
+                rng.uniform(0.0, 0.1) * length,
+                rng.uniform(0.5, 2.0) * length,
+                rng.uniform(0, 2 * np.pi),
+            )
             pens.append(PenMark(band, ink, rng.uniform(0.55, 0.9)))
     return pens
 
@@ -229,5 +259,10 @@ def make_layout(spec: SynthSpec) -> Layout:
         if rng.random() < 0.6:
             # (period, phase, width, darkness): stitching stripes of a line-scan / tile scanner.
             period = rng.uniform(1000.0, 3000.0) / um
-            layout.stripes[axis] = (period, rng.uniform(0, period), rng.uniform(4.0, 20.0) / um, rng.uniform(3, 12))
+            layout.stripes[axis] = (
+                period,
+                rng.uniform(0, period),
+                rng.uniform(4.0, 20.0) / um,
+                rng.uniform(2, 8),
+            )
     return layout

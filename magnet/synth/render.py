@@ -14,16 +14,43 @@ edge, lesions of carcinoma, darker folds, slow staining-thickness variation) -> 
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Iterator
+
 import numpy as np
 
 from magnet.synth.layout import Layout
-from magnet.synth.shapes import StarShape, interval_coverage
+from magnet.synth.shapes import Window, interval_coverage, merge_windows, union, union_window
 from magnet.synth.stain import ClassColour, SlideColours
-from magnet.synth.textures import TextureBank, fill
+from magnet.synth.textures import TextureBank, fill, fill_arrays
 
-CAPSULE_UM = 25.0  # thickness of the fibrous capsule drawn along the tissue edge
+CAPSULE_UM = 20.0  # thickness of the fibrous capsule drawn along the tissue edge
+CAPSULE_OPACITY = 0.6  # the capsule is mixed over the parenchyma texture, which still shows through
+PRECOLOUR_FROM = 16  # bank scale from which banks are coloured once per slide (see _texture)
 NOISE_SIGMA = 2.5  # grey levels of sensor noise at level 0 (averages down as 1/d)
 _NOISE = np.random.default_rng(99).standard_normal((256, 256)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller() -> object | None:
+    try:  # shipped with scikit-learn, a dependency
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover
+        return None
+    return ThreadpoolController()
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """Run the tiny colour matmuls on one BLAS thread: on a shared 2-core machine a multi-threaded BLAS
+    spin-waits for a busy core and a 0.7 ms product takes 10-50 ms (measured)."""
+    controller = _blas_controller()
+    if controller is None:
+        yield
+        return
+    with controller.limit(limits=1, user_api="blas"):  # type: ignore[attr-defined]
+        yield
 
 
 class Renderer:
@@ -44,10 +71,15 @@ class Renderer:
         self.layout = layout
         self.colours = colours
         self.banks = banks  # {"normal": ..., "tumour": ...}; set by the slide on first render
+        self._capsule_px = CAPSULE_UM / mpp
+        self._coloured: dict[tuple[str, str, int], tuple[np.ndarray, np.ndarray]] = {}
         rng = np.random.default_rng([seed, 8])
-        # Staining thickness: two slow sinusoids per axis, +-6 % of absorbance (wavelengths 1-4 mm).
-        self._thick = [(rng.uniform(1000, 4000) / mpp, rng.uniform(0, 2 * np.pi), rng.uniform(0.01, 0.03))
-                       for _ in range(4)]
+        # Section thickness: a slow wave along each axis (wavelengths 4-12 mm), each up to +-3 % brightness;
+        # their product keeps the field rank one, so it costs one outer product per region.
+        self._waves = [
+            (2 * np.pi * mpp / rng.uniform(4000, 12000), rng.uniform(0, 2 * np.pi), rng.uniform(0.01, 0.03))
+            for _ in range(2)
+        ]
 
     # --- fields -----------------------------------------------------------------------------------------
     def _grey(self, xs: np.ndarray, ys: np.ndarray, d: float) -> np.ndarray:
@@ -58,7 +90,9 @@ class Renderer:
         for axis, coords in (("x", xs), ("y", ys)):
             if axis in self.layout.stripes:
                 period, phase, width, dark = self.layout.stripes[axis]
-                k = np.arange(np.floor((coords[0] - phase) / period) - 1, np.floor((coords[-1] - phase) / period) + 2)
+                k = np.arange(
+                    np.floor((coords[0] - phase) / period) - 1, np.floor((coords[-1] - phase) / period) + 2
+                )
                 centres = phase + k * period
                 cov = interval_coverage(coords, d, centres - width / 2, centres + width / 2)
                 if axis == "x":
@@ -68,84 +102,148 @@ class Renderer:
         return gy[:, None] + gx[None, :]
 
     def _noise(self, x0: float, y0: float, d: float, w: int, h: int) -> np.ndarray:
-        ix = (int(np.floor(x0 / d)) + np.arange(w)) % 256
-        iy = (int(np.floor(y0 / d)) + np.arange(h)) % 256
-        return _NOISE[np.ix_(iy, ix)] * np.float32(NOISE_SIGMA / max(d, 1.0))
+        ix = int(np.floor(x0 / d)) + np.arange(w)
+        iy = int(np.floor(y0 / d)) + np.arange(h)
+        tile = _NOISE[iy % 256][:, ix % 256]
+        tile *= np.float32(NOISE_SIGMA / max(d, 1.0))
+        return tile
 
     def _thickness(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-        fx = sum(a * np.sin(xs / wl * 2 * np.pi + p) for wl, p, a in self._thick[:2])
-        fy = sum(a * np.sin(ys / wl * 2 * np.pi + p) for wl, p, a in self._thick[2:])
-        return (1.0 + fy[:, None] + fx[None, :]).astype(np.float32)
+        (kx, px, ax), (ky, py, ay) = self._waves
+        fx = (1.0 + ax * np.sin(kx * xs + px)).astype(np.float32)
+        fy = (1.0 + ay * np.sin(ky * ys + py)).astype(np.float32)
+        return fy[:, None] * fx[None, :]
 
-    def _sections(self, xs: np.ndarray, ys: np.ndarray, d: float) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Tissue coverage and fibrous-capsule coverage (the outer ``CAPSULE_UM`` of each section)."""
-        inset = CAPSULE_UM / self.mpp
+    def _sections(self, xs: np.ndarray, ys: np.ndarray, d: float) -> tuple[np.ndarray | None, Window | None]:
+        """Tissue coverage and the window of fibrous-capsule coverage (the outer ``CAPSULE_UM``)."""
         tissue: np.ndarray | None = None
-        capsule: np.ndarray | None = None
+        rims: list[Window] = []
         for section in self.layout.sections:
-            cov = section.coverage(xs, ys, d)
-            if cov is None:
+            hit = section.window_with_rim(xs, ys, d, self._capsule_px)
+            if hit is None:
                 continue
-            inner = StarShape(section.cx, section.cy, np.maximum(section.radii - inset, 0.0)).coverage(xs, ys, d)
-            rim = cov if inner is None else cov - inner
-            tissue = cov if tissue is None else np.maximum(tissue, cov)
-            capsule = rim if capsule is None else np.maximum(capsule, rim)
-        return tissue, capsule
+            rows, cols, cov, rim = hit
+            if tissue is None:
+                tissue = np.zeros((len(ys), len(xs)), np.float32)
+            np.maximum(tissue[rows, cols], cov, out=tissue[rows, cols])
+            if rim is not None:
+                rims.append((rows, cols, rim))
+        return tissue, merge_windows(rims)
 
-    @staticmethod
-    def _union(shapes: list, xs: np.ndarray, ys: np.ndarray, d: float) -> np.ndarray | None:
-        total: np.ndarray | None = None
-        for shape in shapes:
-            cov = shape.coverage(xs, ys, d)
-            if cov is not None:
-                total = cov if total is None else np.maximum(total, cov)
-        return total
+    def _texture(
+        self, kind: str, colour: str, salt: int, x0: float, y0: float, d: float, w: int, h: int
+    ) -> np.ndarray:
+        """RGB ``(h, w, 3)`` of bank ``kind`` in class colour ``colour`` at a bank scale ``d``.
 
-    def _channels(self, kind: str, salt: int, x0: float, y0: float, d: float, w: int, h: int) -> np.ndarray:
-        """Texture channels ``(h, w, 4)`` at this pixel size, or their mean ``(4,)`` when coarser than the bank."""
+        At scales >= ``PRECOLOUR_FROM`` a region holds hundreds of small blocks, so the (small) bank is
+        coloured once per slide and blocks are copied as RGB; finer, blocks are copied as channels and the
+        region is coloured after (the level-0 bank is too large to keep coloured per slide)."""
         assert self.banks is not None
         bank = self.banks[kind]
-        scale = int(d) if float(d).is_integer() else -1
-        if scale in bank.pyramid:
-            return fill(bank, scale, self.seed, salt, int(x0 // scale), int(y0 // scale), w, h)
-        return bank.mean
+        scale = int(d)
+        px0, py0 = int(x0 // scale), int(y0 // scale)
+        if scale >= PRECOLOUR_FROM and scale in bank.variants:
+            key = (kind, colour, scale)
+            if key not in self._coloured:
+                cc = self.colours.classes[colour]
+                self._coloured[key] = (
+                    self._colour(bank.pyramid[scale], cc),
+                    self._colour(bank.variants[scale], cc),
+                )
+            patches, variants = self._coloured[key]
+            return fill_arrays(patches, variants, bank.blend, self.seed, salt, px0, py0, w, h)
+        channels = fill(bank, scale, self.seed, salt, px0, py0, w, h)
+        return self._colour(channels, self.colours.classes[colour])
 
     @staticmethod
     def _colour(channels: np.ndarray, colour: ClassColour) -> np.ndarray:
+        """``base + channels @ matrix`` for channels ``(..., 4)`` (float32 out)."""
         if channels.ndim == 1:
             return channels @ colour.matrix + colour.base
-        h, w, _ = channels.shape
-        rgb = channels.reshape(-1, 4) @ colour.matrix
+        with _one_blas_thread():
+            rgb = channels.reshape(-1, 4).astype(np.float32, copy=False) @ colour.matrix
         rgb += colour.base
-        return rgb.reshape(h, w, 3)
+        return rgb.reshape(*channels.shape[:-1], 3)
 
     # --- the region -------------------------------------------------------------------------------------
     def render(self, x0: float, y0: float, d: float, w: int, h: int) -> np.ndarray:
         """``uint8 (h, w, 3)`` RGB; pixels whose centre lies outside the slide are black."""
         xs = x0 + (np.arange(w) + 0.5) * d
         ys = y0 + (np.arange(h) + 0.5) * d
-        colours = self.colours
+        glass = self.colours.glass
+        tissue_cov, capsule = self._sections(xs, ys, d)
         grey = self._grey(xs, ys, d) + self._noise(x0, y0, d, w, h)
-        tissue_cov, capsule_cov = self._sections(xs, ys, d)
-        out = np.empty((h, w, 3), np.float32)
-        out[:] = colours.glass
-        if tissue_cov is not None:
-            tissue = self._tissue(x0, y0, d, w, h, xs, ys, capsule_cov)
-            # glass + coverage * (tissue - glass): exact area mix at the tissue edge.
-            tissue -= colours.glass
-            tissue *= tissue_cov[..., None]
-            out += tissue
-        out += grey[..., None]
+        grey += 0.5  # so that the final truncation to uint8 rounds
+        assert self.banks is not None
+        if tissue_cov is None:
+            out = np.empty((h, w, 3), np.float32)
+            out[:] = glass
+            out += grey[..., None]
+        elif d > max(self.banks["normal"].scales):
+            out = self._flat(xs, ys, d, tissue_cov, capsule, grey)
+        else:
+            out = self._tissue(x0, y0, d, w, h, xs, ys, capsule)
+            if tissue_cov.min() < 1.0:  # glass + coverage * (tissue - glass): exact area mix at the edge
+                out -= glass
+                out *= tissue_cov[..., None]
+                out += glass
+            out += grey[..., None]
         for pen in self.layout.pens:
-            cov = pen.band.coverage(xs, ys, d)
-            if cov is not None:
+            hit = pen.band.window(xs, ys, d)
+            if hit is not None:
+                rows, cols, cov = hit
                 absorb = 1.0 - np.asarray(pen.transmission, np.float32)
-                out *= 1.0 - (cov * np.float32(pen.opacity))[..., None] * absorb
+                out[rows, cols] *= 1.0 - (cov * np.float32(pen.opacity))[..., None] * absorb
         w0, h0 = self.size
-        out[:, (xs < 0) | (xs >= w0)] = 0
-        out[(ys < 0) | (ys >= h0)] = 0
-        np.clip(out, 0, 255, out=out)
-        return np.rint(out, out=out).astype(np.uint8)
+        outside_x, outside_y = (xs < 0) | (xs >= w0), (ys < 0) | (ys >= h0)
+        if outside_x.any():
+            out[:, outside_x] = 0
+        if outside_y.any():
+            out[outside_y] = 0
+        np.clip(out, 0, 255.0, out=out)
+        return out.astype(np.uint8)
+
+    def _flat(
+        self,
+        xs: np.ndarray,
+        ys: np.ndarray,
+        d: float,
+        tissue_cov: np.ndarray,
+        capsule: Window | None,
+        grey: np.ndarray,
+    ) -> np.ndarray:
+        """Coarser than the texture banks every class has one (mean) colour: the same compositing as
+        ``render`` + ``_tissue``, expanded into per-pixel weights of a few colours and done as one product."""
+        assert self.banks is not None
+        classes = self.colours.classes
+        flow = self._thickness(xs, ys) * tissue_cov  # weight of the tissue colour that reaches the pixel
+        folds = union(self.layout.folds, xs, ys, d)
+        if folds is not None:
+            flow *= 1.0 - np.float32(1.0 - self.colours.fold_gain) * folds
+        weights: list[np.ndarray] = [1.0 - tissue_cov, grey]
+        colours: list[np.ndarray] = [self.colours.glass, np.ones(3, np.float32)]
+        lesions = union([lesion.shape for lesion in self.layout.lesions], xs, ys, d)
+        if lesions is not None:
+            weights.append(lesions * flow)
+            colours.append(self._colour(self.banks["tumour"].mean, classes["tumour"]))
+            flow = flow - weights[-1]
+        if capsule is not None:
+            capsule_cov = np.zeros_like(flow)
+            capsule_cov[capsule[0], capsule[1]] = capsule[2]
+            weights.append(CAPSULE_OPACITY * capsule_cov * flow)
+            colours.append(self.colours.capsule)
+            flow = flow - weights[-1]
+        normal_mean = self.banks["normal"].mean
+        follicles = union(self.layout.follicles, xs, ys, d)
+        if follicles is not None:
+            weights.append(follicles * flow)
+            colours.append(self._colour(normal_mean, classes["follicle"]))
+            flow = flow - weights[-1]
+        weights.append(flow)
+        colours.append(self._colour(normal_mean, classes["normal"]))
+        stacked = np.stack(weights, -1)
+        with _one_blas_thread():
+            return stacked @ np.stack(colours).astype(np.float32)
 
     def _tissue(
         self,
@@ -156,23 +254,34 @@ class Renderer:
         h: int,
         xs: np.ndarray,
         ys: np.ndarray,
-        capsule_cov: np.ndarray | None,
+        capsule: Window | None,
     ) -> np.ndarray:
-        classes = self.colours.classes
-        channels = self._channels("normal", 0, x0, y0, d, w, h)
-        tissue = np.broadcast_to(self._colour(channels, classes["normal"]), (h, w, 3)).astype(np.float32)
-        follicle_cov = self._union(self.layout.follicles, xs, ys, d)
-        if follicle_cov is not None:
-            follicle = self._colour(channels, classes["follicle"]) - tissue
-            tissue += follicle * follicle_cov[..., None]
-        if capsule_cov is not None:
-            tissue += (self.colours.capsule - tissue) * (0.85 * capsule_cov)[..., None]
-        lesion_cov = self._union([lesion.shape for lesion in self.layout.lesions], xs, ys, d)
-        if lesion_cov is not None:
-            tumour = self._colour(self._channels("tumour", 1, x0, y0, d, w, h), classes["tumour"]) - tissue
-            tissue += tumour * lesion_cov[..., None]
-        fold_cov = self._union(self.layout.folds, xs, ys, d)
-        if fold_cov is not None:
-            tissue *= (1.0 - np.float32(1.0 - self.colours.fold_gain) * fold_cov)[..., None]
+        tissue = self._texture("normal", "normal", 0, x0, y0, d, w, h)
+        hit = union_window(self.layout.follicles, xs, ys, d)
+        if hit is not None:  # the same blocks (salt 0) in follicle colours
+            rows, cols, cov = hit
+            part = tissue[rows, cols]
+            x1, y1 = x0 + cols.start * d, y0 + rows.start * d
+            follicle = self._texture(
+                "normal", "follicle", 0, x1, y1, d, cols.stop - cols.start, rows.stop - rows.start
+            )
+            part += (follicle - part) * cov[..., None]
+        if capsule is not None:
+            rows, cols, cov = capsule
+            part = tissue[rows, cols]
+            part += (self.colours.capsule - part) * (CAPSULE_OPACITY * cov)[..., None]
+        hit = union_window([lesion.shape for lesion in self.layout.lesions], xs, ys, d)
+        if hit is not None:
+            rows, cols, cov = hit
+            part = tissue[rows, cols]
+            x1, y1 = x0 + cols.start * d, y0 + rows.start * d
+            tumour = self._texture(
+                "tumour", "tumour", 1, x1, y1, d, cols.stop - cols.start, rows.stop - rows.start
+            )
+            part += (tumour - part) * cov[..., None]
+        hit = union_window(self.layout.folds, xs, ys, d)
+        if hit is not None:
+            rows, cols, cov = hit
+            tissue[rows, cols] *= (1.0 - np.float32(1.0 - self.colours.fold_gain) * cov)[..., None]
         tissue *= self._thickness(xs, ys)[..., None]
         return tissue

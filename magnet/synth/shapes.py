@@ -4,8 +4,11 @@ Every shape answers ``coverage(xs, ys, d)``: for pixel centres ``xs`` (columns) 
 pixels and a pixel size of ``d`` level-0 pixels, the fraction of each pixel that the shape covers, in
 ``[0, 1]`` (float32, shape ``(len(ys), len(xs))``). A linear ramp of width ``d`` across the edge is the exact
 area fraction for a straight edge, so a coarse level equals the area average of level 0 in mean colour
-(issue #3, "consistency across levels") without rendering level 0. ``None`` means "no pixel touched"
-(bounding-box culling), which keeps a typical region cheap.
+(issue #3, "consistency across levels") without rendering level 0.
+
+``window(xs, ys, d)`` gives the same only over the shape's bounding box, as ``(rows, cols, coverage)``, or
+``None`` when no pixel is touched: at coarse levels a region holds the whole slide and dozens of small
+shapes, and each must cost its own area, not the region's.
 """
 
 from __future__ import annotations
@@ -15,6 +18,49 @@ from dataclasses import dataclass
 import numpy as np
 
 TWO_PI = 2.0 * np.pi
+
+Window = tuple[slice, slice, np.ndarray]
+
+
+def _box(
+    xs: np.ndarray, ys: np.ndarray, x_lo: float, x_hi: float, y_lo: float, y_hi: float
+) -> tuple[slice, slice] | None:
+    """Rows and columns of the pixel centres inside ``[x_lo, x_hi] x [y_lo, y_hi]`` (sorted centres)."""
+    c0, c1 = np.searchsorted(xs, x_lo), np.searchsorted(xs, x_hi, side="right")
+    r0, r1 = np.searchsorted(ys, y_lo), np.searchsorted(ys, y_hi, side="right")
+    if c0 >= c1 or r0 >= r1:
+        return None
+    return slice(int(r0), int(r1)), slice(int(c0), int(c1))
+
+
+def union_window(shapes: list, xs: np.ndarray, ys: np.ndarray, d: float) -> Window | None:  # type: ignore[type-arg]
+    """Pixel-wise maximum coverage of ``shapes`` over the bounding window of those touching the region."""
+    return merge_windows([hit for hit in (shape.window(xs, ys, d) for shape in shapes) if hit is not None])
+
+
+def merge_windows(hits: list[Window]) -> Window | None:
+    """Pixel-wise maximum of several windows, over their common bounding window."""
+    if not hits:
+        return None
+    r0, r1 = min(h[0].start for h in hits), max(h[0].stop for h in hits)
+    c0, c1 = min(h[1].start for h in hits), max(h[1].stop for h in hits)
+    if len(hits) == 1:
+        return hits[0]
+    total = np.zeros((r1 - r0, c1 - c0), np.float32)
+    for rows, cols, cov in hits:
+        part = total[rows.start - r0 : rows.stop - r0, cols.start - c0 : cols.stop - c0]
+        np.maximum(part, cov, out=part)
+    return slice(r0, r1), slice(c0, c1), total
+
+
+def union(shapes: list, xs: np.ndarray, ys: np.ndarray, d: float) -> np.ndarray | None:  # type: ignore[type-arg]
+    """Pixel-wise maximum coverage of ``shapes`` over the whole region; ``None`` if none touches it."""
+    hit = union_window(shapes, xs, ys, d)
+    if hit is None:
+        return None
+    total = np.zeros((len(ys), len(xs)), np.float32)
+    total[hit[0], hit[1]] = hit[2]
+    return total
 
 
 @dataclass(frozen=True)
@@ -73,20 +119,49 @@ class StarShape:
         radius += (lut.take(i0 + 1) - radius) * frac
         return radius - rho
 
-    def coverage(self, xs: np.ndarray, ys: np.ndarray, d: float) -> np.ndarray | None:
-        half = 0.5 * d
-        rmax = self.r_max + half
-        if xs[-1] < self.cx - rmax or xs[0] > self.cx + rmax or ys[-1] < self.cy - rmax or ys[0] > self.cy + rmax:
+    def window(self, xs: np.ndarray, ys: np.ndarray, d: float) -> Window | None:
+        reach = self.r_max + d
+        box = _box(xs, ys, self.cx - reach, self.cx + reach, self.cy - reach, self.cy + reach)
+        if box is None:
             return None
+        rows, cols = box
+        xs, ys = xs[cols], ys[rows]
+        half = 0.5 * d
         # Fully inside the inscribed circle: no per-pixel work.
         corner_x = max(abs(xs[0] - self.cx), abs(xs[-1] - self.cx)) + half
         corner_y = max(abs(ys[0] - self.cy), abs(ys[-1] - self.cy)) + half
         if corner_x * corner_x + corner_y * corner_y < (self.r_min - d) ** 2:
-            return np.ones((len(ys), len(xs)), np.float32)
+            return rows, cols, np.ones((len(ys), len(xs)), np.float32)
         cov = self.depth(xs, ys)
         cov *= np.float32(1.0 / d)
         cov += np.float32(0.5)
-        return np.clip(cov, 0.0, 1.0, out=cov)
+        return rows, cols, np.clip(cov, 0.0, 1.0, out=cov)
+
+    def coverage(self, xs: np.ndarray, ys: np.ndarray, d: float) -> np.ndarray | None:
+        return union([self], xs, ys, d)
+
+    def window_with_rim(
+        self, xs: np.ndarray, ys: np.ndarray, d: float, inset: float
+    ) -> tuple[slice, slice, np.ndarray, np.ndarray | None] | None:
+        """``window`` plus the coverage of the band within ``inset`` of the outline (``None``: empty)."""
+        reach = self.r_max + d
+        box = _box(xs, ys, self.cx - reach, self.cx + reach, self.cy - reach, self.cy + reach)
+        if box is None:
+            return None
+        rows, cols = box
+        xs, ys = xs[cols], ys[rows]
+        half = 0.5 * d
+        corner_x = max(abs(xs[0] - self.cx), abs(xs[-1] - self.cx)) + half
+        corner_y = max(abs(ys[0] - self.cy), abs(ys[-1] - self.cy)) + half
+        if corner_x * corner_x + corner_y * corner_y < (self.r_min - inset - d) ** 2:
+            return rows, cols, np.ones((len(ys), len(xs)), np.float32), None
+        depth = self.depth(xs, ys)
+        depth *= np.float32(1.0 / d)
+        depth += np.float32(0.5)
+        cov = np.clip(depth, 0.0, 1.0)
+        depth -= np.float32(inset / d)
+        rim = cov - np.clip(depth, 0.0, 1.0, out=depth)
+        return rows, cols, cov, rim
 
 
 def make_star(
@@ -100,14 +175,14 @@ def make_star(
     max_harmonic: int = 24,
 ) -> StarShape:
     """An irregular ellipse: semi-axes ``radius`` and ``radius*aspect``, random rotation, log-radius perturbed
-    by harmonics 2..max_harmonic with amplitudes ``roughness / k`` (smooth, lobed, tissue-like outlines)."""
+    by harmonics 2..max_harmonic with amplitudes ``roughness * k**-1.6`` (lobed, smooth, tissue-like)."""
     angles = TWO_PI * np.arange(n_vertices) / n_vertices
     phi = rng.uniform(0, np.pi)
     a, b = radius, radius * aspect
     c, s = np.cos(angles - phi), np.sin(angles - phi)
     base = a * b / np.sqrt((b * c) ** 2 + (a * s) ** 2)
     ks = np.arange(2, max_harmonic + 1)
-    amps = roughness / ks * rng.standard_normal(len(ks))
+    amps = roughness * ks**-1.6 * rng.standard_normal(len(ks))
     phases = rng.uniform(0, TWO_PI, len(ks))
     log_pert = (amps[:, None] * np.cos(ks[:, None] * angles[None, :] + phases[:, None])).sum(0)
     return StarShape(float(cx), float(cy), base * np.exp(log_pert))
@@ -130,20 +205,28 @@ class Band:
     def reach(self) -> float:
         return 0.5 * self.length + self.wobble + self.width
 
-    def coverage(self, xs: np.ndarray, ys: np.ndarray, d: float) -> np.ndarray | None:
+    def window(self, xs: np.ndarray, ys: np.ndarray, d: float) -> Window | None:
         r = self.reach + d
-        if xs[-1] < self.cx - r or xs[0] > self.cx + r or ys[-1] < self.cy - r or ys[0] > self.cy + r:
+        box = _box(xs, ys, self.cx - r, self.cx + r, self.cy - r, self.cy + r)
+        if box is None:
             return None
+        rows, cols = box
+        xs, ys = xs[cols], ys[rows]
         c, s = np.float32(np.cos(self.angle)), np.float32(np.sin(self.angle))
         dx = (xs - self.cx).astype(np.float32)[None, :]
         dy = (ys - self.cy).astype(np.float32)[:, None]
         u = dx * c + dy * s
         v = dy * c - dx * s
-        v -= np.float32(self.wobble) * np.sin(u * np.float32(TWO_PI / self.wavelength) + np.float32(self.phase))
+        v -= np.float32(self.wobble) * np.sin(
+            u * np.float32(TWO_PI / self.wavelength) + np.float32(self.phase)
+        )
         inv_d = np.float32(1.0 / d)
         across = np.clip((np.float32(0.5 * self.width) - np.abs(v)) * inv_d + 0.5, 0.0, 1.0)
         along = np.clip((np.float32(0.5 * self.length) - np.abs(u)) * inv_d + 0.5, 0.0, 1.0)
-        return across * along
+        return rows, cols, across * along
+
+    def coverage(self, xs: np.ndarray, ys: np.ndarray, d: float) -> np.ndarray | None:
+        return union([self], xs, ys, d)
 
 
 def interval_coverage(centres: np.ndarray, d: float, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:

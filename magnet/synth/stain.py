@@ -19,18 +19,23 @@ from dataclasses import dataclass
 import numpy as np
 
 # Optical-density directions (R, G, B) of haematoxylin and eosin.
-H_OD = np.array([0.60, 0.76, 0.26])
-E_OD = np.array([0.10, 0.96, 0.26])
+# Estimated from the Camelyon16 patches (Radboud scanner): the optical density of the darkest 5 % of pixels
+# (nuclei) and of the lightest stained pixels (cytoplasm), separated into two stains.
+H_OD = np.array([0.62, 0.72, 0.31])
+E_OD = np.array([0.20, 0.80, 0.57])
 
 # Procedural material channels (see textures.py): dark nucleus, pale nucleus, clear space, dense eosin.
 # (haematoxylin, eosin) amounts of each material and of each class's background (stroma / cytoplasm).
-MATERIALS = {"dark": (1.55, 0.45), "pale": (0.62, 0.38), "clear": (0.02, 0.03), "eosin": (0.12, 1.05)}
+# Tuned so that the mean colours at low power differ as the real patches' do (tumour redder, about as dark
+# in green): bank means at the reference stain are normal (171, 123, 160), tumour (187, 126, 163), follicle
+# (184, 136, 170) - the follicle is a paler but not pinker distractor.
+MATERIALS = {"dark": (1.3, 0.8), "pale": (0.75, 0.6), "clear": (0.02, 0.03), "eosin": (0.1, 1.25)}
 BACKGROUND = {
-    "normal": (0.36, 0.42),  # lymphoid stroma between lymphocytes: purplish pink
-    "follicle": (0.26, 0.36),  # germinal centre: paler, still purple
-    "tumour": (0.10, 0.52),  # carcinoma cytoplasm: paler and pinker (the real patches show it)
+    "normal": (0.12, 0.36),  # lymphoid stroma between lymphocytes: purplish pink
+    "follicle": (0.1, 0.3),  # germinal centre: paler, still purple
+    "tumour": (0.14, 0.55),  # carcinoma cytoplasm: pinker (the real patches show it)
 }
-NUCLEUS_SCALE = {"normal": 1.0, "follicle": 0.72, "tumour": 1.0}
+NUCLEUS_SCALE = {"normal": 1.0, "follicle": 0.7, "tumour": 1.0}
 CAPSULE = (0.12, 0.85)  # fibrous capsule: eosinophilic collagen
 
 
@@ -80,17 +85,19 @@ def slide_colours(seed: int, texture: str) -> SlideColours:
             matrix = (np.stack(rows) - base[None, :]) / 255.0
             classes[name] = ClassColour(base.astype(np.float32), matrix.astype(np.float32))
     else:
-        # Real RGB patches: a random linear map near the identity stands for the stain variation
-        # (a linear map keeps area-averaging consistent); follicles are the normal texture, lightened.
-        mix = np.eye(3) + rng.normal(0, 0.04, (3, 3))
-        gain = brightness * rng.uniform(0.92, 1.04, 3)
-        matrix3 = (mix * gain[None, :]).T  # rgb_row @ matrix3
-        matrix = np.concatenate([matrix3, np.zeros((1, 3))]) / 255.0
-        offset = rng.normal(0, 4.0, 3)
+        # Real RGB patches: an affine map that keeps white white and scales the absorbed light per channel
+        # (stain strength), with a little channel mixing (hue): rgb' = 255 b - (255 b - rgb) A. Affine, so
+        # area-averaging stays consistent; follicles are the normal texture, lightened.
+        absorb = (np.eye(3) + rng.normal(0, 0.03, (3, 3))) * rng.uniform(0.8, 1.2, 3)[None, :]
+        white = 255.0 * brightness
+        matrix3 = absorb.T  # rgb_row @ matrix3
+        matrix = np.concatenate([matrix3, np.zeros((1, 3))])  # channels are RGB 0..255 already
+        offset = white - white @ matrix3
         classes["normal"] = ClassColour(offset.astype(np.float32), matrix.astype(np.float32))
         classes["tumour"] = ClassColour(offset.astype(np.float32), matrix.astype(np.float32))
         lighten = 0.78
         classes["follicle"] = ClassColour(
-            (offset * lighten + (1 - lighten) * glass).astype(np.float32), (matrix * lighten).astype(np.float32)
+            (offset * lighten + (1 - lighten) * glass).astype(np.float32),
+            (matrix * lighten).astype(np.float32),
         )
     return SlideColours(glass, classes, colour(*CAPSULE).astype(np.float32), float(rng.uniform(0.68, 0.82)))

@@ -1,4 +1,4 @@
-"""Virtual-slide URIs: ``synth:seed=17,size=100000x100000,lesion=micro[,mpp=..][,texture=..][,texture_dir=..]``.
+"""Virtual-slide URIs: ``synth:seed=17,size=100000x100000,lesion=micro[,mpp=..,texture=..,texture_dir=..]``.
 
 Parsing is strict (DESIGN.md "Virtual slides"): an unknown or repeated key, a malformed value or a missing
 ``seed`` raises ``SlideError(uri, reason)`` with a one-line reason. ``lesion`` may be left out; the class is

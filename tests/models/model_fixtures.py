@@ -20,7 +20,9 @@ def smooth_image(height: int, width: int, seed: int = 0) -> Tensor:
     channels = []
     for _ in range(3):
         fx, fy, px, py = (torch.rand(4, generator=g) * torch.tensor([4.0, 4.0, 6.28, 6.28])).tolist()
-        channels.append(0.5 + 0.2 * torch.sin(2 * math.pi * fx * x + px) * torch.cos(2 * math.pi * fy * y + py))
+        channels.append(
+            0.5 + 0.2 * torch.sin(2 * math.pi * fx * x + px) * torch.cos(2 * math.pi * fy * y + py)
+        )
     return torch.stack(channels).clamp(0.1, 0.9)
 
 
@@ -31,7 +33,9 @@ def textured_image(height: int, width: int, seed: int = 0) -> Tensor:
     fine = torch.rand(3, height, width, generator=g) - 0.5
     coarse = torch.nn.functional.interpolate(
         (torch.rand(1, 3, max(2, height // 8), max(2, width // 8), generator=g) - 0.5),
-        size=(height, width), mode="bilinear", align_corners=False,
+        size=(height, width),
+        mode="bilinear",
+        align_corners=False,
     )[0]
     return (base + 0.15 * fine + 0.3 * coarse).clamp(0.0, 1.0)
 
@@ -40,7 +44,7 @@ def textured_source(height: int = 256, width: int = 192, seed: int = 0) -> Tenso
     return TensorRegionSource(textured_image(height, width, seed))
 
 
-def lesion_pair(size: int, radius: int, seed: int) -> tuple[Tensor, Tensor, tuple[int, int]]:
+def lesion_pair(size: int, radius: int, seed: int, cell: int = 2) -> tuple[Tensor, Tensor, tuple[int, int]]:
     """A (negative, positive) pair of slides that differ only by one lesion, and the lesion's centre.
 
     Tissue: a constant colour with a faint smooth variation. Lesion: a disk filled with a bright 2x2-block
@@ -54,9 +58,7 @@ def lesion_pair(size: int, radius: int, seed: int) -> tuple[Tensor, Tensor, tupl
     cy, cx = (torch.randint(margin, size - margin, (2,), generator=g)).tolist()
     yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
     disk = ((yy - cy) ** 2 + (xx - cx) ** 2) <= radius**2
-    # Start the checker on a multiple of 4 so every 4x4 block holds two white and two dark 2x2 cells.
-    disk &= (yy >= (cy - radius) // 4 * 4) & (xx >= (cx - radius) // 4 * 4)
-    checker = (((yy // 2) + (xx // 2)) % 2).bool()
+    checker = (((yy // cell) + (xx // cell)) % 2).bool()
     bright = torch.ones(3, 1, 1)
     dark = 2 * negative - bright  # mean of bright and dark = the tissue pixel
     positive = negative.clone()

@@ -344,3 +344,20 @@ def test_reads_through_openslide_of_a_written_tiff_are_on_the_ramp(tmp_path: Pat
     y = height / 2 + (params[:, 1, None].double() + params[:, 2, None].double() * g) * width / 2
     assert (got[:, 0] - (10 + 0.4 * x)[:, None, :]).abs().mean() < 0.8
     assert (got[:, 1] - (10 + 0.5 * y)[:, :, None]).abs().mean() < 0.8
+
+
+def test_fast_grey_filter_equals_the_reference() -> None:
+    from magnet.slides.pixels import grey_filter
+    from magnet.slides.reader import _blacken_grey
+
+    rgb = np.random.default_rng(4).integers(0, 256, (40, 50, 3)).astype(np.uint8)
+    rgb[::3] = rgb[::3, :, :1]  # plenty of exactly grey pixels too
+    for threshold in (1, 15, 40):
+        fast = np.ascontiguousarray(rgb.transpose(2, 0, 1))
+        _blacken_grey(fast, threshold)
+        assert np.array_equal(fast.transpose(1, 2, 0), grey_filter(rgb, threshold))
+
+
+def test_apply_dihedral_rejects_other_matrices() -> None:
+    with pytest.raises(ValueError, match="not one of the 8"):
+        apply_dihedral(np.zeros((4, 4, 3)), (1, 1, 0, 1))

@@ -58,6 +58,19 @@ def test_round_trip_through_openslide(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["slide.tiff"]  # no temp file left behind
 
 
+def test_tiffslide_reads_it_too(tmp_path: Path) -> None:
+    import tiffslide
+
+    levels = _textured_levels(512, 384)
+    slide = MemorySlide(levels, mpp=(0.5, 0.5))
+    write_pyramidal_tiff(slide, tmp_path / "t.tif", tile_size=128)
+    with tiffslide.TiffSlide(tmp_path / "t.tif") as ts:
+        assert ts.level_dimensions == slide.level_dimensions
+        assert ts.properties["tiffslide.mpp-x"] == pytest.approx(0.5, rel=1e-4)
+        got = np.asarray(ts.read_region((0, 0), 1, ts.level_dimensions[1]).convert("RGB")).astype(np.int16)
+        assert np.abs(got - levels[1]).mean() < 2.0
+
+
 def test_subset_of_levels_and_no_mpp(tmp_path: Path) -> None:
     slide = MemorySlide(_textured_levels(512, 384))
     out = tmp_path / "subset.tif"

@@ -1,0 +1,88 @@
+"""``magnet synth``: virtual lymph-node slides (DESIGN.md "Virtual slides", issue #3).
+
+- ``magnet synth dataset --n 400 --seed 0 --out DIR [--size WxH] [--texture procedural|camelyon16]``
+  writes ``DIR/manifest.csv`` and ``DIR/lesions.json`` (no pixels);
+- ``magnet synth export URI OUT.tif`` writes a virtual slide as a JPEG-tiled pyramidal TIFF.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from typing import Any
+
+from magnet.errors import ConfigError
+from magnet.synth.uri import DEFAULT_MPP, DEFAULT_SIZE, TEXTURES
+
+
+def _size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"([0-9]+)x([0-9]+)", text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels, got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "synth",
+        help="virtual gigapixel lymph-node slides: data sets and TIFF export",
+        description="Virtual lymph-node slides with ground truth, rendered on demand from synth: URIs.",
+    )
+    actions = parser.add_subparsers(dest="synth_command", metavar="ACTION")
+    actions.required = True
+
+    dataset = actions.add_parser("dataset", help="write a manifest of virtual slides (no pixels)")
+    dataset.add_argument("--n", type=int, default=400, help="number of slides (default 400)")
+    dataset.add_argument("--seed", type=int, default=0, help="data set seed (default 0)")
+    dataset.add_argument(
+        "--out", required=True, metavar="DIR", help="folder for manifest.csv and lesions.json"
+    )
+    default_size = f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}"
+    dataset.add_argument(
+        "--size",
+        type=_size,
+        default=DEFAULT_SIZE,
+        metavar="WxH",
+        help=f"level-0 size of every slide (default {default_size})",
+    )
+    dataset.add_argument(
+        "--mpp", type=float, default=DEFAULT_MPP, help=f"um per pixel (default {DEFAULT_MPP})"
+    )
+    dataset.add_argument("--texture", choices=TEXTURES, default="procedural", help="cell texture source")
+    dataset.add_argument(
+        "--texture-dir", default=None, help="folder of labelled patches (texture=camelyon16)"
+    )
+    dataset.set_defaults(func=run_dataset)
+
+    export = actions.add_parser("export", help="write a virtual slide as a pyramidal TIFF")
+    export.add_argument("uri", help="virtual slide, e.g. synth:seed=17,size=8000x8000,lesion=micro")
+    export.add_argument("out", help="TIFF file to write")
+    export.add_argument("--tile-size", type=int, default=256, help="tile side, multiple of 16 (default 256)")
+    export.add_argument("--quality", type=int, default=90, help="JPEG quality 1..100 (default 90)")
+    export.set_defaults(func=run_export)
+
+
+def run_dataset(args: argparse.Namespace) -> int:
+    from magnet.synth.dataset import make_dataset, write_dataset
+
+    if args.texture_dir is not None and args.texture != "camelyon16":
+        raise ConfigError("--texture-dir: only meaningful with --texture camelyon16")
+    slides = make_dataset(
+        args.n, args.seed, size=args.size, texture=args.texture, mpp=args.mpp, texture_dir=args.texture_dir
+    )
+    manifest = write_dataset(slides, args.out)
+    counts = {c: sum(s.lesion_class == c for s in slides) for c in ("negative", "macro", "micro", "itc")}
+    print(
+        f"wrote {manifest} ({len(slides)} slides: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")"
+    )
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from magnet.slides.tiff_writer import write_pyramidal_tiff
+    from magnet.synth.slide import VirtualSlide
+
+    slide = VirtualSlide(args.uri)
+    write_pyramidal_tiff(slide, args.out, tile_size=args.tile_size, quality=args.quality)
+    print(f"wrote {args.out} ({slide.path}, levels {slide.level_dimensions})")
+    return 0

@@ -1,0 +1,150 @@
+"""Data sets of virtual slides: a manifest CSV and the lesion outlines, no pixels (issue #3, "Data sets").
+
+Class mix like Camelyon17's public training part (Bandi et al. 2019: 318 of 500 nodes negative, positives
+about 40 % macro, 35 % micro, 25 % ITC): 64 % negative, 14.4 % macro, 12.6 % micro, 9 % ITC. Counts per
+class are rounded by largest remainder so that they sum to ``n``; splits are stratified by class (each class
+split 70/15/15 into train/validation/test, our choice: enough validation positives to select a checkpoint).
+Everything is a function of ``seed``: the same arguments give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from magnet.data.atomic import atomic_write_text
+from magnet.data.manifest import ManifestRow, write_manifest
+from magnet.errors import ConfigError, SlideError
+from magnet.synth.slide import VirtualSlide
+from magnet.synth.uri import DEFAULT_MPP, DEFAULT_SIZE, TEXTURES, SynthSpec
+
+CLASS_MIX = {"negative": 0.64, "macro": 0.36 * 0.40, "micro": 0.36 * 0.35, "itc": 0.36 * 0.25}
+SPLIT_FRACTIONS = {"train": 0.70, "validation": 0.15, "test": 0.15}
+LESIONS_FILE = "lesions.json"
+# Slide seeds of data set ``seed`` are seed * SEED_STRIDE + index: readable, and distinct across data sets
+# of fewer than a million slides.
+SEED_STRIDE = 1_000_000
+# On small slides a lesion of the drawn class may not fit the drawn tissue; then the slide takes an
+# alternate seed (index + k * n), at most this many tries.
+MAX_ALTERNATES = 10
+
+
+@dataclass(frozen=True)
+class DatasetSlide:
+    uri: str
+    label: int
+    lesion_class: str
+    split: str
+    lesions: list[dict[str, object]]  # {"class", "extent_um", "polygon": [[x, y], ...]} per lesion
+
+
+def _largest_remainder(n: int, shares: Sequence[float]) -> list[int]:
+    raw = np.asarray(shares, float) / float(sum(shares)) * n
+    counts = np.floor(raw).astype(int)
+    for i in np.argsort(-(raw - counts), kind="stable")[: n - counts.sum()]:
+        counts[i] += 1
+    return [int(c) for c in counts]
+
+
+def make_dataset(
+    n: int,
+    seed: int = 0,
+    *,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    texture: str = "procedural",
+    mpp: float = DEFAULT_MPP,
+    texture_dir: str | None = None,
+) -> list[DatasetSlide]:
+    """The slides of a data set of ``n`` virtual slides (geometry only: fast, no pixels rendered)."""
+    if n < 1:
+        raise ConfigError(f"n: a data set needs at least one slide, got {n}")
+    if seed < 0 or seed >= 2**40:
+        raise ConfigError(f"seed: must be in 0..2^40-1, got {seed}")
+    if n > SEED_STRIDE:
+        raise ConfigError(f"n: at most {SEED_STRIDE} slides per data set, got {n}")
+    if texture not in TEXTURES:
+        raise ConfigError(f"texture: must be one of {', '.join(TEXTURES)}, got {texture!r}")
+    rng = np.random.default_rng([seed, 0xDA7A])
+    classes = np.repeat(list(CLASS_MIX), _largest_remainder(n, list(CLASS_MIX.values())))
+    rng.shuffle(classes)
+    splits = np.empty(n, dtype=object)
+    for name in CLASS_MIX:
+        members = np.flatnonzero(classes == name)
+        labels = np.repeat(
+            list(SPLIT_FRACTIONS), _largest_remainder(len(members), list(SPLIT_FRACTIONS.values()))
+        )
+        rng.shuffle(labels)
+        splits[members] = labels
+    slides = []
+    for index in range(n):
+        slide = _open_fitting(seed, index, n, size, str(classes[index]), mpp, texture, texture_dir)
+        outlines = [
+            {
+                "class": lesion.lesion_class,
+                "extent_um": round(lesion.extent_um, 2),
+                "polygon": np.round(lesion.shape.polygon(), 2).tolist(),
+            }
+            for lesion in slide.layout.lesions
+        ]
+        slides.append(DatasetSlide(slide.path, slide.label, slide.lesion_class, str(splits[index]), outlines))
+    return slides
+
+
+def _open_fitting(
+    seed: int,
+    index: int,
+    n: int,
+    size: tuple[int, int],
+    lesion: str,
+    mpp: float,
+    texture: str,
+    texture_dir: str | None,
+) -> VirtualSlide:
+    """Slide ``index``; on a small slide where a lesion does not fit the tissue, the next alternate seed."""
+    error: SlideError | None = None
+    for attempt in range(MAX_ALTERNATES):
+        slide_seed = seed * SEED_STRIDE + (index + attempt * n) % SEED_STRIDE
+        try:
+            return VirtualSlide(SynthSpec(slide_seed, size, lesion, mpp, texture, texture_dir).uri)
+        except SlideError as exc:
+            error = exc
+    assert error is not None
+    raise ConfigError(f"--size {size[0]}x{size[1]}: too small for {lesion} slides ({error.reason})")
+
+
+def write_dataset(slides: Sequence[DatasetSlide], out_dir: str | os.PathLike[str]) -> Path:
+    """Write ``out_dir/manifest.csv`` and ``out_dir/lesions.json`` (by slide URI); return the manifest."""
+    folder = Path(out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder}: exists and is not a folder")
+    rows = [
+        ManifestRow(
+            s.uri,
+            s.label,
+            s.lesion_class,
+            s.split,
+            extra={
+                "lesions": LESIONS_FILE,
+                "n_lesions": str(len(s.lesions)),
+                "largest_extent_um": f"{s.lesions[0]['extent_um']:.2f}" if s.lesions else "",
+            },
+        )
+        for s in slides
+    ]
+    outlines = {s.uri: s.lesions for s in slides}
+    atomic_write_text(folder / LESIONS_FILE, json.dumps(outlines, separators=(",", ":")) + "\n")
+    manifest = folder / "manifest.csv"
+    write_manifest(rows, manifest)
+    return manifest
+
+
+def read_lesions(path: str | os.PathLike[str]) -> dict[str, list[np.ndarray]]:
+    """Lesion polygons by slide URI from a ``lesions.json`` written by ``write_dataset``."""
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    return {uri: [np.asarray(item["polygon"], float) for item in items] for uri, items in data.items()}

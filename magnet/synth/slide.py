@@ -1,0 +1,141 @@
+"""``VirtualSlide``: a gigapixel lymph-node slide rendered on demand from its URI (DESIGN.md).
+
+Pyramid: downsamples 1, 4, 16, 64, ... (powers of 4) until the longer side is at most 512 px, i.e.
+1, 4, 16, 64, 256 for the default 100,000 px slide. Why powers of 4: they are the steps of common 40x
+scanner pyramids (and Camelyon's TIFFs), the texture banks keep exact box-averaged copies at 1, 4 and 16
+(textures.py), and a 448 px read at 256x still shows the whole default slide. ``level_downsamples`` are the
+exact powers the renderer uses (level sizes are floored, so sizes alone would give e.g. 256.4).
+
+Ground truth: ``lesion_class`` ("negative", "macro", "micro", "itc"; Camelyon17 rules on the largest
+lesion), ``lesions`` (outlines as ``(K, 2)`` float arrays of level-0 ``(x, y)``), ``label`` (0/1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from magnet.errors import SlideError
+from magnet.slides.base import Slide
+from magnet.synth.layout import Layout, make_layout
+from magnet.synth.render import Renderer
+from magnet.synth.stain import slide_colours
+from magnet.synth.textures import camelyon16_bank, procedural_bank
+from magnet.synth.uri import SynthSpec, parse_uri
+
+LEVEL_STEP = 4
+SMALLEST_LEVEL_SIDE = 512
+
+
+def pyramid_downsamples(size: tuple[int, int]) -> tuple[int, ...]:
+    downsamples = [1]
+    while max(size) / downsamples[-1] > SMALLEST_LEVEL_SIDE:
+        downsamples.append(downsamples[-1] * LEVEL_STEP)
+    return tuple(downsamples)
+
+
+class VirtualSlide(Slide):
+    """A virtual slide; ``path`` is its canonical URI."""
+
+    backend = "synth"
+
+    def __init__(self, uri: str) -> None:
+        self.spec: SynthSpec = parse_uri(uri)
+        super().__init__(self.spec.uri)
+        if self.spec.texture == "camelyon16":
+            folder = self.spec.resolved_texture_dir
+            if not (folder / "labels.csv").is_file():
+                raise SlideError(self.spec.uri, f"texture folder {folder} has no labels.csv")
+        self.layout: Layout = make_layout(self.spec)
+        self._downsamples = pyramid_downsamples(self.spec.size)
+        self._renderer = Renderer(
+            self.spec.seed,
+            self.spec.size,
+            self.spec.mpp,
+            self.layout,
+            slide_colours(self.spec.seed, self.spec.texture),
+        )
+
+    # --- geometry and metadata --------------------------------------------------------------------------
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        w, h = self.spec.size
+        return tuple((max(1, w // d), max(1, h // d)) for d in self._downsamples)
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        return tuple(float(d) for d in self._downsamples)
+
+    @property
+    def mpp(self) -> tuple[float, float] | None:
+        return (self.spec.mpp, self.spec.mpp)
+
+    @property
+    def vendor(self) -> str:
+        return "magnet-synth"
+
+    # --- ground truth -----------------------------------------------------------------------------------
+    @property
+    def lesion_class(self) -> str:
+        return self.spec.lesion
+
+    @property
+    def label(self) -> int:
+        return 0 if self.spec.lesion == "negative" else 1
+
+    @property
+    def lesions(self) -> list[np.ndarray]:
+        """Lesion outlines, largest first: ``(K, 2)`` float64 arrays of level-0 ``(x, y)``."""
+        return [lesion.shape.polygon() for lesion in self.layout.lesions]
+
+    @property
+    def lesion_extents_um(self) -> list[float]:
+        return [lesion.extent_um for lesion in self.layout.lesions]
+
+    # --- pixels -----------------------------------------------------------------------------------------
+    def _banks(self) -> None:
+        if self._renderer.banks is None:
+            spec = self.spec
+            if spec.texture == "camelyon16":
+                folder = str(spec.resolved_texture_dir)
+                self._renderer.banks = {k: camelyon16_bank(k, spec.mpp, folder) for k in ("normal", "tumour")}
+            else:
+                self._renderer.banks = {k: procedural_bank(k, spec.mpp) for k in ("normal", "tumour")}
+
+    def render(self, x0: float, y0: float, downsample: float, width: int, height: int) -> np.ndarray:
+        """``uint8 (height, width, 3)``: pixels of ``downsample`` level-0 px from level-0 ``(x0, y0)``.
+
+        Any downsample >= 1 works, not only the pyramid's (a whole-slide 112 x 112 view is one call);
+        between the texture bank's scales the region is drawn at the next finer one and box-averaged.
+        """
+        if not (downsample >= 1.0 and math.isfinite(downsample)):
+            raise SlideError(self.path, f"downsample must be >= 1, got {downsample}")
+        if width <= 0 or height <= 0:
+            raise SlideError(self.path, f"region size must be positive, got {width}x{height}")
+        self._banks()
+        assert self._renderer.banks is not None
+        scales = self._renderer.banks["normal"].scales
+        if downsample in scales or downsample > max(scales):
+            return self._renderer.render(x0, y0, downsample, width, height)
+        from PIL import Image
+
+        finer = max(s for s in scales if s < downsample)
+        fw, fh = math.ceil(width * downsample / finer), math.ceil(height * downsample / finer)
+        detailed = self._renderer.render(x0, y0, finer, fw, fh)
+        box = (0.0, 0.0, width * downsample / finer, height * downsample / finer)
+        image = Image.fromarray(detailed).resize((width, height), Image.Resampling.BOX, box=box)
+        return np.asarray(image)
+
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        if not 0 <= level < self.level_count:
+            raise SlideError(self.path, f"level {level} out of range 0..{self.level_count - 1}")
+        width, height = int(size[0]), int(size[1])
+        return self.render(
+            float(location[0]), float(location[1]), float(self._downsamples[level]), width, height
+        )
+
+
+def open_virtual_slide(uri: str) -> VirtualSlide:
+    """Opener registered for the ``synth:`` scheme."""
+    return VirtualSlide(uri)

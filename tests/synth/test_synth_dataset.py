@@ -1,0 +1,76 @@
+"""Data sets of virtual slides: class mix, splits, manifest columns, lesion outlines, determinism, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from magnet.cli import main
+from magnet.data.manifest import read_manifest
+from magnet.errors import ConfigError
+from magnet.synth import VirtualSlide
+from magnet.synth.dataset import make_dataset, read_lesions, write_dataset
+
+
+def test_class_mix_and_stratified_splits() -> None:
+    slides = make_dataset(100, seed=0)
+    classes = Counter(s.lesion_class for s in slides)
+    assert classes == {"negative": 64, "macro": 14, "micro": 13, "itc": 9}
+    assert all(s.label == int(s.lesion_class != "negative") for s in slides)
+    for name in classes:
+        splits = Counter(s.split for s in slides if s.lesion_class == name)
+        assert splits["train"] > splits["validation"] > 0 and splits["test"] > 0
+    assert len({s.uri for s in slides}) == 100
+    for s in slides:
+        assert (len(s.lesions) > 0) == (s.label == 1)
+        if s.lesions:
+            assert s.lesions[0]["class"] == s.lesion_class
+
+
+def test_dataset_files_are_deterministic_and_readable(tmp_path: Path) -> None:
+    kwargs = {"size": (40000, 40000)}
+    first = write_dataset(make_dataset(30, seed=4, **kwargs), tmp_path / "a")
+    second = write_dataset(make_dataset(30, seed=4, **kwargs), tmp_path / "b")
+    assert first.read_bytes() == second.read_bytes()
+    assert (tmp_path / "a" / "lesions.json").read_bytes() == (tmp_path / "b" / "lesions.json").read_bytes()
+    with first.open() as handle:
+        header = next(csv.reader(handle))
+    assert header[:4] == ["slide", "label", "lesion_class", "split"] and "lesions" in header
+    manifest = read_manifest(first)
+    assert len(manifest) == 30
+    outlines = read_lesions(tmp_path / "a" / "lesions.json")
+    row = next(r for r in manifest if r.label == 1)
+    assert row.extra["lesions"] == "lesions.json"
+    slide = VirtualSlide(row.slide)
+    assert slide.lesion_class == row.lesion_class
+    np.testing.assert_allclose(outlines[row.slide][0], slide.lesions[0], atol=0.01)
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="at least one slide"):
+        make_dataset(0)
+    with pytest.raises(ConfigError, match="texture"):
+        make_dataset(3, texture="oil")
+    with pytest.raises(ConfigError, match="too small for macro"):
+        make_dataset(20, size=(4096, 4096))
+
+
+def test_cli_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "ds"
+    assert (
+        main(["synth", "dataset", "--n", "12", "--seed", "2", "--size", "41000x40000", "--out", str(out)])
+        == 0
+    )
+    assert "12 slides" in capsys.readouterr().out
+    rows = list(csv.DictReader((out / "manifest.csv").open()))
+    assert len(rows) == 12 and all(
+        r["slide"].startswith("synth:") and "size=41000x40000" in r["slide"] for r in rows
+    )
+    assert set(json.loads((out / "lesions.json").read_text())) == {r["slide"] for r in rows}
+    assert main(["synth", "export", "synth:seed=1,foo=2", str(tmp_path / "x.tif")]) == 2
+    assert "unknown key 'foo'" in capsys.readouterr().err
