@@ -196,10 +196,10 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
             n = len(rows)
             seen += n
-            totals["loss"] += float(losses.total) * n
-            totals["final"] += float(losses.final) * n
-            totals["aux"] += float(sum(losses.aux.values(), torch.tensor(0.0))) * n
-            totals["paradoxical"] += float(losses.paradoxical) * n
+            totals["loss"] += float(losses.total.detach()) * n
+            totals["final"] += float(losses.final.detach()) * n
+            totals["aux"] += float(sum(v.detach() for v in losses.aux.values())) * n
+            totals["paradoxical"] += float(losses.paradoxical.detach()) * n
             bar.update(n)
             bar.set_postfix(loss=f"{totals['loss'] / seen:.3f}",
                             slides_s=f"{seen / (time.perf_counter() - t0):.2f}")
