@@ -46,7 +46,8 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0  # seeds initialisation, shuffling, augmentation and sampler noise
     accelerator: str = "auto"  # Lightning Fabric: cpu, gpu, auto
-    devices: str = "1"  # number of devices per node, or "auto"
+    # Devices per node: a count (``--set devices=2``) or a Lightning string ("auto", "0,1").
+    devices: int | str = 1
     num_nodes: int = 1
     strategy: str = "auto"  # "ddp" for several GPUs or nodes
     precision: str = "32-true"  # "bf16-mixed" / "16-mixed" on GPU

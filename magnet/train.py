@@ -104,7 +104,9 @@ class Trainer:
         self.val_rows = [r for r in rows if cfg.data.val_split and r.split == cfg.data.val_split]
         self._check_rows()
 
-        devices: int | str = int(cfg.devices) if cfg.devices.isdigit() else cfg.devices
+        devices: int | str = cfg.devices
+        if isinstance(devices, str) and devices.isdigit():
+            devices = int(devices)
         self.fabric = Fabric(accelerator=cfg.accelerator, devices=devices, num_nodes=cfg.num_nodes,
                              strategy=cfg.strategy, precision=cfg.precision)  # type: ignore[arg-type]
         self.fabric.launch()

@@ -8,9 +8,9 @@ Convention:
       ``X = W0/2 + u_x * L/2``, ``Y = H0/2 + u_y * L/2``.
     - An ROI is a ``3x3`` matrix ``A`` mapping the output image's own normalised coordinates ``g`` in
       ``[-1, 1]^2`` to canvas coordinates ``u = A @ [g, 1]``. Without augmentation
-      ``A = [[h, 0, cx], [0, h, cy], [0, 0, 1]]`` (centre ``c``, half-size ``h``); the root view is the identity.
-    - A child chosen with ``theta = (s, tx, ty)`` is ``A_child = A_parent @ [[s, 0, tx], [0, s, ty], [0, 0, 1]]``
-      (centre ``c + h*t``, half-size ``h*s``).
+      ``A = [[h, 0, cx], [0, h, cy], [0, 0, 1]]`` (centre ``c``, half-size ``h``); the root is the identity.
+    - A child chosen with ``theta = (s, tx, ty)`` is
+      ``A_child = A_parent @ [[s, 0, tx], [0, s, ty], [0, 0, 1]]`` (centre ``c + h*t``, half-size ``h*s``).
     - Augmentation by the 8 dihedral maps (flips, rotations by multiples of 90°) is folded into the root:
       ``A0 = D`` with ``D`` a signed permutation matrix. Every ROI then has linear part ``h * D``; the reader
       reads the axis-aligned box and permutes the output pixels by ``D``. Reported boxes stay in one frame.

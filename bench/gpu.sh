@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The one device check, for sessions lent a GPU machine (device tool). Run from the repository root:
+#   1. here, once:  bash bench/gpu_wheels.sh        (wheels the GPU image lacks, into .whl/, git-ignored)
+#   2. device run:  command "bash bench/gpu.sh", carry [".whl"], timeout_s 540
+# It installs the carried wheels, runs the test suite (CUDA tests included), then times training and
+# inference steps per model variant on the card. Results go to $OUT/gpu.log; copy them, with the card
+# name, into docs/BENCHMARKS.md.
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site:$PWD || exit 1
+else
+  export PYTHONPATH=$PWD
+fi
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+  timeout 240 python3 -m pytest -q -x tests/gpu tests/models tests/layers -p no:cacheprovider
+  timeout 240 python3 bench/gpu_step.py --steps 5
+} 2>&1 | tee "$OUT/gpu.log"

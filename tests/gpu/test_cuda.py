@@ -1,0 +1,52 @@
+"""CUDA checks, run by bench/gpu.sh on a lent GPU machine; skipped (with the reason) everywhere else."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from magnet.layers.samplers import linearized_sample
+from magnet.losses import LossWeights, magnet_loss
+from magnet.models.registry import build_model
+from magnet.slides.tensor_source import TensorRegionSource
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/gpu.sh)")
+
+
+def _slides(n: int, device: str) -> list[TensorRegionSource]:
+    g = torch.Generator().manual_seed(0)
+    return [TensorRegionSource(torch.rand(3, 512, 384, generator=g).to(device)) for _ in range(n)]
+
+
+def test_tiny_model_matches_cpu_in_float32() -> None:
+    torch.manual_seed(0)
+    model = build_model("tiny").eval()
+    with torch.no_grad():
+        cpu = model(_slides(2, "cpu"))
+        gpu = model.cuda()(_slides(2, "cuda"))
+    torch.testing.assert_close(gpu.logit.cpu(), cpu.logit, atol=1e-3, rtol=1e-3)
+    for a, b in zip(gpu.rois, cpu.rois, strict=True):
+        torch.testing.assert_close(a.cpu(), b, atol=1e-4, rtol=1e-4)
+
+
+def test_bf16_training_step_gives_finite_gradients() -> None:
+    torch.manual_seed(0)
+    model = build_model("tiny", sampler="linearized").cuda().train()
+    labels = torch.tensor([0.0, 1.0], device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(_slides(2, "cuda"), generator=torch.Generator("cuda").manual_seed(1))
+        loss = magnet_loss(out, labels, LossWeights()).total
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert all(torch.isfinite(t).all() for t in out.thetas)
+
+
+def test_linearized_sampler_stays_float32_under_autocast() -> None:
+    image = torch.rand(2, 3, 64, 64, device="cuda")
+    grid = (torch.rand(2, 16, 16, 2, device="cuda") * 2 - 1).requires_grad_()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = linearized_sample(image, grid, generator=torch.Generator("cuda").manual_seed(0))
+    assert out.dtype == torch.float32
+    out.sum().backward()
+    assert grid.grad is not None and torch.isfinite(grid.grad).all()
