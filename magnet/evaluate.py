@@ -60,5 +60,6 @@ def evaluate(checkpoint: str | Path, manifest: str | Path, out_dir: str | Path, 
           "class": r.lesion_class, "error": p.error} for r, p in zip(rows, preds, strict=True)],
         out / "predictions.csv",
     )
-    save_roc_png([r.label for r, _ in good], [p.probability for _, p in good], out / "roc.png")
+    save_roc_png([r.label for r, _ in good], [p.probability for _, p in good], out / "roc.png",
+                 lesion_classes=[r.lesion_class for r, _ in good])
     return Evaluation(result, preds, out)

@@ -115,6 +115,8 @@ class Trainer:
         optimizer = torch.optim.Adam(_param_groups(model, cfg), weight_decay=cfg.optim.weight_decay)
         self.epoch, self.best_score, self.history = 0, -math.inf, []
         last = self.run_dir / "last.ckpt"
+        for stale in self.run_dir.glob(".*.ckpt.*.tmp"):  # left by a job killed mid-write
+            stale.unlink(missing_ok=True)
         if resume and last.exists():
             payload = load_checkpoint(last)
             saved = checkpoint_config(payload, last)
@@ -180,6 +182,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         for step, (rows, maps) in enumerate(zip(batches, dmaps, strict=True)):
             noise = _epoch_generator(cfg.seed, epoch, salt=step + 1)
+            failed = False
             try:
                 sources = [self.pool.get(r.slide) for r in rows]
                 roots = torch.stack([dihedral_matrix(m) for m in maps]).to(fabric.device)
@@ -187,8 +190,15 @@ class Trainer:
                 out = self.model(sources, roots, noise)
                 losses = magnet_loss(out, labels, cfg.loss)
             except SlideError as exc:  # a slide failing mid-training is logged and skipped
-                skipped += 1
+                failed = True
                 tqdm.write(f"magnet: skipped a batch: {exc}")
+            if fabric.world_size > 1:
+                # Under DDP every rank must skip the same steps: a rank that back-propagated while another
+                # skipped would pair its gradient all-reduce with the other's next step (or hang at the end).
+                flag = torch.tensor(float(failed), device=fabric.device)
+                failed = bool(fabric.all_reduce(flag, reduce_op="sum") > 0)  # type: ignore[operator]
+            if failed:
+                skipped += 1
                 continue
             fabric.backward(losses.total / cfg.optim.grad_accum)
             if (step + 1) % cfg.optim.grad_accum == 0 or step + 1 == len(batches):

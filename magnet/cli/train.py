@@ -29,6 +29,6 @@ def run(args: argparse.Namespace) -> int:
     if (out / "last.ckpt").exists() and not args.resume:
         raise MagnetError(f"{out}: run folder already holds a checkpoint; use --resume or another --out")
     result = train(cfg, out, resume=args.resume, show_progress=not args.no_progress)
-    print(f"run folder: {result.run_dir}  epochs: {result.epochs_done}  "
-          f"best val AUROC: {result.best_score:.3f}")
+    best = f"{result.best_score:.3f}" if result.best_score > float("-inf") else "n/a (no validation)"
+    print(f"run folder: {result.run_dir}  epochs: {result.epochs_done}  best val AUROC: {best}")
     return 130 if result.interrupted else 0

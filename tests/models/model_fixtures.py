@@ -47,9 +47,10 @@ def textured_source(height: int = 256, width: int = 192, seed: int = 0) -> Tenso
 def lesion_pair(size: int, radius: int, seed: int, cell: int = 2) -> tuple[Tensor, Tensor, tuple[int, int]]:
     """A (negative, positive) pair of slides that differ only by one lesion, and the lesion's centre.
 
-    Tissue: a constant colour with a faint smooth variation. Lesion: a disk filled with a bright 2x2-block
-    checker (white / dark) whose mean equals the tissue colour, so any view coarse enough to average 4x4
-    level-0 pixels (a 56 px view of the slide) shows nothing of it; finer views show high-contrast texture.
+    Tissue: a constant colour with a faint smooth variation. Lesion: a disk filled with a bright checker of
+    ``cell`` x ``cell`` squares (white / dark) whose mean equals the tissue colour, so a view coarse enough to
+    average many cells (the 56 px root view of a 512 px slide) shows almost nothing of it, while finer views
+    show high-contrast texture.
     """
     g = torch.Generator().manual_seed(seed)
     tissue = torch.tensor(TISSUE).view(3, 1, 1)

@@ -10,7 +10,13 @@ localisation did not emerge in ~600 steps in the prototypes); the untrained head
 already covers the lesion at a useful resolution.
 
 Budget: at most ``MAX_STEPS`` Adam steps on all 16 slides (~1.7 s each on 2 idle cores); it stops as soon
-as a training step classifies every slide correctly.
+as a training step classifies every slide correctly (step 19, ~37 s, with these seeds).
+
+KNOWN WEAKNESS (measured, not hidden): the fit depends on the initialisation seed. With
+``torch.manual_seed(1)`` or ``(2)`` the model has not fitted after 30 steps (eval AUROC 0.66 / 0.58); seed 2
+reached AUROC 0.81 after 60 steps. The lesion is in >= 4 of the 8 final patches of every positive slide
+for all three seeds, so the bottleneck is the from-scratch GRU classifier (the auxiliary classifier on the
+final patches learns first), not coverage. Re-tune if a model change breaks this test.
 """
 
 from __future__ import annotations

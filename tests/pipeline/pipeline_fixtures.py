@@ -1,0 +1,165 @@
+"""Shared helpers of the pipeline tests: a tiny recipe, a small balanced virtual data set, cached runs.
+
+Imported by the test files of this folder as ``from pipeline_fixtures import ...`` (pytest puts the test
+file's folder on ``sys.path``). Cached objects live at module level, so every test file of a session shares
+one data set and one trained run instead of paying for them again.
+
+Sizes: the model is MagNetConfig's ``tiny`` variant shrunk further (view 32, read 64, final 64, GRU 32), so
+one epoch over 8 training and 4 validation slides takes about a second on one core. Torch runs on one thread
+in every process (``one_thread`` here, ``OMP_NUM_THREADS=1`` for subprocesses): Adam's first step turns
+rounding noise in near-zero gradients into full-size steps, so runs on different thread counts differ
+visibly, while runs on the same count are bitwise equal.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from magnet.config import load_config
+from magnet.data.manifest import ManifestRow, write_manifest
+from magnet.recipe import TrainConfig
+from magnet.synth.dataset import make_dataset
+from magnet.train import TrainResult, train
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PATCHES = (2, 2, 2)
+
+TINY_RECIPE: dict[str, Any] = {
+    "model": {
+        "patches_per_layer": list(PATCHES),
+        "view_size": 32,
+        "read_size": 64,
+        "final_size": 64,
+        "final_read_size": 128,
+        "classifier_input_size": 64,
+        "backbone": "small",
+        "aux_backbone": "small",
+        "gru_hidden": 32,
+        "head_branch_channels": 4,
+        "aux_layers": [1, 3],
+        "sampler": "bilinear",
+    },
+    "data": {"reader_threads": 1},
+    "optim": {"lr": 3.0e-4, "epochs": 3, "batch_size": 4, "grad_clip": 5.0},
+    "accelerator": "cpu",
+    "seed": 7,
+}
+
+_CACHE: dict[str, Any] = {}
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread inside the block (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment for ``magnet`` subprocesses: one thread, the repository importable."""
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = "1"
+    env["MKL_NUM_THREADS"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def write_recipe(path: Path, manifest: Path | str, **sections: dict[str, Any]) -> Path:
+    """Write the tiny recipe (sections updated by ``sections``) with ``data.manifest`` set."""
+    recipe = yaml.safe_load(yaml.safe_dump(TINY_RECIPE))  # deep copy
+    recipe["data"]["manifest"] = str(manifest)
+    for name, values in sections.items():
+        if isinstance(recipe.get(name), dict):
+            recipe[name].update(values)
+        else:
+            recipe[name] = values
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def balanced_rows(seed: int = 11) -> list[ManifestRow]:
+    """18 virtual slides: train 4+4, validation 2+2, test 3+3 (one macro, one micro, one ITC)."""
+    key = f"rows-{seed}"
+    if key not in _CACHE:
+        slides = make_dataset(28, seed, size=(32768, 32768))
+        by_class: dict[str, list[Any]] = {}
+        for s in slides:
+            by_class.setdefault(s.lesion_class, []).append(s)
+        pos = by_class["macro"] + by_class["micro"] + by_class["itc"]
+        test_pos = [by_class["macro"][0], by_class["micro"][0], by_class["itc"][0]]
+        rest_pos = [s for s in pos if s not in test_pos]
+        neg = by_class["negative"]
+        plan = [("test", test_pos), ("test", neg[:3]), ("train", rest_pos[:4]), ("train", neg[3:7]),
+                ("validation", rest_pos[4:6]), ("validation", neg[7:9])]
+        rows = []
+        for split, members in plan:
+            assert members and (split != "validation" or len(members) == 2), "data set too small"
+            rows += [ManifestRow(s.uri, s.label, s.lesion_class, split) for s in members]
+        _CACHE[key] = rows
+    return list(_CACHE[key])
+
+
+def dataset(folder: Path) -> Path:
+    """Write the balanced manifest into ``folder`` once per session; return its path."""
+    if "manifest" not in _CACHE:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "manifest.csv"
+        write_manifest(balanced_rows(), path)
+        _CACHE["manifest"] = path
+    return Path(_CACHE["manifest"])
+
+
+def tiny_config(manifest: Path, *overrides: str, folder: Path | None = None) -> TrainConfig:
+    recipe = write_recipe((folder or manifest.parent) / "tiny.yaml", manifest)
+    return load_config(TrainConfig, recipe, list(overrides))
+
+
+def base_run(root: Path) -> tuple[TrainConfig, TrainResult]:
+    """The tiny recipe trained for 3 epochs once per session (one thread), into ``root/base``."""
+    if "base" not in _CACHE:
+        manifest = dataset(root / "data")
+        cfg = tiny_config(manifest)
+        with one_thread():
+            result = train(cfg, root / "base", show_progress=False)
+        _CACHE["base"] = (cfg, result)
+    return _CACHE["base"]  # type: ignore[no-any-return]
+
+
+def metric_rows(history: list[dict[str, Any]]) -> list[tuple[float, ...]]:
+    """The deterministic metrics of each epoch (timings left out), NaN as None for comparison."""
+    keys = ("epoch", "lr", "train_loss", "train_final", "train_aux", "train_paradoxical",
+            "skipped_batches", "val_auroc", "val_n")
+    return [tuple(None if isinstance(v, float) and math.isnan(v) else v
+                  for v in (float(h[k]) for k in keys)) for h in history]  # type: ignore[misc]
+
+
+def assert_rows_close(got: list[tuple[float, ...]], want: list[tuple[float, ...]]) -> None:
+    """Per-epoch metric rows equal to float tolerance (None, i.e. NaN, only where the other is None)."""
+    assert len(got) == len(want), (got, want)
+    for a, b in zip(got, want, strict=True):
+        assert [x is None for x in a] == [y is None for y in b], (a, b)
+        assert [x for x in a if x is not None] == pytest.approx([y for y in b if y is not None],
+                                                                 rel=1e-6, abs=1e-9), (a, b)
+
+
+def temp_files(folder: Path) -> list[Path]:
+    """Leftovers of atomic writes (``*.tmp``) anywhere under ``folder``."""
+    return sorted(p for p in folder.rglob("*") if p.name.endswith(".tmp"))
+
+
+PYTHON = sys.executable
