@@ -196,3 +196,20 @@ def test_holdout_keeps_groups_and_strata() -> None:
     assert stratified_group_holdout(strata, groups, 0.25, seed=1) != held
     with pytest.raises(ValueError):
         stratified_group_holdout(strata, groups, 1.0, seed=0)
+
+
+def test_data_camelyon_command_writes_a_readable_manifest(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from magnet.cli import main
+    from magnet.data.manifest import read_manifest
+
+    out = tmp_path / "manifest.csv"
+    code = main(["data", "camelyon", "--c16", str(make_c16(tmp_path / "c16")),
+                 "--c17", str(make_c17(tmp_path / "c17")), "--out", str(out)])
+    assert code == 0
+    manifest = read_manifest(out, check_slides=False)
+    assert {r.split for r in manifest.rows} == {"train", "validation", "test"}
+    assert f"wrote {len(manifest.rows)} rows" in capsys.readouterr().out
+    # Bad input: a missing Camelyon17 root is one line, exit 2.
+    assert main(["data", "camelyon", "--c17", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("magnet: error:") and "nowhere" in err and "\n" not in err
