@@ -30,6 +30,7 @@ class SlidePool:
         self._readers[spec] = reader
         while len(self._readers) > self.max_open:
             _, old = self._readers.popitem(last=False)
+            old.close()  # its thread pool
             old.slide.close()
         return reader
 
@@ -39,5 +40,6 @@ class SlidePool:
 
     def close(self) -> None:
         for reader in self._readers.values():
+            reader.close()
             reader.slide.close()
         self._readers.clear()

@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="virtual slides → train → evaluate, on the CPU")
     p.add_argument("--out", default="runs/demo", help="output folder")
     p.add_argument("--config", default="configs/demo.yaml", help="training recipe")
-    p.add_argument("--n", type=int, default=160, help="virtual slides in the data set")
+    p.add_argument("--n", type=int, default=400, help="virtual slides in the data set")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe key (repeatable)")
