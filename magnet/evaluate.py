@@ -16,11 +16,51 @@ from typing import Any
 from tqdm import tqdm
 
 from magnet.checkpoint import load_model
-from magnet.data.manifest import read_manifest
+from magnet.data.manifest import ManifestRow, read_manifest
 from magnet.errors import MagnetError
 from magnet.inference import SlidePrediction, predict_slides
+from magnet.localisation import localisation_summary, slide_localisation
 from magnet.metrics import save_roc_png, table1, write_metrics_json, write_predictions_csv
 from magnet.slide_pool import SlidePool
+from magnet.synth.dataset import read_lesions
+
+
+def _localisation(good: list[tuple[ManifestRow, SlidePrediction]], folder: Path) -> dict[str, Any] | None:
+    """Hit rate, lesion share and patch size of the final patches (issue 6), where lesion outlines are known.
+
+    The manifest names its outlines file in a ``lesions`` column (``magnet synth dataset`` writes
+    ``lesions.json``); without it there is nothing to localise against and the result is None.
+    """
+    files = {r.extra.get("lesions", "") for r, _ in good} - {""}
+    if not files:
+        return None
+    outlines: dict[str, list[Any]] = {}
+    for name in sorted(files):
+        path = folder / name
+        if not path.is_file():
+            raise MagnetError(f"{path}: lesion outlines file named by the manifest is missing")
+        outlines.update(read_lesions(path))
+    per_slide = [slide_localisation(p.layers[-1], p.slide_size, outlines.get(r.slide, [])) for r, p in good]
+    return localisation_summary(per_slide, _classes(good))
+
+
+def _classes(good: list[tuple[ManifestRow, SlidePrediction]]) -> list[str]:
+    """Lesion class per slide; a row without one is "negative" or "positive" (unknown class) by its label."""
+    return [r.lesion_class or ("positive" if r.label else "negative") for r, _ in good]
+
+
+def format_localisation(loc: dict[str, Any] | None) -> str:
+    """Two lines: hit rate per class and the final patches' mean size (empty without lesion outlines)."""
+    if not loc:
+        return ""
+    cols = ("macro", "micro", "itc", "all")
+    hits = "  ".join(
+        f"{c} {loc[f'hit_rate_{c}']:.2f} (n={loc[f'n_{c}']})" if loc.get(f"hit_rate_{c}") is not None
+        else f"{c} –" for c in cols
+    )
+    return (f"hit rate (a final patch of side <= 1/8 slide on a lesion): {hits}\n"
+            f"final patches: mean side {loc['mean_patch_side_fraction']:.3f} of the slide, "
+            f"lesion share of their area (all positives) {loc.get('lesion_share_all') or 0:.3f}")
 
 
 @dataclass
@@ -47,10 +87,10 @@ def evaluate(checkpoint: str | Path, manifest: str | Path, out_dir: str | Path, 
     good = [(r, p) for r, p in zip(rows, preds, strict=True) if not p.error]
     if not good:
         raise MagnetError(f"{manifest}: no slide could be read (first error: {preds[0].error})")
-    result = table1([r.label for r, _ in good], [p.probability for _, p in good],
-                    [r.lesion_class or ("positive" if r.label else "negative") for r, _ in good],
+    result = table1([r.label for r, _ in good], [p.probability for _, p in good], _classes(good),
                     n_bootstrap=n_bootstrap)
     result["n_failed"] = len(rows) - len(good)
+    result["localisation"] = _localisation(good, Path(manifest).parent)
     result["checkpoint"] = str(checkpoint)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

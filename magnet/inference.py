@@ -24,6 +24,7 @@ from magnet.slide_pool import SlidePool
 class SlidePrediction:
     slide: str
     probability: float = math.nan
+    slide_size: tuple[int, int] = (0, 0)  # level-0 (width, height)
     seconds: float = 0.0
     # Per layer, per ROI: level-0 box [x0, y0, x1, y1] (floats, may extend beyond the slide).
     layers: list[list[list[float]]] = field(default_factory=list)
@@ -87,6 +88,7 @@ def _predict_batch(model, specs, readers, device, t0) -> list[SlidePrediction]: 
             SlidePrediction(
                 slide=spec,
                 probability=float(probs[i]),
+                slide_size=tuple(readers[i].slide_size),
                 seconds=seconds,
                 layers=layers,
                 running_probabilities=running[i].tolist(),

@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from magnet.config import load_config
-    from magnet.evaluate import evaluate
+    from magnet.evaluate import evaluate, format_localisation
     from magnet.metrics import format_table1
     from magnet.recipe import TrainConfig
     from magnet.synth.dataset import make_dataset, write_dataset
@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     print("[3/3] evaluating the best checkpoint on the test split")
     evaluation = evaluate(run_dir / "best.ckpt", manifest, out / "eval-test", split="test")
     print(format_table1(evaluation.metrics))
+    if evaluation.metrics.get("localisation"):
+        print(format_localisation(evaluation.metrics["localisation"]))
     minutes = (time.perf_counter() - start) / 60
     print(f"done in {minutes:.1f} min. Outputs: {run_dir} (checkpoints, metrics.csv, tensorboard), "
           f"{evaluation.out_dir} (metrics.json, predictions.csv, roc.png)")

@@ -20,11 +20,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from magnet.evaluate import evaluate
+    from magnet.evaluate import evaluate, format_localisation
 
     out = args.out or str(Path(args.checkpoint).parent / f"eval-{args.split or 'all'}")
     result = evaluate(args.checkpoint, args.manifest, out, split=args.split,
                       batch_size=args.batch_size, n_bootstrap=args.bootstrap)
     print(format_table1(result.metrics))
+    if result.metrics.get("localisation"):
+        print(format_localisation(result.metrics["localisation"]))
     print(f"outputs: {result.out_dir} (metrics.json, predictions.csv, roc.png)")
     return 0

@@ -14,12 +14,13 @@ from typing import Any
 
 from magnet.errors import ConfigError
 
-__all__ = ["MagNetConfig", "BACKBONES", "AUX_BACKBONES", "INCEPTION_MIN_SIZE"]
+__all__ = ["MagNetConfig", "BACKBONES", "AUX_BACKBONES", "INCEPTION_MIN_SIZE", "ZOOMS"]
 
 BACKBONES = ("inception_v3", "resnet18", "small")
 AUX_BACKBONES = ("resnet18", "small")
 SPREADS = ("calibrated", "expected_l2")
 SAMPLERS = ("linearized", "bilinear")
+ZOOMS = ("learned", "fixed", "random")
 # torchvision's InceptionV3 has no valid feature map below 75 x 75 input pixels.
 INCEPTION_MIN_SIZE = 75
 
@@ -51,6 +52,16 @@ class MagNetConfig:
     sibling_offset: float = 0.4
     # Paper §4.3: the first patch of layer 2 is frozen to the parent's whole view (identity theta, no head).
     frozen_patch: bool = True
+    # [choice] where the boxes come from (issue 6: controls at the same pixel budget, same patch counts and
+    # sizes, so only the choice of boxes differs). "learned": the heads (the paper). "fixed": the untrained
+    # heads' layout, theta from a flat map plus the sibling offsets, independent of image and training.
+    # "random": s log-uniform in [random_zoom_min_scale, 1], t uniform with the box inside its parent,
+    # drawn afresh each forward. In "fixed"/"random" the heads are not evaluated and get no gradient.
+    zoom: str = "learned"
+    # [choice] lower end of the random control's zoom per layer. Log-uniform in [0.25, 1] has geometric
+    # mean s = 0.5, so after three layers the typical final box has side 1/8 of the slide (issue 6's hit
+    # threshold: about half the random boxes are small enough to count) and the smallest 1/64.
+    random_zoom_min_scale: float = 0.25
     # [choice] channels per branch of the Inception-style head blocks (METHOD.md §2.1: 8-16).
     head_branch_channels: int = 8
     # Paper §3.1: three stacked multi-kernel convolutional layers per patch.
@@ -139,6 +150,12 @@ class MagNetConfig:
         if self.head_init_std < 0:
             raise ConfigError(f"head_init_std={self.head_init_std}: must be >= 0")
         _choice("spread", self.spread, SPREADS)
+        _choice("zoom", self.zoom, ZOOMS)
+        if not self.min_scale <= self.random_zoom_min_scale <= 1:
+            raise ConfigError(
+                f"random_zoom_min_scale={self.random_zoom_min_scale}: "
+                f"must lie in [min_scale={self.min_scale}, 1]"
+            )
         _choice("sampler", self.sampler, SAMPLERS)
         _choice("backbone", self.backbone, BACKBONES)
         _choice("aux_backbone", self.aux_backbone, AUX_BACKBONES)

@@ -14,6 +14,10 @@ same ROI that patches are sampled from) and each child k:
 Frozen patch (paper §4.3, METHOD.md §2.7): at layer 2 the first child of each parent has theta = identity and
 no head; it is the parent's whole view at I' quality.
 
+Zoom controls (issue 6, config key ``zoom`` [choice, not the paper]): "fixed" replaces steps 1-3 by the
+untrained heads' layout (a flat map plus the offsets), "random" by random boxes inside the parent; the
+frozen patch and step 4 stay as they are, so the controls read the same pixels per slide as learned zoom.
+
 Shapes: B slides, N_p parents per slide, K children per parent (K_heads of them with a head); children are
 numbered ``n * K + k`` (depth-first order of the tree).
 """
@@ -92,6 +96,8 @@ class MagnifyingLayer(nn.Module):
         self.out_size = config.final_size if layer_index == config.num_layers else config.view_size
         self.min_scale = config.min_scale
         self.spread = config.spread
+        self.zoom = config.zoom  # "learned" | "fixed" | "random" (issue 6 controls, see _control_theta)
+        self.random_min_scale = config.random_zoom_min_scale
         self.heads = LocalisationHeads(
             self.num_parents * self.num_heads_per_parent,
             in_channels=3,
@@ -105,6 +111,35 @@ class MagnifyingLayer(nn.Module):
             self.num_heads_per_parent, config.sibling_offset, layer_index, self.num_frozen > 0
         )
         self.register_buffer("offsets", offsets, persistent=False)  # (K_heads, 2)
+
+    def _control_theta(self, images: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """The controls' (prob, theta_heads) without evaluating the heads (issue 6, config key ``zoom``).
+
+        "fixed": theta of a flat map plus the sibling offsets, i.e. what heads with exactly flat logits give
+        (tiny-initialised heads at step 0, but independent of the image and of training). "random": s
+        log-uniform in [random_zoom_min_scale, 1], t uniform in (-1, 1) * (1 - s), so the box lies inside its
+        parent; drawn from ``generator`` (on its own device) or torch's global RNG, afresh each call. Neither
+        carries a gradient. ``prob`` is the flat map in both (a placeholder of the learned mode's shape; its
+        support is the whole map).
+        """
+        batch, parents, _, height, width = images.shape
+        shape = (batch, parents, self.num_heads_per_parent)
+        flat = torch.full(
+            (batch, self.num_heads, height, width), 1.0 / (height * width), device=images.device
+        )
+        if self.zoom == "fixed":
+            theta = theta_from_probability(
+                flat[:1, :1].expand(1, self.num_heads_per_parent, height, width),
+                min_scale=self.min_scale,
+                spread=self.spread,  # type: ignore[arg-type]
+                offset=self.offsets,
+            )  # (1, K_heads, 3): the same for every slide and parent
+            return flat, theta.view(1, 1, self.num_heads_per_parent, 3).expand(*shape, 3).contiguous()
+        device = generator.device if generator is not None else images.device
+        draws = torch.rand((*shape, 3), generator=generator, device=device).to(images.device)
+        scale = torch.exp(draws[..., :1] * math.log(self.random_min_scale))  # log-uniform in (min, 1]
+        translation = (2 * draws[..., 1:] - 1) * (1 - scale)
+        return flat, torch.cat([scale, translation], dim=-1)
 
     @property
     def num_heads(self) -> int:
@@ -137,15 +172,18 @@ class MagnifyingLayer(nn.Module):
                 f"layer {self.layer_index} expects {self.num_parents} parents per slide, got images "
                 f"{tuple(images.shape)} and reads {tuple(reads.shape)}"
             )
-        logits = self.head_logits(images)  # (B, N_p * K_heads, V, V)
-        # Float32 for the sparsemax threshold and the moments, whatever autocast does around it.
-        prob = spatial_sparsemax(logits.float())
-        theta_heads = theta_from_probability(
-            prob.view(batch, parents, self.num_heads_per_parent, *prob.shape[-2:]),
-            min_scale=self.min_scale,
-            spread=self.spread,  # type: ignore[arg-type]
-            offset=self.offsets,
-        )  # (B, N_p, K_heads, 3)
+        if self.zoom == "learned":
+            logits = self.head_logits(images)  # (B, N_p * K_heads, V, V)
+            # Float32 for the sparsemax threshold and the moments, whatever autocast does around it.
+            prob = spatial_sparsemax(logits.float())
+            theta_heads = theta_from_probability(
+                prob.view(batch, parents, self.num_heads_per_parent, *prob.shape[-2:]),
+                min_scale=self.min_scale,
+                spread=self.spread,  # type: ignore[arg-type]
+                offset=self.offsets,
+            )  # (B, N_p, K_heads, 3)
+        else:
+            prob, theta_heads = self._control_theta(images, generator)
         if self.num_frozen:
             identity = theta_heads.new_tensor([1.0, 0.0, 0.0]).expand(batch, parents, self.num_frozen, 3)
             theta = torch.cat([identity, theta_heads], dim=2)

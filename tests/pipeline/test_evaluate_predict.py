@@ -114,3 +114,28 @@ def test_predict_reports_an_unreadable_slide_and_goes_on(run, tmp_path: Path,  #
     obj = json.loads(captured.out)[0]
     assert obj["slide"] == str(missing) and "no such file" in obj["error"] and obj["layers"] == []
     assert f"{missing}: error:" in captured.err
+
+
+def test_evaluate_reports_localisation_when_the_manifest_names_lesion_outlines(  # type: ignore[no-untyped-def]
+        run, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from magnet.synth.dataset import make_dataset, write_dataset
+
+    cfg, result = run
+    slides = [s for s in make_dataset(12, 5, size=(32768, 32768)) if s.split in ("train", "test")][:8]
+    manifest = write_dataset(slides, tmp_path / "data")
+    out = tmp_path / "eval"
+    with one_thread():
+        assert main(["evaluate", str(result.run_dir / "best.ckpt"), str(manifest), "--out", str(out),
+                     "--bootstrap", "10"]) == 0
+    assert "hit rate" in capsys.readouterr().out
+    loc = json.loads((out / "metrics.json").read_text())["localisation"]
+    assert loc["n_slides"] == len(slides) and loc["n_all"] == sum(s.label for s in slides)
+    assert 0.0 < loc["mean_patch_side_fraction"] <= 3**0.5
+    if loc["n_all"]:
+        assert 0.0 <= loc["hit_rate_all"] <= 1.0 and 0.0 <= loc["lesion_share_all"] <= 1.0
+    # Without outlines (the base manifest has no `lesions` column) there is nothing to localise against.
+    plain = tmp_path / "plain"
+    with one_thread():
+        assert main(["evaluate", str(result.run_dir / "best.ckpt"), cfg.data.manifest, "--out", str(plain),
+                     "--bootstrap", "10"]) == 0
+    assert json.loads((plain / "metrics.json").read_text())["localisation"] is None

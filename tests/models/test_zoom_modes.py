@@ -1,0 +1,119 @@
+"""Zoom controls of MagnifyingLayer / MagNet (config key ``zoom``, issue 6): fixed layout and random boxes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from model_fixtures import textured_image, textured_source
+
+from magnet.errors import ConfigError
+from magnet.losses import magnet_loss
+from magnet.models import MagnifyingLayer, build_model, model_config
+
+SIZES = dict(view_size=24, read_size=48, final_size=32, final_read_size=64, classifier_input_size=32)
+
+
+def small_config(**overrides: object):
+    base: dict[str, object] = dict(SIZES)
+    base.update(overrides)
+    return model_config("tiny", **base)
+
+
+def parent_inputs(seed: int, batch: int = 2, parents: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    images = torch.stack([textured_image(24, 24, seed=seed + i) for i in range(batch * parents)])
+    reads = torch.stack([textured_image(48, 48, seed=seed + 100 + i) for i in range(batch * parents)])
+    return images.view(batch, parents, 3, 24, 24), reads.view(batch, parents, 3, 48, 48)
+
+
+def test_zoom_key_is_validated() -> None:
+    with pytest.raises(ConfigError, match="zoom='oracle'"):
+        small_config(zoom="oracle")
+    with pytest.raises(ConfigError, match="random_zoom_min_scale"):
+        small_config(random_zoom_min_scale=0.01)  # below min_scale = 0.05
+    with pytest.raises(ConfigError, match="random_zoom_min_scale"):
+        small_config(random_zoom_min_scale=1.5)
+    assert small_config().zoom == "learned"
+    # head_init_std = 0 (exactly flat logits) is a valid config.
+    assert small_config(head_init_std=0.0).head_init_std == 0.0
+
+
+def test_fixed_ignores_the_image_and_equals_flat_heads() -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    fixed = MagnifyingLayer(3, small_config(patches_per_layer=(2, 3, 2), zoom="fixed"), 2).eval()
+    images_a, reads_a = parent_inputs(seed=0)
+    images_b, reads_b = parent_inputs(seed=7)
+    out_a, out_b = fixed(images_a, reads_a), fixed(images_b, reads_b)
+    assert torch.equal(out_a.theta, out_b.theta)
+    assert not out_a.theta.requires_grad
+    # The learned mode with exactly flat logits (head_init_std = 0) gives the same layout at init.
+    learned = MagnifyingLayer(3, small_config(patches_per_layer=(2, 3, 2), head_init_std=0.0), 2).eval()
+    out_learned = learned(images_a, reads_a)
+    assert torch.allclose(out_learned.theta, out_a.theta, atol=1e-6)
+    assert out_a.prob.shape == out_learned.prob.shape and out_a.support.shape == out_learned.support.shape
+    # Frozen child stays the identity; headed siblings sit on their offsets with the flat-map scale.
+    theta = out_a.theta.view(2, 2, 3, 3)
+    assert torch.equal(theta[:, :, 0], torch.tensor([1.0, 0.0, 0.0]).expand(2, 2, 3))
+    assert torch.allclose(theta[0, 0, 1:, 1:], fixed.offsets, atol=1e-6)
+    assert torch.allclose(theta[..., 1:, 0], torch.full((2, 2, 2), math.sqrt(1 - 1 / 24**2)), atol=1e-6)
+
+
+def test_random_boxes_in_bounds_seeded_and_fresh() -> None:
+    torch.set_num_threads(1)
+    config = small_config(patches_per_layer=(2, 3, 2), zoom="random", random_zoom_min_scale=0.25)
+    layer = MagnifyingLayer(3, config, 2).eval()
+    images, reads = parent_inputs(seed=0, batch=8)
+    out = layer(images, reads, generator=torch.Generator().manual_seed(1))
+    theta = out.theta.view(8, 2, 3, 3)
+    assert torch.equal(theta[:, :, 0], torch.tensor([1.0, 0.0, 0.0]).expand(8, 2, 3))  # frozen kept
+    drawn = theta[:, :, 1:].reshape(-1, 3)
+    scale, translation = drawn[:, :1], drawn[:, 1:]
+    assert not out.theta.requires_grad
+    assert bool((scale >= 0.25).all() and (scale <= 1).all())
+    assert scale.std() > 0.05  # actually spread out
+    # The box [t - s, t + s] stays inside the parent's [-1, 1].
+    assert bool(((translation - scale) >= -1 - 1e-6).all() and ((translation + scale) <= 1 + 1e-6).all())
+    same = layer(images, reads, generator=torch.Generator().manual_seed(1))
+    other = layer(images, reads, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(same.theta, out.theta)
+    assert not torch.allclose(other.theta, out.theta)
+    # Without a generator: torch's global RNG, fresh boxes each forward.
+    assert not torch.allclose(layer(images, reads).theta, layer(images, reads).theta)
+
+
+def test_random_roi_stays_inside_parent_through_the_tree() -> None:
+    torch.set_num_threads(1)
+    model = build_model("tiny", zoom="random", gru_hidden=16, **SIZES).eval()
+    source = textured_source()
+    with torch.no_grad():
+        out = model([source], generator=torch.Generator().manual_seed(0))
+    for layer in range(1, len(out.rois)):
+        parent = out.rois[layer - 1].unsqueeze(2)  # (1, N_p, 1, 3, 3)
+        children = out.rois[layer].view(1, parent.shape[1], -1, 3, 3)
+        # Half-size h, centre c (canvas coordinates): the child's square lies inside its parent's.
+        lower = children[..., :2, 2] - children[..., :1, 0] >= parent[..., :2, 2] - parent[..., :1, 0] - 1e-9
+        upper = children[..., :2, 2] + children[..., :1, 0] <= parent[..., :2, 2] + parent[..., :1, 0] + 1e-9
+        assert bool(lower.all() and upper.all())
+
+
+@pytest.mark.parametrize("zoom", ["learned", "fixed", "random"])
+def test_tiny_magnet_forward_backward(zoom: str) -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = build_model("tiny", zoom=zoom, gru_hidden=16, **SIZES)
+    sources = [textured_source(seed=0), textured_source(64, 96, seed=1)]
+    out = model(sources, generator=torch.Generator().manual_seed(0))
+    loss = magnet_loss(out, torch.tensor([0.0, 1.0])).total
+    loss.backward()
+    heads = [p for name, p in model.named_parameters() if ".heads." in name]
+    others = [p for name, p in model.named_parameters() if ".heads." not in name]
+    assert heads and others
+    assert all(p.grad is not None for p in others)
+    if zoom == "learned":
+        assert all(p.grad is not None for p in heads)
+    else:
+        assert all(p.grad is None for p in heads)  # heads not evaluated in the controls
+        assert not any(t.requires_grad for t in out.thetas)
+    assert torch.isfinite(loss)
