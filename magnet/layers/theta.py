@@ -44,17 +44,24 @@ def theta_from_probability(
     min_scale: float = 0.05,
     spread: Literal["calibrated", "expected_l2"] = "calibrated",
     offset: Tensor | None = None,
+    max_scale: float = 1.0,
 ) -> Tensor:
     """Turn probability maps ``(..., H, W)`` (each summing to 1) into theta ``(..., 3)`` = (s, tx, ty).
 
     ``offset`` (broadcastable to ``(..., 2)``, values strictly inside (-1, 1)) is the initial offset of each
     child: with a flat map (mu = 0) the translation is exactly ``offset``. H and W may differ; x runs along
     W and y along H, both in [-1, 1] (METHOD.md §1).
+
+    ``max_scale`` [choice, beyond METHOD.md] multiplies the spread: s = max(max_scale * spread, min_scale), so
+    a flat map gives ``max_scale`` instead of the identity view. With 1 (METHOD.md) untrained heads never
+    zoom and a 3-layer MagNet's final patches are the whole slide; below 1 every layer starts zoomed in.
     """
     if prob.dim() < 2:
         raise ValueError(f"theta_from_probability needs (..., H, W) maps, got shape {tuple(prob.shape)}")
     if spread not in SPREADS:
         raise ConfigError(f"spread={spread!r}: must be one of {', '.join(SPREADS)}")
+    if not 0 < max_scale <= 1:
+        raise ConfigError(f"max_scale={max_scale}: must lie in (0, 1]")
     if not min_scale > 0:
         raise ConfigError(f"min_scale={min_scale}: must be > 0 (the floor keeps the zoom gradients alive)")
     height, width = prob.shape[-2:]
@@ -73,13 +80,13 @@ def theta_from_probability(
         # Flooring before the sqrt equals max(sqrt(.), min_scale) for min_scale > 0; it also keeps
         # sqrt away from 0, whose infinite derivative would turn a one-pixel map's zero gradient into NaN.
         # Above the floor the gradient is the ordinary one; below it, zero (as eq. 1's max).
-        scale = torch.sqrt(torch.clamp(1.5 * variance, min=min_scale**2))
+        scale = torch.sqrt(torch.clamp(1.5 * variance * max_scale**2, min=min_scale**2))
     else:
         dx = x - mu_x[..., None, None]  # (..., 1, W)
         dy = y[:, None] - mu_y[..., None, None]  # (..., H, 1)
         # torch's 2-norm backward is 0 (not NaN) where the norm is 0, e.g. when mu sits on a pixel centre.
         distance = torch.linalg.vector_norm(torch.stack(torch.broadcast_tensors(dx, dy), dim=-1), dim=-1)
-        scale = torch.clamp((prob * distance).sum(dim=(-2, -1)), min=min_scale)
+        scale = torch.clamp(max_scale * (prob * distance).sum(dim=(-2, -1)), min=min_scale)
 
     mu = torch.stack([mu_x, mu_y], dim=-1)
     if offset is not None:

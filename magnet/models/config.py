@@ -42,6 +42,10 @@ class MagNetConfig:
     final_read_size: int = 448
     # Floor of the zoom s (paper eq. 1: 0.05; keeps gradients alive early in training).
     min_scale: float = 0.05
+    # [choice, beyond METHOD.md] s = max(max_scale * spread, min_scale): a flat map gives max_scale. 1 is
+    # METHOD.md's identity start, under which untrained heads never zoom (final patches = whole slide,
+    # measured in issue 6); 0.5 starts every layer at half its parent's side.
+    max_scale: float = 1.0
     # [choice] "calibrated": s = sqrt(1.5 E||x - mu||^2) so a flat map is the identity view (METHOD.md §2.3);
     # "expected_l2": the paper's literal wording.
     spread: str = "calibrated"
@@ -145,6 +149,8 @@ class MagNetConfig:
             raise ConfigError(f"classifier_input_size={self.classifier_input_size}: must be positive or None")
         if not 0 < self.min_scale <= 1:
             raise ConfigError(f"min_scale={self.min_scale}: must lie in (0, 1]")
+        if not self.min_scale <= self.max_scale <= 1:
+            raise ConfigError(f"max_scale={self.max_scale}: must lie in [min_scale={self.min_scale}, 1]")
         if not 0 <= self.sibling_offset < 1:
             raise ConfigError(f"sibling_offset={self.sibling_offset}: must lie in [0, 1) (it passes atanh)")
         if self.head_init_std < 0:

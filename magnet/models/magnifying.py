@@ -95,6 +95,7 @@ class MagnifyingLayer(nn.Module):
         self.num_heads_per_parent = num_children - self.num_frozen
         self.out_size = config.final_size if layer_index == config.num_layers else config.view_size
         self.min_scale = config.min_scale
+        self.max_scale = config.max_scale
         self.spread = config.spread
         self.zoom = config.zoom  # "learned" | "fixed" | "random" (issue 6 controls, see _control_theta)
         self.random_min_scale = config.random_zoom_min_scale
@@ -133,6 +134,7 @@ class MagnifyingLayer(nn.Module):
                 min_scale=self.min_scale,
                 spread=self.spread,  # type: ignore[arg-type]
                 offset=self.offsets,
+                max_scale=self.max_scale,
             )  # (1, K_heads, 3): the same for every slide and parent
             return flat, theta.view(1, 1, self.num_heads_per_parent, 3).expand(*shape, 3).contiguous()
         device = generator.device if generator is not None else images.device
@@ -181,6 +183,7 @@ class MagnifyingLayer(nn.Module):
                 min_scale=self.min_scale,
                 spread=self.spread,  # type: ignore[arg-type]
                 offset=self.offsets,
+                max_scale=self.max_scale,
             )  # (B, N_p, K_heads, 3)
         else:
             prob, theta_heads = self._control_theta(images, generator)

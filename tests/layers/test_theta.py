@@ -118,3 +118,22 @@ def test_bad_arguments_raise() -> None:
         theta_from_probability(flat(4, 4), offset=torch.tensor([0.1, 0.0, 0.2]))
     with pytest.raises(ValueError, match="H, W"):
         theta_from_probability(torch.ones(3))
+
+
+@pytest.mark.parametrize("spread", ["calibrated", "expected_l2"])
+def test_max_scale_multiplies_the_spread_and_keeps_the_floor(spread: str) -> None:
+    n = 112
+    x = pixel_centres(n)
+    inside = (x.abs() < 0.5)[:, None] & (x.abs() < 0.5)[None, :]
+    prob = inside.float() / inside.sum()
+    full = theta_from_probability(prob, spread=spread)  # type: ignore[arg-type]
+    half = theta_from_probability(prob, spread=spread, max_scale=0.5)  # type: ignore[arg-type]
+    assert float(half[0]) == pytest.approx(0.5 * float(full[0]), rel=1e-5)
+    assert torch.equal(half[1:], full[1:])
+    flat = torch.full((n, n), 1.0 / n**2)
+    assert float(theta_from_probability(flat, max_scale=0.4)[0]) == pytest.approx(0.4, rel=1e-3)
+    peaked = torch.zeros(n, n)
+    peaked[3, 5] = 1.0
+    assert float(theta_from_probability(peaked, max_scale=0.4, min_scale=0.05)[0]) == pytest.approx(0.05)
+    with pytest.raises(ConfigError, match="max_scale"):
+        theta_from_probability(flat, max_scale=0.0)

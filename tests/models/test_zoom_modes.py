@@ -117,3 +117,18 @@ def test_tiny_magnet_forward_backward(zoom: str) -> None:
         assert all(p.grad is None for p in heads)  # heads not evaluated in the controls
         assert not any(t.requires_grad for t in out.thetas)
     assert torch.isfinite(loss)
+
+
+def test_max_scale_makes_the_untrained_layout_zoom() -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    for zoom in ("fixed", "learned"):
+        layer = MagnifyingLayer(3, small_config(patches_per_layer=(2, 3, 2), zoom=zoom, max_scale=0.5,
+                                                head_init_std=0.0), 2).eval()
+        theta = layer(*parent_inputs(seed=0)).theta.view(2, 2, 3, 3)
+        frozen = torch.tensor([1.0, 0.0, 0.0]).expand(2, 2, 3)
+        assert torch.equal(theta[:, :, 0], frozen)  # the frozen patch still shows the whole parent
+        expected = torch.full((2, 2, 2), 0.5 * math.sqrt(1 - 1 / 24**2))
+        assert torch.allclose(theta[..., 1:, 0], expected, atol=1e-6)
+    with pytest.raises(ConfigError, match="max_scale"):
+        model_config("tiny", max_scale=0.01)
