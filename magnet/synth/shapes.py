@@ -112,7 +112,8 @@ class StarShape:
         k = len(self.radii)
         t = np.arctan2(dy, dx) * np.float32(k / TWO_PI)
         t %= np.float32(k)
-        i0 = t.astype(np.int32)
+        # In float32, (-tiny) % k rounds to exactly k: clamp so the last segment interpolates to radii[0].
+        i0 = np.minimum(t.astype(np.int32), k - 1)
         frac = t - i0
         lut = np.append(self.radii, self.radii[0]).astype(np.float32)
         radius = lut.take(i0)

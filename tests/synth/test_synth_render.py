@@ -134,3 +134,16 @@ def test_any_downsample_renders_and_matches_the_pyramid() -> None:
     assert np.abs(_block_mean(slide.render(cx, cy, 4.0, 512, 512), 2) - fine).mean() < 1.0
     whole = slide.render(0, 0, 8.0, 1024, 1024).astype(float)
     assert np.abs(whole.mean((0, 1)) - view.astype(float).mean((0, 1))).max() < 3.0
+
+
+def test_star_depth_just_below_the_zero_angle_does_not_overflow() -> None:
+    # Regression: in float32, (-tiny) % K rounds to exactly K, which indexed past the radius table (a demo
+    # evaluation crashed on such a pixel).
+    import numpy as np
+
+    from magnet.synth.shapes import StarShape
+
+    star = StarShape(0.0, 0.0, np.full(64, 100.0))
+    depth = star.depth(np.array([50.0, 1e4]), np.array([-1e-4, -1e-8, 0.0, 1e-4]))
+    assert depth.shape == (4, 2)
+    assert np.allclose(depth[:, 0], 50.0, atol=1e-3) and np.allclose(depth[:, 1], 100.0 - 1e4, rtol=1e-5)
