@@ -49,6 +49,45 @@ METRIC_FIELDS = (
 )
 
 
+def diagnostic_fields(num_layers: int) -> tuple[str, ...]:
+    """Per-layer diagnostics of the zoom (issue 6): mean s, mean sparsemax support, head gradient norm."""
+    return tuple(f"{name}_layer{layer}" for layer in range(1, num_layers + 1)
+                 for name in ("mean_s", "support", "head_grad"))
+
+
+class _ZoomDiagnostics:
+    """Running means over an epoch of each layer's zoom s, sparsemax support size and heads' gradient norm.
+
+    A collapsing support or s pinned at min_scale shows the sparsemax trap (METHOD.md §2.4); a head gradient
+    norm of 0 shows heads that get no signal (or a zoom control, which has no heads in use).
+    """
+
+    def __init__(self, num_layers: int) -> None:
+        self.sums = dict.fromkeys(diagnostic_fields(num_layers), 0.0)
+        self.forwards = 0
+        self.steps = 0
+
+    def add_forward(self, out: Any) -> None:
+        self.forwards += 1
+        for layer, (theta, support) in enumerate(zip(out.thetas, out.support, strict=True), start=1):
+            self.sums[f"mean_s_layer{layer}"] += float(theta[..., 0].detach().float().mean())
+            if support.numel():
+                self.sums[f"support_layer{layer}"] += float(support.float().mean())
+
+    def add_gradients(self, model: MagNet) -> None:
+        self.steps += 1
+        for layer, module in enumerate(model.layers, start=1):
+            heads = module.heads
+            assert isinstance(heads, torch.nn.Module)
+            grads = [p.grad.detach().float().norm() for p in heads.parameters() if p.grad is not None]
+            if grads:
+                self.sums[f"head_grad_layer{layer}"] += float(torch.stack(grads).norm())
+
+    def means(self) -> dict[str, float]:
+        return {key: value / max(self.steps if key.startswith("head_grad") else self.forwards, 1)
+                for key, value in self.sums.items()}
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -177,6 +216,8 @@ class Trainer:
         self.model.train()
         totals = {"loss": 0.0, "final": 0.0, "aux": 0.0, "paradoxical": 0.0}
         seen, skipped, t0 = 0, 0, time.perf_counter()
+        module = self.model.module if hasattr(self.model, "module") else self.model
+        diagnostics = _ZoomDiagnostics(cfg.model.num_layers)
         bar = tqdm(total=sum(len(b) for b in batches), desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
                    unit="slide", disable=not (self.show_progress and fabric.is_global_zero), leave=False)
         self.optimizer.zero_grad(set_to_none=True)
@@ -200,8 +241,10 @@ class Trainer:
             if failed:
                 skipped += 1
                 continue
+            diagnostics.add_forward(out)
             fabric.backward(losses.total / cfg.optim.grad_accum)
             if (step + 1) % cfg.optim.grad_accum == 0 or step + 1 == len(batches):
+                diagnostics.add_gradients(module)  # type: ignore[arg-type]
                 if cfg.optim.grad_clip > 0:
                     fabric.clip_gradients(self.model, self.optimizer, max_norm=cfg.optim.grad_clip)
                 self.optimizer.step()
@@ -221,7 +264,7 @@ class Trainer:
         return {"lr": cfg.optim.lr * factor, "train_loss": avg["loss"], "train_final": avg["final"],
                 "train_aux": avg["aux"], "train_paradoxical": avg["paradoxical"],
                 "train_slides_per_s": seen * self.fabric.world_size / max(seconds, 1e-9),
-                "skipped_batches": skipped}
+                "skipped_batches": skipped, **diagnostics.means()}
 
     def _validate(self) -> tuple[float, int]:
         if not self.val_rows:
@@ -296,7 +339,8 @@ class Trainer:
         path = self.run_dir / "metrics.csv"
         tmp = path.with_suffix(".csv.tmp")
         with tmp.open("w", newline="") as handle:
-            out = csv.DictWriter(handle, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+            fields = METRIC_FIELDS + diagnostic_fields(self.cfg.model.num_layers)
+            out = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
             out.writeheader()
             out.writerows(self.history)
         tmp.replace(path)

@@ -15,7 +15,7 @@ from magnet.checkpoint import load_model
 from magnet.config import load_config
 from magnet.recipe import TrainConfig
 from magnet.slide_pool import SlidePool
-from magnet.train import METRIC_FIELDS, train
+from magnet.train import METRIC_FIELDS, diagnostic_fields, train
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +34,16 @@ def test_run_folder_holds_config_checkpoints_metrics_and_tensorboard(run) -> Non
     with (folder / "metrics.csv").open(newline="") as handle:
         reader = csv.DictReader(handle)
         rows = list(reader)
-    assert tuple(reader.fieldnames or ()) == METRIC_FIELDS
+    assert tuple(reader.fieldnames or ()) == METRIC_FIELDS + diagnostic_fields(3)
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     for row in rows:
         assert math.isfinite(float(row["train_loss"])) and float(row["train_slides_per_s"]) > 0
         assert int(row["val_n"]) == 4 and 0.0 <= float(row["val_auroc"]) <= 1.0
         assert int(row["skipped_batches"]) == 0
+        for layer in (1, 2, 3):  # zoom diagnostics (issue 6): s within its bounds, heads get gradients
+            assert cfg.model.min_scale <= float(row[f"mean_s_layer{layer}"]) <= 1.0
+            assert 0 < float(row[f"support_layer{layer}"]) <= cfg.model.view_size**2
+            assert float(row[f"head_grad_layer{layer}"]) > 0
     # Cosine annealing per epoch from optim.lr.
     assert [float(r["lr"]) for r in rows] == pytest.approx(
         [cfg.optim.lr * 0.5 * (1 + math.cos(math.pi * e / 3)) for e in range(3)])
