@@ -38,17 +38,25 @@ TABLE1_COLUMNS: tuple[tuple[str, str, tuple[str, ...] | None], ...] = (
 )
 
 
-def auroc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
-    """Area under the ROC curve of ``scores`` for binary ``labels`` (1 positive, 0 negative).
-
-    Raises ``ValueError`` when one class is missing (the area is undefined) or a score is not finite.
-    """
+def _labels_and_scores(
+    labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and scores as equal-length flat arrays; ``ValueError`` on a mismatch or a non-finite score."""
     y = _as_labels(labels)
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     if s.shape != y.shape:
         raise ValueError(f"{len(y)} labels but {len(s)} scores")
     if not np.all(np.isfinite(s)):
         raise ValueError("scores contain NaN or infinity")
+    return y, s
+
+
+def auroc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for binary ``labels`` (1 positive, 0 negative).
+
+    Raises ``ValueError`` when one class is missing (the area is undefined) or a score is not finite.
+    """
+    y, s = _labels_and_scores(labels, scores)
     pos, neg = s[y == 1], s[y == 0]
     if len(pos) == 0 or len(neg) == 0:
         raise ValueError(f"AUROC needs positives and negatives (got {len(pos)} and {len(neg)})")
@@ -103,12 +111,7 @@ def table1(
     only "All" is defined. ``n_bootstrap=0`` skips the intervals. Each column draws its replicates from its
     own seeded stream, so a column's interval does not depend on the others.
     """
-    y = _as_labels(labels)
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if s.shape != y.shape:
-        raise ValueError(f"{len(y)} labels but {len(s)} scores")
-    if not np.all(np.isfinite(s)):
-        raise ValueError("scores contain NaN or infinity")
+    y, s = _labels_and_scores(labels, scores)
     given: Sequence[str | None] = [None] * len(y) if lesion_classes is None else lesion_classes
     classes = [c.lower() if c else None for c in given]
     if len(classes) != len(y):

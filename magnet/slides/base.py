@@ -27,6 +27,9 @@ class Slide(ABC):
 
     def __init__(self, path: str) -> None:
         self.path = str(path)
+        # Backends that know these set them after calling this constructor.
+        self._mpp: tuple[float, float] | None = None
+        self._vendor = "unknown"
 
     # --- geometry -------------------------------------------------------------------------------
     @property
@@ -52,12 +55,12 @@ class Slide(ABC):
     @property
     def mpp(self) -> tuple[float, float] | None:
         """Microns per level-0 pixel ``(x, y)``, or ``None`` when the file does not say."""
-        return None
+        return self._mpp
 
     @property
     def vendor(self) -> str:
         """Format or scanner vendor, as the backend reports it."""
-        return "unknown"
+        return self._vendor
 
     @property
     def associated_images(self) -> Mapping[str, np.ndarray]:

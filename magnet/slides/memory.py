@@ -71,14 +71,6 @@ class MemorySlide(Slide):
     def level_dimensions(self) -> tuple[tuple[int, int], ...]:
         return tuple((a.shape[1], a.shape[0]) for a in self._levels)
 
-    @property
-    def mpp(self) -> tuple[float, float] | None:
-        return self._mpp
-
-    @property
-    def vendor(self) -> str:
-        return self._vendor
-
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         x0_level0, y0_level0, level, w, h = check_read_args(
             self.path, location, level, size, self.level_count

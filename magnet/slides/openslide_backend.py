@@ -107,14 +107,6 @@ class OpenSlideSlide(Slide):
         return self._level_dimensions
 
     @property
-    def mpp(self) -> tuple[float, float] | None:
-        return self._mpp
-
-    @property
-    def vendor(self) -> str:
-        return self._vendor
-
-    @property
     def properties(self) -> Mapping[str, str]:
         """All OpenSlide properties (``openslide.*``, ``aperio.*``, ``tiff.*``...)."""
         return self._properties

@@ -192,14 +192,6 @@ class TiffSlide(Slide):
         return self._level_dimensions
 
     @property
-    def mpp(self) -> tuple[float, float] | None:
-        return self._mpp
-
-    @property
-    def vendor(self) -> str:
-        return self._vendor
-
-    @property
     def properties(self) -> Mapping[str, Any]:
         """All tiffslide properties (``tiffslide.*``, ``tiff.*``)."""
         return self._properties
