@@ -146,8 +146,12 @@ class Trainer:
         devices: int | str = cfg.devices
         if isinstance(devices, str) and devices.isdigit():
             devices = int(devices)
-        self.fabric = Fabric(accelerator=cfg.accelerator, devices=devices, num_nodes=cfg.num_nodes,
-                             strategy=cfg.strategy, precision=cfg.precision)  # type: ignore[arg-type]
+        try:
+            self.fabric = Fabric(accelerator=cfg.accelerator, devices=devices, num_nodes=cfg.num_nodes,
+                                 strategy=cfg.strategy, precision=cfg.precision)  # type: ignore[arg-type]
+        except (RuntimeError, ValueError) as exc:  # Lightning's word on an impossible device setting
+            raise ConfigError(f"accelerator={cfg.accelerator} devices={cfg.devices} strategy={cfg.strategy} "
+                              f"precision={cfg.precision}: {exc} (set e.g. --set accelerator=cpu)") from None
         self.fabric.launch()
         self.fabric.seed_everything(cfg.seed, verbose=False)
         model = MagNet(cfg.model)

@@ -45,6 +45,15 @@ def test_unknown_recipe_key_names_the_file_and_key(run, tmp_path: Path,  # type:
     assert not (tmp_path / "out").exists()
 
 
+def test_impossible_device_setting_is_one_line(run, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    cfg, _ = run
+    recipe = write_recipe(tmp_path / "tiny.yaml", cfg.data.manifest)
+    assert main(["train", str(recipe), "--set", "precision=banana", "--out", str(tmp_path / "out")]) == 2
+    err = _one_line_error(capsys)
+    assert "precision=banana" in err and "invalid" in err
+
+
 def test_training_split_without_positives(run, tmp_path: Path,  # type: ignore[no-untyped-def]
                                           capsys: pytest.CaptureFixture[str]) -> None:
     cfg, _ = run
