@@ -9,7 +9,8 @@ Convention:
       and the reader reads black there too. Clipping would misstate what the model saw.
     - ``properties``: QuPath's ``objectType: "annotation"`` and ``classification`` (``name: "layer l"``,
       ``color: [r, g, b]``, one colour per layer, ``magnet.explain.palette``), a ``name`` such as
-      ``"L2 #3"``, and our own ``layer`` (1-based), ``index`` (0-based, depth-first order within the layer,
+      ``"L2 #3"`` (1-based, as in the figures and report), and our own ``layer`` (1-based), ``index``
+      (0-based, depth-first order within the layer,
       the order of ``boxes_level0``), ``parent`` (index of the parent ROI in layer l-1; -1 for layer 1) and,
       on the last layer, ``running_probability`` (the slide probability after that patch, paper Figure 5).
 
@@ -46,7 +47,7 @@ def roi_features(
             x0, y0, x1, y1 = (float(v) for v in box)
             properties: dict[str, Any] = {
                 "objectType": "annotation",
-                "name": f"L{layer} #{index}",
+                "name": f"L{layer} #{index + 1}",
                 "classification": {"name": f"layer {layer}", "color": list(layer_colour(layer))},
                 "layer": layer,
                 "index": index,
@@ -74,4 +75,4 @@ def write_geojson(
     running_probabilities: Sequence[float] = (),
 ) -> None:
     """Write ``roi_features(...)`` to ``path`` (atomic)."""
-    atomic_write_text(path, json.dumps(roi_features(boxes_per_layer, running_probabilities), indent=1) + "\n")
+    atomic_write_text(path, json.dumps(roi_features(boxes_per_layer, running_probabilities)) + "\n")

@@ -1,0 +1,172 @@
+"""Explain a MagNet's decision on a slide: run it once, then write figures, GeoJSON and an HTML report.
+
+Per slide, in its own folder ``DIR/<safe slide name>/`` (``safe_slide_name``):
+
+- ``rois.png``: the thumbnail with every layer's ROI boxes (``figures.draw_rois``);
+- ``patches.png``: the final patches in depth-first order with the running probability (paper Figure 5,
+  ``figures.draw_patch_strip``);
+- ``rois.geojson``: every ROI as a polygon in level-0 pixels, for QuPath (``geojson``);
+- ``report.html``: probability, both figures and a table of the ROIs (``report``).
+
+``DIR/index.html`` lists the slides with their probabilities (and errors). The model runs as at inference
+(``magnet.inference``): eval mode (plain bilinear sampler, METHOD.md §3.4), identity root view (no
+augmentation), no gradient; so the boxes and probability are those ``magnet predict`` reports.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from magnet.errors import MagnetError
+from magnet.explain.figures import draw_patch_strip, draw_rois
+from magnet.explain.geojson import write_geojson
+from magnet.explain.report import write_index, write_slide_report
+from magnet.models.magnet import MagNet
+from magnet.slide_pool import SlidePool
+from magnet.slides.reader import RegionReader
+
+__all__ = ["ExplainResult", "explain_slide", "explain_slides", "safe_slide_name", "OUTPUT_FILES"]
+
+# File names inside a slide's folder, by role.
+OUTPUT_FILES = {
+    "rois_png": "rois.png",
+    "patches_png": "patches.png",
+    "geojson": "rois.geojson",
+    "report": "report.html",
+}
+# The thumbnail's longer side in pixels: enough to see lymph-node structure, small enough for a page.
+THUMBNAIL_SIZE = 1024
+
+
+@dataclass
+class ExplainResult:
+    """What was explained for one slide, and where it was written (``error`` set when it failed)."""
+
+    slide: str  # the spec as given (path or URI)
+    name: str = ""  # the slide's folder name under the output folder
+    out_dir: Path | None = None
+    probability: float = math.nan
+    running_probabilities: list[float] = field(default_factory=list)  # after each final patch
+    slide_size: tuple[int, int] = (0, 0)  # level-0 (width, height)
+    mpp: tuple[float, float] | None = None
+    patches_per_layer: tuple[int, ...] = ()
+    boxes: list[list[list[float]]] = field(default_factory=list)  # per layer, per ROI: level-0 box
+    files: dict[str, Path] = field(default_factory=dict)  # role (OUTPUT_FILES keys) -> path
+    seconds: float = 0.0
+    checkpoint: str = ""
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+def explain_slide(
+    model: MagNet,
+    reader: RegionReader,
+    slide_spec: str,
+    out_dir: str | os.PathLike[str],
+    *,
+    thumbnail_size: int = THUMBNAIL_SIZE,
+    checkpoint: str = "",
+) -> ExplainResult:
+    """Run ``model`` on one slide and write its explanation into ``out_dir`` (the slide's own folder).
+
+    A slide that cannot be read raises ``SlideError`` (one line); nothing is written then.
+    """
+    t0 = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model([reader])
+    finally:
+        model.train(was_training)
+    probability = float(torch.sigmoid(out.logit.float())[0])
+    running = torch.sigmoid(out.running_logits.float())[0].cpu().tolist()
+    boxes = [layer_boxes[0].cpu().double().tolist() for layer_boxes in out.boxes_level0]
+    thumbnail = reader.slide.thumbnail(thumbnail_size)
+
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    result = ExplainResult(
+        slide=slide_spec,
+        name=folder.name,
+        out_dir=folder,
+        probability=probability,
+        running_probabilities=running,
+        slide_size=tuple(reader.slide_size),  # type: ignore[arg-type]
+        mpp=reader.slide.mpp,
+        patches_per_layer=tuple(model.config.patches_per_layer),
+        boxes=boxes,
+        files={role: folder / name for role, name in OUTPUT_FILES.items()},
+        checkpoint=checkpoint,
+    )
+    draw_rois(result.files["rois_png"], thumbnail, result.slide_size, boxes)
+    draw_patch_strip(result.files["patches_png"], out.patches[-1][0], running, layer=len(boxes))
+    write_geojson(result.files["geojson"], boxes, running)
+    result.seconds = time.perf_counter() - t0
+    write_slide_report(result.files["report"], result)
+    return result
+
+
+def explain_slides(
+    model: MagNet,
+    slides: Sequence[str],
+    pool: SlidePool,
+    out_dir: str | os.PathLike[str],
+    *,
+    thumbnail_size: int = THUMBNAIL_SIZE,
+    checkpoint: str = "",
+    progress: Callable[[ExplainResult], object] | None = None,
+) -> list[ExplainResult]:
+    """Explain every slide into ``out_dir/<name>/`` and write ``out_dir/index.html``; order is kept.
+
+    A slide that cannot be opened or read is reported in its ``ExplainResult.error`` (and in the index) and
+    the others are still explained. ``progress(result)`` is called after each slide.
+    """
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    taken: set[str] = {"index.html"}
+    results: list[ExplainResult] = []
+    for spec in slides:
+        name = _unique(safe_slide_name(spec), taken)
+        try:
+            reader = pool.get(spec)
+            result = explain_slide(model, reader, spec, root / name, thumbnail_size=thumbnail_size,
+                                   checkpoint=checkpoint)
+        except MagnetError as exc:
+            result = ExplainResult(slide=spec, name=name, checkpoint=checkpoint, error=str(exc))
+        results.append(result)
+        if progress is not None:
+            progress(result)
+    write_index(root / "index.html", results)
+    return results
+
+
+def safe_slide_name(spec: str) -> str:
+    """A folder name for a slide: its file name without extension, or its URI, in ``[A-Za-z0-9._-]``."""
+    base = spec.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    if Path(spec).is_file():
+        base = Path(spec).stem
+    # [choice] 96 characters keep the path short on every file system while telling virtual slides apart.
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._-")[:96]
+    return name or "slide"
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    """``name``, or ``name-2``, ``name-3``... if taken (compared case-insensitively: macOS, Windows)."""
+    candidate, k = name, 1
+    while candidate.lower() in taken:
+        k += 1
+        candidate = f"{name}-{k}"
+    taken.add(candidate.lower())
+    return candidate
