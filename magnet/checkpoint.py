@@ -13,14 +13,13 @@ killed job, a full disk) never leaves a half-written checkpoint under the real n
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from magnet.config import config_from_dict, config_to_dict
+from magnet.data.atomic import atomic_path
 from magnet.errors import ConfigError, MagnetError
 from magnet.models.magnet import MagNet
 from magnet.recipe import TrainConfig
@@ -30,18 +29,8 @@ FORMAT = "magnet-checkpoint/1"
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` (plus the format tag) to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"format": FORMAT, **payload}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save({"format": FORMAT, **payload}, handle)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ all validation slides (duplicated work, kept simple; the numbers are identical o
 from __future__ import annotations
 
 import csv
+import io
 import math
 import time
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from magnet.checkpoint import (
     save_checkpoint,
 )
 from magnet.config import save_config
+from magnet.data.atomic import atomic_write_text
 from magnet.data.manifest import ManifestRow, read_manifest
 from magnet.errors import ConfigError, MagnetError, SlideError
 from magnet.inference import predict_slides
@@ -158,7 +160,7 @@ class Trainer:
         optimizer = torch.optim.Adam(_param_groups(model, cfg), weight_decay=cfg.optim.weight_decay)
         self.epoch, self.best_score, self.history = 0, -math.inf, []
         last = self.run_dir / "last.ckpt"
-        for stale in self.run_dir.glob(".*.ckpt.*.tmp"):  # left by a job killed mid-write
+        for stale in self.run_dir.glob(".*.tmp"):  # left by a job killed mid-write
             stale.unlink(missing_ok=True)
         if resume and last.exists():
             payload = load_checkpoint(last)
@@ -340,14 +342,12 @@ class Trainer:
 
     def _log(self, row: dict[str, Any], writer: Any) -> None:
         # The whole history is rewritten each epoch, so a resumed run's CSV matches its checkpoint.
-        path = self.run_dir / "metrics.csv"
-        tmp = path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as handle:
-            fields = METRIC_FIELDS + diagnostic_fields(self.cfg.model.num_layers)
-            out = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-            out.writeheader()
-            out.writerows(self.history)
-        tmp.replace(path)
+        text = io.StringIO()
+        fields = METRIC_FIELDS + diagnostic_fields(self.cfg.model.num_layers)
+        out = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore")
+        out.writeheader()
+        out.writerows(self.history)
+        atomic_write_text(self.run_dir / "metrics.csv", text.getvalue(), newline="")
         for key, value in row.items():
             if key != "epoch" and isinstance(value, int | float) and not math.isnan(value):
                 writer.add_scalar(key, value, row["epoch"])
