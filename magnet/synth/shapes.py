@@ -120,7 +120,11 @@ class StarShape:
         radius += (lut.take(i0 + 1) - radius) * frac
         return radius - rho
 
-    def window(self, xs: np.ndarray, ys: np.ndarray, d: float) -> Window | None:
+    def _near(
+        self, xs: np.ndarray, ys: np.ndarray, d: float
+    ) -> tuple[slice, slice, np.ndarray, np.ndarray, float] | None:
+        """The pixels near the shape: rows, cols, their centres, and the squared distance of the farthest
+        pixel corner from the shape's centre (None when the grid misses the shape)."""
         reach = self.r_max + d
         box = _box(xs, ys, self.cx - reach, self.cx + reach, self.cy - reach, self.cy + reach)
         if box is None:
@@ -128,10 +132,17 @@ class StarShape:
         rows, cols = box
         xs, ys = xs[cols], ys[rows]
         half = 0.5 * d
-        # Fully inside the inscribed circle: no per-pixel work.
         corner_x = max(abs(xs[0] - self.cx), abs(xs[-1] - self.cx)) + half
         corner_y = max(abs(ys[0] - self.cy), abs(ys[-1] - self.cy)) + half
-        if corner_x * corner_x + corner_y * corner_y < (self.r_min - d) ** 2:
+        return rows, cols, xs, ys, corner_x * corner_x + corner_y * corner_y
+
+    def window(self, xs: np.ndarray, ys: np.ndarray, d: float) -> Window | None:
+        near = self._near(xs, ys, d)
+        if near is None:
+            return None
+        rows, cols, xs, ys, corner_sq = near
+        # Fully inside the inscribed circle: no per-pixel work.
+        if corner_sq < (self.r_min - d) ** 2:
             return rows, cols, np.ones((len(ys), len(xs)), np.float32)
         cov = self.depth(xs, ys)
         cov *= np.float32(1.0 / d)
@@ -145,16 +156,11 @@ class StarShape:
         self, xs: np.ndarray, ys: np.ndarray, d: float, inset: float
     ) -> tuple[slice, slice, np.ndarray, np.ndarray | None] | None:
         """``window`` plus the coverage of the band within ``inset`` of the outline (``None``: empty)."""
-        reach = self.r_max + d
-        box = _box(xs, ys, self.cx - reach, self.cx + reach, self.cy - reach, self.cy + reach)
-        if box is None:
+        near = self._near(xs, ys, d)
+        if near is None:
             return None
-        rows, cols = box
-        xs, ys = xs[cols], ys[rows]
-        half = 0.5 * d
-        corner_x = max(abs(xs[0] - self.cx), abs(xs[-1] - self.cx)) + half
-        corner_y = max(abs(ys[0] - self.cy), abs(ys[-1] - self.cy)) + half
-        if corner_x * corner_x + corner_y * corner_y < (self.r_min - inset - d) ** 2:
+        rows, cols, xs, ys, corner_sq = near
+        if corner_sq < (self.r_min - inset - d) ** 2:
             return rows, cols, np.ones((len(ys), len(xs)), np.float32), None
         depth = self.depth(xs, ys)
         depth *= np.float32(1.0 / d)
