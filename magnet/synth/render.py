@@ -130,6 +130,19 @@ class Renderer:
                 rims.append((rows, cols, rim))
         return tissue, merge_windows(rims)
 
+    def _blend_texture(
+        self, tissue: np.ndarray, hit: Window | None, kind: str, colour: str, salt: int,
+        x0: float, y0: float, d: float,
+    ) -> None:
+        """Blend bank ``kind`` in ``colour`` into ``tissue`` (in place) by the coverage of window ``hit``."""
+        if hit is None:
+            return
+        rows, cols, cov = hit
+        part = tissue[rows, cols]
+        x1, y1 = x0 + cols.start * d, y0 + rows.start * d
+        texture = self._texture(kind, colour, salt, x1, y1, d, cols.stop - cols.start, rows.stop - rows.start)
+        part += (texture - part) * cov[..., None]
+
     def _texture(
         self, kind: str, colour: str, salt: int, x0: float, y0: float, d: float, w: int, h: int
     ) -> np.ndarray:
@@ -257,28 +270,15 @@ class Renderer:
         capsule: Window | None,
     ) -> np.ndarray:
         tissue = self._texture("normal", "normal", 0, x0, y0, d, w, h)
-        hit = union_window(self.layout.follicles, xs, ys, d)
-        if hit is not None:  # the same blocks (salt 0) in follicle colours
-            rows, cols, cov = hit
-            part = tissue[rows, cols]
-            x1, y1 = x0 + cols.start * d, y0 + rows.start * d
-            follicle = self._texture(
-                "normal", "follicle", 0, x1, y1, d, cols.stop - cols.start, rows.stop - rows.start
-            )
-            part += (follicle - part) * cov[..., None]
+        # Follicles: the same blocks (salt 0) in follicle colours.
+        self._blend_texture(tissue, union_window(self.layout.follicles, xs, ys, d), "normal", "follicle", 0,
+                            x0, y0, d)
         if capsule is not None:
             rows, cols, cov = capsule
             part = tissue[rows, cols]
             part += (self.colours.capsule - part) * (CAPSULE_OPACITY * cov)[..., None]
-        hit = union_window([lesion.shape for lesion in self.layout.lesions], xs, ys, d)
-        if hit is not None:
-            rows, cols, cov = hit
-            part = tissue[rows, cols]
-            x1, y1 = x0 + cols.start * d, y0 + rows.start * d
-            tumour = self._texture(
-                "tumour", "tumour", 1, x1, y1, d, cols.stop - cols.start, rows.stop - rows.start
-            )
-            part += (tumour - part) * cov[..., None]
+        lesions = union_window([lesion.shape for lesion in self.layout.lesions], xs, ys, d)
+        self._blend_texture(tissue, lesions, "tumour", "tumour", 1, x0, y0, d)
         hit = union_window(self.layout.folds, xs, ys, d)
         if hit is not None:
             rows, cols, cov = hit

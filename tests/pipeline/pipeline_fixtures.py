@@ -163,3 +163,10 @@ def temp_files(folder: Path) -> list[Path]:
 
 
 PYTHON = sys.executable
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    """The CLI's error output, asserted to be one ``magnet: error:`` line."""
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("magnet: error: ") and "\n" not in err, err
+    return err

@@ -9,18 +9,13 @@ import math
 from pathlib import Path
 
 import pytest
-from pipeline_fixtures import PATCHES, base_run, one_thread
+from pipeline_fixtures import PATCHES, one_thread
 
 from magnet.cli import main
 from magnet.data.manifest import read_manifest
 
 SHARED_SLIDES = Path(__file__).resolve().parents[3] / "shared" / "data" / "slides"
 SHARED_SVS = SHARED_SLIDES / "CMU-1-Small-Region.svs"
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    return base_run(tmp_path_factory.getbasetemp() / "pipeline")
 
 
 def test_evaluate_writes_table1_json_predictions_and_roc(run, tmp_path: Path,  # type: ignore[no-untyped-def]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from pipeline_fixtures import PATCHES, base_run, one_thread
+from pipeline_fixtures import PATCHES, one_line_error, one_thread
 
 from magnet.checkpoint import load_model
 from magnet.cli import main
@@ -23,17 +23,6 @@ from magnet.slide_pool import SlidePool
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 N_PER_LAYER = [math.prod(PATCHES[: i + 1]) for i in range(len(PATCHES))]
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    return base_run(tmp_path_factory.getbasetemp() / "pipeline")
-
-
-def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("magnet: error: ") and "\n" not in err, err
-    return err
 
 
 def test_explain_slide_writes_figures_geojson_and_report(run, tmp_path: Path, tiny_tiff,  # type: ignore[no-untyped-def]
@@ -131,8 +120,8 @@ def test_cli_missing_slide_or_checkpoint_is_one_line_exit_2(run, tmp_path: Path,
     _, result = run
     missing, out = tmp_path / "missing.svs", str(tmp_path / "o")
     assert main(["explain", str(result.run_dir / "best.ckpt"), str(missing), "--out", out]) == 2
-    assert str(missing) in _one_line_error(capsys)
+    assert str(missing) in one_line_error(capsys)
     no_ckpt = tmp_path / "nope.ckpt"
     assert main(["explain", str(no_ckpt), str(missing), "--out", out]) == 2
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     assert str(no_ckpt) in err and "no such checkpoint" in err

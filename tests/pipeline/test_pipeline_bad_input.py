@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pipeline_fixtures import balanced_rows, base_run, one_thread, temp_files, tiny_config, write_recipe
+from pipeline_fixtures import (
+    balanced_rows,
+    one_line_error,
+    one_thread,
+    temp_files,
+    tiny_config,
+    write_recipe,
+)
 
 import magnet.checkpoint
 import magnet.train
@@ -24,23 +31,12 @@ from magnet.slides.registry import register_scheme
 from magnet.train import Trainer
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    return base_run(tmp_path_factory.getbasetemp() / "pipeline")
-
-
-def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("magnet: error: ") and "\n" not in err, err
-    return err
-
-
 def test_unknown_recipe_key_names_the_file_and_key(run, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     cfg, _ = run
     recipe = write_recipe(tmp_path / "typo.yaml", cfg.data.manifest, optim={"epoch": 3})
     assert main(["train", str(recipe), "--out", str(tmp_path / "out")]) == 2
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     assert str(recipe) in err and "'optim.epoch'" in err and "'epochs'" in err  # with the suggestion
     assert not (tmp_path / "out").exists()
 
@@ -50,7 +46,7 @@ def test_impossible_device_setting_is_one_line(run, tmp_path: Path,  # type: ign
     cfg, _ = run
     recipe = write_recipe(tmp_path / "tiny.yaml", cfg.data.manifest)
     assert main(["train", str(recipe), "--set", "precision=banana", "--out", str(tmp_path / "out")]) == 2
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     assert "precision=banana" in err and "invalid" in err
 
 
@@ -62,7 +58,7 @@ def test_training_split_without_positives(run, tmp_path: Path,  # type: ignore[n
     write_manifest(rows, manifest)
     recipe = write_recipe(tmp_path / "tiny.yaml", manifest)
     assert main(["train", str(recipe), "--out", str(tmp_path / "out")]) == 2
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     assert str(manifest) in err and "no positives" in err
 
 
@@ -75,7 +71,7 @@ def test_resume_with_another_model_config(run, tmp_path: Path,  # type: ignore[n
     recipe = write_recipe(tmp_path / "tiny.yaml", cfg.data.manifest)
     code = main(["train", str(recipe), "--out", str(out), "--resume", "--set", "model.gru_hidden=16"])
     assert code == 2
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     assert str(out / "last.ckpt") in err and "model.gru_hidden" in err and "another model config" in err
 
 
@@ -88,7 +84,7 @@ def test_train_into_a_folder_holding_a_checkpoint_needs_resume(run, tmp_path: Pa
     before = (out / "last.ckpt").read_bytes()
     recipe = write_recipe(tmp_path / "tiny.yaml", cfg.data.manifest)
     assert main(["train", str(recipe), "--out", str(out)]) == 2
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     assert str(out) in err and "--resume" in err
     assert (out / "last.ckpt").read_bytes() == before
 
@@ -103,7 +99,7 @@ def test_evaluate_on_a_file_that_is_not_a_checkpoint(run, tmp_path: Path, conten
     else:
         fake.write_bytes(content)
     assert main(["evaluate", str(fake), cfg.data.manifest, "--out", str(tmp_path / "eval")]) == 2
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     assert str(fake) in err and "checkpoint" in err
     assert not (tmp_path / "eval").exists()
 

@@ -9,18 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from pipeline_fixtures import base_run, metric_rows, one_thread, temp_files, tiny_config
+from pipeline_fixtures import metric_rows, one_thread, temp_files, tiny_config
 
 from magnet.checkpoint import load_model
 from magnet.config import load_config
 from magnet.recipe import TrainConfig
 from magnet.slide_pool import SlidePool
 from magnet.train import METRIC_FIELDS, diagnostic_fields, train
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    return base_run(tmp_path_factory.getbasetemp() / "pipeline")
 
 
 def test_run_folder_holds_config_checkpoints_metrics_and_tensorboard(run) -> None:  # type: ignore[no-untyped-def]
