@@ -19,27 +19,22 @@ from magnet.checkpoint import load_model
 from magnet.data.manifest import ManifestRow, read_manifest
 from magnet.errors import MagnetError
 from magnet.inference import SlidePrediction, predict_slides
-from magnet.localisation import localisation_summary, slide_localisation
+from magnet.localisation import localisation_summary, manifest_outlines, slide_localisation
 from magnet.metrics import save_roc_png, table1, write_metrics_json, write_predictions_csv
+from magnet.oracle import OracleZoom
 from magnet.slide_pool import SlidePool
-from magnet.synth.dataset import read_lesions
 
 
-def _localisation(good: list[tuple[ManifestRow, SlidePrediction]], folder: Path) -> dict[str, Any] | None:
+def _localisation(good: list[tuple[ManifestRow, SlidePrediction]],
+                  outlines: dict[str, list[Any]] | None) -> dict[str, Any] | None:
     """Hit rate, lesion share and patch size of the final patches (issue 6), where lesion outlines are known.
 
     The manifest names its outlines file in a ``lesions`` column (``magnet synth dataset`` writes
-    ``lesions.json``); without it there is nothing to localise against and the result is None.
+    ``lesions.json``, ``magnet.localisation.manifest_outlines`` reads it); without it there is nothing to
+    localise against and the result is None.
     """
-    files = {r.extra.get("lesions", "") for r, _ in good} - {""}
-    if not files:
+    if outlines is None:
         return None
-    outlines: dict[str, list[Any]] = {}
-    for name in sorted(files):
-        path = folder / name
-        if not path.is_file():
-            raise MagnetError(f"{path}: lesion outlines file named by the manifest is missing")
-        outlines.update(read_lesions(path))
     per_slide = [slide_localisation(p.layers[-1], p.slide_size, outlines.get(r.slide, [])) for r, p in good]
     return localisation_summary(per_slide, _classes(good))
 
@@ -79,10 +74,14 @@ def evaluate(checkpoint: str | Path, manifest: str | Path, out_dir: str | Path, 
         rows = [r for r in rows if r.split == split]
     if not rows:
         raise MagnetError(f"{manifest}: no rows to evaluate{f' in split {split!r}' if split else ''}")
+    outlines = manifest_outlines(rows, Path(manifest).parent)
+    oracle = None
+    if config.model.zoom == "oracle":  # issue 6 control: final patches placed by the outlines
+        oracle = OracleZoom.for_rows(outlines, rows, config.model.oracle_side, str(manifest))
     pool = SlidePool(grey_filter=config.data.grey_filter, threads=config.data.reader_threads)
     with tqdm(total=len(rows), desc="evaluate", unit="slide", disable=not show_progress) as bar:
         preds = predict_slides(model, [r.slide for r in rows], pool, batch_size=batch_size,
-                               progress=bar.update)
+                               progress=bar.update, oracle=oracle)
     pool.close()
     good = [(r, p) for r, p in zip(rows, preds, strict=True) if not p.error]
     if not good:
@@ -90,7 +89,7 @@ def evaluate(checkpoint: str | Path, manifest: str | Path, out_dir: str | Path, 
     result = table1([r.label for r, _ in good], [p.probability for _, p in good], _classes(good),
                     n_bootstrap=n_bootstrap)
     result["n_failed"] = len(rows) - len(good)
-    result["localisation"] = _localisation(good, Path(manifest).parent)
+    result["localisation"] = _localisation(good, outlines)
     result["checkpoint"] = str(checkpoint)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

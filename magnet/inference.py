@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from magnet.errors import SlideError
+from magnet.errors import ConfigError, SlideError
 from magnet.models.magnet import MagNet
+from magnet.oracle import OracleZoom
 from magnet.slide_pool import SlidePool
 
 
@@ -41,8 +42,18 @@ def predict_slides(
     batch_size: int = 4,
     device: torch.device | str = "cpu",
     progress: Callable[[int], object] | None = None,
+    oracle: OracleZoom | None = None,
 ) -> list[SlidePrediction]:
-    """Predict every slide of ``slides``; order is kept. ``progress(n)`` is called after each batch."""
+    """Predict every slide of ``slides``; order is kept. ``progress(n)`` is called after each batch.
+
+    ``oracle``: the final ROIs of a model with zoom="oracle" (required there; ``magnet.oracle``), drawn per
+    slide from a generator seeded by the slide's name, so a slide gets the same patches in any batch.
+    """
+    if model.config.zoom == "oracle" and oracle is None:
+        raise ConfigError(
+            "model.zoom=oracle places the final patches on known lesion outlines, and none were given "
+            "(evaluate with a manifest whose 'lesions' column names them)"
+        )
     was_training = model.training
     model.eval()
     results: list[SlidePrediction] = []
@@ -58,7 +69,7 @@ def predict_slides(
                 except SlideError as exc:
                     results.append(SlidePrediction(slide=spec, error=str(exc)))
             if readers:
-                results.extend(_predict_batch(model, ok, readers, device, t0))
+                results.extend(_predict_batch(model, ok, readers, device, t0, oracle))
             if progress is not None:
                 progress(len(batch))
     finally:
@@ -67,16 +78,18 @@ def predict_slides(
     return sorted(results, key=lambda p: order[p.slide])
 
 
-def _predict_batch(model, specs, readers, device, t0) -> list[SlidePrediction]:  # type: ignore[no-untyped-def]
+def _predict_batch(model, specs, readers, device, t0, oracle) -> list[SlidePrediction]:  # type: ignore[no-untyped-def]
     try:
-        out = model(readers)
+        count = model.config.patches_at(model.config.num_layers)
+        final = None if oracle is None else oracle.rois(specs, readers, count)
+        out = model(readers, final_rois=final)
     except SlideError as exc:
         if len(specs) == 1:
             return [SlidePrediction(slide=specs[0], error=str(exc))]
         # Find the bad slide(s): predict one by one.
         preds: list[SlidePrediction] = []
         for spec, reader in zip(specs, readers, strict=True):
-            preds.extend(_predict_batch(model, [spec], [reader], device, time.perf_counter()))
+            preds.extend(_predict_batch(model, [spec], [reader], device, time.perf_counter(), oracle))
         return preds
     seconds = (time.perf_counter() - t0) / len(specs)
     probs = torch.sigmoid(out.logit.float()).cpu()

@@ -25,15 +25,21 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path as FilePath
 
 import numpy as np
 import torch
 from matplotlib.path import Path
 from matplotlib.transforms import Bbox
 
+from magnet.data.manifest import ManifestRow
+from magnet.errors import MagnetError
 from magnet.metrics import TABLE1_COLUMNS
 
-__all__ = ["SlideLocalisation", "slide_localisation", "localisation_summary", "lesion_mask"]
+__all__ = [
+    "LesionAreas", "SlideLocalisation", "lesion_mask", "localisation_summary", "manifest_outlines",
+    "slide_localisation",
+]
 
 # Issue 6: a final patch counts for a hit when its side is at most 1/8 of the slide's longer side.
 MAX_PATCH_FRACTION = 1 / 8
@@ -79,7 +85,9 @@ def slide_localisation(
     longer = float(max(width, height))
     # Boxes are squares on the canvas; take the longer side should rounding make them differ.
     sides = np.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1])
-    eligible = sides <= max_patch_fraction * longer
+    # The relative slack absorbs float rounding, so a patch of side exactly max_patch_fraction (the oracle
+    # zoom's default, magnet.oracle) counts.
+    eligible = sides <= max_patch_fraction * longer * (1 + 1e-9)
     hit = False
     if polygons and eligible.any():
         paths = [Path(np.vstack([p, p[:1]]), closed=True) for p in polygons]
@@ -89,7 +97,7 @@ def slide_localisation(
     mean_side = float(sides.mean()) if len(sides) else 0.0
     return SlideLocalisation(
         hit=bool(hit),
-        lesion_share=_lesion_share(box, (width, height), polygons, grid_cells),
+        lesion_share=LesionAreas(polygons, (width, height), grid_cells).share(box),
         mean_patch_side=mean_side,
         mean_patch_side_fraction=mean_side / longer,
         eligible_share=float(eligible.mean()) if len(sides) else 0.0,
@@ -151,31 +159,58 @@ def _rasterise(polygons: Sequence[np.ndarray], cell: float, window: tuple[int, i
     return np.cumsum(diff, axis=1)[:, : c1 - c0] > 0
 
 
-def _lesion_share(
-    boxes: np.ndarray, slide_size: tuple[int, int], polygons: Sequence[np.ndarray], grid_cells: int
-) -> float:
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-    total = float(areas.sum())
-    if not polygons or total <= 0:
-        return 0.0
-    cell, rows, cols = _grid(slide_size, grid_cells)
-    # Only the lesions' bounding window matters (the mask is 0 elsewhere): rasterise and integrate there.
-    low = np.min([p.min(axis=0) for p in polygons], axis=0) / cell
-    high = np.max([p.max(axis=0) for p in polygons], axis=0) / cell
-    c0, r0 = (max(0, math.floor(v)) for v in low)
-    c1, r1 = min(cols, math.ceil(high[0]) + 1), min(rows, math.ceil(high[1]) + 1)
-    if r1 <= r0 or c1 <= c0:
-        return 0.0  # lesions off the slide
-    table = np.zeros((r1 - r0 + 1, c1 - c0 + 1))
-    table[1:, 1:] = _rasterise(polygons, cell, (r0, r1, c0, c1)).cumsum(0).cumsum(1)
-    grid = boxes / cell - np.array([c0, r0, c0, r0], dtype=np.float64)  # window's grid units
-    inside = (
-        _integral(table, grid[:, 2], grid[:, 3])
-        - _integral(table, grid[:, 0], grid[:, 3])
-        - _integral(table, grid[:, 2], grid[:, 1])
-        + _integral(table, grid[:, 0], grid[:, 1])
-    )
-    return float(np.clip(inside.sum() * cell * cell / total, 0.0, 1.0))
+class LesionAreas:
+    """Lesion area inside level-0 boxes on one slide, from its lesion mask rasterised once (reusable).
+
+    Built per slide (``polygons`` in level-0 pixels, ``slide_size`` its level-0 ``(width, height)``), then
+    ``inside(boxes)`` / ``share(boxes)`` for any number of box sets: training diagnostics cache one per slide.
+    Only the lesions' bounding window is rasterised (the mask is 0 elsewhere); box areas are integrated over
+    it exactly (bilinear interpolation of its summed-area table, so boxes smaller than a cell count too).
+    """
+
+    def __init__(
+        self, polygons: Sequence[np.ndarray], slide_size: tuple[int, int], grid_cells: int = GRID_CELLS
+    ) -> None:
+        self.polygons = [_as_polygon(p, i) for i, p in enumerate(polygons)]
+        self.cell, rows, cols = _grid(slide_size, grid_cells)
+        self.table: np.ndarray | None = None  # None: no lesion on the slide
+        self.origin = np.zeros(4)
+        if not self.polygons:
+            return
+        low = np.min([p.min(axis=0) for p in self.polygons], axis=0) / self.cell
+        high = np.max([p.max(axis=0) for p in self.polygons], axis=0) / self.cell
+        c0, r0 = (max(0, math.floor(v)) for v in low)
+        c1, r1 = min(cols, math.ceil(high[0]) + 1), min(rows, math.ceil(high[1]) + 1)
+        if r1 <= r0 or c1 <= c0:
+            return  # lesions off the slide
+        table = np.zeros((r1 - r0 + 1, c1 - c0 + 1))
+        table[1:, 1:] = _rasterise(self.polygons, self.cell, (r0, r1, c0, c1)).cumsum(0).cumsum(1)
+        self.table = table
+        self.origin = np.array([c0, r0, c0, r0], dtype=np.float64)
+
+    def inside(self, boxes: np.ndarray) -> np.ndarray:
+        """Lesion area (level-0 px^2) inside each box ``(N, 4)`` (x0, y0, x1, y1)."""
+        box = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        if self.table is None:
+            return np.zeros(len(box))
+        grid = box / self.cell - self.origin  # the window's grid units
+        table = self.table
+        cells = (
+            _integral(table, grid[:, 2], grid[:, 3])
+            - _integral(table, grid[:, 0], grid[:, 3])
+            - _integral(table, grid[:, 2], grid[:, 1])
+            + _integral(table, grid[:, 0], grid[:, 1])
+        )
+        return cells * self.cell * self.cell
+
+    def share(self, boxes: np.ndarray) -> float:
+        """Share of the boxes' summed area inside lesions, in [0, 1] (0 for no boxes or no lesions)."""
+        box = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        areas = np.clip(box[:, 2] - box[:, 0], 0, None) * np.clip(box[:, 3] - box[:, 1], 0, None)
+        total = float(areas.sum())
+        if self.table is None or total <= 0:
+            return 0.0
+        return float(np.clip(self.inside(box).sum() / total, 0.0, 1.0))
 
 
 def _integral(table: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -225,3 +260,29 @@ def localisation_summary(
         result[field] = float(np.mean(values)) if values else None
     result["n_slides"] = len(per_slide)
     return result
+
+
+def manifest_outlines(
+    rows: Sequence[ManifestRow], folder: str | FilePath
+) -> dict[str, list[np.ndarray]] | None:
+    """Lesion polygons (level-0 px) by slide, from the files the manifest's ``lesions`` column names.
+
+    Paths are relative to ``folder`` (the manifest's folder); ``magnet synth dataset`` writes
+    ``lesions.json`` (``magnet.synth.dataset.read_lesions`` reads it). None when no row names a file, so
+    "no outlines known" differs from "known, and this slide has none" (a negative: ``[]`` or absent).
+    """
+    from magnet.synth.dataset import read_lesions  # the format's reader; imported late (synth is heavy)
+
+    files = sorted({r.extra.get("lesions", "") for r in rows} - {""})
+    if not files:
+        return None
+    outlines: dict[str, list[np.ndarray]] = {}
+    for name in files:
+        path = FilePath(folder) / name
+        if not path.is_file():
+            raise MagnetError(f"{path}: lesion outlines file named by the manifest is missing")
+        try:
+            outlines.update(read_lesions(path))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MagnetError(f"{path}: not a lesion outlines file ({type(exc).__name__}: {exc})") from None
+    return outlines

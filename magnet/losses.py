@@ -1,6 +1,7 @@
 """MagNet's training loss (paper §4.3 "Loss Functions"; METHOD.md §4).
 
 total = w_final * CE(final logit) + w_aux * sum_l CE(aux logit of layer l) + w_par * L_par
+        + w_head_mil * mean_l CE(head-MIL logit of layer l)
 
 - The task is binary with one logit per output, so cross-entropy is BCE-with-logits, averaged over slides.
 - Paradoxical loss (Maksoud et al., "SOS: Selective Objective Switch for Rapid Immunofluorescence Whole
@@ -9,6 +10,9 @@ total = w_final * CE(final logit) + w_aux * sum_l CE(aux logit of layer l) + w_p
   L_par = mean over slides of max(0, l_last - sg(l_first)), with l the per-slide cross-entropies of the
   first and last auxiliary layers (paper: layers 1 and 3). l_first is detached, or the loss would reward
   making the shallow classifier worse. With fewer than two auxiliary layers it is 0.
+- Head MIL [choice, issue 6 lever, not the paper]: when the model has ``head_mil`` on, each layer's heads
+  give a slide logit (``MagNetOutput.head_logits``); their CE, averaged over layers, teaches the heads
+  what to look at straight from the slide label. Absent when the model has it off.
 """
 
 from __future__ import annotations
@@ -32,9 +36,10 @@ class LossWeights:
     final: float = 1.0  # CE on the GRU's last step (paper §4.3)
     aux: float = 1.0  # each auxiliary classifier's CE (paper §3.3)
     paradoxical: float = 1.0  # lambda of the paradoxical hinge (paper §3.3, §4.3)
+    head_mil: float = 1.0  # [choice] the heads' MIL CE, mean over layers (only if model.head_mil)
 
     def __post_init__(self) -> None:
-        for name in ("final", "aux", "paradoxical"):
+        for name in ("final", "aux", "paradoxical", "head_mil"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"loss weight {name}={getattr(self, name)}: must be >= 0")
 
@@ -45,6 +50,7 @@ class LossBreakdown:
     final: Tensor  # scalar CE of the final logit
     aux: dict[int, Tensor] = field(default_factory=dict)  # layer (1-based) -> scalar CE
     paradoxical: Tensor = field(default_factory=lambda: torch.zeros(()))  # scalar hinge
+    head_mil: Tensor = field(default_factory=lambda: torch.zeros(()))  # scalar, mean over layers (0 if off)
 
 
 def paradoxical_loss(first_logits: Tensor, last_logits: Tensor, labels: Tensor) -> Tensor:
@@ -73,4 +79,10 @@ def magnet_loss(output: MagNetOutput, labels: Tensor, weights: LossWeights | Non
     total = weights.final * final + weights.paradoxical * paradoxical
     for value in aux.values():
         total = total + weights.aux * value
-    return LossBreakdown(total=total, final=final, aux=aux, paradoxical=paradoxical)
+    head_mil = final.new_zeros(())
+    if output.head_logits:
+        head_mil = torch.stack(
+            [F.binary_cross_entropy_with_logits(logits, labels) for logits in output.head_logits.values()]
+        ).mean()
+        total = total + weights.head_mil * head_mil
+    return LossBreakdown(total=total, final=final, aux=aux, paradoxical=paradoxical, head_mil=head_mil)

@@ -14,12 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from magnet.checkpoint import load_model
+from magnet.errors import ConfigError
 from magnet.inference import predict_slides
 from magnet.slide_pool import SlidePool
 
 
 def predict(checkpoint: str | Path, slides: Sequence[str], *, batch_size: int = 1) -> list[dict[str, Any]]:
     model, config = load_model(checkpoint)
+    if config.model.zoom == "oracle":
+        raise ConfigError(
+            f"{checkpoint}: an oracle-zoom checkpoint (model.zoom=oracle) places its final patches on known "
+            "lesion outlines, which magnet predict does not have; use magnet evaluate with a manifest whose "
+            "'lesions' column names them"
+        )
     pool = SlidePool(grey_filter=config.data.grey_filter, threads=config.data.reader_threads)
     try:
         preds = predict_slides(model, list(slides), pool, batch_size=batch_size)

@@ -1,5 +1,9 @@
 """The training loop (paper §4.3, METHOD.md §5), with Lightning Fabric for devices and precision.
 
+With ``model.zoom = "oracle"`` (issue 6 control) the final ROIs of each step come from ``magnet.oracle``,
+placed on the lesion outlines that the manifest's ``lesions`` column names (the same outlines feed the
+per-layer ``lesion_share`` diagnostic).
+
 One epoch: shuffle the training rows with a generator seeded by ``(seed, epoch)``, give each slide a
 dihedral map (folded into its root ROI, METHOD.md §1), run the MagNet on the batch (the model reads the
 slides itself through ``RegionReader``s), back-propagate the loss of ``magnet.losses``, step Adam every
@@ -38,43 +42,78 @@ from magnet.data.atomic import atomic_write_text
 from magnet.data.manifest import ManifestRow, read_manifest
 from magnet.errors import ConfigError, MagnetError, SlideError
 from magnet.inference import predict_slides
+from magnet.localisation import LesionAreas, manifest_outlines
 from magnet.losses import magnet_loss
 from magnet.metrics import auroc
 from magnet.models.magnet import MagNet
+from magnet.oracle import OracleZoom, tissue_mask
 from magnet.recipe import TrainConfig
 from magnet.slide_pool import SlidePool
 from magnet.slides.canvas import NUM_DIHEDRAL, dihedral_matrix
 
 METRIC_FIELDS = (
-    "epoch", "lr", "train_loss", "train_final", "train_aux", "train_paradoxical",
+    "epoch", "lr", "train_loss", "train_final", "train_aux", "train_paradoxical", "train_head_mil",
     "train_slides_per_s", "skipped_batches", "val_auroc", "val_n", "minutes",
 )
 
 
+# [choice] lesion masks of the lesion_share diagnostic: 256 cells along the longer side (the evaluation uses
+# 1024), so the masks cached for a whole run stay small (a lesion a quarter of the slide wide: 64^2 cells).
+DIAGNOSTIC_GRID_CELLS = 256
+
+
 def diagnostic_fields(num_layers: int) -> tuple[str, ...]:
-    """Per-layer diagnostics of the zoom (issue 6): mean s, mean sparsemax support, head gradient norm."""
+    """Per-layer diagnostics of the zoom (issue 6): mean s, mean sparsemax support, head gradient norm, and
+    the tissue and lesion share of the layer's patches / ROIs."""
     return tuple(f"{name}_layer{layer}" for layer in range(1, num_layers + 1)
-                 for name in ("mean_s", "support", "head_grad"))
+                 for name in ("mean_s", "support", "head_grad", "tissue_share", "lesion_share"))
 
 
 class _ZoomDiagnostics:
-    """Running means over an epoch of each layer's zoom s, sparsemax support size and heads' gradient norm.
+    """Running means over an epoch of each layer's zoom s, sparsemax support size and heads' gradient norm,
+    and where its boxes go: tissue and lesion share (issue 6).
 
     A collapsing support or s pinned at min_scale shows the sparsemax trap (METHOD.md §2.4); a head gradient
     norm of 0 shows heads that get no signal (or a zoom control, which has no heads in use).
+    ``tissue_share``: the share of the layer's patch pixels that the grey filter keeps
+    (``oracle.tissue_mask``: not black, i.e. not glass, background or off the slide), per forward.
+    ``lesion_share``: the share of the layer's summed ROI area inside lesions (``localisation.LesionAreas``,
+    as the evaluation's lesion share), averaged over the slides with lesion outlines [choice: negatives have
+    none, so they would only dilute it]; NaN without outlines. ``areas`` caches each slide's lesion mask
+    across epochs.
     """
 
-    def __init__(self, num_layers: int) -> None:
+    def __init__(self, num_layers: int, outlines: dict[str, list[Any]] | None = None,
+                 areas: dict[str, LesionAreas] | None = None) -> None:
         self.sums = dict.fromkeys(diagnostic_fields(num_layers), 0.0)
+        self.lesion_slides = dict.fromkeys(range(1, num_layers + 1), 0)
+        self.outlines = outlines
+        self.areas = {} if areas is None else areas
         self.forwards = 0
         self.steps = 0
 
-    def add_forward(self, out: Any) -> None:
+    def add_forward(self, out: Any, slides: Sequence[str] = (),
+                    sizes: Sequence[tuple[int, int]] = ()) -> None:
+        """One forward's output ``out`` of slides ``slides`` (level-0 sizes ``sizes``)."""
         self.forwards += 1
         for layer, (theta, support) in enumerate(zip(out.thetas, out.support, strict=True), start=1):
             self.sums[f"mean_s_layer{layer}"] += float(theta[..., 0].detach().float().mean())
             if support.numel():
                 self.sums[f"support_layer{layer}"] += float(support.float().mean())
+            tissue = tissue_mask(out.patches[layer - 1])
+            self.sums[f"tissue_share_layer{layer}"] += float(tissue.float().mean())
+        if self.outlines is None:
+            return
+        for b, (name, size) in enumerate(zip(slides, sizes, strict=True)):
+            polygons = self.outlines.get(name) or []
+            if not len(polygons):
+                continue
+            if name not in self.areas:
+                self.areas[name] = LesionAreas(polygons, size, DIAGNOSTIC_GRID_CELLS)
+            for layer, boxes in enumerate(out.boxes_level0, start=1):
+                share = self.areas[name].share(boxes[b].detach().cpu().numpy())
+                self.sums[f"lesion_share_layer{layer}"] += share
+                self.lesion_slides[layer] += 1
 
     def add_gradients(self, model: MagNet) -> None:
         self.steps += 1
@@ -86,8 +125,14 @@ class _ZoomDiagnostics:
                 self.sums[f"head_grad_layer{layer}"] += float(torch.stack(grads).norm())
 
     def means(self) -> dict[str, float]:
-        return {key: value / max(self.steps if key.startswith("head_grad") else self.forwards, 1)
-                for key, value in self.sums.items()}
+        result = {}
+        for key, value in self.sums.items():
+            if key.startswith("lesion_share"):
+                count = self.lesion_slides[int(key.rsplit("layer", 1)[1])]
+                result[key] = value / count if count else math.nan
+            else:
+                result[key] = value / max(self.steps if key.startswith("head_grad") else self.forwards, 1)
+        return result
 
 
 @dataclass
@@ -144,6 +189,14 @@ class Trainer:
         self.train_rows = [r for r in rows if r.split == cfg.data.train_split]
         self.val_rows = [r for r in rows if cfg.data.val_split and r.split == cfg.data.val_split]
         self._check_rows()
+        # Lesion outlines named by the manifest (its `lesions` column): diagnostics, and the oracle zoom.
+        folder = Path(cfg.data.manifest).parent if cfg.data.manifest else Path.cwd()
+        self.outlines = manifest_outlines(rows, folder)
+        self.lesion_areas: dict[str, LesionAreas] = {}  # per slide, kept across epochs
+        self.oracle = None
+        if cfg.model.zoom == "oracle":  # issue 6 control: final patches placed by the outlines
+            self.oracle = OracleZoom.for_rows(self.outlines, self.train_rows + self.val_rows,
+                                              cfg.model.oracle_side, cfg.data.manifest or "manifest")
 
         devices: int | str = cfg.devices
         if isinstance(devices, str) and devices.isdigit():
@@ -220,10 +273,10 @@ class Trainer:
             group["lr"] = group["base_lr"] * factor
         batches, dmaps = self._epoch_batches(epoch)
         self.model.train()
-        totals = {"loss": 0.0, "final": 0.0, "aux": 0.0, "paradoxical": 0.0}
+        totals = {"loss": 0.0, "final": 0.0, "aux": 0.0, "paradoxical": 0.0, "head_mil": 0.0}
         seen, skipped, t0 = 0, 0, time.perf_counter()
         module = self.model.module if hasattr(self.model, "module") else self.model
-        diagnostics = _ZoomDiagnostics(cfg.model.num_layers)
+        diagnostics = _ZoomDiagnostics(cfg.model.num_layers, self.outlines, self.lesion_areas)
         bar = tqdm(total=sum(len(b) for b in batches), desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
                    unit="slide", disable=not (self.show_progress and fabric.is_global_zero), leave=False)
         self.optimizer.zero_grad(set_to_none=True)
@@ -234,7 +287,10 @@ class Trainer:
                 sources = [self.pool.get(r.slide) for r in rows]
                 roots = torch.stack([dihedral_matrix(m) for m in maps]).to(fabric.device)
                 labels = torch.tensor([float(r.label) for r in rows], device=fabric.device)
-                out = self.model(sources, roots, noise)
+                final = None if self.oracle is None else self.oracle.rois(
+                    [r.slide for r in rows], sources, cfg.model.patches_at(cfg.model.num_layers), roots,
+                    noise)
+                out = self.model(sources, roots, noise, final_rois=final)
                 losses = magnet_loss(out, labels, cfg.loss)
             except SlideError as exc:  # a slide failing mid-training is logged and skipped
                 failed = True
@@ -247,7 +303,7 @@ class Trainer:
             if failed:
                 skipped += 1
                 continue
-            diagnostics.add_forward(out)
+            diagnostics.add_forward(out, [r.slide for r in rows], [s.slide_size for s in sources])
             fabric.backward(losses.total / cfg.optim.grad_accum)
             if (step + 1) % cfg.optim.grad_accum == 0 or step + 1 == len(batches):
                 diagnostics.add_gradients(module)  # type: ignore[arg-type]
@@ -261,6 +317,7 @@ class Trainer:
             totals["final"] += float(losses.final.detach()) * n
             totals["aux"] += float(sum(v.detach() for v in losses.aux.values())) * n
             totals["paradoxical"] += float(losses.paradoxical.detach()) * n
+            totals["head_mil"] += float(losses.head_mil.detach()) * n
             bar.update(n)
             bar.set_postfix(loss=f"{totals['loss'] / seen:.3f}",
                             slides_s=f"{seen / (time.perf_counter() - t0):.2f}")
@@ -269,6 +326,7 @@ class Trainer:
         avg = {k: (v / seen if seen else math.nan) for k, v in totals.items()}
         return {"lr": cfg.optim.lr * factor, "train_loss": avg["loss"], "train_final": avg["final"],
                 "train_aux": avg["aux"], "train_paradoxical": avg["paradoxical"],
+                "train_head_mil": avg["head_mil"],
                 "train_slides_per_s": seen * self.fabric.world_size / max(seconds, 1e-9),
                 "skipped_batches": skipped, **diagnostics.means()}
 
@@ -277,7 +335,8 @@ class Trainer:
             return math.nan, 0
         module = self.model.module if hasattr(self.model, "module") else self.model
         preds = predict_slides(module, [r.slide for r in self.val_rows], self.pool,  # type: ignore[arg-type]
-                               batch_size=self.cfg.optim.batch_size, device=self.fabric.device)
+                               batch_size=self.cfg.optim.batch_size, device=self.fabric.device,
+                               oracle=self.oracle)
         pairs = [(r.label, p.probability) for r, p in zip(self.val_rows, preds, strict=True) if not p.error]
         if not pairs or len({lab for lab, _ in pairs}) < 2:
             return math.nan, len(pairs)

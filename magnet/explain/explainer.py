@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from magnet.errors import MagnetError
+from magnet.errors import ConfigError, MagnetError
 from magnet.explain.figures import draw_patch_strip, draw_rois
 from magnet.explain.geojson import write_geojson
 from magnet.explain.report import write_index, write_slide_report
@@ -133,6 +133,11 @@ def explain_slides(
     A slide that cannot be opened or read is reported in its ``ExplainResult.error`` (and in the index) and
     the others are still explained. ``progress(result)`` is called after each slide.
     """
+    if model.config.zoom == "oracle":
+        raise ConfigError(
+            f"{checkpoint or 'model'}: an oracle-zoom checkpoint (model.zoom=oracle) places its final "
+            "patches on known lesion outlines; there is no learned zoom to explain (use magnet evaluate)"
+        )
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     taken: set[str] = {"index.html"}

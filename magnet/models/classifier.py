@@ -3,6 +3,10 @@
 - :class:`Classifier`: every final patch, in depth-first order, goes through a CNN; the sequence of features
   goes through a GRU; a head FC 512 -> FC 256 -> 1 logit reads the GRU state at **every** step, which is the
   running prediction after each patch (paper Figure 5). The slide's logit is the last step's.
+  [choice, issue 6 lever] ``readout="max"`` or ``"lse"`` drops the GRU: the same FC head gives one logit per
+  patch and the slide logit is their max or log-mean-exp (multiple-instance pooling: one patch on a lesion
+  can decide alone, where a GRU from scratch must first learn to remember it); the running logits are the
+  pool over the first n patches.
 - :class:`AuxiliaryClassifier`: a CNN (paper: ResNet-18) on every patch of one magnifying layer, the mean of
   the patch features, a linear layer, 1 logit.
 
@@ -14,12 +18,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from magnet.errors import ConfigError
 from magnet.models.backbones import build_backbone
+from magnet.models.config import READOUTS
 
-__all__ = ["Classifier", "ClassifierOutput", "AuxiliaryClassifier"]
+__all__ = ["Classifier", "ClassifierOutput", "AuxiliaryClassifier", "pool_running"]
 
 
 @dataclass
@@ -35,7 +42,10 @@ def _resize(patches: Tensor, size: int) -> Tensor:
 
 
 class Classifier(nn.Module):
-    """CNN per patch -> GRU(``gru_hidden``) -> FC 512 -> FC 256 -> 1 logit at every step (paper §3.2)."""
+    """CNN per patch -> GRU(``gru_hidden``) -> FC 512 -> FC 256 -> 1 logit at every step (paper §3.2).
+
+    ``readout`` "max" / "lse" [choice]: CNN per patch -> FC 512 -> FC 256 -> 1 logit per patch, pooled.
+    """
 
     def __init__(
         self,
@@ -43,14 +53,20 @@ class Classifier(nn.Module):
         gru_hidden: int = 512,
         input_size: int = 224,
         pretrained: bool = False,
+        readout: str = "gru",
     ) -> None:
         super().__init__()
+        if readout not in READOUTS:
+            raise ConfigError(f"readout={readout!r}: must be one of {', '.join(READOUTS)}")
         self.input_size = input_size
+        self.readout = readout
         self.backbone = build_backbone(backbone, pretrained)
-        self.gru = nn.GRU(self.backbone.feature_dim, gru_hidden, batch_first=True)
+        features = self.backbone.feature_dim
+        self.gru = nn.GRU(features, gru_hidden, batch_first=True) if readout == "gru" else None
+        width = gru_hidden if self.gru is not None else self.backbone.feature_dim
         # Paper §3.2: "two layers with 512 and 256 hidden neurons" then the prediction.
         self.head = nn.Sequential(
-            nn.Linear(gru_hidden, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 1)
+            nn.Linear(width, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 1)
         )
 
     def forward(self, patches: Tensor) -> ClassifierOutput:
@@ -58,9 +74,20 @@ class Classifier(nn.Module):
         batch, count = patches.shape[:2]
         images = _resize(patches.flatten(0, 1), self.input_size)
         features = self.backbone(images).view(batch, count, -1)
-        states, _ = self.gru(features)  # (B, N, hidden)
-        running = self.head(states).squeeze(-1)  # (B, N)
+        if self.gru is not None:
+            states, _ = self.gru(features)  # (B, N, hidden)
+            running = self.head(states).squeeze(-1)  # (B, N)
+        else:
+            running = pool_running(self.head(features).squeeze(-1), self.readout)
         return ClassifierOutput(logit=running[:, -1], running_logits=running)
+
+
+def pool_running(patch_logits: Tensor, readout: str) -> Tensor:
+    """Running pool ``(B, N)`` of per-patch logits: entry n pools patches 0..n (max or log-mean-exp)."""
+    if readout == "max":
+        return patch_logits.cummax(dim=1).values
+    counts = torch.arange(1, patch_logits.shape[1] + 1, device=patch_logits.device, dtype=patch_logits.dtype)
+    return torch.logcumsumexp(patch_logits, dim=1) - counts.log()
 
 
 class AuxiliaryClassifier(nn.Module):

@@ -14,13 +14,18 @@ from typing import Any
 
 from magnet.errors import ConfigError
 
-__all__ = ["MagNetConfig", "BACKBONES", "AUX_BACKBONES", "INCEPTION_MIN_SIZE", "ZOOMS"]
+__all__ = [
+    "MagNetConfig", "BACKBONES", "AUX_BACKBONES", "INCEPTION_MIN_SIZE", "ZOOMS", "READOUTS",
+    "SIBLING_LAYOUTS",
+]
 
 BACKBONES = ("inception_v3", "resnet18", "small")
 AUX_BACKBONES = ("resnet18", "small")
 SPREADS = ("calibrated", "expected_l2")
 SAMPLERS = ("linearized", "bilinear")
-ZOOMS = ("learned", "fixed", "random")
+ZOOMS = ("learned", "fixed", "random", "oracle")
+SIBLING_LAYOUTS = ("offset", "strips")
+READOUTS = ("gru", "max", "lse")
 # torchvision's InceptionV3 has no valid feature map below 75 x 75 input pixels.
 INCEPTION_MIN_SIZE = 75
 
@@ -54,6 +59,12 @@ class MagNetConfig:
     # [choice] initial offset o_k of each child inside its parent, t = tanh(mu + atanh(o_k)), so siblings
     # start on different boxes (METHOD.md §2.4: +-0.4 worked). 0 puts every sibling on the same box.
     sibling_offset: float = 0.4
+    # [choice, issue 6] how siblings start apart. "offset": the initial offsets above, in theta (METHOD.md
+    # §2.4). "strips": each headed child's map is confined to its own strip of the parent (K_heads strips,
+    # side by side along x at odd layers, along y at even ones) and the offsets are 0: siblings partition
+    # the parent and a box always goes where its head's map points (with offsets it goes tanh(mu +
+    # atanh(o)), away from where the head looks), which head_mil needs.
+    sibling_layout: str = "offset"
     # Paper §4.3: the first patch of layer 2 is frozen to the parent's whole view (identity theta, no head).
     frozen_patch: bool = True
     # [choice] where the boxes come from (issue 6: controls at the same pixel budget, same patch counts and
@@ -66,6 +77,24 @@ class MagNetConfig:
     # mean s = 0.5, so after three layers the typical final box has side 1/8 of the slide (issue 6's hit
     # threshold: about half the random boxes are small enough to count) and the smallest 1/64.
     random_zoom_min_scale: float = 0.25
+    # [choice, a control, not the paper] zoom="oracle" (issue 6): layers 1..L-1 as "fixed", the final
+    # patches placed by ground truth (magnet.oracle: centred on random lesion points of positive slides,
+    # random tissue points of negatives). Their side, as a fraction of the slide's longer side: 1/8 is the
+    # hit threshold of magnet.localisation, the largest patch that still counts as a hit.
+    oracle_side: float = 0.125
+    # [choice, issue 6 lever] head MIL: each layer's head logit maps (before the temperature) double as
+    # pixel-level tumour-score maps; their log-sum-exp pool over the layer's heads and pixels is a slide
+    # logit trained against the slide label (loss.head_mil), so the heads learn *what* to look at from the
+    # label directly, not only through the sampler's local gradient. The sparsemax map of a score map
+    # peaks where the score does, so the box follows. Needs sibling_layout="strips".
+    head_mil: bool = False
+    # [choice] r of the LSE pool (1/r) log mean exp(r z) (Pinheiro & Collobert, CVPR 2015): large r is a max
+    # (one pixel gets the gradient), small r a mean (a lesion of a few pixels is drowned).
+    head_mil_sharpness: float = 5.0
+    # [choice, issue 6 lever] low-pass gradient path for theta: sigma (in I' pixels) of a Gaussian blur of I'
+    # used only for the gradient with respect to theta; the forward value stays the sharp sample. The
+    # sampler's gradient otherwise follows cell-scale texture, not the lesion-scale signal. 0 = off.
+    theta_grad_blur: float = 0.0
     # [choice] channels per branch of the Inception-style head blocks (METHOD.md §2.1: 8-16).
     head_branch_channels: int = 8
     # Paper §3.1: three stacked multi-kernel convolutional layers per patch.
@@ -79,6 +108,10 @@ class MagNetConfig:
     backbone: str = "inception_v3"
     # Final patches are resized to this before the classifier's CNN; None = final_size (no resize).
     classifier_input_size: int | None = None
+    # How the classifier turns the final patches into the slide logit. "gru": the paper's GRU over the
+    # patch sequence (§3.2). [choice, issue 6 lever] "max" / "lse": a logit per patch (the same FC head on
+    # the CNN features, no GRU) and their max / log-mean-exp, so one patch on the lesion can decide alone.
+    readout: str = "gru"
     # [choice] GRU hidden size; the paper does not give it (METHOD.md §4).
     gru_hidden: int = 512
     # Paper §3.3: auxiliary classifiers on the patches of layers 1 and 3 (1-based; empty = none).
@@ -157,11 +190,24 @@ class MagNetConfig:
             raise ConfigError(f"head_init_std={self.head_init_std}: must be >= 0")
         _choice("spread", self.spread, SPREADS)
         _choice("zoom", self.zoom, ZOOMS)
+        if not 0 < self.oracle_side <= 1:
+            raise ConfigError(f"oracle_side={self.oracle_side}: must lie in (0, 1] (a fraction of the slide)")
         if not self.min_scale <= self.random_zoom_min_scale <= 1:
             raise ConfigError(
                 f"random_zoom_min_scale={self.random_zoom_min_scale}: "
                 f"must lie in [min_scale={self.min_scale}, 1]"
             )
+        _choice("sibling_layout", self.sibling_layout, SIBLING_LAYOUTS)
+        _choice("readout", self.readout, READOUTS)
+        if self.head_mil and self.sibling_layout != "strips":
+            raise ConfigError(
+                "head_mil=True needs sibling_layout=strips: with offsets a box does not go where its head "
+                "looks, so the score map would not steer the zoom"
+            )
+        if not self.head_mil_sharpness > 0:
+            raise ConfigError(f"head_mil_sharpness={self.head_mil_sharpness}: must be > 0")
+        if self.theta_grad_blur < 0:
+            raise ConfigError(f"theta_grad_blur={self.theta_grad_blur}: must be >= 0 (0 = off)")
         _choice("sampler", self.sampler, SAMPLERS)
         _choice("backbone", self.backbone, BACKBONES)
         _choice("aux_backbone", self.aux_backbone, AUX_BACKBONES)

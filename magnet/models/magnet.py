@@ -19,7 +19,7 @@ per layer with all of that slide's ROIs in one call.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +44,9 @@ class MagNetOutput:
     boxes_level0: list[Tensor] = field(default_factory=list)  # (B, N_l, 4) level-0 (x0, y0, x1, y1)
     patches: list[Tensor] = field(default_factory=list)  # (B, N_l, 3, S, S), S = view or final size
     support: list[Tensor] = field(default_factory=list)  # (B, N_{l-1} * K_heads) sparsemax support sizes
+    # layer -> (B,) head-MIL slide logit of that layer's heads (issue 6 lever, model.head_mil; see
+    # MagnifyingLayer); only layers whose heads are in use
+    head_logits: dict[int, Tensor] = field(default_factory=dict)
 
 
 def read_views(sources: Sequence[RegionSource], rois: Tensor, size: int, device: torch.device) -> Tensor:
@@ -57,17 +60,24 @@ def read_views(sources: Sequence[RegionSource], rois: Tensor, size: int, device:
 
 
 class MagNet(nn.Module):
-    """MagNet of ``config``: ``forward(sources, root_rois=None, generator=None) -> MagNetOutput``."""
+    """MagNet of ``config``: ``forward(sources, root_rois=None, generator=None, final_rois=None)``."""
 
     def __init__(self, config: MagNetConfig) -> None:
         super().__init__()
         self.config = config
+        # zoom="oracle" (issue 6 control): layers 1..L-1 are the "fixed" control; the last layer's patches
+        # come from the given final_rois (``_oracle_layer``), its module is kept so checkpoints match.
+        layer_config = replace(config, zoom="fixed") if config.zoom == "oracle" else config
         self.layers = nn.ModuleList(
-            MagnifyingLayer(children, config, index)
+            MagnifyingLayer(children, layer_config, index)
             for index, children in enumerate(config.patches_per_layer, start=1)
         )
         self.classifier = Classifier(
-            config.backbone, config.gru_hidden, config.classifier_size, pretrained=config.pretrained
+            config.backbone,
+            config.gru_hidden,
+            config.classifier_size,
+            pretrained=config.pretrained,
+            readout=config.readout,
         )
         self.aux_classifiers = nn.ModuleDict(
             {
@@ -91,8 +101,13 @@ class MagNet(nn.Module):
         sources: Sequence[RegionSource],
         root_rois: Tensor | None = None,
         generator: torch.Generator | None = None,
+        final_rois: Tensor | None = None,
     ) -> MagNetOutput:
-        """Classify the slides ``sources`` (B of them); ``root_rois`` ``(B, 3, 3)`` defaults to identity."""
+        """Classify the slides ``sources`` (B of them); ``root_rois`` ``(B, 3, 3)`` defaults to identity.
+
+        ``final_rois`` ``(B, N_L, 3, 3)``: the last layer's canvas ROIs under zoom="oracle" (required there,
+        refused otherwise; ``magnet.oracle.OracleZoom`` builds them, with the root's dihedral map).
+        """
         batch = len(sources)
         if batch == 0:
             raise ValueError("MagNet.forward needs at least one slide")
@@ -101,6 +116,7 @@ class MagNet(nn.Module):
             root_rois = torch.eye(3, dtype=torch.float64).expand(batch, 3, 3)
         if root_rois.shape != (batch, 3, 3):
             raise ValueError(f"root_rois must have shape ({batch}, 3, 3), got {tuple(root_rois.shape)}")
+        oracle = self._oracle_rois(final_rois, batch, device)
         parent_rois = root_rois.detach().to(device=device, dtype=torch.float64).unsqueeze(1)  # (B, 1, 3, 3)
         images = read_views(sources, parent_rois, self.config.view_size, device)
         reads = read_views(sources, parent_rois, self._read_size(1), device)
@@ -108,6 +124,9 @@ class MagNet(nn.Module):
         output = MagNetOutput(logit=torch.empty(0), running_logits=torch.empty(0))
         for layer in self.layers:
             assert isinstance(layer, MagnifyingLayer)
+            if oracle is not None and layer.layer_index == self.config.num_layers:
+                self._oracle_layer(output, sources, parent_rois, oracle)
+                break
             result = layer(images, reads, generator=generator)
             theta = (
                 result.theta.detach().to(torch.float64).view(batch, layer.num_parents, layer.num_children, 3)
@@ -120,9 +139,12 @@ class MagNet(nn.Module):
             )
             output.patches.append(result.patches)
             output.support.append(result.support)
+            if result.head_logits is not None:
+                output.head_logits[layer.layer_index] = result.head_logits
             if layer.layer_index < self.config.num_layers:
                 images = result.patches  # the child's I: its own sampled patch (differentiable path)
-                reads = read_views(sources, rois, self._read_size(layer.layer_index + 1), device)
+                if oracle is None or layer.layer_index + 1 < self.config.num_layers:  # oracle: reads its own
+                    reads = read_views(sources, rois, self._read_size(layer.layer_index + 1), device)
                 parent_rois = rois
 
         final = self.classifier(output.patches[-1])
@@ -132,3 +154,50 @@ class MagNet(nn.Module):
             aux = self.aux_classifiers[f"layer{layer_index}"]
             output.aux_logits[layer_index] = aux(output.patches[layer_index - 1])
         return output
+
+    def _oracle_rois(self, final_rois: Tensor | None, batch: int, device: torch.device) -> Tensor | None:
+        """``final_rois`` checked against zoom="oracle" and shape, float64 on ``device``; None otherwise."""
+        oracle = self.config.zoom == "oracle"
+        if oracle and final_rois is None:
+            raise ValueError(
+                "model.zoom='oracle' places the final patches by ground truth: pass final_rois "
+                "(B, N_L, 3, 3) canvas ROIs (magnet.oracle.OracleZoom.rois builds them)"
+            )
+        if final_rois is None:
+            return None
+        if not oracle:
+            raise ValueError(f"final_rois is only for model.zoom='oracle', not zoom={self.config.zoom!r}")
+        shape = (batch, self.config.patches_at(self.config.num_layers), 3, 3)
+        if tuple(final_rois.shape) != shape:
+            raise ValueError(f"final_rois must have shape {shape}, got {tuple(final_rois.shape)}")
+        return final_rois.detach().to(device=device, dtype=torch.float64)
+
+    def _oracle_layer(
+        self, output: MagNetOutput, sources: Sequence[RegionSource], parent_rois: Tensor, rois: Tensor
+    ) -> None:
+        """The last layer under zoom="oracle": its patches are reads of the slides at ``rois`` (issue 6).
+
+        Pixel budget: the classifier (and an auxiliary classifier of layer L) gets the same N_L patches of
+        final_size x final_size as in every other mode, and layers 1..L-1 read what "fixed" reads. Only the
+        last layer's read differs: instead of each parent's I' at final_read_size (N_{L-1} reads) that the
+        children are sampled from, each final patch is one direct read at final_size (N_L reads, antialiased
+        by the reader); for magnet3 that is 18 x 224^2 pixels instead of 6 x 448^2 = 24 x 224^2, so the oracle
+        never sees more pixels than learned zoom as long as P_L <= (final_read_size / final_size)^2.
+
+        The reported theta is each ROI relative to its nominal parent (child n * P_L + k of parent n, the
+        depth-first order), so ``compose(parent, theta)`` gives the ROI as in every other layer; t may lie
+        beyond +-1 (the oracle ignores the parents) and carries no gradient. No maps: an empty support.
+        """
+        batch, count = rois.shape[:2]
+        device = rois.device
+        parents = parent_rois.repeat_interleave(count // parent_rois.shape[1], dim=1)  # (B, N_L, 3, 3)
+        relative = torch.linalg.solve(parents, rois)  # A_parent^-1 A_roi = T(theta) (same dihedral map)
+        scale = relative[..., :2, :2].abs().sum(-1)[..., 0]
+        theta = torch.stack([scale, relative[..., 0, 2], relative[..., 1, 2]], dim=-1).float()
+        output.thetas.append(theta)
+        output.rois.append(rois)
+        output.boxes_level0.append(
+            torch.stack([roi_to_level0_box(r, s.slide_size) for r, s in zip(rois, sources, strict=True)])
+        )
+        output.patches.append(read_views(sources, rois, self.config.final_size, device))
+        output.support.append(torch.zeros(batch, 0, dtype=torch.long, device=device))

@@ -14,6 +14,12 @@ same ROI that patches are sampled from) and each child k:
 Frozen patch (paper §4.3, METHOD.md §2.7): at layer 2 the first child of each parent has theta = identity and
 no head; it is the parent's whole view at I' quality.
 
+Issue 6 levers ([choice], not the paper; config keys, off by default): ``sibling_layout="strips"`` confines
+each headed child's map to its own strip of the parent instead of offsetting its box (see
+:func:`strip_masks`); ``head_mil`` adds a slide logit per layer, the LSE pool of the heads' raw logit maps
+over heads and pixels, trained against the slide label; ``theta_grad_blur`` takes theta's gradient from a
+blurred I' (``magnet.layers.blur``).
+
 Zoom controls (issue 6, config key ``zoom`` [choice, not the paper]): "fixed" replaces steps 1-3 by the
 untrained heads' layout (a flat map plus the offsets), "random" by random boxes inside the parent; the
 frozen patch and step 4 stay as they are, so the controls read the same pixels per slide as learned zoom.
@@ -32,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from magnet.errors import ConfigError
+from magnet.layers.blur import gaussian_blur, low_pass_gradient
 from magnet.layers.heads import LocalisationHeads
 from magnet.layers.samplers import Sampler
 from magnet.layers.sparsemax import spatial_sparsemax
@@ -39,7 +46,11 @@ from magnet.layers.theta import theta_from_probability
 from magnet.models.config import MagNetConfig
 from magnet.slides.canvas import theta_matrix
 
-__all__ = ["MagnifyingLayer", "MagnifyingOutput", "sibling_offsets"]
+__all__ = ["MagnifyingLayer", "MagnifyingOutput", "sibling_offsets", "strip_masks"]
+
+# Logit given to pixels outside a head's strip: far below any trained logit, so sparsemax gives them 0, yet
+# finite, so the sparsemax sort and its cumulative sums stay free of inf - inf.
+_OUTSIDE_STRIP = -1e4
 
 
 @dataclass
@@ -48,6 +59,7 @@ class MagnifyingOutput:
     patches: Tensor  # (B, N_p * K, 3, S, S): the sampled patches
     prob: Tensor  # (B, N_p * K_heads, V, V): the heads' probability maps
     support: Tensor  # (B, N_p * K_heads): number of non-zero pixels of each map (sparsemax support size)
+    head_logits: Tensor | None = None  # (B,) head-MIL slide logit of this layer (config head_mil), or None
 
 
 def sibling_offsets(num_heads: int, offset: float, layer_index: int, has_frozen: bool) -> Tensor:
@@ -71,6 +83,26 @@ def sibling_offsets(num_heads: int, offset: float, layer_index: int, has_frozen:
     return (offset * on_square).float()
 
 
+def strip_masks(num_heads: int, layer_index: int, size: int, strips: bool) -> Tensor:
+    """Where each headed child of one parent may look: ``(num_heads, size, size)`` booleans [choice].
+
+    ``strips``: the parent's map is cut into ``num_heads`` strips of (nearly) equal width, side by side along
+    x at odd layers and along y at even ones (so a tree of layers alternates the cut); head k gets strip k.
+    Otherwise (or with one head) every head sees the whole map.
+    """
+    mask = torch.ones(num_heads, size, size, dtype=torch.bool)
+    if not strips or num_heads <= 1:
+        return mask
+    mask.zero_()
+    edges = [round(k * size / num_heads) for k in range(num_heads + 1)]
+    for k in range(num_heads):
+        if layer_index % 2 == 1:
+            mask[k, :, edges[k] : edges[k + 1]] = True
+        else:
+            mask[k, edges[k] : edges[k + 1], :] = True
+    return mask
+
+
 class MagnifyingLayer(nn.Module):
     """Magnifying layer ``layer_index`` (1-based) of a MagNet built from ``config``.
 
@@ -79,6 +111,7 @@ class MagnifyingLayer(nn.Module):
     """
 
     offsets: Tensor
+    strip_mask: Tensor
 
     def __init__(
         self, num_children: int, config: MagNetConfig, layer_index: int, num_parents: int | None = None
@@ -99,6 +132,8 @@ class MagnifyingLayer(nn.Module):
         self.spread = config.spread
         self.zoom = config.zoom  # "learned" | "fixed" | "random" (issue 6 controls, see _control_theta)
         self.random_min_scale = config.random_zoom_min_scale
+        self.theta_grad_blur = config.theta_grad_blur
+        self.mil_sharpness = config.head_mil_sharpness
         self.heads = LocalisationHeads(
             self.num_parents * self.num_heads_per_parent,
             in_channels=3,
@@ -108,29 +143,38 @@ class MagnifyingLayer(nn.Module):
             learn_temperature=config.learn_temperature,
         )
         self.sampler = Sampler(config.sampler)  # type: ignore[arg-type]
-        offsets = sibling_offsets(
-            self.num_heads_per_parent, config.sibling_offset, layer_index, self.num_frozen > 0
-        )
+        strips = config.sibling_layout == "strips"
+        if strips:  # the strips keep siblings apart; a box goes exactly where its head's map points
+            offsets = torch.zeros(self.num_heads_per_parent, 2)
+        else:
+            offsets = sibling_offsets(
+                self.num_heads_per_parent, config.sibling_offset, layer_index, self.num_frozen > 0
+            )
         self.register_buffer("offsets", offsets, persistent=False)  # (K_heads, 2)
+        masks = strip_masks(self.num_heads_per_parent, layer_index, config.view_size, strips)
+        self.register_buffer("strip_mask", masks, persistent=False)  # (K_heads, V, V)
+        self.head_mil = config.head_mil and config.zoom == "learned" and self.num_heads_per_parent > 0
+        # Head MIL: the slide logit is pool + bias; the bias lets the pool stay near the heads' small start.
+        self.mil_bias = nn.Parameter(torch.zeros(())) if self.head_mil else None
 
     def _control_theta(self, images: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
         """The controls' (prob, theta_heads) without evaluating the heads (issue 6, config key ``zoom``).
 
-        "fixed": theta of a flat map plus the sibling offsets, i.e. what heads with exactly flat logits give
+        "fixed": theta of a flat map (on each head's strip, if any) plus the sibling offsets, i.e. what heads
+        with exactly flat logits give
         (tiny-initialised heads at step 0, but independent of the image and of training). "random": s
         log-uniform in [random_zoom_min_scale, 1], t uniform in (-1, 1) * (1 - s), so the box lies inside its
         parent; drawn from ``generator`` (on its own device) or torch's global RNG, afresh each call. Neither
         carries a gradient. ``prob`` is the flat map in both (a placeholder of the learned mode's shape; its
-        support is the whole map).
+        support is the head's whole strip).
         """
-        batch, parents, _, height, width = images.shape
+        batch, parents = images.shape[:2]
         shape = (batch, parents, self.num_heads_per_parent)
-        flat = torch.full(
-            (batch, self.num_heads, height, width), 1.0 / (height * width), device=images.device
-        )
+        per_head = self._flat_maps().to(images.device)  # (K_heads, V, V)
+        flat = per_head.repeat(parents, 1, 1).unsqueeze(0).expand(batch, -1, -1, -1)
         if self.zoom == "fixed":
             theta = theta_from_probability(
-                flat[:1, :1].expand(1, self.num_heads_per_parent, height, width),
+                per_head.unsqueeze(0),
                 min_scale=self.min_scale,
                 spread=self.spread,  # type: ignore[arg-type]
                 offset=self.offsets,
@@ -143,12 +187,17 @@ class MagnifyingLayer(nn.Module):
         translation = (2 * draws[..., 1:] - 1) * (1 - scale)
         return flat, torch.cat([scale, translation], dim=-1)
 
+    def _flat_maps(self) -> Tensor:
+        """``(K_heads, V, V)``: each headed child's flat map, uniform on its strip (or the whole map)."""
+        mask = self.strip_mask.float()
+        return mask / mask.sum(dim=(-2, -1), keepdim=True)
+
     @property
     def num_heads(self) -> int:
         return self.num_parents * self.num_heads_per_parent
 
-    def head_logits(self, images: Tensor) -> Tensor:
-        """Logit maps ``(B, N_p * K_heads, V, V)`` of parent images ``(B, N_p, 3, V, V)``.
+    def score_maps(self, images: Tensor) -> Tensor:
+        """Raw maps ``(B, N_p * K_heads, V, V)`` (no temperature yet) of parents ``(B, N_p, 3, V, V)``.
 
         Head ``n * K_heads + k`` sees only parent n. ``LocalisationHeads.forward`` feeds one image to every
         head; here each group gets its own parent's image, through the same grouped blocks.
@@ -159,10 +208,35 @@ class MagnifyingLayer(nn.Module):
         per_head = images.unsqueeze(2).expand(-1, -1, self.num_heads_per_parent, -1, -1, -1)
         grouped = per_head.reshape(batch, self.num_heads * channels, height, width)
         assert self.heads.to_logits is not None
-        logits: Tensor = self.heads.to_logits(self.heads.blocks(grouped))
-        if self.heads.log_temperature is not None:
-            logits = logits * self.heads.log_temperature.exp().view(1, -1, 1, 1)
-        return logits
+        scores: Tensor = self.heads.to_logits(self.heads.blocks(grouped))
+        return scores
+
+    def head_logits(self, images: Tensor) -> Tensor:
+        """The maps that go into sparsemax: score maps times the temperature, -1e4 outside each strip."""
+        logits = self._temper(self.score_maps(images))
+        return self._mask_strips(logits)
+
+    def _temper(self, scores: Tensor) -> Tensor:
+        if self.heads.log_temperature is None:
+            return scores
+        return scores * self.heads.log_temperature.exp().view(1, -1, 1, 1)
+
+    def _mask_strips(self, maps: Tensor, fill: float = _OUTSIDE_STRIP) -> Tensor:
+        parents = maps.shape[1] // max(self.num_heads_per_parent, 1)
+        inside = self.strip_mask.repeat(parents, 1, 1)  # head n * K_heads + k gets strip k
+        return maps.masked_fill(~inside, fill)
+
+    def _mil_logit(self, scores: Tensor) -> Tensor:
+        """Head MIL slide logit ``(B,)``: (1/r) log mean exp(r z) over every head's strip pixels, plus a bias.
+
+        The log-sum-exp pool (Pinheiro & Collobert, "From image-level to pixel-level labeling with
+        convolutional networks", CVPR 2015) sits between max and mean; r = ``head_mil_sharpness``.
+        """
+        assert self.mil_bias is not None
+        r = self.mil_sharpness
+        inside = self._mask_strips(scores.float() * r, fill=float("-inf")).flatten(1)  # (B, heads * V * V)
+        count = float(self.strip_mask.sum()) * (scores.shape[1] // self.num_heads_per_parent)
+        return (torch.logsumexp(inside, dim=1) - math.log(count)) / r + self.mil_bias
 
     def forward(
         self, images: Tensor, reads: Tensor, generator: torch.Generator | None = None
@@ -174,8 +248,12 @@ class MagnifyingLayer(nn.Module):
                 f"layer {self.layer_index} expects {self.num_parents} parents per slide, got images "
                 f"{tuple(images.shape)} and reads {tuple(reads.shape)}"
             )
+        mil_logit = None
         if self.zoom == "learned":
-            logits = self.head_logits(images)  # (B, N_p * K_heads, V, V)
+            scores = self.score_maps(images)  # (B, N_p * K_heads, V, V)
+            logits = self._mask_strips(self._temper(scores))
+            if self.head_mil:
+                mil_logit = self._mil_logit(scores)
             # Float32 for the sparsemax threshold and the moments, whatever autocast does around it.
             prob = spatial_sparsemax(logits.float())
             theta_heads = theta_from_probability(
@@ -198,11 +276,26 @@ class MagnifyingLayer(nn.Module):
         affine = theta_matrix(theta.reshape(-1, 3))[:, :2, :]  # (B * N_p * K, 2, 3), eq. 4
         grid = F.affine_grid(affine, [affine.shape[0], 3, size, size], align_corners=False)
         # Every child samples its own parent's I' (child n * K + k <- parent n).
-        sources = reads.detach().unsqueeze(2).expand(-1, -1, self.num_children, -1, -1, -1).flatten(0, 2)
-        patches = self.sampler(sources, grid, generator=generator)
+        patches = self._sample(reads.detach(), grid, generator)
         patches = patches.view(batch, parents * self.num_children, 3, size, size)
         support = (prob > 0).flatten(-2).sum(-1)
-        return MagnifyingOutput(theta=theta, patches=patches, prob=prob, support=support)
+        return MagnifyingOutput(
+            theta=theta, patches=patches, prob=prob, support=support, head_logits=mil_logit
+        )
+
+    def _sample(self, reads: Tensor, grid: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Child n * K + k samples its parent n's I'; with ``theta_grad_blur``, the low-pass gradient."""
+
+        def per_child(images: Tensor) -> Tensor:
+            return images.unsqueeze(2).expand(-1, -1, self.num_children, -1, -1, -1).flatten(0, 2)
+
+        if self.theta_grad_blur <= 0 or not (torch.is_grad_enabled() and grid.requires_grad):
+            return self.sampler(per_child(reads), grid, generator=generator)
+        with torch.no_grad():
+            sharp = self.sampler(per_child(reads), grid, generator=generator)
+            blurred = gaussian_blur(reads.flatten(0, 1), self.theta_grad_blur).view_as(reads)
+        smooth = self.sampler(per_child(blurred), grid, generator=generator)
+        return low_pass_gradient(sharp, smooth)
 
     def extra_repr(self) -> str:
         return (

@@ -28,8 +28,8 @@ def parent_inputs(seed: int, batch: int = 2, parents: int = 2) -> tuple[torch.Te
 
 
 def test_zoom_key_is_validated() -> None:
-    with pytest.raises(ConfigError, match="zoom='oracle'"):
-        small_config(zoom="oracle")
+    with pytest.raises(ConfigError, match="zoom='lesion'"):
+        small_config(zoom="lesion")
     with pytest.raises(ConfigError, match="random_zoom_min_scale"):
         small_config(random_zoom_min_scale=0.01)  # below min_scale = 0.05
     with pytest.raises(ConfigError, match="random_zoom_min_scale"):

@@ -39,6 +39,8 @@ def test_run_folder_holds_config_checkpoints_metrics_and_tensorboard(run) -> Non
             assert cfg.model.min_scale <= float(row[f"mean_s_layer{layer}"]) <= 1.0
             assert 0 < float(row[f"support_layer{layer}"]) <= cfg.model.view_size**2
             assert float(row[f"head_grad_layer{layer}"]) > 0
+            assert 0 < float(row[f"tissue_share_layer{layer}"]) <= 1  # patches on tissue, not all black
+            assert math.isnan(float(row[f"lesion_share_layer{layer}"]))  # the manifest names no outlines
     # Cosine annealing per epoch from optim.lr.
     assert [float(r["lr"]) for r in rows] == pytest.approx(
         [cfg.optim.lr * 0.5 * (1 + math.cos(math.pi * e / 3)) for e in range(3)])

@@ -1,0 +1,240 @@
+"""Oracle zoom: final ROIs placed by ground truth (issue 6 control; ``model.zoom = "oracle"`` [choice, not
+the paper]).
+
+Issue 6 asks for controls of learned zoom in the same run and at the same pixel budget. The oracle is the
+upper bound, "is the *what* learnable when the *where* is given?" (METHOD.md §7): layers 1..L-1 run as the
+"fixed" control and the N_L final patches are placed here, from the slide's lesion outlines. Per slide:
+
+- N_L square ROIs of side ``oracle_side`` times the slide's longer side (default 1/8, the hit threshold of
+  ``magnet.localisation``). On the canvas (METHOD.md §1: ``u = (X - W0/2, Y - H0/2) / (L/2)``,
+  ``L = max(W0, H0)``) a box of side ``f * L`` has half-size exactly ``h = f``.
+- Positive slides (lesion polygons known): centres uniform over the lesion area [choice: a polygon drawn with
+  probability proportional to its bounding box, a point uniform in that box, kept when inside the polygon,
+  which is uniform over the summed lesion areas; so a slide with a macro-metastasis and a few ITCs puts most
+  patches on the macro, as a random pick of lesion pixels would].
+- Negative slides (no polygons): centres at random tissue points [choice, generic, not synth-specific]: a
+  low-resolution read of the whole slide (``tissue_grid`` pixels along the longer side) through the slide's
+  own ``RegionSource``, with the grey filter's test (paper §4.2, max - min >= 15 of 255) applied to it, so
+  glass, background and the canvas outside the slide are excluded whether or not the reader filters; a
+  point is a random tissue pixel plus a uniform offset inside it. A slide with no tissue pixel at all falls
+  back to points uniform over the slide. The map is cached per slide.
+- Augmentation: every read of a slide in a step shares the root's dihedral map D (``magnet.slides.canvas``),
+  so an oracle ROI is ``[[h D, c], [0, 0, 1]]``: the reader reads the axis-aligned box ``c +- h`` and
+  permutes the pixels by D, exactly like the other layers' reads of that slide.
+
+Random draws come from a ``torch.Generator``; without one, each slide gets its own generator seeded by a
+hash of its name, so evaluation places the same patches on a slide whatever the batch it falls in.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from matplotlib.path import Path
+
+from magnet.data.manifest import ManifestRow
+from magnet.errors import ConfigError
+from magnet.slides.canvas import RegionSource
+from magnet.slides.pixels import GREY_THRESHOLD
+
+__all__ = [
+    "OracleZoom", "TissueMap", "lesion_points", "oracle_rois", "tissue_map", "tissue_mask", "tissue_points",
+]
+
+# [choice] pixels along the slide's longer side of the tissue map: 128 gives cells of 1/128 of the slide,
+# 16 to a default oracle patch side, from one small read at the pyramid's coarse end.
+TISSUE_GRID = 128
+# Rejection sampling inside lesion polygons: rounds of 4 x count candidates before falling back.
+_MAX_ROUNDS = 64
+
+
+def _uniform(shape: tuple[int, ...], generator: torch.Generator) -> np.ndarray:
+    return torch.rand(shape, generator=generator, dtype=torch.float64).numpy()
+
+
+def lesion_points(polygons: Sequence[np.ndarray], count: int, generator: torch.Generator) -> np.ndarray:
+    """``count`` level-0 points ``(count, 2)`` uniform over the area of ``polygons`` (each ``(K >= 3, 2)``).
+
+    A polygon too thin to hit in ``_MAX_ROUNDS`` rounds leaves its vertex mean as the remaining points.
+    """
+    shapes = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in polygons]
+    if not shapes or count < 1:
+        return np.zeros((0, 2))
+    low = np.stack([p.min(axis=0) for p in shapes])
+    high = np.stack([p.max(axis=0) for p in shapes])
+    boxes = np.prod(high - low, axis=1)
+    weights = torch.from_numpy(boxes if boxes.sum() > 0 else np.ones(len(shapes)))
+    paths = [Path(p) for p in shapes]
+    found: list[np.ndarray] = []
+    have = 0
+    for _ in range(_MAX_ROUNDS):
+        draws = 4 * count
+        which = torch.multinomial(weights, draws, replacement=True, generator=generator).numpy()
+        candidates = low[which] + _uniform((draws, 2), generator) * (high[which] - low[which])
+        inside = np.zeros(draws, dtype=bool)
+        for k in np.unique(which):
+            chosen = which == k
+            inside[chosen] = paths[k].contains_points(candidates[chosen])
+        found.append(candidates[inside])
+        have += int(inside.sum())
+        if have >= count:
+            break
+    points = np.concatenate(found)[:count]
+    if len(points) < count:  # degenerate outlines: their centre stands in
+        fallback = shapes[int(np.argmax(boxes))].mean(axis=0)
+        points = np.concatenate([points, np.repeat(fallback[None], count - len(points), axis=0)])
+    return points
+
+
+class TissueMap:
+    """Tissue pixels of a slide's low-resolution map: canvas pixel indices and the map's geometry."""
+
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, grid: int, slide_size: tuple[int, int]) -> None:
+        self.rows, self.cols, self.grid, self.slide_size = rows, cols, grid, slide_size
+
+    @property
+    def empty(self) -> bool:
+        return len(self.rows) == 0
+
+
+def tissue_mask(images: torch.Tensor) -> torch.Tensor:
+    """Tissue pixels of images ``(..., 3, H, W)`` in [0, 1]: those the grey filter keeps (paper §4.2,
+    max - min >= 15 of 255; black, glass and off-slide pixels fail it), as a bool ``(..., H, W)``."""
+    values = images.detach().float()
+    spread = values.amax(dim=-3) - values.amin(dim=-3)
+    return spread >= (GREY_THRESHOLD - 0.5) / 255.0  # 0.5: the reader's uint8 rounding
+
+
+def tissue_map(source: RegionSource, grid: int = TISSUE_GRID) -> TissueMap:
+    """The tissue pixels of ``source`` on a ``grid x grid`` read of its whole canvas (root view)."""
+    with torch.no_grad():
+        view = source.read(torch.eye(3, dtype=torch.float64).unsqueeze(0), grid)[0]
+    rows, cols = np.nonzero(tissue_mask(view).cpu().numpy())
+    if grid <= np.iinfo(np.uint16).max:  # kept per slide for a whole run: small indices
+        rows, cols = rows.astype(np.uint16), cols.astype(np.uint16)
+    return TissueMap(rows, cols, grid, tuple(source.slide_size))  # type: ignore[arg-type]
+
+
+def tissue_points(tissue: TissueMap, count: int, generator: torch.Generator) -> np.ndarray:
+    """``count`` level-0 points ``(count, 2)``: random tissue pixels of ``tissue``, uniform inside each,
+    clipped to the slide; uniform over the slide when the map has no tissue."""
+    width, height = tissue.slide_size
+    if tissue.empty:
+        return _uniform((count, 2), generator) * np.array([width, height], dtype=np.float64)
+    pick = torch.randint(len(tissue.rows), (count,), generator=generator).numpy()
+    offset = _uniform((count, 2), generator)
+    cells = np.stack([tissue.cols[pick], tissue.rows[pick]], axis=1).astype(np.float64)
+    u = 2 * (cells + offset) / tissue.grid - 1
+    longer = max(width, height)
+    points = np.array([width / 2, height / 2]) + u * (longer / 2)
+    return np.clip(points, 0.0, np.array([width, height], dtype=np.float64))
+
+
+def oracle_rois(
+    points: np.ndarray, slide_size: tuple[int, int], side: float, dihedral: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Canvas ROIs ``(N, 3, 3)`` float64 of squares of side ``side`` x longer side centred at level-0
+    ``points`` ``(N, 2)``; linear part ``side * D``, ``dihedral`` the root's 2x2 map D (default identity)."""
+    width, height = slide_size
+    half_canvas = max(width, height) / 2
+    middle = torch.tensor([width / 2, height / 2], dtype=torch.float64)
+    centre = (torch.as_tensor(points, dtype=torch.float64).reshape(-1, 2) - middle) / half_canvas
+    lin = torch.eye(2, dtype=torch.float64) if dihedral is None else dihedral.to(torch.float64)
+    rois = torch.zeros(len(centre), 3, 3, dtype=torch.float64)
+    rois[:, :2, :2] = side * lin
+    rois[:, :2, 2] = centre
+    rois[:, 2, 2] = 1.0
+    return rois
+
+
+def _dihedral_of(root: torch.Tensor) -> torch.Tensor:
+    """The dihedral map D of a root ROI with linear part ``h0 * D`` (signed permutation times a scale)."""
+    lin = root[:2, :2].detach().cpu().to(torch.float64)
+    return lin / lin.abs().sum(-1)[0]
+
+
+def _slide_generator(name: str) -> torch.Generator:
+    return torch.Generator().manual_seed(zlib.crc32(name.encode("utf-8")))
+
+
+class OracleZoom:
+    """Builds the oracle's final ROIs for batches of slides (``MagNet.forward(..., final_rois=...)``).
+
+    ``outlines``: lesion polygons (level-0 px) by slide name, as ``magnet.localisation.manifest_outlines``
+    returns them; a slide absent or with no polygon is treated as negative (random tissue points). ``side``:
+    the patches' side as a fraction of the slide's longer side (``model.oracle_side``).
+    """
+
+    def __init__(
+        self, outlines: Mapping[str, Sequence[np.ndarray]], side: float, *, tissue_grid: int = TISSUE_GRID
+    ) -> None:
+        if not 0 < side <= 1:
+            raise ValueError(f"side must lie in (0, 1], got {side}")
+        self.outlines = outlines
+        self.side = float(side)
+        self.tissue_grid = tissue_grid
+        self._tissue: dict[str, TissueMap] = {}
+
+    @classmethod
+    def for_rows(
+        cls,
+        outlines: Mapping[str, Sequence[np.ndarray]] | None,
+        rows: Sequence[ManifestRow],
+        side: float,
+        where: str,
+    ) -> OracleZoom:
+        """The oracle of a run or evaluation over manifest ``rows``; a one-line ``ConfigError`` when the
+        manifest (``where``) names no outlines or a positive row has none."""
+        if outlines is None:
+            raise ConfigError(
+                f"{where}: model.zoom=oracle places the final patches on lesion outlines, but the manifest "
+                "names none (give it a 'lesions' column naming an outlines file, as magnet synth writes)"
+            )
+        missing = [r.slide for r in rows if r.label == 1 and not len(outlines.get(r.slide) or [])]
+        if missing:
+            raise ConfigError(
+                f"{where}: model.zoom=oracle needs the lesion outlines of every positive slide; "
+                f"{len(missing)} have none (first: {missing[0]})"
+            )
+        return cls(outlines, side)
+
+    def tissue(self, name: str, source: RegionSource) -> TissueMap:
+        """The cached tissue map of slide ``name``."""
+        if name not in self._tissue:
+            self._tissue[name] = tissue_map(source, self.tissue_grid)
+        return self._tissue[name]
+
+    def points(self, name: str, source: RegionSource, count: int, generator: torch.Generator) -> np.ndarray:
+        """``count`` level-0 centres for slide ``name``: on its lesions when it has any, else on tissue."""
+        polygons = self.outlines.get(name) or []
+        if len(polygons):
+            return lesion_points(polygons, count, generator)
+        return tissue_points(self.tissue(name, source), count, generator)
+
+    def rois(
+        self,
+        slides: Sequence[str],
+        sources: Sequence[RegionSource],
+        count: int,
+        root_rois: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Final ROIs ``(B, count, 3, 3)`` float64 (CPU) for slides ``slides`` read through ``sources``.
+
+        ``root_rois`` ``(B, 3, 3)``: the step's root ROIs, whose dihedral maps the ROIs take (default: none).
+        ``generator``: the draws of the whole batch; None seeds one per slide from its name.
+        """
+        if len(slides) != len(sources):
+            raise ValueError(f"{len(slides)} slide names but {len(sources)} sources")
+        if root_rois is not None and tuple(root_rois.shape) != (len(slides), 3, 3):
+            raise ValueError(f"root_rois must have shape ({len(slides)}, 3, 3), got {tuple(root_rois.shape)}")
+        out = []
+        for b, (name, source) in enumerate(zip(slides, sources, strict=True)):
+            g = generator if generator is not None else _slide_generator(name)
+            centres = self.points(name, source, count, g)
+            dihedral = None if root_rois is None else _dihedral_of(root_rois[b])
+            out.append(oracle_rois(centres, tuple(source.slide_size), self.side, dihedral))  # type: ignore[arg-type]
+        return torch.stack(out)
