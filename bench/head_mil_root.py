@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from magnet.data.manifest import read_manifest
-from magnet.layers.blur import gaussian_blur
 from magnet.localisation import lesion_mask
 from magnet.metrics import table1
 from magnet.models import MagnifyingLayer, model_config
@@ -40,7 +39,7 @@ def main() -> None:
     parser.add_argument("--sharpness", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init-std", type=float, default=1e-3)
-    parser.add_argument("--highpass", type=float, default=0.0, help="subtract a blur of this sigma (px)")
+    parser.add_argument("--highpass", type=float, default=0.0, help="model.head_highpass (0 = off)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
@@ -58,15 +57,13 @@ def main() -> None:
             np.zeros((56, 56), bool), 0.0)
         grown = torch.from_numpy(mask).float()[None, None]
         masks.append(torch.nn.functional.max_pool2d(grown, 3, 1, 1)[0, 0] > 0)
-    if args.highpass > 0:  # local contrast: each pixel minus its neighbourhood (stain-invariant-ish)
-        views = 0.5 + views - gaussian_blur(views, args.highpass)
     print(f"read {len(rows)} root views in {time.perf_counter() - t0:.1f} s")
     labels = torch.tensor([float(r.label) for r in rows])
     train = [i for i, r in enumerate(rows) if r.split in ("train", "validation")]
     test = [i for i, r in enumerate(rows) if r.split == "test"]
 
     config = model_config("tiny", sibling_layout="strips", head_mil=True, head_mil_sharpness=args.sharpness,
-                          head_init_std=args.init_std)
+                          head_init_std=args.init_std, head_highpass=args.highpass)
     layer = MagnifyingLayer(config.patches_per_layer[0], config, 1)
     params = [p for n, p in layer.named_parameters() if n.startswith("heads.") or n == "mil_bias"]
     optimizer = torch.optim.Adam(params, lr=args.lr)

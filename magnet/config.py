@@ -69,9 +69,19 @@ def load_config(cls: type[T], path: str | os.PathLike[str] | None, overrides: Se
         source = str(path)
         data = _read_yaml_mapping(Path(path))
     cfg = config_from_dict(cls, data, source=source)
+    if not overrides:
+        return cfg
+    # All overrides at once first: keys checked together (e.g. model.min_scale and model.max_scale) may
+    # pass only as a set. If that fails, one at a time, so the error names the --set item that broke it.
+    merged = config_to_dict(cfg)
     for item in overrides:
-        cfg = apply_override(cfg, item)
-    return cfg
+        merged = _override_dict(merged, item)
+    try:
+        return config_from_dict(cls, merged, source="--set " + " ".join(overrides))
+    except ConfigError:
+        for item in overrides:
+            cfg = apply_override(cfg, item)
+        return cfg
 
 
 def config_from_dict(cls: type[T], data: Mapping[str, Any], *, source: str = "<dict>") -> T:
@@ -84,6 +94,12 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any], *, source: str = "<d
 
 def apply_override(cfg: T, item: str) -> T:
     """Return a copy of ``cfg`` with one ``key.sub=value`` override applied (value parsed as YAML)."""
+    data = _override_dict(config_to_dict(cfg), item)
+    return typing.cast(T, config_from_dict(type(cfg), data, source=f"--set {item}"))
+
+
+def _override_dict(data: dict[str, Any], item: str) -> dict[str, Any]:
+    """``data`` (a plain nested dict, changed in place and returned) with one ``key.sub=value`` set."""
     source = f"--set {item}"
     key, sep, text = item.partition("=")
     key = key.strip()
@@ -93,7 +109,6 @@ def apply_override(cfg: T, item: str) -> T:
         value = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: value is not valid YAML ({_yaml_reason(exc)})") from None
-    data = config_to_dict(cfg)
     parts = key.split(".")
     node: dict[str, Any] = data
     for depth, part in enumerate(parts[:-1]):
@@ -111,7 +126,7 @@ def apply_override(cfg: T, item: str) -> T:
         node[last] = _deep_merge(node[last], value)
     else:
         node[last] = value
-    return typing.cast(T, config_from_dict(type(cfg), data, source=source))
+    return data
 
 
 def _read_yaml_mapping(path: Path) -> dict[str, Any]:

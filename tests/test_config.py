@@ -215,3 +215,15 @@ def test_missing_required_key() -> None:
 def test_not_a_dataclass_is_a_bug() -> None:
     with pytest.raises(TypeError):
         load_config(dict, None)  # type: ignore[type-var]
+
+
+def test_overrides_checked_together_pass_as_a_set() -> None:
+    from magnet.recipe import TrainConfig
+
+    # Each alone breaks model.min_scale <= random_zoom_min_scale <= max_scale; together they are valid.
+    items = ["model.max_scale=0.5", "model.min_scale=0.5", "model.random_zoom_min_scale=0.5"]
+    cfg = load_config(TrainConfig, None, items)
+    assert (cfg.model.min_scale, cfg.model.max_scale, cfg.model.random_zoom_min_scale) == (0.5, 0.5, 0.5)
+    # An invalid set still fails, one line.
+    with pytest.raises(ConfigError, match=r"random_zoom_min_scale=0.25: must lie in \[min_scale=0.5"):
+        load_config(TrainConfig, None, ["model.min_scale=0.5"])

@@ -70,7 +70,7 @@ class MagNetConfig:
     # [choice] where the boxes come from (issue 6: controls at the same pixel budget, same patch counts and
     # sizes, so only the choice of boxes differs). "learned": the heads (the paper). "fixed": the untrained
     # heads' layout, theta from a flat map plus the sibling offsets, independent of image and training.
-    # "random": s log-uniform in [random_zoom_min_scale, 1], t uniform with the box inside its parent,
+    # "random": s log-uniform in [random_zoom_min_scale, max_scale], t uniform with the box inside its parent,
     # drawn afresh each forward. In "fixed"/"random" the heads are not evaluated and get no gradient.
     zoom: str = "learned"
     # [choice] lower end of the random control's zoom per layer. Log-uniform in [0.25, 1] has geometric
@@ -95,6 +95,12 @@ class MagNetConfig:
     # used only for the gradient with respect to theta; the forward value stays the sharp sample. The
     # sampler's gradient otherwise follows cell-scale texture, not the lesion-scale signal. 0 = off.
     theta_grad_blur: float = 0.0
+    # [choice, issue 6 lever] the heads see local contrast, I - blur(I) + 0.5 with this sigma (in I pixels),
+    # instead of I: a lesion differs from the tissue around it, while whole slides differ in stain (the
+    # virtual slides' stain varies per slide, as real ones do), which the absolute colour mixes in. On
+    # cached root views this was the difference between heads that learn nothing from the label and heads
+    # that find macro-metastases (bench/head_mil_root.py). 0 = off (the paper: the heads see I).
+    head_highpass: float = 0.0
     # [choice] channels per branch of the Inception-style head blocks (METHOD.md §2.1: 8-16).
     head_branch_channels: int = 8
     # Paper §3.1: three stacked multi-kernel convolutional layers per patch.
@@ -192,10 +198,10 @@ class MagNetConfig:
         _choice("zoom", self.zoom, ZOOMS)
         if not 0 < self.oracle_side <= 1:
             raise ConfigError(f"oracle_side={self.oracle_side}: must lie in (0, 1] (a fraction of the slide)")
-        if not self.min_scale <= self.random_zoom_min_scale <= 1:
+        if not self.min_scale <= self.random_zoom_min_scale <= self.max_scale:
             raise ConfigError(
                 f"random_zoom_min_scale={self.random_zoom_min_scale}: "
-                f"must lie in [min_scale={self.min_scale}, 1]"
+                f"must lie in [min_scale={self.min_scale}, max_scale={self.max_scale}]"
             )
         _choice("sibling_layout", self.sibling_layout, SIBLING_LAYOUTS)
         _choice("readout", self.readout, READOUTS)
@@ -206,6 +212,8 @@ class MagNetConfig:
             )
         if not self.head_mil_sharpness > 0:
             raise ConfigError(f"head_mil_sharpness={self.head_mil_sharpness}: must be > 0")
+        if self.head_highpass < 0:
+            raise ConfigError(f"head_highpass={self.head_highpass}: must be >= 0 (0 = off)")
         if self.theta_grad_blur < 0:
             raise ConfigError(f"theta_grad_blur={self.theta_grad_blur}: must be >= 0 (0 = off)")
         _choice("sampler", self.sampler, SAMPLERS)

@@ -18,7 +18,7 @@ Issue 6 levers ([choice], not the paper; config keys, off by default): ``sibling
 each headed child's map to its own strip of the parent instead of offsetting its box (see
 :func:`strip_masks`); ``head_mil`` adds a slide logit per layer, the LSE pool of the heads' raw logit maps
 over heads and pixels, trained against the slide label; ``theta_grad_blur`` takes theta's gradient from a
-blurred I' (``magnet.layers.blur``).
+blurred I' (``magnet.layers.blur``); ``head_highpass`` shows the heads local contrast, I - blur(I) + 0.5.
 
 Zoom controls (issue 6, config key ``zoom`` [choice, not the paper]): "fixed" replaces steps 1-3 by the
 untrained heads' layout (a flat map plus the offsets), "random" by random boxes inside the parent; the
@@ -133,6 +133,7 @@ class MagnifyingLayer(nn.Module):
         self.zoom = config.zoom  # "learned" | "fixed" | "random" (issue 6 controls, see _control_theta)
         self.random_min_scale = config.random_zoom_min_scale
         self.theta_grad_blur = config.theta_grad_blur
+        self.head_highpass = config.head_highpass
         self.mil_sharpness = config.head_mil_sharpness
         self.heads = LocalisationHeads(
             self.num_parents * self.num_heads_per_parent,
@@ -161,10 +162,10 @@ class MagnifyingLayer(nn.Module):
         """The controls' (prob, theta_heads) without evaluating the heads (issue 6, config key ``zoom``).
 
         "fixed": theta of a flat map (on each head's strip, if any) plus the sibling offsets, i.e. what heads
-        with exactly flat logits give
-        (tiny-initialised heads at step 0, but independent of the image and of training). "random": s
-        log-uniform in [random_zoom_min_scale, 1], t uniform in (-1, 1) * (1 - s), so the box lies inside its
-        parent; drawn from ``generator`` (on its own device) or torch's global RNG, afresh each call. Neither
+        with exactly flat logits give (tiny-initialised heads at step 0, but independent of the image and of
+        training). "random": s log-uniform in [random_zoom_min_scale, max_scale], t uniform in
+        (-1, 1) * (1 - s), so the box lies inside its parent; drawn from ``generator`` (on its own device)
+        or torch's global RNG, afresh each call. Neither
         carries a gradient. ``prob`` is the flat map in both (a placeholder of the learned mode's shape; its
         support is the head's whole strip).
         """
@@ -183,7 +184,9 @@ class MagnifyingLayer(nn.Module):
             return flat, theta.view(1, 1, self.num_heads_per_parent, 3).expand(*shape, 3).contiguous()
         device = generator.device if generator is not None else images.device
         draws = torch.rand((*shape, 3), generator=generator, device=device).to(images.device)
-        scale = torch.exp(draws[..., :1] * math.log(self.random_min_scale))  # log-uniform in (min, 1]
+        # log-uniform in (min, max]: exp(log max + u (log min - log max)), u in [0, 1)
+        low, high = math.log(self.random_min_scale), math.log(self.max_scale)
+        scale = torch.exp(high + draws[..., :1] * (low - high))
         translation = (2 * draws[..., 1:] - 1) * (1 - scale)
         return flat, torch.cat([scale, translation], dim=-1)
 
@@ -205,6 +208,9 @@ class MagnifyingLayer(nn.Module):
         batch, parents, channels, height, width = images.shape
         if self.num_heads == 0:
             return images.new_zeros(batch, 0, height, width)
+        if self.head_highpass > 0:  # local contrast (config head_highpass)
+            flat = images.flatten(0, 1)
+            images = (0.5 + flat - gaussian_blur(flat, self.head_highpass)).view_as(images)
         per_head = images.unsqueeze(2).expand(-1, -1, self.num_heads_per_parent, -1, -1, -1)
         grouped = per_head.reshape(batch, self.num_heads * channels, height, width)
         assert self.heads.to_logits is not None

@@ -205,3 +205,36 @@ def test_theta_grad_blur_changes_only_the_gradient() -> None:
     assert not torch.allclose(ga, gb, rtol=1e-3)  # a different gradient path
     with torch.no_grad():  # no gradient wanted: one plain sample, same values
         assert torch.allclose(blurred(images, reads).patches, a.patches, atol=1e-6)
+
+
+def test_head_highpass_shows_the_heads_local_contrast_only() -> None:
+    torch.manual_seed(0)
+    base = dict(patches_per_layer=(2, 2, 2), head_init_std=0.2)
+    plain = MagnifyingLayer(2, small_config(**base), 1).eval()
+    contrast = MagnifyingLayer(2, small_config(**base, head_highpass=2.0), 1).eval()
+    contrast.load_state_dict(plain.state_dict())
+    images, reads = parent_inputs(seed=2, parents=1)
+    with torch.no_grad():
+        # The heads of the high-pass layer see exactly 0.5 + I - blur(I).
+        expected = plain.score_maps((0.5 + images[:, 0] - gaussian_blur(images[:, 0], 2.0))[:, None])
+        assert torch.allclose(contrast.score_maps(images), expected, atol=1e-6)
+        assert not torch.allclose(contrast.score_maps(images), plain.score_maps(images))
+        # An overall colour shift (stain) leaves I - blur(I) unchanged away from the borders (3 sigma = 6 px).
+        flat = images[:, 0]
+        shifted = flat + 0.05
+        shift = (shifted - gaussian_blur(shifted, 2.0)) - (flat - gaussian_blur(flat, 2.0))
+        assert float(shift[..., 6:-6, 6:-6].abs().max()) < 1e-5
+    with pytest.raises(ConfigError, match="head_highpass"):
+        small_config(head_highpass=-1.0)
+
+
+def test_random_control_draws_scales_up_to_max_scale() -> None:
+    config = small_config(
+        patches_per_layer=(2, 2, 2), zoom="random", max_scale=0.5, random_zoom_min_scale=0.5
+    )
+    layer = MagnifyingLayer(2, config, 1).eval()
+    images, reads = parent_inputs(seed=0, batch=6, parents=1)
+    out = layer(images, reads, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out.theta[..., 0], torch.full((6, 2), 0.5))  # min = max: every box at half side
+    with pytest.raises(ConfigError, match="random_zoom_min_scale"):
+        small_config(max_scale=0.4, random_zoom_min_scale=0.5)
