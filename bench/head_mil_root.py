@@ -2,9 +2,10 @@
 
 Reads every slide's 56 x 56 root view once, then trains only the first magnifying layer's localisation
 heads (``sibling_layout=strips``, ``head_mil``; no sampler, no classifier) with the head-MIL loss for many
-cheap steps, with the 8 dihedral maps as augmentation. Reports, on the test split, the AUROC of the heads'
-slide logit per class and where the heads point: the share of positive slides whose best head's peak
-(the argmax of its score map) lies on a lesion pixel of the 56 x 56 canvas grid (dilated by one pixel).
+cheap steps, with the 8 dihedral maps as augmentation: the head warm-up of ``magnet.warmup``. Reports, on
+the test split, the AUROC of the heads' slide logit per class and where the heads point: the share of
+positive slides whose best head's peak (the argmax of its score map) lies on a lesion pixel of the 56 x 56
+canvas grid (dilated by one pixel).
 
     .venv/bin/python bench/head_mil_root.py --data /tmp/exp/mil1/data --steps 1500
 """
@@ -23,11 +24,7 @@ from magnet.metrics import table1
 from magnet.models import MagnifyingLayer, model_config
 from magnet.slide_pool import SlidePool
 from magnet.synth.dataset import read_lesions
-
-
-def dihedral(images: torch.Tensor, index: int) -> torch.Tensor:
-    out = images.rot90(index % 4, dims=(-2, -1))
-    return out.flip(-1) if index >= 4 else out
+from magnet.warmup import read_root_views, warm_up_heads
 
 
 def main() -> None:
@@ -48,8 +45,7 @@ def main() -> None:
     outlines = read_lesions(f"{args.data}/lesions.json")
     pool = SlidePool(threads=2)
     t0 = time.perf_counter()
-    eye = torch.eye(3, dtype=torch.float64)[None]
-    views = torch.stack([pool.get(r.slide).read(eye, 56)[0] for r in rows]).float()
+    views = read_root_views([pool.get(r.slide) for r in rows], 56)
     masks = []
     for r in rows:
         size = pool.get(r.slide).slide_size
@@ -65,26 +61,16 @@ def main() -> None:
     config = model_config("tiny", sibling_layout="strips", head_mil=True, head_mil_sharpness=args.sharpness,
                           head_init_std=args.init_std, head_highpass=args.highpass)
     layer = MagnifyingLayer(config.patches_per_layer[0], config, 1)
-    params = [p for n, p in layer.named_parameters() if n.startswith("heads.") or n == "mil_bias"]
-    optimizer = torch.optim.Adam(params, lr=args.lr)
-    g = torch.Generator().manual_seed(args.seed)
     t0 = time.perf_counter()
-    for step in range(args.steps):
-        pick = torch.tensor(train)[torch.randint(len(train), (args.batch,), generator=g)]
-        images = dihedral(views[pick], int(torch.randint(8, (1,), generator=g)))
-        scores = layer.score_maps(images[:, None])
-        logit = layer._mil_logit(scores)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, labels[pick])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if (step + 1) % 250 == 0:
-            print(f"step {step + 1}: loss {loss.item():.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    losses = warm_up_heads(layer, views[train], labels[train], steps=args.steps, batch_size=args.batch,
+                           lr=args.lr, generator=torch.Generator().manual_seed(args.seed))
+    for step in range(250, len(losses) + 1, 250):
+        print(f"step {step}: mean loss of the last 50 {np.mean(losses[step - 50:step]):.3f}")
 
     layer.eval()
     with torch.no_grad():
         scores = layer.score_maps(views[test][:, None])
-        logits = layer._mil_logit(scores)
+        logits = layer.mil_logit(scores)
         masked = layer._mask_strips(scores, fill=float("-inf"))
         peak = masked.flatten(1).argmax(dim=1) % (56 * 56)
     on_lesion = {c: [] for c in ("macro", "micro", "itc")}

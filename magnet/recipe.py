@@ -36,6 +36,10 @@ class OptimConfig:
     grad_accum: int = 1  # batches per optimiser step
     grad_clip: float = 0.0  # [choice] max gradient norm; 0 = off
     warmup_epochs: int = 0  # [choice] linear warm-up before cosine annealing
+    # [choice, issue 6 lever] steps of head warm-up before epoch 1: the first layer's heads alone, on cached
+    # root views, with the head-MIL loss (magnet.warmup; needs model.head_mil). 0 = off.
+    head_warmup_steps: int = 0
+    head_warmup_batch: int = 16  # slides per warm-up step (root views are 56 x 56: cheap)
 
 
 @dataclass

@@ -46,10 +46,12 @@ from magnet.localisation import LesionAreas, manifest_outlines
 from magnet.losses import magnet_loss
 from magnet.metrics import auroc
 from magnet.models.magnet import MagNet
+from magnet.models.magnifying import MagnifyingLayer
 from magnet.oracle import OracleZoom, tissue_mask
 from magnet.recipe import TrainConfig
 from magnet.slide_pool import SlidePool
 from magnet.slides.canvas import NUM_DIHEDRAL, dihedral_matrix
+from magnet.warmup import read_root_views, warm_up_heads
 
 METRIC_FIELDS = (
     "epoch", "lr", "train_loss", "train_final", "train_aux", "train_paradoxical", "train_head_mil",
@@ -209,6 +211,8 @@ class Trainer:
                               f"precision={cfg.precision}: {exc} (set e.g. --set accelerator=cpu)") from None
         self.fabric.launch()
         self.fabric.seed_everything(cfg.seed, verbose=False)
+        self.pool = SlidePool(grey_filter=cfg.data.grey_filter, threads=cfg.data.reader_threads,
+                              max_open=cfg.data.max_open_slides)
         model = MagNet(cfg.model)
         optimizer = torch.optim.Adam(_param_groups(model, cfg), weight_decay=cfg.optim.weight_decay)
         self.epoch, self.best_score, self.history = 0, -math.inf, []
@@ -229,9 +233,32 @@ class Trainer:
             self.history = list(payload["history"])
         elif resume:
             raise MagnetError(f"{last}: nothing to resume (no last checkpoint in {self.run_dir})")
+        else:
+            self.warmup_losses = self._warm_up_heads(model)
         self.model, self.optimizer = self.fabric.setup(model, optimizer)
-        self.pool = SlidePool(grey_filter=cfg.data.grey_filter, threads=cfg.data.reader_threads,
-                              max_open=cfg.data.max_open_slides)
+
+    def _warm_up_heads(self, model: MagNet) -> list[float]:
+        """Head warm-up on cached root views before epoch 1 (``optim.head_warmup_steps``; magnet.warmup).
+
+        Runs before Fabric's setup, on the CPU (56 x 56 views: cheap); under DDP every rank computes the
+        same steps from the same seed and setup broadcasts rank 0's weights anyway.
+        """
+        optim = self.cfg.optim
+        if optim.head_warmup_steps <= 0:
+            return []
+        rows = self.train_rows
+        views = read_root_views([self.pool.get(r.slide) for r in rows], self.cfg.model.view_size)
+        labels = torch.tensor([r.label for r in rows])
+        layer = model.layers[0]
+        assert isinstance(layer, MagnifyingLayer)
+        losses = warm_up_heads(layer, views, labels, steps=optim.head_warmup_steps,
+                               batch_size=optim.head_warmup_batch, lr=optim.head_lr or optim.lr,
+                               generator=_epoch_generator(self.cfg.seed, -1))
+        if self.show_progress and self.fabric.is_global_zero:
+            tail = sum(losses[-50:]) / len(losses[-50:])
+            print(f"magnet: head warm-up, {len(losses)} steps on {len(rows)} root views: "
+                  f"loss {losses[0]:.3f} -> {tail:.3f} (mean of the last 50)")
+        return losses
 
     def _read_manifest(self) -> list[ManifestRow]:
         if not self.cfg.data.manifest:

@@ -91,6 +91,11 @@ class MagNetConfig:
     # [choice] r of the LSE pool (1/r) log mean exp(r z) (Pinheiro & Collobert, CVPR 2015): large r is a max
     # (one pixel gets the gradient), small r a mean (a lesion of a few pixels is drowned).
     head_mil_sharpness: float = 5.0
+    # Whether the losses reach the heads through theta and the sampler (the paper: that is how heads learn).
+    # [choice, issue 6 lever] false: theta is detached and the heads learn from head_mil alone. Measured in
+    # issue 6: the sampler's gradient at these zooms follows texture, its norm is 10^4-10^5 times the MIL's,
+    # and Adam turns it into full steps that undo what the MIL term teaches.
+    theta_grad: bool = True
     # [choice, issue 6 lever] low-pass gradient path for theta: sigma (in I' pixels) of a Gaussian blur of I'
     # used only for the gradient with respect to theta; the forward value stays the sharp sample. The
     # sampler's gradient otherwise follows cell-scale texture, not the lesion-scale signal. 0 = off.

@@ -17,8 +17,9 @@ no head; it is the parent's whole view at I' quality.
 Issue 6 levers ([choice], not the paper; config keys, off by default): ``sibling_layout="strips"`` confines
 each headed child's map to its own strip of the parent instead of offsetting its box (see
 :func:`strip_masks`); ``head_mil`` adds a slide logit per layer, the LSE pool of the heads' raw logit maps
-over heads and pixels, trained against the slide label; ``theta_grad_blur`` takes theta's gradient from a
-blurred I' (``magnet.layers.blur``); ``head_highpass`` shows the heads local contrast, I - blur(I) + 0.5.
+over heads and pixels, trained against the slide label; ``head_highpass`` shows the heads local contrast,
+I - blur(I) + 0.5; ``theta_grad_blur`` takes theta's gradient from a blurred I' (``magnet.layers.blur``)
+and ``theta_grad=false`` cuts that gradient, leaving the heads to ``head_mil``.
 
 Zoom controls (issue 6, config key ``zoom`` [choice, not the paper]): "fixed" replaces steps 1-3 by the
 untrained heads' layout (a flat map plus the offsets), "random" by random boxes inside the parent; the
@@ -133,6 +134,7 @@ class MagnifyingLayer(nn.Module):
         self.zoom = config.zoom  # "learned" | "fixed" | "random" (issue 6 controls, see _control_theta)
         self.random_min_scale = config.random_zoom_min_scale
         self.theta_grad_blur = config.theta_grad_blur
+        self.theta_grad = config.theta_grad
         self.head_highpass = config.head_highpass
         self.mil_sharpness = config.head_mil_sharpness
         self.heads = LocalisationHeads(
@@ -232,7 +234,7 @@ class MagnifyingLayer(nn.Module):
         inside = self.strip_mask.repeat(parents, 1, 1)  # head n * K_heads + k gets strip k
         return maps.masked_fill(~inside, fill)
 
-    def _mil_logit(self, scores: Tensor) -> Tensor:
+    def mil_logit(self, scores: Tensor) -> Tensor:
         """Head MIL slide logit ``(B,)``: (1/r) log mean exp(r z) over every head's strip pixels, plus a bias.
 
         The log-sum-exp pool (Pinheiro & Collobert, "From image-level to pixel-level labeling with
@@ -259,7 +261,7 @@ class MagnifyingLayer(nn.Module):
             scores = self.score_maps(images)  # (B, N_p * K_heads, V, V)
             logits = self._mask_strips(self._temper(scores))
             if self.head_mil:
-                mil_logit = self._mil_logit(scores)
+                mil_logit = self.mil_logit(scores)
             # Float32 for the sparsemax threshold and the moments, whatever autocast does around it.
             prob = spatial_sparsemax(logits.float())
             theta_heads = theta_from_probability(
@@ -269,6 +271,8 @@ class MagnifyingLayer(nn.Module):
                 offset=self.offsets,
                 max_scale=self.max_scale,
             )  # (B, N_p, K_heads, 3)
+            if not self.theta_grad:  # config theta_grad=false: heads learn from head_mil only
+                theta_heads = theta_heads.detach()
         else:
             prob, theta_heads = self._control_theta(images, generator)
         if self.num_frozen:

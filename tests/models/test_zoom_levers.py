@@ -238,3 +238,16 @@ def test_random_control_draws_scales_up_to_max_scale() -> None:
     assert torch.allclose(out.theta[..., 0], torch.full((6, 2), 0.5))  # min = max: every box at half side
     with pytest.raises(ConfigError, match="random_zoom_min_scale"):
         small_config(max_scale=0.4, random_zoom_min_scale=0.5)
+
+
+def test_theta_grad_false_leaves_the_heads_to_head_mil() -> None:
+    torch.manual_seed(0)
+    config = small_config(patches_per_layer=(2, 2, 2), sibling_layout="strips", head_mil=True,
+                          theta_grad=False)
+    layer = MagnifyingLayer(2, config, 1)
+    images, reads = parent_inputs(seed=4, parents=1)
+    out = layer(images, reads)
+    assert not out.theta.requires_grad and not out.patches.requires_grad
+    assert out.head_logits is not None
+    out.head_logits.sum().backward()  # the MIL term still reaches the heads
+    assert float(layer.heads.to_logits.weight.grad.abs().sum()) > 0

@@ -1,0 +1,123 @@
+"""Issue 6's table: learned zoom vs its controls, trained on one virtual data set, scored on another.
+
+For every zoom mode (learned, fixed, random, oracle) and seed: ``magnet train`` with the demo recipe plus
+the given overrides on ``--data`` (its train and validation splits), then ``magnet evaluate`` of the best
+checkpoint on every row of ``--test`` (a separate virtual test set, large enough for per-class AUROCs).
+The mean-RGB baseline is fitted on the same training split. Prints a Markdown table: AUROC per Table-1
+column (one seed: with its 95 % bootstrap interval; several: mean +- standard error over seeds), hit rate
+per class, mean final patch side, output pixels read per slide, training minutes. Runs that finished are
+reused (delete ``--out`` to start over).
+
+    .venv/bin/python bench/zoom_table.py --data /tmp/d/manifest.csv --test /tmp/t/manifest.csv \
+        --out /tmp/zoom-table --seeds 1 2 --epochs 10 --set model.head_mil=true ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from magnet.baselines.mean_rgb import run_mean_rgb
+from magnet.config import load_config
+from magnet.data.manifest import read_manifest
+from magnet.evaluate import evaluate
+from magnet.metrics import table1
+from magnet.models.config import MagNetConfig
+from magnet.recipe import TrainConfig
+from magnet.train import train
+
+COLUMNS = ("macro", "micro", "itc", "macro_micro", "all")
+
+
+def pixels_per_slide(model: MagNetConfig) -> int:
+    """Output pixels the model reads per slide: the root's I and I', then each parent's I' per layer.
+
+    Oracle: the last layer reads its final patches directly (N_L x final_size^2) instead of the parents' I'.
+    """
+    total = model.view_size**2 + model.read_size**2
+    for layer in range(1, model.num_layers):
+        size = model.final_read_size if layer + 1 == model.num_layers else model.read_size
+        if model.zoom == "oracle" and layer + 1 == model.num_layers:
+            total += model.patches_at(model.num_layers) * model.final_size**2
+        else:
+            total += model.patches_at(layer) * size**2
+    return total
+
+
+def run(mode: str, seed: int, args: argparse.Namespace) -> dict:  # type: ignore[type-arg]
+    folder = Path(args.out) / f"{mode}-seed{seed}"
+    done = folder / "eval" / "summary.json"
+    if done.exists():
+        return json.loads(done.read_text())  # type: ignore[no-any-return]
+    overrides = [f"data.manifest={args.data}", f"seed={seed}", f"optim.epochs={args.epochs}",
+                 f"model.zoom={mode}", *args.overrides]
+    cfg = load_config(TrainConfig, args.recipe, overrides)
+    start = time.perf_counter()
+    result = train(cfg, folder, resume=(folder / "last.ckpt").exists(), show_progress=False)
+    minutes = (time.perf_counter() - start) / 60
+    metrics = evaluate(result.run_dir / "best.ckpt", args.test, folder / "eval", show_progress=False).metrics
+    summary = {"metrics": metrics, "minutes": minutes, "pixels": pixels_per_slide(cfg.model)}
+    done.write_text(json.dumps(summary))
+    print(f"{mode} seed {seed}: {minutes:.1f} min, AUROC all {metrics['all']['auroc']:.3f}", flush=True)
+    return summary
+
+
+def auroc_cell(runs: list[dict], column: str) -> str:  # type: ignore[type-arg]
+    values = [r["metrics"].get(column, {}).get("auroc") for r in runs]
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        lo, hi = runs[0]["metrics"][column]["ci95"]
+        return f"{values[0]:.2f} ({lo:.2f}–{hi:.2f})"
+    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1) / math.sqrt(len(values)):.2f}"
+
+
+def mean_of(runs: list[dict], key: str) -> str:  # type: ignore[type-arg]
+    values = [(r["metrics"].get("localisation") or {}).get(key) for r in runs]
+    values = [v for v in values if v is not None]
+    return f"{np.mean(values):.2f}" if values else "–"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="training manifest (train + validation splits)")
+    parser.add_argument("--test", required=True, help="test manifest (every row is scored)")
+    parser.add_argument("--recipe", default="configs/demo.yaml")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    parser.add_argument("--modes", nargs="+", default=["learned", "fixed", "random", "oracle"])
+    parser.add_argument("--out", default="/tmp/zoom-table")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    results = {mode: [run(mode, seed, args) for seed in args.seeds] for mode in args.modes}
+
+    train_rows = [r for r in read_manifest(args.data, check_slides=False).rows if r.split == "train"]
+    test_rows = [r for r in read_manifest(args.test, check_slides=False).rows]
+    scored, probs = run_mean_rgb(train_rows + [r for r in test_rows if r.split == "test"])
+    rgb = table1([r.label for r in scored], list(probs), [r.lesion_class for r in scored])
+
+    counts = {c: sum(r.lesion_class == c for r in test_rows) for c in ("negative", "macro", "micro", "itc")}
+    print(f"\ntrain {args.data}, test {args.test} {counts}; seeds {args.seeds}, {args.epochs} epochs; "
+          f"overrides {' '.join(args.overrides) or '-'}")
+    print("| zoom | Macro | Micro | ITC | Macro & Micro | All | hit macro | hit micro | final side "
+          "| px read / slide | train min |")
+    print("|---" * 11 + "|")
+    for mode, runs in results.items():
+        side = mean_of(runs, "mean_patch_side_fraction")
+        print(f"| {mode} | " + " | ".join(auroc_cell(runs, c) for c in COLUMNS)
+              + f" | {mean_of(runs, 'hit_rate_macro')} | {mean_of(runs, 'hit_rate_micro')} | {side} "
+              + f"| {runs[0]['pixels']:,} | {np.mean([r['minutes'] for r in runs]):.1f} |")
+    rgb_cells = " | ".join(
+        "–" if (rgb.get(c) or {}).get("auroc") is None
+        else f"{rgb[c]['auroc']:.2f} ({rgb[c]['ci95'][0]:.2f}–{rgb[c]['ci95'][1]:.2f})" for c in COLUMNS)
+    print(f"| mean RGB | {rgb_cells} | – | – | – | thumbnail | – |")
+
+
+if __name__ == "__main__":
+    main()
