@@ -244,7 +244,7 @@ class Trainer:
         same steps from the same seed and setup broadcasts rank 0's weights anyway.
         """
         optim = self.cfg.optim
-        if optim.head_warmup_steps <= 0:
+        if optim.head_warmup_steps <= 0 or self.cfg.model.zoom != "learned":  # the controls use no heads
             return []
         rows = self.train_rows
         views = read_root_views([self.pool.get(r.slide) for r in rows], self.cfg.model.view_size)

@@ -87,6 +87,10 @@ def test_trainer_warms_up_the_first_heads_before_epoch_one(tmp_path: Path) -> No
     warm, cold = trainer.model.state_dict(), untouched.model.state_dict()
     changed = {k for k in warm if not torch.equal(warm[k], cold[k])}
     assert changed and all(k.startswith("layers.0.") for k in changed)
+    with one_thread():  # the zoom controls use no heads: nothing to warm up, and the same recipe runs
+        fixed = tiny_config(manifest, *levers, "model.zoom=fixed", folder=tmp_path)
+        control = Trainer(fixed, tmp_path / "run1", show_progress=False)
+    assert control.warmup_losses == []
     with pytest.raises(ConfigError, match="needs model.head_mil=true"):
         Trainer(tiny_config(manifest, "optim.head_warmup_steps=3", folder=tmp_path), tmp_path / "bad",
                 show_progress=False)
