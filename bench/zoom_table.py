@@ -8,8 +8,11 @@ column (one seed: with its 95 % bootstrap interval; several: mean +- standard er
 per class, mean final patch side, output pixels read per slide, training minutes. Runs that finished are
 reused (delete ``--out`` to start over).
 
-    .venv/bin/python bench/zoom_table.py --data /tmp/d/manifest.csv --test /tmp/t/manifest.csv \
-        --out /tmp/zoom-table --seeds 1 2 --epochs 10 --set model.head_mil=true ...
+    .venv/bin/python bench/zoom_table.py --out /tmp/zoom-table --seeds 1 2 3 --epochs 6
+
+Without ``--data`` / ``--test`` it writes the two virtual sets the table in docs/BENCHMARKS.md used: 600
+training slides (``make_dataset(600, 1)``, its train and validation splits) and a test set of the first
+300 negative and 70 macro, micro and ITC slides of ``make_dataset(1200, 2)`` (disjoint seeds).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import argparse
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +33,7 @@ from magnet.evaluate import evaluate
 from magnet.metrics import table1
 from magnet.models.config import MagNetConfig
 from magnet.recipe import TrainConfig
+from magnet.synth.dataset import make_dataset, write_dataset
 from magnet.train import train
 
 COLUMNS = ("macro", "micro", "itc", "macro_micro", "all")
@@ -47,6 +52,20 @@ def pixels_per_slide(model: MagNetConfig) -> int:
         else:
             total += model.patches_at(layer) * size**2
     return total
+
+
+def make_sets(out: Path, test_counts: dict[str, int]) -> tuple[Path, Path]:
+    """The default training set (600 slides, seed 1) and class-enriched test set (seed 2)."""
+    train_manifest = write_dataset(make_dataset(600, 1), out / "data-train")
+    left = dict(test_counts)
+    chosen = []
+    for slide in make_dataset(1200, 2):
+        if left.get(slide.lesion_class, 0) > 0:
+            left[slide.lesion_class] -= 1
+            chosen.append(replace(slide, split="test"))
+    if any(left.values()):
+        raise RuntimeError(f"not enough slides of some class for the test set: {left} missing")
+    return train_manifest, write_dataset(chosen, out / "data-test")
 
 
 def run(mode: str, seed: int, args: argparse.Namespace) -> dict:  # type: ignore[type-arg]
@@ -86,8 +105,8 @@ def mean_of(runs: list[dict], key: str) -> str:  # type: ignore[type-arg]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="training manifest (train + validation splits)")
-    parser.add_argument("--test", required=True, help="test manifest (every row is scored)")
+    parser.add_argument("--data", help="training manifest (train + validation splits); default: made")
+    parser.add_argument("--test", help="test manifest (every row is scored); default: made")
     parser.add_argument("--recipe", default="configs/demo.yaml")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
@@ -95,6 +114,9 @@ def main() -> None:
     parser.add_argument("--out", default="/tmp/zoom-table")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
+    if not args.data or not args.test:
+        made = make_sets(Path(args.out), {"negative": 300, "macro": 70, "micro": 70, "itc": 70})
+        args.data, args.test = args.data or str(made[0]), args.test or str(made[1])
     results = {mode: [run(mode, seed, args) for seed in args.seeds] for mode in args.modes}
 
     train_rows = [r for r in read_manifest(args.data, check_slides=False).rows if r.split == "train"]

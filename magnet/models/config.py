@@ -93,8 +93,8 @@ class MagNetConfig:
     head_mil_sharpness: float = 5.0
     # Whether the losses reach the heads through theta and the sampler (the paper: that is how heads learn).
     # [choice, issue 6 lever] false: theta is detached and the heads learn from head_mil alone. Measured in
-    # issue 6: the sampler's gradient at these zooms follows texture, its norm is 10^4-10^5 times the MIL's,
-    # and Adam turns it into full steps that undo what the MIL term teaches.
+    # issue 6: with it on, the heads' gradient norms were 2-6 x 10^5 and the head-MIL loss rose instead of
+    # falling (the sampler's gradient follows texture at these zooms; Adam turns it into full steps).
     theta_grad: bool = True
     # [choice, issue 6 lever] low-pass gradient path for theta: sigma (in I' pixels) of a Gaussian blur of I'
     # used only for the gradient with respect to theta; the forward value stays the sharp sample. The
