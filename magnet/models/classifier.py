@@ -63,7 +63,7 @@ class Classifier(nn.Module):
         self.backbone = build_backbone(backbone, pretrained)
         features = self.backbone.feature_dim
         self.gru = nn.GRU(features, gru_hidden, batch_first=True) if readout == "gru" else None
-        width = gru_hidden if self.gru is not None else self.backbone.feature_dim
+        width = gru_hidden if self.gru is not None else features
         # Paper §3.2: "two layers with 512 and 256 hidden neurons" then the prediction.
         self.head = nn.Sequential(
             nn.Linear(width, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 1)

@@ -167,9 +167,8 @@ class MagnifyingLayer(nn.Module):
         with exactly flat logits give (tiny-initialised heads at step 0, but independent of the image and of
         training). "random": s log-uniform in [random_zoom_min_scale, max_scale], t uniform in
         (-1, 1) * (1 - s), so the box lies inside its parent; drawn from ``generator`` (on its own device)
-        or torch's global RNG, afresh each call. Neither
-        carries a gradient. ``prob`` is the flat map in both (a placeholder of the learned mode's shape; its
-        support is the head's whole strip).
+        or torch's global RNG, afresh each call. Neither carries a gradient. ``prob`` is the flat map in both
+        (a placeholder of the learned mode's shape; its support is the head's whole strip).
         """
         batch, parents = images.shape[:2]
         shape = (batch, parents, self.num_heads_per_parent)
@@ -219,7 +218,7 @@ class MagnifyingLayer(nn.Module):
         scores: Tensor = self.heads.to_logits(self.heads.blocks(grouped))
         return scores
 
-    def head_logits(self, images: Tensor) -> Tensor:
+    def map_logits(self, images: Tensor) -> Tensor:
         """The maps that go into sparsemax: score maps times the temperature, -1e4 outside each strip."""
         logits = self._temper(self.score_maps(images))
         return self._mask_strips(logits)

@@ -67,7 +67,7 @@ def test_each_parent_feeds_only_its_own_heads() -> None:
     config = small_config(patches_per_layer=(2, 2, 2), head_init_std=0.5)
     layer = MagnifyingLayer(2, config, 3).eval()  # 4 parents x 2 heads
     images = torch.stack([textured_image(24, 24, seed=s) for s in range(4)]).unsqueeze(0)  # (1, 4, 3, 24, 24)
-    per_parent = layer.head_logits(images)
+    per_parent = layer.map_logits(images)
     everyone = torch.stack(
         [layer.heads(images[:, n]) for n in range(4)], dim=1
     )  # (1, 4 parents, 8 heads, ...)
