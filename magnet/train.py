@@ -251,10 +251,17 @@ class Trainer:
         labels = torch.tensor([r.label for r in rows])
         layer = model.layers[0]
         assert isinstance(layer, MagnifyingLayer)
-        losses = warm_up_heads(layer, views, labels, steps=optim.head_warmup_steps,
-                               batch_size=optim.head_warmup_batch, lr=optim.head_lr or optim.lr,
-                               generator=_epoch_generator(self.cfg.seed, -1))
-        if self.show_progress and self.fabric.is_global_zero:
+        show = self.show_progress and self.fabric.is_global_zero
+        with tqdm(total=optim.head_warmup_steps, desc="head warm-up", unit="step", disable=not show,
+                  leave=False) as bar:
+            def step(loss: float) -> None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}")
+
+            losses = warm_up_heads(layer, views, labels, steps=optim.head_warmup_steps,
+                                   batch_size=optim.head_warmup_batch, lr=optim.head_lr or optim.lr,
+                                   generator=_epoch_generator(self.cfg.seed, -1), progress=step)
+        if show:
             tail = sum(losses[-50:]) / len(losses[-50:])
             print(f"magnet: head warm-up, {len(losses)} steps on {len(rows)} root views: "
                   f"loss {losses[0]:.3f} -> {tail:.3f} (mean of the last 50)")

@@ -14,7 +14,7 @@ main loop, where the first layer already sends them to the right place.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -52,11 +52,13 @@ def warm_up_heads(
     batch_size: int,
     lr: float,
     generator: torch.Generator,
+    progress: Callable[[float], object] | None = None,
 ) -> list[float]:
     """Train ``layer``'s heads (and its MIL bias) on root ``views`` ``(N, 3, V, V)`` with 0/1 ``labels``.
 
     Adam at ``lr`` for ``steps`` steps of ``batch_size`` slides drawn with replacement from ``generator``,
-    each batch under one random dihedral map. Returns the loss of every step. The layer's other parameters
+    each batch under one random dihedral map. Returns the loss of every step; ``progress(loss)`` is called
+    after each. The layer's other parameters
     (there are none besides the heads today) are left alone; the layer is left in train mode.
     """
     if not layer.head_mil or layer.mil_bias is None:
@@ -81,4 +83,6 @@ def warm_up_heads(
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
+        if progress is not None:
+            progress(losses[-1])
     return losses

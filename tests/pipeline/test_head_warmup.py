@@ -51,9 +51,10 @@ def test_warm_up_teaches_the_heads_the_spot() -> None:
                           head_init_std=0.05, head_highpass=2.0)
     layer = MagnifyingLayer(2, config, 1)
     views, labels = spot_views(64, seed=0)
+    reported: list[float] = []
     losses = warm_up_heads(layer, views, labels, steps=120, batch_size=16, lr=3e-3,
-                           generator=torch.Generator().manual_seed(0))
-    assert len(losses) == 120
+                           generator=torch.Generator().manual_seed(0), progress=reported.append)
+    assert len(losses) == 120 and reported == losses
     assert sum(losses[-20:]) / 20 < 0.6 * sum(losses[:20]) / 20
     test_views, test_labels = spot_views(32, seed=1)
     layer.eval()
