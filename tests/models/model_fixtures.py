@@ -43,6 +43,24 @@ def textured_image(height: int, width: int, seed: int = 0) -> Tensor:
 def textured_source(height: int = 256, width: int = 192, seed: int = 0) -> TensorRegionSource:
     return TensorRegionSource(textured_image(height, width, seed))
 
+SMALL_SIZES = dict(view_size=24, read_size=48, final_size=32, final_read_size=64, classifier_input_size=32)
+
+
+def small_config(**overrides: object):  # type: ignore[no-untyped-def]
+    """The ``tiny`` variant at test sizes (24 px views, 32 px final patches), with ``overrides``."""
+    from magnet.models import model_config
+
+    base: dict[str, object] = dict(SMALL_SIZES)
+    base.update(overrides)
+    return model_config("tiny", **base)
+
+
+def parent_inputs(seed: int, batch: int = 2, parents: int = 2) -> tuple[Tensor, Tensor]:
+    """Parent images I ``(batch, parents, 3, 24, 24)`` and reads I' ``(batch, parents, 3, 48, 48)``."""
+    images = torch.stack([textured_image(24, 24, seed=seed + i) for i in range(batch * parents)])
+    reads = torch.stack([textured_image(48, 48, seed=seed + 100 + i) for i in range(batch * parents)])
+    return images.view(batch, parents, 3, 24, 24), reads.view(batch, parents, 3, 48, 48)
+
 
 def lesion_pair(size: int, radius: int, seed: int, cell: int = 2) -> tuple[Tensor, Tensor, tuple[int, int]]:
     """A (negative, positive) pair of slides that differ only by one lesion, and the lesion's centre.

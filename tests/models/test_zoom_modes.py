@@ -6,25 +6,12 @@ import math
 
 import pytest
 import torch
-from model_fixtures import textured_image, textured_source
+from model_fixtures import SMALL_SIZES as SIZES
+from model_fixtures import parent_inputs, small_config, textured_source
 
 from magnet.errors import ConfigError
 from magnet.losses import magnet_loss
 from magnet.models import MagnifyingLayer, build_model, model_config
-
-SIZES = dict(view_size=24, read_size=48, final_size=32, final_read_size=64, classifier_input_size=32)
-
-
-def small_config(**overrides: object):
-    base: dict[str, object] = dict(SIZES)
-    base.update(overrides)
-    return model_config("tiny", **base)
-
-
-def parent_inputs(seed: int, batch: int = 2, parents: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
-    images = torch.stack([textured_image(24, 24, seed=seed + i) for i in range(batch * parents)])
-    reads = torch.stack([textured_image(48, 48, seed=seed + 100 + i) for i in range(batch * parents)])
-    return images.view(batch, parents, 3, 24, 24), reads.view(batch, parents, 3, 48, 48)
 
 
 def test_zoom_key_is_validated() -> None:
