@@ -12,7 +12,8 @@ reused (delete ``--out`` to start over).
 
 Without ``--data`` / ``--test`` it writes the two virtual sets the table in docs/BENCHMARKS.md used: 600
 training slides (``make_dataset(600, 1)``, its train and validation splits) and a test set of the first
-300 negative and 70 macro, micro and ITC slides of ``make_dataset(1200, 2)`` (disjoint seeds).
+300 negative and 70 macro, micro and ITC slides of ``make_dataset(1200, 2)`` (disjoint seeds), with
+``--texture`` procedural (default) or camelyon16 (real tumour and normal patches, ../shared/data).
 """
 
 from __future__ import annotations
@@ -54,12 +55,12 @@ def pixels_per_slide(model: MagNetConfig) -> int:
     return total
 
 
-def make_sets(out: Path, test_counts: dict[str, int]) -> tuple[Path, Path]:
+def make_sets(out: Path, test_counts: dict[str, int], texture: str = "procedural") -> tuple[Path, Path]:
     """The default training set (600 slides, seed 1) and class-enriched test set (seed 2)."""
-    train_manifest = write_dataset(make_dataset(600, 1), out / "data-train")
+    train_manifest = write_dataset(make_dataset(600, 1, texture=texture), out / "data-train")
     left = dict(test_counts)
     chosen = []
-    for slide in make_dataset(1200, 2):
+    for slide in make_dataset(1200, 2, texture=texture):
         if left.get(slide.lesion_class, 0) > 0:
             left[slide.lesion_class] -= 1
             chosen.append(replace(slide, split="test"))
@@ -108,6 +109,7 @@ def main() -> None:
     parser.add_argument("--data", help="training manifest (train + validation splits); default: made")
     parser.add_argument("--test", help="test manifest (every row is scored); default: made")
     parser.add_argument("--recipe", default="configs/demo.yaml")
+    parser.add_argument("--texture", default="procedural", help="made data sets: procedural or camelyon16")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--modes", nargs="+", default=["learned", "fixed", "random", "oracle"])
@@ -115,7 +117,7 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     if not args.data or not args.test:
-        made = make_sets(Path(args.out), {"negative": 300, "macro": 70, "micro": 70, "itc": 70})
+        made = make_sets(Path(args.out), {"negative": 300, "macro": 70, "micro": 70, "itc": 70}, args.texture)
         args.data, args.test = args.data or str(made[0]), args.test or str(made[1])
     results = {mode: [run(mode, seed, args) for seed in args.seeds] for mode in args.modes}
 
