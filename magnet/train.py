@@ -225,7 +225,8 @@ class Trainer:
             diff = _model_diff(config_dict(saved)["model"], config_dict(cfg)["model"])
             if diff:
                 raise ConfigError(f"{last}: checkpoint was made for another model config "
-                                  f"(differs in model.{', model.'.join(diff)})")
+                                  f"(differs in model.{', model.'.join(diff)}); train into a new folder "
+                                  f"or remove {self.run_dir} to start over")
             load_weights(model, payload["model"], last)
             optimizer.load_state_dict(payload["optimizer"])
             self.epoch = int(payload["epoch"])
