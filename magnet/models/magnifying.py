@@ -156,6 +156,7 @@ class MagnifyingLayer(nn.Module):
         self.register_buffer("offsets", offsets, persistent=False)  # (K_heads, 2)
         masks = strip_masks(self.num_heads_per_parent, layer_index, config.view_size, strips)
         self.register_buffer("strip_mask", masks, persistent=False)  # (K_heads, V, V)
+        self.has_strips = not bool(masks.all())  # all True (no strips): masking is a no-op, skip it
         self.head_mil = config.head_mil and config.zoom == "learned" and self.num_heads_per_parent > 0
         # Head MIL: the slide logit is pool + bias; the bias lets the pool stay near the heads' small start.
         self.mil_bias = nn.Parameter(torch.zeros(())) if self.head_mil else None
@@ -219,16 +220,18 @@ class MagnifyingLayer(nn.Module):
         return scores
 
     def map_logits(self, images: Tensor) -> Tensor:
-        """The maps that go into sparsemax: score maps times the temperature, -1e4 outside each strip."""
-        logits = self._temper(self.score_maps(images))
-        return self._mask_strips(logits)
+        """The maps that go into sparsemax, from parent images (see :meth:`_map_logits`)."""
+        return self._map_logits(self.score_maps(images))
 
-    def _temper(self, scores: Tensor) -> Tensor:
-        if self.heads.log_temperature is None:
-            return scores
-        return scores * self.heads.log_temperature.exp().view(1, -1, 1, 1)
+    def _map_logits(self, scores: Tensor) -> Tensor:
+        """Score maps times the temperature, -1e4 outside each head's strip."""
+        if self.heads.log_temperature is not None:
+            scores = scores * self.heads.log_temperature.exp().view(1, -1, 1, 1)
+        return self._mask_strips(scores)
 
     def _mask_strips(self, maps: Tensor, fill: float = _OUTSIDE_STRIP) -> Tensor:
+        if not self.has_strips:
+            return maps
         parents = maps.shape[1] // max(self.num_heads_per_parent, 1)
         inside = self.strip_mask.repeat(parents, 1, 1)  # head n * K_heads + k gets strip k
         return maps.masked_fill(~inside, fill)
@@ -258,7 +261,7 @@ class MagnifyingLayer(nn.Module):
         mil_logit = None
         if self.zoom == "learned":
             scores = self.score_maps(images)  # (B, N_p * K_heads, V, V)
-            logits = self._mask_strips(self._temper(scores))
+            logits = self._map_logits(scores)
             if self.head_mil:
                 mil_logit = self.mil_logit(scores)
             # Float32 for the sparsemax threshold and the moments, whatever autocast does around it.

@@ -62,13 +62,18 @@ def test_training_split_without_positives(run, tmp_path: Path,  # type: ignore[n
     assert str(manifest) in err and "no positives" in err
 
 
-def test_resume_with_another_model_config(run, tmp_path: Path,  # type: ignore[no-untyped-def]
-                                          capsys: pytest.CaptureFixture[str]) -> None:
-    cfg, result = run
+def folder_with_checkpoint(cfg, result, tmp_path: Path) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
+    """A new run folder holding a copy of the base run's last checkpoint, and the tiny recipe."""
     out = tmp_path / "run"
     out.mkdir()
     shutil.copy(result.run_dir / "last.ckpt", out / "last.ckpt")
-    recipe = write_recipe(tmp_path / "tiny.yaml", cfg.data.manifest)
+    return out, write_recipe(tmp_path / "tiny.yaml", cfg.data.manifest)
+
+
+def test_resume_with_another_model_config(run, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    cfg, result = run
+    out, recipe = folder_with_checkpoint(cfg, result, tmp_path)
     code = main(["train", str(recipe), "--out", str(out), "--resume", "--set", "model.gru_hidden=16"])
     assert code == 2
     err = one_line_error(capsys)
@@ -78,11 +83,8 @@ def test_resume_with_another_model_config(run, tmp_path: Path,  # type: ignore[n
 def test_train_into_a_folder_holding_a_checkpoint_needs_resume(run, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     cfg, result = run
-    out = tmp_path / "run"
-    out.mkdir()
-    shutil.copy(result.run_dir / "last.ckpt", out / "last.ckpt")
+    out, recipe = folder_with_checkpoint(cfg, result, tmp_path)
     before = (out / "last.ckpt").read_bytes()
-    recipe = write_recipe(tmp_path / "tiny.yaml", cfg.data.manifest)
     assert main(["train", str(recipe), "--out", str(out)]) == 2
     err = one_line_error(capsys)
     assert str(out) in err and "--resume" in err
