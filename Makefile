@@ -20,9 +20,10 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check magnet tests bench
 	$(VENV)/bin/mypy magnet
+	$(VENV)/bin/lint-imports
 
 test: lint
 	$(PY) -m pytest -q tests
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

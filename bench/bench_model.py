@@ -61,9 +61,9 @@ def _max_rss_mib() -> float:
 
 def _run(name: str, threads: int, repeats: int, queue: mp.Queue) -> None:
     torch.set_num_threads(threads)
-    from magnet.losses import magnet_loss
     from magnet.models import build_model
     from magnet.slides.tensor_source import TensorRegionSource
+    from magnet.training.losses import magnet_loss
 
     torch.manual_seed(0)
     batch = BATCH[name]

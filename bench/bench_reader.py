@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from magnet.geometry import dihedral_matrix, roi_matrix
 from magnet.slides import open_slide
 from magnet.slides.base import Slide
-from magnet.slides.canvas import dihedral_matrix, roi_matrix
 from magnet.slides.reader import RegionReader
 from magnet.slides.tiff_writer import write_pyramidal_tiff
 

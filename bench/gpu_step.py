@@ -14,11 +14,11 @@ import time
 
 import torch
 
-from magnet.losses import LossWeights, magnet_loss
 from magnet.models.registry import build_model
 from magnet.slides.reader import RegionReader
 from magnet.slides.registry import open_slide
 from magnet.slides.tensor_source import TensorRegionSource
+from magnet.training.losses import LossWeights, magnet_loss
 
 BATCH = {"tiny": 8, "magnet3": 16, "magnet4": 8}  # paper §4.3: 16 for 3 layers, 8 for 4
 

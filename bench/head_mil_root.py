@@ -2,7 +2,8 @@
 
 Reads every slide's 56 x 56 root view once, then trains only the first magnifying layer's localisation
 heads (``sibling_layout=strips``, ``head_mil``; no sampler, no classifier) with the head-MIL loss for many
-cheap steps, with the 8 dihedral maps as augmentation: the head warm-up of ``magnet.warmup``. Reports, on
+cheap steps, with the 8 dihedral maps as augmentation: the head warm-up of ``magnet.training.warmup``.
+Reports, on
 the test split, the AUROC of the heads' slide logit per class and where the heads point: the share of
 positive slides whose best head's peak (the argmax of its score map) lies on a lesion pixel of the 56 x 56
 canvas grid (dilated by one pixel).
@@ -18,13 +19,13 @@ import time
 import numpy as np
 import torch
 
+from magnet.data.lesions import read_lesions
 from magnet.data.manifest import read_manifest
-from magnet.localisation import lesion_mask
-from magnet.metrics import table1
+from magnet.metrics.auroc import table1
+from magnet.metrics.localisation import lesion_mask
 from magnet.models import MagnifyingLayer, model_config
-from magnet.slide_pool import SlidePool
-from magnet.synth.dataset import read_lesions
-from magnet.warmup import read_root_views, warm_up_heads
+from magnet.slides.pool import SlidePool
+from magnet.training.warmup import read_root_views, warm_up_heads
 
 
 def main() -> None:

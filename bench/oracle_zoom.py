@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from matplotlib.path import Path as PolygonPath
 
-from magnet.metrics import table1
+from magnet.metrics.auroc import table1
 from magnet.models.classifier import Classifier
 from magnet.slides.reader import RegionReader
 from magnet.slides.registry import open_slide

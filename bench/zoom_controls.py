@@ -1,5 +1,5 @@
 """Issue 6 controls in one run: learned zoom vs the fixed layout vs random zoom vs oracle zoom (final patches
-on the lesions, ``magnet.oracle``) vs mean RGB, same data.
+on the lesions, ``magnet.inference.oracle``) vs mean RGB, same data.
 
 Trains the demo recipe (``configs/demo.yaml``, the ``tiny`` MagNet on 2 CPU cores) once per zoom mode on
 one virtual data set, evaluates each best checkpoint on the test split (Table-1 AUROCs with bootstrap
@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 
 from magnet.baselines.mean_rgb import run_mean_rgb
-from magnet.config import load_config
+from magnet.config_io import load_config
 from magnet.data.manifest import read_manifest
-from magnet.evaluate import evaluate
-from magnet.metrics import table1
-from magnet.recipe import TrainConfig
+from magnet.evaluation.evaluate import evaluate
+from magnet.metrics.auroc import table1
 from magnet.synth.dataset import make_dataset, write_dataset
-from magnet.train import train
+from magnet.training.loop import train
+from magnet.training.recipe import TrainConfig
 
 COLUMNS = ("macro", "micro", "itc", "macro_micro", "all")
 

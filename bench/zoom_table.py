@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from magnet.baselines.mean_rgb import run_mean_rgb
-from magnet.config import load_config
+from magnet.config_io import load_config
 from magnet.data.manifest import read_manifest
-from magnet.evaluate import evaluate
-from magnet.metrics import table1
-from magnet.models.config import MagNetConfig
-from magnet.recipe import TrainConfig
+from magnet.evaluation.evaluate import evaluate
+from magnet.metrics.auroc import table1
+from magnet.models.model_config import MagNetConfig
 from magnet.synth.dataset import make_dataset, write_dataset
-from magnet.train import train
+from magnet.training.loop import train
+from magnet.training.recipe import TrainConfig
 
 COLUMNS = ("macro", "micro", "itc", "macro_micro", "all")
 

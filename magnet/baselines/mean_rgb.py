@@ -22,6 +22,7 @@ from magnet.data.manifest import Manifest, ManifestRow
 from magnet.errors import MagnetError
 from magnet.slides.base import Slide
 from magnet.slides.pixels import GREY_THRESHOLD, grey_mask
+from magnet.slides.registry import open_slide
 
 # 256 px on the long side: the slide's colour is a global property; more pixels change the mean by a
 # fraction of a grey level and cost reading time.
@@ -38,7 +39,6 @@ def mean_rgb_features(
     """
     if isinstance(slide, Slide):
         return _mean_rgb(slide.thumbnail(thumb_size))
-    from magnet.slides.registry import open_slide
 
     with open_slide(slide) as opened:
         return _mean_rgb(opened.thumbnail(thumb_size))

@@ -26,12 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from magnet.config import load_config
-    from magnet.evaluate import evaluate, format_localisation
-    from magnet.metrics import format_table1
-    from magnet.recipe import TrainConfig
+    from magnet.config_io import load_config
+    from magnet.evaluation.evaluate import evaluate, format_localisation
+    from magnet.metrics.auroc import format_table1
     from magnet.synth.dataset import make_dataset, write_dataset
-    from magnet.train import train
+    from magnet.training.loop import train
+    from magnet.training.recipe import TrainConfig
 
     out = Path(args.out)
     if not Path(args.config).is_file():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from magnet.metrics import format_table1
+from magnet.metrics.auroc import format_table1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from magnet.evaluate import evaluate, format_localisation
+    from magnet.evaluation.evaluate import evaluate, format_localisation
 
     out = args.out or str(Path(args.checkpoint).parent / f"eval-{args.split or 'all'}")
     result = evaluate(args.checkpoint, args.manifest, out, split=args.split,

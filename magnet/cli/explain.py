@@ -25,11 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from magnet.checkpoint import load_model
     from magnet.errors import MagnetError
     from magnet.explain import ExplainResult, explain_slides
     from magnet.explain.report import format_probability
-    from magnet.slide_pool import SlidePool
+    from magnet.slides.pool import SlidePool
+    from magnet.training.checkpoints import load_model
 
     if args.thumbnail_size < 16:
         raise MagnetError(f"--thumbnail-size must be at least 16 pixels, got {args.thumbnail_size}")

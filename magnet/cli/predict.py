@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from magnet.predict import predict
+    from magnet.evaluation.predict import predict
 
     results = predict(args.checkpoint, args.slides)
     text = json.dumps(results, indent=1)

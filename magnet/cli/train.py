@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from magnet.config import load_config
+from magnet.config_io import load_config
 from magnet.errors import MagnetError
-from magnet.recipe import TrainConfig
+from magnet.training.recipe import TrainConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from magnet.train import train
+    from magnet.training.loop import train
 
     cfg = load_config(TrainConfig, args.config, args.overrides)
     out = Path(args.out or Path("runs") / Path(args.config).stem)

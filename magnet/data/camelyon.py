@@ -40,7 +40,8 @@ from typing import Literal
 
 import numpy as np
 
-from magnet.data.manifest import LESION_CLASSES, ManifestRow
+from magnet.data.lesions import LESION_CLASSES
+from magnet.data.manifest import ManifestRow
 from magnet.errors import MagnetError
 
 Protocol = Literal["paper", "c16_official"]

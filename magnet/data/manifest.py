@@ -26,27 +26,25 @@ from __future__ import annotations
 import csv
 import io
 import os
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from magnet.data.atomic import atomic_write_text
+from magnet.atomic import atomic_write_text
+from magnet.data.lesions import LESION_CLASSES
 from magnet.errors import MagnetError
+from magnet.slides.registry import open_slide, uri_scheme
 
 Split = Literal["train", "validation", "test"]
-LesionClass = Literal["negative", "macro", "micro", "itc"]
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
-LESION_CLASSES: tuple[str, ...] = ("negative", "macro", "micro", "itc")
 REQUIRED_COLUMNS: tuple[str, ...] = ("slide", "label")
 KNOWN_COLUMNS: tuple[str, ...] = ("slide", "label", "lesion_class", "split", "patient")
 
 # A long error line is still read; a thousand "no such file" items (a wrong root folder) are not.
 MAX_LISTED_PROBLEMS = 50
 
-_URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]+:")  # two or more letters: "C:\..." is a drive, not a scheme
 
 
 @dataclass(frozen=True)
@@ -231,7 +229,7 @@ def resolve_slide(text: str, base: str | os.PathLike[str]) -> str:
     the manifest wins over a scheme, because the file is certainly what was meant).
     """
     base_path = Path(base)
-    if _URI.match(text) and not (base_path / text).exists():
+    if uri_scheme(text) and not (base_path / text).exists():
         return text
     path = Path(text).expanduser()
     if not path.is_absolute():
@@ -241,7 +239,6 @@ def resolve_slide(text: str, base: str | os.PathLike[str]) -> str:
 
 
 def _slide_problem(slide: str) -> str | None:
-    from magnet.slides.registry import open_slide
 
     try:
         opened = open_slide(slide)
@@ -282,7 +279,7 @@ def write_manifest(
     base = os.path.abspath(target.parent)
     for row in rows:
         slide = row.slide
-        if relative and not _URI.match(slide) and os.path.isabs(slide):
+        if relative and uri_scheme(slide) is None and os.path.isabs(slide):
             inside = os.path.commonpath([base, os.path.abspath(slide)]) == base
             slide = os.path.relpath(slide, base) if inside else slide
         writer.writerow(

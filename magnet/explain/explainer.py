@@ -9,18 +9,16 @@ Per slide, in its own folder ``DIR/<safe slide name>/`` (``safe_slide_name``):
 - ``report.html``: probability, both figures and a table of the ROIs (``report``).
 
 ``DIR/index.html`` lists the slides with their probabilities (and errors). The model runs as at inference
-(``magnet.inference``): eval mode (plain bilinear sampler, METHOD.md §3.4), identity root view (no
+(``magnet.inference.runner``): eval mode (plain bilinear sampler, METHOD.md §3.4), identity root view (no
 augmentation), no gradient; so the boxes and probability are those ``magnet predict`` reports.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,45 +27,12 @@ from magnet.errors import ConfigError, MagnetError
 from magnet.explain.figures import draw_patch_strip, draw_rois
 from magnet.explain.geojson import write_geojson
 from magnet.explain.report import write_index, write_slide_report
+from magnet.explain.result import OUTPUT_FILES, THUMBNAIL_SIZE, ExplainResult
 from magnet.models.magnet import MagNet
-from magnet.slide_pool import SlidePool
+from magnet.slides.pool import SlidePool
 from magnet.slides.reader import RegionReader
 
 __all__ = ["ExplainResult", "explain_slide", "explain_slides", "safe_slide_name", "OUTPUT_FILES"]
-
-# File names inside a slide's folder, by role.
-OUTPUT_FILES = {
-    "rois_png": "rois.png",
-    "patches_png": "patches.png",
-    "geojson": "rois.geojson",
-    "report": "report.html",
-}
-# The thumbnail's longer side in pixels: enough to see lymph-node structure, small enough for a page.
-THUMBNAIL_SIZE = 1024
-
-
-@dataclass
-class ExplainResult:
-    """What was explained for one slide, and where it was written (``error`` set when it failed)."""
-
-    slide: str  # the spec as given (path or URI)
-    name: str = ""  # the slide's folder name under the output folder
-    out_dir: Path | None = None
-    probability: float = math.nan
-    running_probabilities: list[float] = field(default_factory=list)  # after each final patch
-    slide_size: tuple[int, int] = (0, 0)  # level-0 (width, height)
-    mpp: tuple[float, float] | None = None
-    patches_per_layer: tuple[int, ...] = ()
-    boxes: list[list[list[float]]] = field(default_factory=list)  # per layer, per ROI: level-0 box
-    files: dict[str, Path] = field(default_factory=dict)  # role (OUTPUT_FILES keys) -> path
-    seconds: float = 0.0
-    checkpoint: str = ""
-    error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return not self.error
-
 
 def explain_slide(
     model: MagNet,

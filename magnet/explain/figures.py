@@ -25,7 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from magnet.data.atomic import atomic_path
+from magnet.atomic import atomic_path
 from magnet.explain.palette import layer_hex
 
 __all__ = ["draw_rois", "draw_patch_strip"]

@@ -5,7 +5,7 @@ Convention:
       dragging ``rois.geojson`` onto the slide in QuPath (or File > Import objects) places the boxes.
     - One Feature per ROI, a closed Polygon ``x0,y0 -> x1,y0 -> x1,y1 -> x0,y1 -> x0,y0``. The boxes are
       the real ones (``MagNetOutput.boxes_level0``), not clipped to the slide: an ROI may reach into the
-      black padding of the square canvas (``magnet.slides.canvas``) or, with a zoom ``s > 1``, beyond it,
+      black padding of the square canvas (``magnet.geometry``) or, with a zoom ``s > 1``, beyond it,
       and the reader reads black there too. Clipping would misstate what the model saw.
     - ``properties``: QuPath's ``objectType: "annotation"`` and ``classification`` (``name: "layer l"``,
       ``color: [r, g, b]``, one colour per layer, ``magnet.explain.palette``), a ``name`` such as
@@ -25,7 +25,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from magnet.data.atomic import atomic_write_text
+from magnet.atomic import atomic_write_text
 from magnet.explain.palette import layer_colour
 
 __all__ = ["roi_features", "write_geojson"]

@@ -11,13 +11,10 @@ import html
 import math
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-from magnet.data.atomic import atomic_write_text
+from magnet.atomic import atomic_write_text
 from magnet.explain.palette import layer_hex
-
-if TYPE_CHECKING:
-    from magnet.explain.explainer import ExplainResult
+from magnet.explain.result import ExplainResult
 
 __all__ = ["render_slide_report", "render_index", "write_slide_report", "write_index", "format_probability"]
 

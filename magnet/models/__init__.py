@@ -1,12 +1,12 @@
 """MagNet models: magnifying layers, classifiers, the full network and its named variants (paper §3).
 
-Tensors in, tensors out; pixels enter only through ``magnet.slides.canvas.RegionSource``.
+Tensors in, tensors out; pixels enter only through ``magnet.geometry.RegionSource``.
 """
 
 from magnet.models.classifier import AuxiliaryClassifier, Classifier, ClassifierOutput
-from magnet.models.config import MagNetConfig
 from magnet.models.magnet import MagNet, MagNetOutput
 from magnet.models.magnifying import MagnifyingLayer, MagnifyingOutput, sibling_offsets
+from magnet.models.model_config import MagNetConfig
 from magnet.models.registry import MODELS, build_model, model_config
 
 __all__ = [

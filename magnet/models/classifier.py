@@ -11,7 +11,7 @@
   the patch features, a linear layer, 1 logit.
 
 The task is binary (tumour or not): one logit per output; the cross-entropy of the paper is BCE-with-logits
-on it (``magnet.losses``).
+on it (``magnet.training.losses``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from magnet.errors import ConfigError
 from magnet.models.backbones import build_backbone
-from magnet.models.config import READOUTS
+from magnet.models.model_config import READOUTS
 
 __all__ = ["Classifier", "ClassifierOutput", "AuxiliaryClassifier", "pool_running"]
 

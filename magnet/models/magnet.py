@@ -24,10 +24,10 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor, nn
 
+from magnet.geometry import RegionSource, compose, roi_to_level0_box
 from magnet.models.classifier import AuxiliaryClassifier, Classifier
-from magnet.models.config import MagNetConfig
 from magnet.models.magnifying import MagnifyingLayer
-from magnet.slides.canvas import RegionSource, compose, roi_to_level0_box
+from magnet.models.model_config import MagNetConfig
 
 __all__ = ["MagNet", "MagNetOutput", "read_views"]
 
@@ -106,7 +106,7 @@ class MagNet(nn.Module):
         """Classify the slides ``sources`` (B of them); ``root_rois`` ``(B, 3, 3)`` defaults to identity.
 
         ``final_rois`` ``(B, N_L, 3, 3)``: the last layer's canvas ROIs under zoom="oracle" (required there,
-        refused otherwise; ``magnet.oracle.OracleZoom`` builds them, with the root's dihedral map).
+        refused otherwise; ``magnet.inference.oracle.OracleZoom`` builds them, with the root's dihedral map).
         """
         batch = len(sources)
         if batch == 0:
@@ -161,7 +161,7 @@ class MagNet(nn.Module):
         if oracle and final_rois is None:
             raise ValueError(
                 "model.zoom='oracle' places the final patches by ground truth: pass final_rois "
-                "(B, N_L, 3, 3) canvas ROIs (magnet.oracle.OracleZoom.rois builds them)"
+                "(B, N_L, 3, 3) canvas ROIs (magnet.inference.oracle.OracleZoom.rois builds them)"
             )
         if final_rois is None:
             return None

@@ -39,13 +39,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from magnet.errors import ConfigError
+from magnet.geometry import theta_matrix
 from magnet.layers.blur import gaussian_blur, low_pass_gradient
 from magnet.layers.heads import LocalisationHeads
 from magnet.layers.samplers import Sampler
 from magnet.layers.sparsemax import spatial_sparsemax
 from magnet.layers.theta import theta_from_probability
-from magnet.models.config import MagNetConfig
-from magnet.slides.canvas import theta_matrix
+from magnet.models.model_config import MagNetConfig
 
 __all__ = ["MagnifyingLayer", "MagnifyingOutput", "sibling_offsets", "strip_masks"]
 

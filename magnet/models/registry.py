@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from magnet.errors import ConfigError
-from magnet.models.config import MagNetConfig
 from magnet.models.magnet import MagNet
+from magnet.models.model_config import MagNetConfig
 
 __all__ = ["MODELS", "build_model", "model_config"]
 

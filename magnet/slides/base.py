@@ -18,6 +18,16 @@ from types import TracebackType
 
 import numpy as np
 
+from magnet.errors import SlideError
+
+
+class NotThisFormat(SlideError):
+    """Raised by a file backend for a file that is not in its format at all (not merely broken).
+
+    ``open_slide`` reports these refusals only when no backend recognised the file, so the message for a
+    recognised-but-broken file (a DICOM OpenSlide refuses, a truncated TIFF) names the real problem.
+    """
+
 
 class Slide(ABC):
     """A pyramidal image: level sizes, physical resolution and region reads."""

@@ -12,10 +12,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from magnet.errors import SlideError
-from magnet.slides.base import Slide
+from magnet.slides.base import NotThisFormat, Slide
 from magnet.slides.checks import check_read_args
 from magnet.slides.pixels import to_rgb_uint8
-from magnet.slides.registry import NotThisFormat
 
 
 def _area_downsample(rgb: np.ndarray, factor: int) -> np.ndarray:

@@ -23,10 +23,9 @@ from typing import Any
 import numpy as np
 
 from magnet.errors import SlideError
-from magnet.slides.base import Slide
+from magnet.slides.base import NotThisFormat, Slide
 from magnet.slides.checks import check_read_args
 from magnet.slides.pixels import to_rgb_uint8
-from magnet.slides.registry import NotThisFormat
 
 
 class AssociatedImages(Mapping[str, np.ndarray]):

@@ -1,6 +1,6 @@
 """``RegionReader``: the model's view of a slide: canvas ROIs in, antialiased float images out.
 
-Implements the ``RegionSource`` protocol of ``magnet.slides.canvas`` for any ``Slide`` (METHOD.md §1, §2.6,
+Implements the ``RegionSource`` protocol of ``magnet.geometry`` for any ``Slide`` (METHOD.md §1, §2.6,
 §2.8, §6; paper §3.1 and §4.2). For each ROI ``A`` (``3x3``, canvas coordinates, linear part ``h * D`` with
 ``D`` one of the 8 dihedral signed permutations):
 
@@ -52,8 +52,8 @@ import torch
 from PIL import Image
 
 from magnet.errors import SlideError
+from magnet.geometry import NUM_DIHEDRAL, dihedral_matrix
 from magnet.slides.base import Slide
-from magnet.slides.canvas import NUM_DIHEDRAL, dihedral_matrix
 from magnet.slides.pixels import GREY_THRESHOLD, to_rgb_uint8
 
 __all__ = ["DIHEDRAL_FLAT", "ReadPlan", "RegionReader", "apply_dihedral"]

@@ -1,7 +1,10 @@
 """``open_slide``: one entry point for files, URIs and in-memory images.
 
-A string of the form ``scheme:rest`` whose scheme was registered with ``register_scheme`` (e.g. the virtual
-slides' ``synth:seed=17,...``) goes to that scheme's opener. Anything else is a file path: it must exist
+A string of the form ``scheme:rest`` whose scheme is known goes to that scheme's opener: a scheme is either
+registered at run time with ``register_scheme`` or listed in ``KNOWN_SCHEMES`` as ``"module:function"``,
+imported the first time such a URI is opened (the way fsspec finds its file systems). The virtual slides
+(``synth:seed=17,...``, ``magnet.synth``) are such a plug-in: slide access does not depend on them.
+Anything else is a file path: it must exist
 and be a file, and it goes to the first file backend that can read it, preferring the backend that sees
 the most pyramid levels (OpenSlide sees only the base level of an OME-TIFF SubIFD pyramid; tiffslide sees
 all of them). Every failure is a ``SlideError`` naming the file and the reason; when no backend opens the
@@ -12,29 +15,36 @@ recognised the file).
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 from magnet.errors import SlideError
-from magnet.slides.base import Slide
+from magnet.slides.base import NotThisFormat, Slide
+from magnet.slides.memory import open_image_file
+from magnet.slides.openslide_backend import open_openslide
+from magnet.slides.tiff_backend import open_tiffslide
 
 SchemeOpener = Callable[[str], Slide]
 FileOpener = Callable[[str], Slide]
 
 
-class NotThisFormat(SlideError):
-    """Raised by a file backend for a file that is not in its format at all (not merely broken).
+__all__ = ["KNOWN_SCHEMES", "NotThisFormat", "open_slide", "register_file_backend", "register_scheme",
+           "uri_scheme"]
 
-    ``open_slide`` reports these refusals only when no backend recognised the file, so the message for a
-    recognised-but-broken file (a DICOM OpenSlide refuses, a truncated TIFF) names the real problem.
-    """
-
-
+#: Schemes opened by a function of another package, imported on first use: ``scheme -> "module:function"``.
+KNOWN_SCHEMES: dict[str, str] = {"synth": "magnet.synth.slide:open_virtual_slide"}
 _SCHEMES: dict[str, SchemeOpener] = {}
-# (name, opener) in order of preference; filled by magnet.slides.__init__ and by plug-ins.
-_FILE_BACKENDS: list[tuple[str, FileOpener]] = []
+# (name, opener) in order of preference: OpenSlide (the most formats, thread-safe C reads), tiffslide (TIFF /
+# OME-TIFF SubIFD pyramids), plain images through Pillow. Plug-ins append with register_file_backend.
+_FILE_BACKENDS: list[tuple[str, FileOpener]] = [
+    ("openslide", open_openslide),
+    ("tiffslide", open_tiffslide),
+    ("image", open_image_file),
+]
+# Two or more characters before the colon: "C:\..." is a drive letter, not a scheme.
 _URI = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+):(.*)$")
 
 
@@ -48,25 +58,30 @@ def register_file_backend(name: str, opener: FileOpener) -> None:
     _FILE_BACKENDS[:] = [(n, o) for n, o in _FILE_BACKENDS if n != name] + [(name, opener)]
 
 
-def _scheme_of(spec: str) -> str | None:
+def uri_scheme(spec: str) -> str | None:
+    """The lower-case scheme of ``spec`` if it looks like a URI (``name:...``), else None (a file path)."""
     match = _URI.match(spec)
-    if match is None or len(match.group(1)) < 2:  # "C:\..." is a drive letter, not a scheme
+    if match is None or len(match.group(1)) < 2:
         return None
-    scheme = match.group(1).lower()
-    return scheme if scheme in _SCHEMES else None
+    return match.group(1).lower()
+
+
+def _scheme_opener(scheme: str) -> SchemeOpener | None:
+    if scheme not in _SCHEMES and scheme in KNOWN_SCHEMES:
+        module, function = KNOWN_SCHEMES[scheme].split(":")
+        _SCHEMES[scheme] = getattr(importlib.import_module(module), function)
+    return _SCHEMES.get(scheme)
 
 
 def open_slide(spec: str | os.PathLike[str]) -> Slide:
     """Open a slide file, a registered URI (``synth:...``), or a plain image (PNG, JPEG)."""
-    import magnet.slides  # noqa: F401 - registers the built-in backends
-    import magnet.synth  # noqa: F401 - registers the synth: scheme (virtual slides)
-
     text = str(spec)
     if not text.strip():
         raise SlideError(repr(text), "empty slide path")
-    scheme = _scheme_of(text)
-    if scheme is not None:
-        return _SCHEMES[scheme](text)
+    scheme = uri_scheme(text)
+    opener = _scheme_opener(scheme) if scheme is not None else None
+    if opener is not None:
+        return opener(text)
     path = Path(text)
     if not path.exists():
         raise SlideError(text, "no such file")

@@ -1,7 +1,7 @@
 """An in-memory slide: a ``RegionSource`` over one image tensor, in canvas coordinates.
 
 The image is the level-0 slide (``W x H``), centred on the black square canvas of side ``L = max(W, H)``
-(METHOD.md §1, ``magnet.slides.canvas``). ``read(rois, size)`` samples each ROI with ``affine_grid`` /
+(METHOD.md §1, ``magnet.geometry``). ``read(rois, size)`` samples each ROI with ``affine_grid`` /
 ``grid_sample`` (``align_corners=False``, zeros outside the slide). To avoid aliasing when an ROI is much
 coarser than the image (a whole-slide view of a textured image), it samples from an antialiased pyramid
 built once: level k is the image resized by ``2^-k`` with a triangle (antialiased bilinear) filter, and each

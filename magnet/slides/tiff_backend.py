@@ -33,11 +33,10 @@ from typing import Any
 import numpy as np
 
 from magnet.errors import SlideError
-from magnet.slides.base import Slide
+from magnet.slides.base import NotThisFormat, Slide
 from magnet.slides.checks import check_read_args
 from magnet.slides.openslide_backend import AssociatedImages
 from magnet.slides.pixels import to_rgb_uint8
-from magnet.slides.registry import NotThisFormat
 
 # OME length units -> micrometres (OME data model, UnitsLength).
 _OME_UNIT_TO_UM = {"pm": 1e-6, "nm": 1e-3, "µm": 1.0, "um": 1.0, "μm": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}

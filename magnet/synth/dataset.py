@@ -9,7 +9,6 @@ Everything is a function of ``seed``: the same arguments give byte-identical fil
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,15 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from magnet.data.atomic import atomic_write_text
+from magnet.data.lesions import LESIONS_FILE, write_lesions
 from magnet.data.manifest import ManifestRow, write_manifest
 from magnet.errors import ConfigError, SlideError
 from magnet.synth.slide import VirtualSlide
-from magnet.synth.uri import DEFAULT_MPP, DEFAULT_SIZE, TEXTURES, SynthSpec
+from magnet.synth.uri import CLASS_MIX, DEFAULT_MPP, DEFAULT_SIZE, TEXTURES, SynthSpec
 
-CLASS_MIX = {"negative": 0.64, "macro": 0.36 * 0.40, "micro": 0.36 * 0.35, "itc": 0.36 * 0.25}
 SPLIT_FRACTIONS = {"train": 0.70, "validation": 0.15, "test": 0.15}
-LESIONS_FILE = "lesions.json"
 # Slide seeds of data set ``seed`` are seed * SEED_STRIDE + index: readable, and distinct across data sets
 # of fewer than a million slides.
 SEED_STRIDE = 1_000_000
@@ -137,14 +134,7 @@ def write_dataset(slides: Sequence[DatasetSlide], out_dir: str | os.PathLike[str
         for s in slides
     ]
     outlines = {s.uri: s.lesions for s in slides}
-    atomic_write_text(folder / LESIONS_FILE, json.dumps(outlines, separators=(",", ":")) + "\n")
+    write_lesions(outlines, folder / LESIONS_FILE)
     manifest = folder / "manifest.csv"
     write_manifest(rows, manifest)
     return manifest
-
-
-def read_lesions(path: str | os.PathLike[str]) -> dict[str, list[np.ndarray]]:
-    """Lesion polygons by slide URI from a ``lesions.json`` written by ``write_dataset``."""
-    with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
-    return {uri: [np.asarray(item["polygon"], float) for item in items] for uri, items in data.items()}

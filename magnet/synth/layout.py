@@ -15,26 +15,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from magnet.data.lesions import lesion_class_for_extent
 from magnet.errors import SlideError
 from magnet.synth.shapes import Band, StarShape, make_star
 from magnet.synth.uri import SynthSpec
 
-MACRO_UM, ITC_UM = 2000.0, 200.0
 # Extent ranges drawn per class (um): inside the class intervals with a margin of >= 10 %.
 EXTENT_RANGE_UM = {"macro": (2300.0, 6000.0), "micro": (260.0, 1700.0), "itc": (40.0, 170.0)}
 # A lesion's centre lies at least this many lesion radii inside its section.
 LESION_CLEARANCE = 1.35
 # Tissue covers 10-40 % of the slide (issue #3).
 TISSUE_FRACTION = (0.10, 0.40)
-
-
-def lesion_class_for_extent(extent_um: float) -> str:
-    """Camelyon17 class of a lesion from its largest extent in micrometres."""
-    if extent_um > MACRO_UM:
-        return "macro"
-    if extent_um > ITC_UM:
-        return "micro"
-    return "itc"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from magnet.baselines.mean_rgb import (
 )
 from magnet.data.manifest import ManifestRow, read_manifest, write_manifest
 from magnet.errors import MagnetError
-from magnet.metrics import auroc
+from magnet.metrics.auroc import auroc
 from magnet.slides.memory import MemorySlide
 
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from magnet.layers.samplers import linearized_sample
-from magnet.losses import LossWeights, magnet_loss
 from magnet.models.registry import build_model
 from magnet.slides.tensor_source import TensorRegionSource
+from magnet.training.losses import LossWeights, magnet_loss
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/gpu.sh)")
 

@@ -9,10 +9,10 @@ import torch
 from model_fixtures import smooth_image, textured_source
 
 from magnet.errors import ConfigError
-from magnet.losses import magnet_loss
+from magnet.geometry import dihedral_matrix, roi_to_level0_box
 from magnet.models import MODELS, MagNet, build_model, model_config
-from magnet.slides.canvas import dihedral_matrix, roi_to_level0_box
 from magnet.slides.tensor_source import TensorRegionSource
+from magnet.training.losses import magnet_loss
 
 
 def small_model(**overrides: object) -> MagNet:

@@ -26,9 +26,9 @@ from model_fixtures import lesion_pair
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from magnet.losses import magnet_loss
 from magnet.models import MagNet, build_model
 from magnet.slides.tensor_source import TensorRegionSource
+from magnet.training.losses import magnet_loss
 
 SLIDE, RADIUS, CELL = 512, 40, 4  # level-0 px: a lesion 80 px across, 4 px texture cells
 MAX_STEPS = 30

@@ -10,10 +10,10 @@ from model_fixtures import parent_inputs, small_config, textured_source
 
 from magnet.errors import ConfigError
 from magnet.layers.blur import gaussian_blur, low_pass_gradient
-from magnet.losses import magnet_loss
 from magnet.models import Classifier, MagnifyingLayer, build_model
 from magnet.models.classifier import pool_running
 from magnet.models.magnifying import strip_masks
+from magnet.training.losses import magnet_loss
 
 
 # --- readout -----------------------------------------------------------------------------------
@@ -134,7 +134,7 @@ def test_head_mil_loss_reaches_the_heads() -> None:
     losses = magnet_loss(out, labels)
     assert float(losses.head_mil) > 0
     # With only the head-MIL term, every layer's heads and MIL bias get a gradient, the classifier none.
-    from magnet.losses import LossWeights
+    from magnet.training.losses import LossWeights
 
     only_mil = magnet_loss(out, labels, LossWeights(final=0.0, aux=0.0, paradoxical=0.0))
     only_mil.total.backward()

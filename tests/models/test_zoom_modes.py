@@ -10,8 +10,8 @@ from model_fixtures import SMALL_SIZES as SIZES
 from model_fixtures import parent_inputs, small_config, textured_source
 
 from magnet.errors import ConfigError
-from magnet.losses import magnet_loss
 from magnet.models import MagnifyingLayer, build_model, model_config
+from magnet.training.losses import magnet_loss
 
 
 def test_zoom_key_is_validated() -> None:

@@ -25,11 +25,11 @@ import pytest
 import torch
 import yaml
 
-from magnet.config import load_config
+from magnet.config_io import load_config
 from magnet.data.manifest import ManifestRow, write_manifest
-from magnet.recipe import TrainConfig
 from magnet.synth.dataset import make_dataset
-from magnet.train import TrainResult, train
+from magnet.training.loop import TrainResult, train
+from magnet.training.recipe import TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PATCHES = (2, 2, 2)

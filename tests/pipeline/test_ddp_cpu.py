@@ -20,12 +20,12 @@ import pytest
 import torch
 from pipeline_fixtures import PYTHON, balanced_rows, subprocess_env, temp_files, write_recipe
 
-from magnet.checkpoint import load_model
 from magnet.data.manifest import ManifestRow, write_manifest
+from magnet.training.checkpoints import load_model
 
 RECORDING_TRAIN = """
 import json, os, sys
-import magnet.train as t
+import magnet.training.loop as t
 from magnet.errors import SlideError
 from magnet.slides.base import Slide
 from magnet.slides.registry import register_scheme

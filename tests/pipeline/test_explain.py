@@ -12,14 +12,14 @@ import torch
 from PIL import Image
 from pipeline_fixtures import PATCHES, one_line_error, one_thread
 
-from magnet.checkpoint import load_model
 from magnet.cli import main
 from magnet.data.manifest import read_manifest
 from magnet.explain import explain_slide, safe_slide_name
 from magnet.explain.explainer import _unique
 from magnet.explain.geojson import roi_features
 from magnet.explain.palette import layer_colour
-from magnet.slide_pool import SlidePool
+from magnet.slides.pool import SlidePool
+from magnet.training.checkpoints import load_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 N_PER_LAYER = [math.prod(PATCHES[: i + 1]) for i in range(len(PATCHES))]

@@ -1,4 +1,5 @@
-"""Head warm-up (issue 6 lever, magnet.warmup): root views, dihedral maps, the warm-up loop, the Trainer."""
+"""Head warm-up (issue 6 lever, magnet.training.warmup): root views, dihedral maps, the warm-up loop, the
+Trainer."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import torch.nn.functional as F
 from pipeline_fixtures import dataset, one_thread, tiny_config
 
 from magnet.errors import ConfigError
+from magnet.geometry import dihedral_matrix
 from magnet.models import MagnifyingLayer, model_config
-from magnet.slides.canvas import dihedral_matrix
 from magnet.slides.tensor_source import TensorRegionSource
-from magnet.train import Trainer
-from magnet.warmup import dihedral_views, read_root_views, warm_up_heads
+from magnet.training.loop import Trainer
+from magnet.training.warmup import dihedral_views, read_root_views, warm_up_heads
 
 
 def test_dihedral_views_are_the_root_roi_dihedral_reads() -> None:

@@ -14,9 +14,9 @@ from pipeline_fixtures import dataset, one_line_error, one_thread, tiny_config
 
 from magnet.cli import main
 from magnet.errors import ConfigError
-from magnet.evaluate import evaluate
+from magnet.evaluation.evaluate import evaluate
 from magnet.synth.dataset import make_dataset, write_dataset
-from magnet.train import METRIC_FIELDS, Trainer, diagnostic_fields, train
+from magnet.training.loop import METRIC_FIELDS, Trainer, diagnostic_fields, train
 
 
 def outlined_dataset(folder: Path) -> Path:

@@ -20,15 +20,15 @@ from pipeline_fixtures import (
     write_recipe,
 )
 
-import magnet.checkpoint
-import magnet.train
-from magnet.checkpoint import save_checkpoint
+import magnet.training.checkpoints
+import magnet.training.loop
 from magnet.cli import main
 from magnet.data.manifest import ManifestRow, write_manifest
 from magnet.errors import SlideError
 from magnet.slides.base import Slide
 from magnet.slides.registry import register_scheme
-from magnet.train import Trainer
+from magnet.training.checkpoints import save_checkpoint
+from magnet.training.loop import Trainer
 
 
 def test_unknown_recipe_key_names_the_file_and_key(run, tmp_path: Path,  # type: ignore[no-untyped-def]
@@ -148,7 +148,7 @@ def test_ctrl_c_keeps_the_last_checkpoint(run, tmp_path: Path, monkeypatch: pyte
     cfg, _ = run
     recipe = write_recipe(tmp_path / "tiny.yaml", cfg.data.manifest, optim={"epochs": 2},
                           data={"val_split": ""})
-    real_loss, calls = magnet.train.magnet_loss, [0]
+    real_loss, calls = magnet.training.loop.magnet_loss, [0]
     batches_per_epoch = 2  # 8 training slides, batch 4
 
     def interrupting_loss(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -157,7 +157,7 @@ def test_ctrl_c_keeps_the_last_checkpoint(run, tmp_path: Path, monkeypatch: pyte
             raise KeyboardInterrupt
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(magnet.train, "magnet_loss", interrupting_loss)
+    monkeypatch.setattr(magnet.training.loop, "magnet_loss", interrupting_loss)
     out = tmp_path / "run"
     with one_thread():
         code = main(["train", str(recipe), "--out", str(out), "--no-progress"])
@@ -165,7 +165,7 @@ def test_ctrl_c_keeps_the_last_checkpoint(run, tmp_path: Path, monkeypatch: pyte
     assert "interrupted during epoch 2" in capsys.readouterr().out
     payload = torch.load(out / "last.ckpt", map_location="cpu", weights_only=True)
     assert payload["epoch"] == 1 and len(payload["history"]) == 1
-    magnet.checkpoint.load_model(out / "last.ckpt")
+    magnet.training.checkpoints.load_model(out / "last.ckpt")
     with (out / "metrics.csv").open(newline="") as handle:
         assert [r["epoch"] for r in csv.DictReader(handle)] == ["1"]
     assert temp_files(out) == []
@@ -180,7 +180,7 @@ def test_interrupted_checkpoint_write_keeps_the_old_file(tmp_path: Path,
         handle.write(b"half a checkpoint")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(magnet.checkpoint.torch, "save", dying_save)
+    monkeypatch.setattr(magnet.training.checkpoints.torch, "save", dying_save)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, {"epoch": 2})
     monkeypatch.undo()

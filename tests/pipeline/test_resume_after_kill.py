@@ -34,7 +34,7 @@ from magnet.cli import main
 # Runs ``magnet train ARGS`` with the loss wrapped: call number STALL_AT writes MARKER and sleeps.
 STALLING_TRAIN = """
 import os, sys, time
-import magnet.train as t
+import magnet.training.loop as t
 real, calls = t.magnet_loss, [0]
 def stalling(*args, **kwargs):
     calls[0] += 1

@@ -11,11 +11,11 @@ import pytest
 import torch
 from pipeline_fixtures import metric_rows, one_thread, temp_files, tiny_config
 
-from magnet.checkpoint import load_model
-from magnet.config import load_config
-from magnet.recipe import TrainConfig
-from magnet.slide_pool import SlidePool
-from magnet.train import METRIC_FIELDS, diagnostic_fields, train
+from magnet.config_io import load_config
+from magnet.slides.pool import SlidePool
+from magnet.training.checkpoints import load_model
+from magnet.training.loop import METRIC_FIELDS, diagnostic_fields, train
+from magnet.training.recipe import TrainConfig
 
 
 def test_run_folder_holds_config_checkpoints_metrics_and_tensorboard(run) -> None:  # type: ignore[no-untyped-def]

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from magnet.errors import SlideError
+from magnet.geometry import compose, dihedral_matrix, roi_matrix
 from magnet.slides.base import Slide
-from magnet.slides.canvas import compose, dihedral_matrix, roi_matrix
 from magnet.slides.memory import MemorySlide
 from magnet.slides.reader import DIHEDRAL_FLAT, RegionReader, apply_dihedral
 from magnet.slides.tiff_writer import write_pyramidal_tiff

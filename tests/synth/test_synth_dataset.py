@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from magnet.cli import main
+from magnet.data.lesions import read_lesions
 from magnet.data.manifest import read_manifest
 from magnet.errors import ConfigError
 from magnet.synth import VirtualSlide
-from magnet.synth.dataset import make_dataset, read_lesions, write_dataset
+from magnet.synth.dataset import make_dataset, write_dataset
 
 
 def test_class_mix_and_stratified_splits() -> None:

@@ -1,4 +1,4 @@
-"""Tests for magnet.metrics: AUROC against sklearn and by hand, Table 1 columns, bootstrap, outputs."""
+"""Tests for magnet.metrics.auroc: AUROC against sklearn and by hand, Table 1 columns, bootstrap, outputs."""
 
 from __future__ import annotations
 
@@ -11,15 +11,13 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from magnet.metrics import (
-    auroc,
-    format_table1,
+from magnet.evaluation.reports import (
     read_metrics_json,
     save_roc_png,
-    table1,
     write_metrics_json,
     write_predictions_csv,
 )
+from magnet.metrics.auroc import auroc, format_table1, table1
 
 
 def test_auroc_by_hand() -> None:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from model_fixtures import smooth_image
 
-from magnet.slides.canvas import RegionSource, compose, dihedral_matrix, roi_matrix
+from magnet.geometry import RegionSource, compose, dihedral_matrix, roi_matrix
 from magnet.slides.tensor_source import TensorRegionSource, grey_filter
 
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from magnet.errors import ConfigError
-from magnet.losses import LossWeights, magnet_loss, paradoxical_loss
 from magnet.models import MagNetOutput
+from magnet.training.losses import LossWeights, magnet_loss, paradoxical_loss
 
 
 def fake_output(final: list[float], aux: dict[int, list[float]]) -> MagNetOutput:

@@ -1,4 +1,5 @@
-"""Tests for magnet.config: YAML recipes into dataclasses, strict keys and types, overrides, round trips."""
+"""Tests for magnet.config_io: YAML recipes into dataclasses, strict keys and types, overrides, round
+trips."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Literal
 
 import pytest
 
-from magnet.config import (
+from magnet.config_io import (
     apply_override,
     config_from_dict,
     config_to_dict,
@@ -218,7 +219,7 @@ def test_not_a_dataclass_is_a_bug() -> None:
 
 
 def test_overrides_checked_together_pass_as_a_set() -> None:
-    from magnet.recipe import TrainConfig
+    from magnet.training.recipe import TrainConfig
 
     # Each alone breaks model.min_scale <= random_zoom_min_scale <= max_scale; together they are valid.
     items = ["model.max_scale=0.5", "model.min_scale=0.5", "model.random_zoom_min_scale=0.5"]

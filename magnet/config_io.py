@@ -34,7 +34,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
-from magnet.data.atomic import atomic_write_text
+from magnet.atomic import atomic_write_text
 from magnet.errors import ConfigError
 
 T = TypeVar("T")
@@ -329,7 +329,7 @@ def _coerce_scalar(value: Any, tp: Any) -> Any:
         if isinstance(value, (str, os.PathLike)):
             return Path(value)
         raise _BadValue("must be a path (a string)")
-    raise TypeError(f"config field type {tp!r} is not supported by magnet.config")
+    raise TypeError(f"config field type {tp!r} is not supported by magnet.config_io")
 
 
 def _as_number(value: Any) -> int | float | None:

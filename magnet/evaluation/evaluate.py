@@ -15,14 +15,15 @@ from typing import Any
 
 from tqdm import tqdm
 
-from magnet.checkpoint import load_model
 from magnet.data.manifest import ManifestRow, read_manifest
 from magnet.errors import MagnetError
-from magnet.inference import SlidePrediction, predict_slides
-from magnet.localisation import localisation_summary, manifest_outlines, slide_localisation
-from magnet.metrics import save_roc_png, table1, write_metrics_json, write_predictions_csv
-from magnet.oracle import OracleZoom
-from magnet.slide_pool import SlidePool
+from magnet.evaluation.reports import save_roc_png, write_metrics_json, write_predictions_csv
+from magnet.inference.oracle import OracleZoom
+from magnet.inference.runner import SlidePrediction, predict_slides
+from magnet.metrics.auroc import table1
+from magnet.metrics.localisation import localisation_summary, manifest_outlines, slide_localisation
+from magnet.slides.pool import SlidePool
+from magnet.training.checkpoints import load_model
 
 
 def _localisation(good: list[tuple[ManifestRow, SlidePrediction]],
@@ -30,7 +31,8 @@ def _localisation(good: list[tuple[ManifestRow, SlidePrediction]],
     """Hit rate, lesion share and patch size of the final patches (issue 6), where lesion outlines are known.
 
     The manifest names its outlines file in a ``lesions`` column (``magnet synth dataset`` writes
-    ``lesions.json``, ``magnet.localisation.manifest_outlines`` reads it); without it there is nothing to
+    ``lesions.json``, ``magnet.metrics.localisation.manifest_outlines`` reads it); without it there is
+    nothing to
     localise against and the result is None.
     """
     if outlines is None:

@@ -18,11 +18,11 @@ from typing import Any
 
 import torch
 
-from magnet.config import config_from_dict, config_to_dict
-from magnet.data.atomic import atomic_path
+from magnet.atomic import atomic_path
+from magnet.config_io import config_from_dict, config_to_dict
 from magnet.errors import ConfigError, MagnetError
 from magnet.models.magnet import MagNet
-from magnet.recipe import TrainConfig
+from magnet.training.recipe import TrainConfig
 
 FORMAT = "magnet-checkpoint/1"
 

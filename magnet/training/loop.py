@@ -1,12 +1,14 @@
 """The training loop (paper §4.3, METHOD.md §5), with Lightning Fabric for devices and precision.
 
-With ``model.zoom = "oracle"`` (issue 6 control) the final ROIs of each step come from ``magnet.oracle``,
+With ``model.zoom = "oracle"`` (issue 6 control) the final ROIs of each step come from
+``magnet.inference.oracle``,
 placed on the lesion outlines that the manifest's ``lesions`` column names (the same outlines feed the
 per-layer ``lesion_share`` diagnostic).
 
 One epoch: shuffle the training rows with a generator seeded by ``(seed, epoch)``, give each slide a
 dihedral map (folded into its root ROI, METHOD.md §1), run the MagNet on the batch (the model reads the
-slides itself through ``RegionReader``s), back-propagate the loss of ``magnet.losses``, step Adam every
+slides itself through ``RegionReader``s), back-propagate the loss of ``magnet.training.losses``, step Adam
+every
 ``grad_accum`` batches; cosine-anneal the learning rate per epoch; validate; write ``last.ckpt`` (and
 ``best.ckpt`` on a better validation AUROC) atomically; append a row to ``metrics.csv`` and TensorBoard.
 
@@ -30,28 +32,28 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from magnet.checkpoint import (
+from magnet.atomic import atomic_write_text
+from magnet.config_io import save_config
+from magnet.data.manifest import ManifestRow, read_manifest
+from magnet.errors import ConfigError, MagnetError, SlideError
+from magnet.geometry import NUM_DIHEDRAL, dihedral_matrix
+from magnet.inference.oracle import OracleZoom, tissue_mask
+from magnet.inference.runner import predict_slides
+from magnet.metrics.auroc import auroc
+from magnet.metrics.localisation import LesionAreas, manifest_outlines
+from magnet.models.magnet import MagNet
+from magnet.models.magnifying import MagnifyingLayer
+from magnet.slides.pool import SlidePool
+from magnet.training.checkpoints import (
     checkpoint_config,
     config_dict,
     load_checkpoint,
     load_weights,
     save_checkpoint,
 )
-from magnet.config import save_config
-from magnet.data.atomic import atomic_write_text
-from magnet.data.manifest import ManifestRow, read_manifest
-from magnet.errors import ConfigError, MagnetError, SlideError
-from magnet.inference import predict_slides
-from magnet.localisation import LesionAreas, manifest_outlines
-from magnet.losses import magnet_loss
-from magnet.metrics import auroc
-from magnet.models.magnet import MagNet
-from magnet.models.magnifying import MagnifyingLayer
-from magnet.oracle import OracleZoom, tissue_mask
-from magnet.recipe import TrainConfig
-from magnet.slide_pool import SlidePool
-from magnet.slides.canvas import NUM_DIHEDRAL, dihedral_matrix
-from magnet.warmup import read_root_views, warm_up_heads
+from magnet.training.losses import magnet_loss
+from magnet.training.recipe import TrainConfig
+from magnet.training.warmup import read_root_views, warm_up_heads
 
 METRIC_FIELDS = (
     "epoch", "lr", "train_loss", "train_final", "train_aux", "train_paradoxical", "train_head_mil",
@@ -239,7 +241,8 @@ class Trainer:
         self.model, self.optimizer = self.fabric.setup(model, optimizer)
 
     def _warm_up_heads(self, model: MagNet) -> list[float]:
-        """Head warm-up on cached root views before epoch 1 (``optim.head_warmup_steps``; magnet.warmup).
+        """Head warm-up on cached root views before epoch 1 (``optim.head_warmup_steps``;
+        magnet.training.warmup).
 
         Runs before Fabric's setup, on the CPU (56 x 56 views: cheap); under DDP every rank computes the
         same steps from the same seed and setup broadcasts rank 0's weights anyway.

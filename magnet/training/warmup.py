@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from magnet.errors import ConfigError
+from magnet.geometry import RegionSource
 from magnet.models.magnifying import MagnifyingLayer
-from magnet.slides.canvas import RegionSource
 
 __all__ = ["dihedral_views", "read_root_views", "warm_up_heads"]
 

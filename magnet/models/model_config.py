@@ -78,9 +78,10 @@ class MagNetConfig:
     # threshold: about half the random boxes are small enough to count) and the smallest 1/64.
     random_zoom_min_scale: float = 0.25
     # [choice, a control, not the paper] zoom="oracle" (issue 6): layers 1..L-1 as "fixed", the final
-    # patches placed by ground truth (magnet.oracle: centred on random lesion points of positive slides,
+    # patches placed by ground truth (magnet.inference.oracle: centred on random lesion points of positive
+    # slides,
     # random tissue points of negatives). Their side, as a fraction of the slide's longer side: 1/8 is the
-    # hit threshold of magnet.localisation, the largest patch that still counts as a hit.
+    # hit threshold of magnet.metrics.localisation, the largest patch that still counts as a hit.
     oracle_side: float = 0.125
     # [choice, issue 6 lever] head MIL: each layer's head logit maps (before the temperature) double as
     # pixel-level tumour-score maps; their log-sum-exp pool over the layer's heads and pixels is a slide

@@ -6,7 +6,7 @@ upper bound, "is the *what* learnable when the *where* is given?" (METHOD.md §7
 "fixed" control and the N_L final patches are placed here, from the slide's lesion outlines. Per slide:
 
 - N_L square ROIs of side ``oracle_side`` times the slide's longer side (default 1/8, the hit threshold of
-  ``magnet.localisation``). On the canvas (METHOD.md §1: ``u = (X - W0/2, Y - H0/2) / (L/2)``,
+  ``magnet.metrics.localisation``). On the canvas (METHOD.md §1: ``u = (X - W0/2, Y - H0/2) / (L/2)``,
   ``L = max(W0, H0)``) a box of side ``f * L`` has half-size exactly ``h = f``.
 - Positive slides (lesion polygons known): centres uniform over the lesion area [choice: a polygon drawn with
   probability proportional to its bounding box, a point uniform in that box, kept when inside the polygon,
@@ -18,7 +18,7 @@ upper bound, "is the *what* learnable when the *where* is given?" (METHOD.md §7
   glass, background and the canvas outside the slide are excluded whether or not the reader filters; a
   point is a random tissue pixel plus a uniform offset inside it. A slide with no tissue pixel at all falls
   back to points uniform over the slide. The map is cached per slide.
-- Augmentation: every read of a slide in a step shares the root's dihedral map D (``magnet.slides.canvas``),
+- Augmentation: every read of a slide in a step shares the root's dihedral map D (``magnet.geometry``),
   so an oracle ROI is ``[[h D, c], [0, 0, 1]]``: the reader reads the axis-aligned box ``c +- h`` and
   permutes the pixels by D, exactly like the other layers' reads of that slide.
 
@@ -37,7 +37,7 @@ from matplotlib.path import Path
 
 from magnet.data.manifest import ManifestRow
 from magnet.errors import ConfigError
-from magnet.slides.canvas import RegionSource
+from magnet.geometry import RegionSource
 from magnet.slides.pixels import GREY_THRESHOLD
 
 __all__ = [
@@ -163,7 +163,8 @@ def _slide_generator(name: str) -> torch.Generator:
 class OracleZoom:
     """Builds the oracle's final ROIs for batches of slides (``MagNet.forward(..., final_rois=...)``).
 
-    ``outlines``: lesion polygons (level-0 px) by slide name, as ``magnet.localisation.manifest_outlines``
+    ``outlines``: lesion polygons (level-0 px) by slide name, as
+    ``magnet.metrics.localisation.manifest_outlines``
     returns them; a slide absent or with no polygon is treated as negative (random tissue points). ``side``:
     the patches' side as a fraction of the slide's longer side (``model.oracle_side``).
     """

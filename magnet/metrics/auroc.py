@@ -16,17 +16,10 @@ half), which equals the trapezoidal area under the ROC curve (Hanley & McNeil, R
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import os
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-
-from magnet.data.atomic import atomic_path, atomic_write_text
 
 #: Table 1 columns: key in ``table1``'s result, title, lesion classes counted as positive (None: all).
 TABLE1_COLUMNS: tuple[tuple[str, str, tuple[str, ...] | None], ...] = (
@@ -42,7 +35,7 @@ def _labels_and_scores(
     labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Labels and scores as equal-length flat arrays; ``ValueError`` on a mismatch or a non-finite score."""
-    y = _as_labels(labels)
+    y = as_labels(labels)
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     if s.shape != y.shape:
         raise ValueError(f"{len(y)} labels but {len(s)} scores")
@@ -60,10 +53,10 @@ def auroc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarr
     pos, neg = s[y == 1], s[y == 0]
     if len(pos) == 0 or len(neg) == 0:
         raise ValueError(f"AUROC needs positives and negatives (got {len(pos)} and {len(neg)})")
-    return _auroc_pos_neg(pos, neg)
+    return auroc_pos_neg(pos, neg)
 
 
-def _auroc_pos_neg(pos: np.ndarray, neg: np.ndarray) -> float:
+def auroc_pos_neg(pos: np.ndarray, neg: np.ndarray) -> float:
     """P(score of a positive > score of a negative) + half P(equal), by counting over the sorted negatives."""
     neg_sorted = np.sort(neg)
     below = np.searchsorted(neg_sorted, pos, side="left")
@@ -72,7 +65,7 @@ def _auroc_pos_neg(pos: np.ndarray, neg: np.ndarray) -> float:
     return float(wins / (len(pos) * len(neg)))
 
 
-def _as_labels(labels: Sequence[int] | np.ndarray) -> np.ndarray:
+def as_labels(labels: Sequence[int] | np.ndarray) -> np.ndarray:
     y = np.asarray(labels).reshape(-1)
     if y.dtype == np.bool_:
         return y.astype(np.int64)
@@ -89,7 +82,7 @@ def bootstrap_auroc_ci(
     for b in range(n_bootstrap):
         pos_b = pos[rng.integers(0, len(pos), len(pos))]
         neg_b = neg[rng.integers(0, len(neg), len(neg))]
-        values[b] = _auroc_pos_neg(pos_b, neg_b)
+        values[b] = auroc_pos_neg(pos_b, neg_b)
     lo, hi = np.percentile(values, [2.5, 97.5])
     return float(lo), float(hi)
 
@@ -130,7 +123,7 @@ def table1(
         pos = s[is_pos]
         entry: dict[str, Any] = {"auroc": None, "ci95": None, "n_pos": int(len(pos)), "n_neg": int(len(neg))}
         if len(pos) and len(neg):
-            entry["auroc"] = _auroc_pos_neg(pos, neg)
+            entry["auroc"] = auroc_pos_neg(pos, neg)
             if n_bootstrap > 0:
                 rng = np.random.default_rng([seed, column])
                 lo, hi = bootstrap_auroc_ci(pos, neg, n_bootstrap=n_bootstrap, rng=rng)
@@ -169,85 +162,3 @@ def format_table1(result: Mapping[str, Any], *, name: str = "model", decimals: i
     n_neg, n_slides = result["all"]["n_neg"], result["n_slides"]
     footer = f"AUROC of all {n_neg} negative slides against each column's positives; {n_slides} slides."
     return "\n".join([render(header), *(render(row) for row in lines), footer])
-
-
-def save_roc_png(
-    labels: Sequence[int] | np.ndarray,
-    scores: Sequence[float] | np.ndarray,
-    path: str | os.PathLike[str],
-    *,
-    lesion_classes: Sequence[str | None] | None = None,
-    title: str = "ROC",
-) -> None:
-    """ROC curve(s) as a PNG (atomic). With ``lesion_classes``, one curve per Table-1 column that exists."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from sklearn.metrics import roc_curve
-
-    y = _as_labels(labels)
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    classes = np.array(
-        [""] * len(y) if lesion_classes is None else [(c or "").lower() for c in lesion_classes], dtype=object
-    )
-    # No pyplot: a Figure with its own Agg canvas touches no global state and needs no display.
-    fig = Figure(figsize=(4.5, 4.5), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=1)
-    columns = TABLE1_COLUMNS if lesion_classes is not None else TABLE1_COLUMNS[-1:]
-    for _key, name, members in columns:
-        is_pos = (y == 1) if members is None else (y == 1) & np.isin(classes, members)
-        keep = is_pos | (y == 0)
-        if not is_pos.any() or not (y == 0).any():
-            continue
-        fpr, tpr, _ = roc_curve(is_pos[keep].astype(int), s[keep])
-        ax.plot(fpr, tpr, label=f"{name} (AUROC {_auroc_pos_neg(s[is_pos], s[y == 0]):.2f})")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-
-
-def write_predictions_csv(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike[str]) -> None:
-    """One CSV line per slide (e.g. slide, probability, label, lesion_class), atomically.
-
-    Columns are the keys of the rows in first-seen order; floats keep full precision (``repr``).
-    """
-    rows = list(rows)
-    columns: list[str] = []
-    for row in rows:
-        columns += [key for key in row if key not in columns]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_cell(row.get(key)) for key in columns])
-    atomic_write_text(path, buffer.getvalue(), newline="")
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (float, np.floating)):
-        return repr(float(value))
-    if isinstance(value, np.integer):
-        return str(int(value))
-    return str(value)
-
-
-def write_metrics_json(result: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
-    """``result`` (e.g. from ``table1``) as indented JSON, atomically; NaN is refused (not valid JSON)."""
-    atomic_write_text(path, json.dumps(result, indent=2, allow_nan=False) + "\n")
-
-
-def read_metrics_json(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read back a ``metrics.json``."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return data

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from magnet.config import load_config
+from magnet.config_io import load_config
 from magnet.models import build_model
-from magnet.recipe import TrainConfig
-from magnet.slide_pool import SlidePool
+from magnet.slides.pool import SlidePool
+from magnet.training.recipe import TrainConfig
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
 
 def test_there_are_recipes() -> None:

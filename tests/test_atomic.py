@@ -1,4 +1,4 @@
-"""Tests for magnet.data.atomic: the old file survives a failed write, no temporary file is left."""
+"""Tests for magnet.atomic: the old file survives a failed write, no temporary file is left."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from magnet.data.atomic import atomic_path, atomic_write_text
+from magnet.atomic import atomic_path, atomic_write_text
 
 
 def test_write_replaces_and_cleans_up(tmp_path: Path) -> None:

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import torch
 
 from magnet.errors import ConfigError, SlideError
+from magnet.inference.oracle import OracleZoom
 from magnet.models.magnet import MagNet
-from magnet.oracle import OracleZoom
-from magnet.slide_pool import SlidePool
+from magnet.slides.pool import SlidePool
 
 
 @dataclass
@@ -46,7 +46,8 @@ def predict_slides(
 ) -> list[SlidePrediction]:
     """Predict every slide of ``slides``; order is kept. ``progress(n)`` is called after each batch.
 
-    ``oracle``: the final ROIs of a model with zoom="oracle" (required there; ``magnet.oracle``), drawn per
+    ``oracle``: the final ROIs of a model with zoom="oracle" (required there; ``magnet.inference.oracle``),
+    drawn per
     slide from a generator seeded by the slide's name, so a slide gets the same patches in any batch.
     """
     if model.config.zoom == "oracle" and oracle is None:

@@ -9,11 +9,11 @@ import torch
 from matplotlib.path import Path as PolygonPath
 
 from magnet.errors import ConfigError
-from magnet.localisation import slide_localisation
+from magnet.geometry import NUM_DIHEDRAL, compose, dihedral_matrix, roi_to_level0_box
+from magnet.inference.oracle import OracleZoom, lesion_points, tissue_map
+from magnet.metrics.localisation import slide_localisation
 from magnet.models import build_model, model_config
 from magnet.models.magnet import MagNet
-from magnet.oracle import OracleZoom, lesion_points, tissue_map
-from magnet.slides.canvas import NUM_DIHEDRAL, compose, dihedral_matrix, roi_to_level0_box
 from magnet.slides.reader import DIHEDRAL_FLAT, RegionReader, apply_dihedral
 from magnet.slides.registry import open_slide
 from magnet.slides.tensor_source import TensorRegionSource
@@ -144,7 +144,7 @@ def test_forward_in_oracle_mode_uses_the_given_final_rois() -> None:
     count = model.config.patches_at(model.config.num_layers)
     points = [torch.rand(count, 2, generator=g, dtype=torch.float64).numpy() * [192, 160] for _ in sources]
     root = torch.stack([dihedral_matrix(0, torch.float64), dihedral_matrix(5, torch.float64)])
-    from magnet.oracle import oracle_rois
+    from magnet.inference.oracle import oracle_rois
 
     final = torch.stack([oracle_rois(p, s.slide_size, 0.2, root[b, :2, :2])
                          for b, (p, s) in enumerate(zip(points, sources, strict=True))])

@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from magnet.localisation import SlideLocalisation, lesion_mask, localisation_summary, slide_localisation
-from magnet.synth.dataset import make_dataset, read_lesions, write_dataset
+from magnet.data.lesions import read_lesions
+from magnet.metrics.localisation import (
+    SlideLocalisation,
+    lesion_mask,
+    localisation_summary,
+    slide_localisation,
+)
+from magnet.synth.dataset import make_dataset, write_dataset
 
 SLIDE = (8000, 6000)  # width, height: longer side 8000, so hits need patches of side <= 1000
 SQUARE = np.array([[2000.0, 2000.0], [3000.0, 2000.0], [3000.0, 3000.0], [2000.0, 3000.0]])

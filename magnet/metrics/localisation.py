@@ -1,7 +1,7 @@
 """Localisation metrics: do a MagNet's final patches land on the lesions? (issue 6, METHOD.md §7)
 
 Per slide, from the level-0 boxes of the final patches (``MagNetOutput.boxes_level0[-1][b]``), the slide's
-level-0 size and its lesion polygons (level-0 pixels, as ``magnet.synth.dataset.read_lesions`` returns them):
+level-0 size and its lesion polygons (level-0 pixels, as ``magnet.data.lesions.read_lesions`` returns them):
 
 - ``hit``: some final patch whose side is at most ``max_patch_fraction`` (1/8, issue 6) of the slide's
   longer side overlaps a lesion polygon. The size cap matters: a patch as large as the slide "overlaps"
@@ -34,7 +34,7 @@ from matplotlib.transforms import Bbox
 
 from magnet.data.manifest import ManifestRow
 from magnet.errors import MagnetError
-from magnet.metrics import TABLE1_COLUMNS
+from magnet.metrics.auroc import TABLE1_COLUMNS
 
 __all__ = [
     "LesionAreas", "SlideLocalisation", "lesion_mask", "localisation_summary", "manifest_outlines",
@@ -86,7 +86,7 @@ def slide_localisation(
     # Boxes are squares on the canvas; take the longer side should rounding make them differ.
     sides = np.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1])
     # The relative slack absorbs float rounding, so a patch of side exactly max_patch_fraction (the oracle
-    # zoom's default, magnet.oracle) counts.
+    # zoom's default, magnet.inference.oracle) counts.
     eligible = sides <= max_patch_fraction * longer * (1 + 1e-9)
     hit = False
     if polygons and eligible.any():
@@ -268,10 +268,10 @@ def manifest_outlines(
     """Lesion polygons (level-0 px) by slide, from the files the manifest's ``lesions`` column names.
 
     Paths are relative to ``folder`` (the manifest's folder); ``magnet synth dataset`` writes
-    ``lesions.json`` (``magnet.synth.dataset.read_lesions`` reads it). None when no row names a file, so
+    ``lesions.json`` (``magnet.data.lesions.read_lesions`` reads it). None when no row names a file, so
     "no outlines known" differs from "known, and this slide has none" (a negative: ``[]`` or absent).
     """
-    from magnet.synth.dataset import read_lesions  # the format's reader; imported late (synth is heavy)
+    from magnet.data.lesions import read_lesions
 
     files = sorted({r.extra.get("lesions", "") for r in rows} - {""})
     if not files:

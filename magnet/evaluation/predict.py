@@ -13,10 +13,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from magnet.checkpoint import load_model
 from magnet.errors import ConfigError
-from magnet.inference import predict_slides
-from magnet.slide_pool import SlidePool
+from magnet.inference.runner import predict_slides
+from magnet.slides.pool import SlidePool
+from magnet.training.checkpoints import load_model
 
 
 def predict(checkpoint: str | Path, slides: Sequence[str], *, batch_size: int = 1) -> list[dict[str, Any]]:
