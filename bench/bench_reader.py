@@ -1,4 +1,4 @@
-"""Benchmark ``RegionReader`` on a large JPEG-tiled pyramidal TIFF (issue 2; METHOD.md §2.6).
+"""Benchmark ``RegionReader`` on a large JPEG-tiled pyramidal TIFF (docs/method.md §2.6).
 
 1. Writes a >= 40,000 x 40,000 generic tiled TIFF (JPEG tiles, levels at downsamples 1, 2, 4, ...) from a
    synthetic slide rendered lazily tile by tile (``write_pyramidal_tiff`` never holds a level in memory).
@@ -13,7 +13,7 @@
 5. A GIL-free control (sha256, 1 vs 2 threads) measured just before and after each size shows the speed-up
    the machine allows at that moment: on a shared machine the pool cannot beat it.
 
-Targets (issue 2): pool >= 1.7x one thread on 2 cores; decoded <= 4x output pixels on average.
+Targets: pool >= 1.7x one thread on 2 cores; decoded <= 4x output pixels on average.
 
 Usage: ``.venv/bin/python bench/bench_reader.py [--side 40000] [--rois 1000] [--keep]``
 """

@@ -1,4 +1,6 @@
-"""Can the layer-1 heads learn *where* from slide labels alone? Head MIL on cached root views (issue 6).
+"""Can the layer-1 heads learn *where* from slide labels alone? Head MIL on cached root views.
+
+A lever of ours, not the paper's (docs/method.md §9).
 
 Reads every slide's 56 x 56 root view once, then trains only the first magnifying layer's localisation
 heads (``sibling_layout=strips``, ``head_mil``; no sampler, no classifier) with the head-MIL loss for many
@@ -72,7 +74,7 @@ def main() -> None:
     with torch.no_grad():
         scores = layer.score_maps(views[test][:, None])
         logits = layer.mil_logit(scores)
-        masked = layer._mask_strips(scores, fill=float("-inf"))
+        masked = layer.layout.confine(scores, fill=float("-inf"))
         peak = masked.flatten(1).argmax(dim=1) % (56 * 56)
     on_lesion = {c: [] for c in ("macro", "micro", "itc")}
     for k, i in enumerate(test):

@@ -15,7 +15,6 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from magnet.synth import VirtualSlide
-from magnet.synth.uri import default_texture_dir
 
 PANEL = 256
 SLIDES = {
@@ -71,8 +70,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     slides = dict(SLIDES)
-    if (default_texture_dir() / "labels.csv").exists():
-        slides["micro-camelyon16"] = "synth:seed=2,lesion=micro,texture=camelyon16"
+    slides["micro-camelyon16"] = "synth:seed=2,lesion=micro,texture=camelyon16"  # the packaged patches
     for name, uri in slides.items():
         path = out / f"synth-{name}.png"
         figure(uri).quantize(colors=192, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)

@@ -1,11 +1,13 @@
-"""Issue 6 upper bound: is the "what" learnable when the "where" is given? (oracle vs random patches)
+"""Oracle upper bound: is the "what" learnable when the "where" is given? (oracle vs random patches)
+
+A zoom control of docs/method.md §8, here outside the model.
 
 For every virtual slide, 8 final patches at one fixed size: **oracle** puts them on the slide's lesions
 (positives; random tissue points for negatives), **random** on random tissue points for every slide. The
 patches are read through ``RegionReader`` exactly as a MagNet's final patches (grey filter, 112 px), and the
 demo's classifier (small CNN → GRU → FC, ``magnet.models.classifier.Classifier``) is trained on them with
 slide labels; test AUROC per class. Same pixel budget in both arms; only the location differs. This is the
-ceiling a learned zoom at that patch size can approach (METHOD.md §7: ~0.98 in the prototypes).
+ceiling a learned zoom at that patch size can approach (docs/method.md §7: ~0.98 in the prototypes).
 
     .venv/bin/python bench/oracle_zoom.py --n 200 --side 4096 --epochs 8
 """
@@ -19,6 +21,8 @@ import numpy as np
 import torch
 from matplotlib.path import Path as PolygonPath
 
+from magnet.geometry import canvas_side
+from magnet.inference.oracle import oracle_rois
 from magnet.metrics.auroc import table1
 from magnet.models.classifier import Classifier
 from magnet.slides.reader import RegionReader
@@ -48,13 +52,8 @@ def _read(uri: str, oracle: bool, side: int, seed: int) -> torch.Tensor:
     slide = open_slide(uri)
     rng = np.random.default_rng(seed)
     centres = _points(slide, oracle and slide.label == 1, rng)
-    w, h = slide.dimensions
-    half_canvas = max(w, h) / 2
-    rois = torch.zeros(PATCHES, 3, 3, dtype=torch.float64)
-    rois[:, 0, 0] = rois[:, 1, 1] = side / 2 / half_canvas
-    rois[:, 0, 2] = torch.from_numpy((centres[:, 0] - w / 2) / half_canvas)
-    rois[:, 1, 2] = torch.from_numpy((centres[:, 1] - h / 2) / half_canvas)
-    rois[:, 2, 2] = 1
+    # Squares of side `side` level-0 px: a fraction side / L of the canvas side.
+    rois = oracle_rois(centres, slide.dimensions, side / canvas_side(slide.dimensions))
     with torch.no_grad():
         return RegionReader(slide, threads=1).read(rois, SIZE)
 

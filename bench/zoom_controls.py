@@ -1,5 +1,5 @@
-"""Issue 6 controls in one run: learned zoom vs the fixed layout vs random zoom vs oracle zoom (final patches
-on the lesions, ``magnet.inference.oracle``) vs mean RGB, same data.
+"""Zoom controls in one run (docs/method.md §8): learned zoom vs the fixed layout vs random zoom vs oracle
+zoom (final patches on the lesions, ``magnet.inference.oracle``) vs mean RGB, same data.
 
 Trains the demo recipe (``configs/demo.yaml``, the ``tiny`` MagNet on 2 CPU cores) once per zoom mode on
 one virtual data set, evaluates each best checkpoint on the test split (Table-1 AUROCs with bootstrap

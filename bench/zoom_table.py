@@ -1,4 +1,6 @@
-"""Issue 6's table: learned zoom vs its controls, trained on one virtual data set, scored on another.
+"""The zoom table: learned zoom vs its controls, trained on one virtual data set, scored on another.
+
+The controls are those of docs/method.md §8.
 
 For every zoom mode (learned, fixed, random, oracle) and seed: ``magnet train`` with the demo recipe plus
 the given overrides on ``--data`` (its train and validation splits), then ``magnet evaluate`` of the best
@@ -13,7 +15,8 @@ reused (delete ``--out`` to start over).
 Without ``--data`` / ``--test`` it writes the two virtual sets the table in docs/BENCHMARKS.md used: 600
 training slides (``make_dataset(600, 1)``, its train and validation splits) and a test set of the first
 300 negative and 70 macro, micro and ITC slides of ``make_dataset(1200, 2)`` (disjoint seeds), with
-``--texture`` procedural (default) or camelyon16 (real tumour and normal patches, ../shared/data).
+``--texture`` procedural (default) or camelyon16 (real tumour and normal patches shipped in
+magnet/synth/camelyon16).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Typed configs: dataclasses with the paper's defaults, YAML recipes, ``--set`` overrides.
 
 The pattern is nanoGPT's: every tunable is a dataclass field whose default is the paper's value (or ours,
-with the reason in a comment beside it, METHOD.md marks which). Each module that owns a concept defines its
-own dataclass (``ModelConfig`` in ``models``, ``TrainConfig`` in ``train``...); this module only turns YAML
+with the reason in a comment beside it; docs/method.md marks which). Each module that owns a concept defines
+its own dataclass (``MagNetConfig`` in ``magnet.models.model_config``, ``TrainConfig`` in
+``magnet.training.recipe``...); this module only turns YAML
 and command-line text into those dataclasses and back, strictly:
 
 - an unknown key is an error that names the file, the dotted key and the closest valid key (a typo in a
@@ -11,18 +12,23 @@ and command-line text into those dataclasses and back, strictly:
   ``bool``, ``str``, ``Path``, ``Literal[...]``, ``X | None``, ``tuple[int, ...]``, ``tuple[int, int]``,
   ``list[X]``, ``dict[str, X]`` and nested dataclasses;
 - a ``ValueError`` raised by a dataclass's ``__post_init__`` (cross-field checks) becomes a ``ConfigError``
-  naming the file and the section.
+  naming the file and the section;
+- a dataclass with a ``preset_defaults(data)`` classmethod gets the keys its section lacks from it (the
+  model's ``variant``: ``model: {variant: tiny, sampler: bilinear}``).
 
 PyYAML reads ``3e-5`` (no dot) as a string; float fields accept such numeric strings for that reason.
 
 Overrides are ``key.sub=value`` strings (the CLI's ``--set``); the value is parsed as YAML, so ``--set
-train.lr=1e-4``, ``--set model.patches=[3,3]`` and ``--set data.root=null`` all do what they look like.
+optim.lr=1e-4``, ``--set model.patches_per_layer=[3,3]`` and ``--set model.classifier_input_size=null`` all do
+what they look like. Overrides apply to the file's keys before the defaults fill in, so ``--set
+model.variant=magnet3`` swaps the preset under the recipe's own keys.
 Checkpoints carry their config as a plain dict (``config_to_dict``) and rebuild it with
 ``config_from_dict``, with the same checks.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import os
@@ -73,14 +79,19 @@ def load_config(cls: type[T], path: str | os.PathLike[str] | None, overrides: Se
         return cfg
     # All overrides at once first: keys checked together (e.g. model.min_scale and model.max_scale) may
     # pass only as a set. If that fails, one at a time, so the error names the --set item that broke it.
-    merged = config_to_dict(cfg)
+    # They go onto the file's keys, not the resolved config, so that presets fill in after them; the
+    # resolved config still tells a value from a section.
+    merged, resolved = copy.deepcopy(data), config_to_dict(cfg)
     for item in overrides:
+        resolved = _override_dict(resolved, item)
         merged = _override_dict(merged, item)
     try:
         return config_from_dict(cls, merged, source="--set " + " ".join(overrides))
     except ConfigError:
+        partial = copy.deepcopy(data)
         for item in overrides:
-            cfg = apply_override(cfg, item)
+            partial = _override_dict(partial, item)
+            cfg = config_from_dict(cls, partial, source=f"--set {item}")
         return cfg
 
 
@@ -104,7 +115,7 @@ def _override_dict(data: dict[str, Any], item: str) -> dict[str, Any]:
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"{source}: expected key=value, e.g. train.lr=1e-4")
+        raise ConfigError(f"{source}: expected key=value, e.g. optim.lr=1e-4")
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -186,6 +197,9 @@ def _build_dataclass(cls: type, data: Mapping[str, Any], *, prefix: str, source:
     for key in data:
         if not isinstance(key, str) or key not in fields:
             raise ConfigError(f"{source}: {_unknown_key_message(prefix, key, list(fields))}")
+    preset_defaults = getattr(cls, "preset_defaults", None)
+    if callable(preset_defaults):
+        data = {**preset_defaults(data), **data}
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         dotted = f"{prefix}{name}"

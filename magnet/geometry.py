@@ -1,4 +1,4 @@
-"""Canvas coordinates: the one frame in which every ROI of the model lives (METHOD.md §1).
+"""Canvas coordinates: the one frame in which every ROI of the model lives (docs/method.md §1).
 
 Convention:
     - A slide of level-0 size ``W0 x H0`` sits centred on a black square canvas of side ``L = max(W0, H0)``
@@ -20,9 +20,13 @@ Tensors of ROIs have shape ``(..., 3, 3)`` and dtype float32 or float64.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
+import numpy as np
 import torch
+
+#: Coordinates in either array type: the conversions return the type they are given.
+Coords = TypeVar("Coords", torch.Tensor, np.ndarray)
 
 # The 8 dihedral maps as 2x2 matrices acting on (x, y); index 0 is the identity.
 # Order: identity, rot90, rot180, rot270, flip-x (mirror left-right), flip-y, transpose, anti-transpose.
@@ -79,14 +83,38 @@ def roi_box_canvas(roi: torch.Tensor) -> torch.Tensor:
     return torch.cat([centre - half, centre + half], -1)
 
 
-def canvas_to_level0(
-    box: torch.Tensor, slide_size: tuple[int, int]
-) -> torch.Tensor:
-    """Canvas box(es) ``(..., 4)`` to level-0 pixel boxes ``(x0, y0, x1, y1)`` (float, unclipped)."""
+def canvas_side(slide_size: tuple[int, int]) -> int:
+    """``L = max(W0, H0)``: the side of the square canvas in level-0 pixels (canvas units are ``L / 2``)."""
     w0, h0 = slide_size
-    side = float(max(w0, h0))
-    offset = torch.tensor([w0 / 2, h0 / 2, w0 / 2, h0 / 2], dtype=box.dtype, device=box.device)
-    return offset + box * (side / 2)
+    return max(w0, h0)
+
+
+def _slide_centre(coords: Coords, slide_size: tuple[int, int]) -> Coords:
+    """``(W0/2, H0/2)`` repeated for each ``(x, y)`` pair of ``coords``' last axis, in its array type."""
+    pairs, odd = divmod(coords.shape[-1], 2)
+    if odd or not pairs:
+        raise ValueError(f"coordinates must be (x, y) pairs along the last axis, got {tuple(coords.shape)}")
+    w0, h0 = slide_size
+    values = [w0 / 2, h0 / 2] * pairs
+    if isinstance(coords, torch.Tensor):
+        return torch.tensor(values, dtype=coords.dtype, device=coords.device)
+    return np.array(values, dtype=np.float64)
+
+
+def canvas_to_level0(coords: Coords, slide_size: tuple[int, int]) -> Coords:
+    """Canvas coordinates to level-0 pixels (float, unclipped): ``X = W0/2 + u_x L/2``, ``Y = H0/2 + u_y L/2``
+    (``L = canvas_side``).
+
+    ``coords`` is a tensor or numpy array of ``(x, y)`` pairs along its last axis: points ``(..., 2)`` or
+    boxes ``(..., 4)`` = ``(x0, y0, x1, y1)``. The inverse is ``level0_to_canvas``.
+    """
+    return _slide_centre(coords, slide_size) + coords * (float(canvas_side(slide_size)) / 2)
+
+
+def level0_to_canvas(coords: Coords, slide_size: tuple[int, int]) -> Coords:
+    """Level-0 pixels to canvas coordinates, ``u = (X - W0/2, Y - H0/2) / (L/2)``: ``canvas_to_level0``'s
+    inverse, on the same ``(x, y)`` pairs (points ``(..., 2)`` or boxes ``(..., 4)``)."""
+    return (coords - _slide_centre(coords, slide_size)) / (float(canvas_side(slide_size)) / 2)
 
 
 def roi_to_level0_box(roi: torch.Tensor, slide_size: tuple[int, int]) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 A control for colour shortcuts: if a slide's average colour alone separates tumour from normal slides
 (scanner, stain batch, hospital), the classifier's AUROC means less. Features are the mean R, G, B of the
-slide's thumbnail over tissue pixels only: the paper's grey filter (§4.2, METHOD.md §2.8) marks pixels
+slide's thumbnail over tissue pixels only: the paper's grey filter (§4.2, docs/method.md §2.8) marks pixels
 with ``max(R,G,B) - min(R,G,B) < 15`` as glass or background, and those are left out of the mean (so the
 amount of glass on a slide does not move its colour). A logistic regression on standardised features is
 fitted on the training split and scores the test split.

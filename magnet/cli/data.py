@@ -3,8 +3,8 @@
     magnet data camelyon --c16 CAMELYON16 --c17 CAMELYON17 --protocol paper --out camelyon/manifest.csv
 
 ``paper``: 25 % of Camelyon17 (stratified by class, by patient) is the test set; the rest is pooled with
-Camelyon16 and split 80/20 into train/validation; ITC slides are kept only in the test set (METHOD.md §5).
-``c16_official``: Camelyon16's own training/testing split. No pixels are read.
+Camelyon16 and split 80/20 into train/validation; ITC slides are kept only in the test set
+(docs/method.md §5). ``c16_official``: Camelyon16's own training/testing split. No pixels are read.
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_camelyon(args: argparse.Namespace) -> int:
     from magnet.data.camelyon import build_camelyon_manifest
+    from magnet.data.lesions import slide_class
     from magnet.data.manifest import write_manifest
 
     rows = build_camelyon_manifest(args.c16, args.c17, args.protocol, args.seed)
     write_manifest(rows, args.out)
-    counts = Counter((r.split, r.lesion_class or ("positive" if r.label else "negative")) for r in rows)
+    counts = Counter((r.split, slide_class(r.lesion_class, r.label)) for r in rows)
     print(f"wrote {len(rows)} rows to {args.out}")
     for (split, cls), n in sorted(counts.items()):
         print(f"  {split:<11} {cls:<9} {n}")

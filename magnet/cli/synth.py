@@ -1,4 +1,4 @@
-"""``magnet synth``: virtual lymph-node slides (DESIGN.md "Virtual slides", issue #3).
+"""``magnet synth``: virtual lymph-node slides (docs/virtual-slides.md).
 
 - ``magnet synth dataset --n 400 --seed 0 --out DIR [--size WxH] [--texture procedural|camelyon16]``
   writes ``DIR/manifest.csv`` and ``DIR/lesions.json`` (no pixels);
@@ -8,18 +8,17 @@
 from __future__ import annotations
 
 import argparse
-import re
 from typing import Any
 
 from magnet.errors import ConfigError
-from magnet.synth.uri import DEFAULT_MPP, DEFAULT_SIZE, TEXTURES
+from magnet.synth.uri import DEFAULT_MPP, DEFAULT_SIZE, TEXTURES, parse_size
 
 
 def _size(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"([0-9]+)x([0-9]+)", text)
-    if match is None:
+    size = parse_size(text)
+    if size is None:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels, got {text!r}")
-    return int(match.group(1)), int(match.group(2))
+    return size
 
 
 def register(subparsers: Any) -> None:
@@ -63,6 +62,7 @@ def register(subparsers: Any) -> None:
 
 
 def run_dataset(args: argparse.Namespace) -> int:
+    from magnet.data.lesions import LESION_CLASSES
     from magnet.synth.dataset import make_dataset, write_dataset
 
     if args.texture_dir is not None and args.texture != "camelyon16":
@@ -71,7 +71,7 @@ def run_dataset(args: argparse.Namespace) -> int:
         args.n, args.seed, size=args.size, texture=args.texture, mpp=args.mpp, texture_dir=args.texture_dir
     )
     manifest = write_dataset(slides, args.out)
-    counts = {c: sum(s.lesion_class == c for s in slides) for c in ("negative", "macro", "micro", "itc")}
+    counts = {c: sum(s.lesion_class == c for s in slides) for c in LESION_CLASSES}
     print(
         f"wrote {manifest} ({len(slides)} slides: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")"
     )

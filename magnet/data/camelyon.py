@@ -12,9 +12,9 @@ Layouts read (as distributed by the challenges; only file names and label files 
 
 Protocols (``build_camelyon_manifest``):
 
-- ``"paper"`` (paper §4, METHOD.md §5): 25 % of Camelyon17 is the test set, stratified by lesion class; the
-  rest of Camelyon17 is pooled with *all* of Camelyon16 (training and testing folders: the paper counts
-  238 normal and 160 tumour Camelyon16 slides, i.e. both) and split 80/20 into train and validation,
+- ``"paper"`` (paper §4, docs/method.md §5): 25 % of Camelyon17 is the test set, stratified by lesion
+  class; the rest of Camelyon17 is pooled with *all* of Camelyon16 (training and testing folders: the paper
+  counts 238 normal and 160 tumour Camelyon16 slides, i.e. both) and split 80/20 into train and validation,
   stratified by class; ITC slides are dropped from train and validation (kept in test), as in the paper.
   Our choice: both splits keep a patient's lymph nodes on one side (``group_by_patient=True``), because
   nodes of one patient share staining and often the tumour; a greedy search over patients keeps every
@@ -46,7 +46,7 @@ from magnet.errors import MagnetError
 
 Protocol = Literal["paper", "c16_official"]
 
-# Paper §4 / METHOD.md §5.
+# Paper §4 / docs/method.md §5.
 PAPER_TEST_FRACTION = 0.25
 PAPER_VALIDATION_FRACTION = 0.2
 
@@ -231,7 +231,7 @@ def paper_split(
     validation_fraction: float = PAPER_VALIDATION_FRACTION,
     group_by_patient: bool = True,
 ) -> list[ManifestRow]:
-    """The paper's protocol on given rows (METHOD.md §5): C17 test share, then pooled train/validation."""
+    """The paper's protocol on given rows (docs/method.md §5): C17 test share, then pooled train / val."""
     c17 = sorted(c17, key=lambda r: r.slide)  # independent of file-system order
     c16 = sorted(c16, key=lambda r: r.slide)
     test_idx = stratified_group_holdout(

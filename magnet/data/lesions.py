@@ -15,17 +15,19 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from magnet.atomic import atomic_write_text
 
 LesionClass = Literal["negative", "macro", "micro", "itc"]
-#: Every class a manifest row may carry, the negative one first.
-LESION_CLASSES: tuple[str, ...] = ("negative", "macro", "micro", "itc")
+#: Every class a manifest row may carry, the negative one first (the values of ``LesionClass``).
+LESION_CLASSES: tuple[str, ...] = get_args(LesionClass)
 #: The metastasis classes, largest first.
 POSITIVE_CLASSES: tuple[str, ...] = LESION_CLASSES[1:]
+#: What the metrics call a positive slide of unknown class (Table 1 counts it in "All" only).
+UNKNOWN_POSITIVE = "positive"
 #: Camelyon17 thresholds on the largest extent, in micrometres.
 MACRO_UM, ITC_UM = 2000.0, 200.0
 #: Name of the outline file ``magnet synth dataset`` writes beside its manifest.
@@ -39,6 +41,11 @@ def lesion_class_for_extent(extent_um: float) -> str:
     if extent_um > ITC_UM:
         return "micro"
     return "itc"
+
+
+def slide_class(lesion_class: str | None, label: int) -> str:
+    """A slide's class for the metrics: its lesion class, else "negative" or ``UNKNOWN_POSITIVE`` by label."""
+    return lesion_class or (UNKNOWN_POSITIVE if label else "negative")
 
 
 def write_lesions(outlines: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike[str]) -> None:

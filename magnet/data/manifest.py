@@ -1,4 +1,4 @@
-"""The manifest CSV: the one input format of training, evaluation and baselines (DESIGN.md, issue 5).
+"""The manifest CSV: the one input format of training, evaluation and baselines.
 
 Columns (header names are matched without regard to case or surrounding spaces):
 
@@ -9,7 +9,7 @@ column                    required  meaning
                                     a URI such as ``synth:seed=17,...`` that ``open_slide`` understands
 ``label``                 yes       ``0`` (no metastasis) or ``1`` (metastasis)
 ``lesion_class``          no        ``negative``, ``macro``, ``micro`` or ``itc`` (Camelyon17 size classes,
-                                    METHOD.md §5); empty when unknown (e.g. Camelyon16 training tumours)
+                                    docs/method.md §5); empty when unknown (e.g. Camelyon16 training tumours)
 ``split``                 no        ``train``, ``validation`` or ``test``; empty when the slide is in none
 ``patient``               no        patient id, so that splits can keep a patient's nodes together
 anything else             no        kept, in ``ManifestRow.extra``, and written back by ``write_manifest``

@@ -15,6 +15,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from magnet.data.lesions import POSITIVE_CLASSES, slide_class
 from magnet.data.manifest import ManifestRow, read_manifest
 from magnet.errors import MagnetError
 from magnet.evaluation.reports import save_roc_png, write_metrics_json, write_predictions_csv
@@ -28,7 +29,7 @@ from magnet.training.checkpoints import load_model
 
 def _localisation(good: list[tuple[ManifestRow, SlidePrediction]],
                   outlines: dict[str, list[Any]] | None) -> dict[str, Any] | None:
-    """Hit rate, lesion share and patch size of the final patches (issue 6), where lesion outlines are known.
+    """Hit rate, lesion share, patch size of the final patches (docs/method.md §5), where outlines are known.
 
     The manifest names its outlines file in a ``lesions`` column (``magnet synth dataset`` writes
     ``lesions.json``, ``magnet.metrics.localisation.manifest_outlines`` reads it); without it there is
@@ -43,14 +44,14 @@ def _localisation(good: list[tuple[ManifestRow, SlidePrediction]],
 
 def _classes(good: list[tuple[ManifestRow, SlidePrediction]]) -> list[str]:
     """Lesion class per slide; a row without one is "negative" or "positive" (unknown class) by its label."""
-    return [r.lesion_class or ("positive" if r.label else "negative") for r, _ in good]
+    return [slide_class(r.lesion_class, r.label) for r, _ in good]
 
 
 def format_localisation(loc: dict[str, Any] | None) -> str:
     """Two lines: hit rate per class and the final patches' mean size (empty without lesion outlines)."""
     if not loc:
         return ""
-    cols = ("macro", "micro", "itc", "all")
+    cols = (*POSITIVE_CLASSES, "all")
     hits = "  ".join(
         f"{c} {loc[f'hit_rate_{c}']:.2f} (n={loc[f'n_{c}']})" if loc.get(f"hit_rate_{c}") is not None
         else f"{c} –" for c in cols
@@ -78,7 +79,7 @@ def evaluate(checkpoint: str | Path, manifest: str | Path, out_dir: str | Path, 
         raise MagnetError(f"{manifest}: no rows to evaluate{f' in split {split!r}' if split else ''}")
     outlines = manifest_outlines(rows, Path(manifest).parent)
     oracle = None
-    if config.model.zoom == "oracle":  # issue 6 control: final patches placed by the outlines
+    if model.needs_final_rois:  # the oracle control (docs/method.md §8): final patches on the outlines
         oracle = OracleZoom.for_rows(outlines, rows, config.model.oracle_side, str(manifest))
     pool = SlidePool(grey_filter=config.data.grey_filter, threads=config.data.reader_threads)
     with tqdm(total=len(rows), desc="evaluate", unit="slide", disable=not show_progress) as bar:

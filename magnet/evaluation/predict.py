@@ -21,7 +21,7 @@ from magnet.training.checkpoints import load_model
 
 def predict(checkpoint: str | Path, slides: Sequence[str], *, batch_size: int = 1) -> list[dict[str, Any]]:
     model, config = load_model(checkpoint)
-    if config.model.zoom == "oracle":
+    if model.needs_final_rois:
         raise ConfigError(
             f"{checkpoint}: an oracle-zoom checkpoint (model.zoom=oracle) places its final patches on known "
             "lesion outlines, which magnet predict does not have; use magnet evaluate with a manifest whose "

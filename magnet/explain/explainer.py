@@ -9,7 +9,7 @@ Per slide, in its own folder ``DIR/<safe slide name>/`` (``safe_slide_name``):
 - ``report.html``: probability, both figures and a table of the ROIs (``report``).
 
 ``DIR/index.html`` lists the slides with their probabilities (and errors). The model runs as at inference
-(``magnet.inference.runner``): eval mode (plain bilinear sampler, METHOD.md §3.4), identity root view (no
+(``magnet.inference.runner``): eval mode (plain bilinear sampler, docs/method.md §3.4), identity root view (no
 augmentation), no gradient; so the boxes and probability are those ``magnet predict`` reports.
 """
 
@@ -98,7 +98,7 @@ def explain_slides(
     A slide that cannot be opened or read is reported in its ``ExplainResult.error`` (and in the index) and
     the others are still explained. ``progress(result)`` is called after each slide.
     """
-    if model.config.zoom == "oracle":
+    if model.needs_final_rois:
         raise ConfigError(
             f"{checkpoint or 'model'}: an oracle-zoom checkpoint (model.zoom=oracle) places its final "
             "patches on known lesion outlines; there is no learned zoom to explain (use magnet evaluate)"

@@ -1,12 +1,12 @@
-"""Oracle zoom: final ROIs placed by ground truth (issue 6 control; ``model.zoom = "oracle"`` [choice, not
-the paper]).
+"""Oracle zoom: final ROIs placed by ground truth (a zoom control, ``model.zoom = "oracle"`` [choice, not
+the paper]; docs/method.md §8).
 
-Issue 6 asks for controls of learned zoom in the same run and at the same pixel budget. The oracle is the
-upper bound, "is the *what* learnable when the *where* is given?" (METHOD.md §7): layers 1..L-1 run as the
-"fixed" control and the N_L final patches are placed here, from the slide's lesion outlines. Per slide:
+Learned zoom is compared with controls in the same run and at the same pixel budget. The oracle is the
+upper bound, "is the *what* learnable when the *where* is given?" (docs/method.md §7, §8): layers 1..L-1 run
+as the "fixed" control and the N_L final patches are placed here, from the slide's lesion outlines. Per slide:
 
 - N_L square ROIs of side ``oracle_side`` times the slide's longer side (default 1/8, the hit threshold of
-  ``magnet.metrics.localisation``). On the canvas (METHOD.md §1: ``u = (X - W0/2, Y - H0/2) / (L/2)``,
+  ``magnet.metrics.localisation``). On the canvas (docs/method.md §1: ``u = (X - W0/2, Y - H0/2) / (L/2)``,
   ``L = max(W0, H0)``) a box of side ``f * L`` has half-size exactly ``h = f``.
 - Positive slides (lesion polygons known): centres uniform over the lesion area [choice: a polygon drawn with
   probability proportional to its bounding box, a point uniform in that box, kept when inside the polygon,
@@ -37,8 +37,8 @@ from matplotlib.path import Path
 
 from magnet.data.manifest import ManifestRow
 from magnet.errors import ConfigError
-from magnet.geometry import RegionSource
-from magnet.slides.pixels import GREY_THRESHOLD
+from magnet.geometry import RegionSource, canvas_to_level0, level0_to_canvas
+from magnet.slides.pixels import GREY_THRESHOLD, tissue_mask_tensor
 
 __all__ = [
     "OracleZoom", "TissueMap", "lesion_points", "oracle_rois", "tissue_map", "tissue_mask", "tissue_points",
@@ -100,12 +100,17 @@ class TissueMap:
         return len(self.rows) == 0
 
 
+# The tissue test on what a RegionSource returned: the grey filter's threshold less half a level. The reader's
+# images are uint8 / 255, so a spread of exactly GREY_THRESHOLD levels can come out a hair under
+# GREY_THRESHOLD / 255 in float32; half a level lower counts it as tissue, as the reader's own uint8 test
+# does, and still rejects the next level down (a spread of GREY_THRESHOLD - 1).
+READ_TISSUE_THRESHOLD = GREY_THRESHOLD - 0.5
+
+
 def tissue_mask(images: torch.Tensor) -> torch.Tensor:
     """Tissue pixels of images ``(..., 3, H, W)`` in [0, 1]: those the grey filter keeps (paper §4.2,
     max - min >= 15 of 255; black, glass and off-slide pixels fail it), as a bool ``(..., H, W)``."""
-    values = images.detach().float()
-    spread = values.amax(dim=-3) - values.amin(dim=-3)
-    return spread >= (GREY_THRESHOLD - 0.5) / 255.0  # 0.5: the reader's uint8 rounding
+    return tissue_mask_tensor(images.detach().float(), READ_TISSUE_THRESHOLD)
 
 
 def tissue_map(source: RegionSource, grid: int = TISSUE_GRID) -> TissueMap:
@@ -127,9 +132,8 @@ def tissue_points(tissue: TissueMap, count: int, generator: torch.Generator) -> 
     pick = torch.randint(len(tissue.rows), (count,), generator=generator).numpy()
     offset = _uniform((count, 2), generator)
     cells = np.stack([tissue.cols[pick], tissue.rows[pick]], axis=1).astype(np.float64)
-    u = 2 * (cells + offset) / tissue.grid - 1
-    longer = max(width, height)
-    points = np.array([width / 2, height / 2]) + u * (longer / 2)
+    u = 2 * (cells + offset) / tissue.grid - 1  # the map is a read of the whole canvas
+    points = canvas_to_level0(u, tissue.slide_size)
     return np.clip(points, 0.0, np.array([width, height], dtype=np.float64))
 
 
@@ -138,10 +142,7 @@ def oracle_rois(
 ) -> torch.Tensor:
     """Canvas ROIs ``(N, 3, 3)`` float64 of squares of side ``side`` x longer side centred at level-0
     ``points`` ``(N, 2)``; linear part ``side * D``, ``dihedral`` the root's 2x2 map D (default identity)."""
-    width, height = slide_size
-    half_canvas = max(width, height) / 2
-    middle = torch.tensor([width / 2, height / 2], dtype=torch.float64)
-    centre = (torch.as_tensor(points, dtype=torch.float64).reshape(-1, 2) - middle) / half_canvas
+    centre = level0_to_canvas(torch.as_tensor(points, dtype=torch.float64).reshape(-1, 2), slide_size)
     lin = torch.eye(2, dtype=torch.float64) if dihedral is None else dihedral.to(torch.float64)
     rois = torch.zeros(len(centre), 3, 3, dtype=torch.float64)
     rois[:, :2, :2] = side * lin

@@ -1,7 +1,7 @@
 """Run a MagNet over slides: probabilities and the ROIs of every layer, batch by batch.
 
 Shared by validation during training, ``magnet evaluate`` and ``magnet predict``. Inference uses the plain
-bilinear sampler (the model in eval mode, METHOD.md §3.4), the identity root view (no augmentation) and
+bilinear sampler (the model in eval mode, docs/method.md §3.4), the identity root view (no augmentation) and
 no gradient. A slide that cannot be opened or read is reported in ``SlidePrediction.error`` and does not
 stop the others.
 """
@@ -50,7 +50,7 @@ def predict_slides(
     drawn per
     slide from a generator seeded by the slide's name, so a slide gets the same patches in any batch.
     """
-    if model.config.zoom == "oracle" and oracle is None:
+    if model.needs_final_rois and oracle is None:
         raise ConfigError(
             "model.zoom=oracle places the final patches on known lesion outlines, and none were given "
             "(evaluate with a manifest whose 'lesions' column names them)"

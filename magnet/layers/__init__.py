@@ -1,4 +1,4 @@
-"""Building blocks of a magnifying layer (MagNet paper §3.1; METHOD.md §2-§3).
+"""Building blocks of a magnifying layer (MagNet paper §3.1; docs/method.md §2-§3).
 
 Sparsemax and its spatial form, theta from a probability map, bilinear and linearized multi-sampling,
 Inception-style blocks and the grouped localisation heads. Tensors in, tensors out.

@@ -1,10 +1,10 @@
-"""Gaussian blur and the low-pass gradient path for theta (issue 6 lever, [choice], not the paper).
+"""Gaussian blur and the low-pass gradient path for theta ([choice], not the paper; docs/method.md §9).
 
 The gradient of a sampled patch with respect to its sampling grid is the local slope of the image it samples
 from (bilinear: the 4 neighbouring pixels; linearized multi-sampling: a plane fitted to ~1-2 pixels around
-each sample, METHOD.md §3). At the resolutions a MagNet reads, that slope follows cell-scale texture, not
-the lesion-scale signal the zoom should follow (METHOD.md §7). :func:`low_pass_gradient` keeps the forward
-value of the sharp sample and takes the gradient from the same grid sampled on a blurred image: a
+each sample, docs/method.md §3). At the resolutions a MagNet reads, that slope follows cell-scale texture, not
+the lesion-scale signal the zoom should follow (docs/method.md §7). :func:`low_pass_gradient` keeps the
+forward value of the sharp sample and takes the gradient from the same grid sampled on a blurred image: a
 straight-through estimator, value = sharp, d/dgrid = d/dgrid of the blurred sample.
 """
 

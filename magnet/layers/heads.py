@@ -2,7 +2,7 @@
 
 MagNet paper §3.1 ("Convolutional layers", "Spatial Transformer"): every output patch has its own stack of
 three Inception-style convolutional layers on the 56 x 56 input, and the last layer's map goes through a
-spatial sparsemax. METHOD.md §2.1 and §2.4 fix the details used here:
+spatial sparsemax. docs/method.md §2.1 and §2.4 fix the details used here:
 
 - the heads of one layer run together as grouped convolutions (head h = group h) and are independent;
 - the final 1x1 convolution to one logit map per head has no BN/ReLU and is initialised tiny
@@ -11,11 +11,17 @@ spatial sparsemax. METHOD.md §2.1 and §2.4 fix the details used here:
 - an optional learnable temperature exp(beta) per head, beta = 0 at start [choice], lets a head sharpen its
   map without first growing its weights.
 
-``num_heads = 0`` is allowed (a layer whose only child is the frozen identity patch, METHOD.md §2.7): the
-module then has no parameters and returns ``(B, 0, H, W)``.
+``forward`` is the one way in: it takes the images of the layer's parents and returns both the raw score
+maps (before the temperature; head MIL pools these, docs/method.md §9) and the tempered logits (what goes
+into the sparsemax), so no caller needs the heads' inner modules.
+
+``num_heads = 0`` is allowed (a layer whose only child is the frozen identity patch, docs/method.md §2.7):
+the module then has no parameters and returns empty ``(B, 0, H, W)`` maps.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -23,11 +29,25 @@ from torch import Tensor, nn
 from magnet.errors import ConfigError
 from magnet.layers.inception import InceptionBlock
 
-__all__ = ["LocalisationHeads"]
+__all__ = ["HeadMaps", "LocalisationHeads"]
+
+
+@dataclass
+class HeadMaps:
+    """What the heads compute for B slides: one map per head, ``(B, num_heads, H, W)`` each."""
+
+    scores: Tensor  # the last 1x1 convolution's output, before the temperature
+    logits: Tensor  # scores * exp(beta) per head: the input of the spatial sparsemax
 
 
 class LocalisationHeads(nn.Module):
-    """``num_heads`` independent Inception heads: image ``(B, C, H, W)`` -> logits ``(B, heads, H, W)``."""
+    """``num_heads`` independent Inception heads over the images of the layer's parents.
+
+    ``forward(images)``: ``images`` ``(B, N_p, C, H, W)`` holds the B slides' N_p parent images; the heads
+    split evenly over the parents, head ``n * (num_heads / N_p) + k`` seeing parent n only (the children of
+    a parent are numbered after it, depth-first). A 4-D ``(B, C, H, W)`` image is one parent seen by every
+    head.
+    """
 
     def __init__(
         self,
@@ -66,17 +86,26 @@ class LocalisationHeads(nn.Module):
         if learn_temperature:
             self.log_temperature = nn.Parameter(torch.zeros(num_heads))
 
-    def forward(self, image: Tensor) -> Tensor:
-        if image.dim() != 4 or image.shape[1] != self.in_channels:
+    def forward(self, images: Tensor) -> HeadMaps:
+        if images.dim() == 4:
+            images = images.unsqueeze(1)
+        if images.dim() != 5 or images.shape[2] != self.in_channels:
             raise ValueError(
-                f"expected an image (B, {self.in_channels}, H, W), got shape {tuple(image.shape)}"
+                f"expected parent images (B, N_p, {self.in_channels}, H, W) or an image "
+                f"(B, {self.in_channels}, H, W), got shape {tuple(images.shape)}"
             )
-        batch, _, height, width = image.shape
+        batch, parents, channels, height, width = images.shape
         if self.to_logits is None:
-            return image.new_zeros((batch, 0, height, width))
-        # Every head sees the whole image: repeat it group-major (head h gets channels h*C .. h*C + C - 1).
-        features = self.blocks(image.repeat(1, self.num_heads, 1, 1))
-        logits: Tensor = self.to_logits(features)
+            empty = images.new_zeros((batch, 0, height, width))
+            return HeadMaps(scores=empty, logits=empty)
+        if self.num_heads % parents:
+            raise ValueError(f"{self.num_heads} heads do not split evenly over {parents} parents")
+        # Group-major input: head h gets channels h*C .. h*C + C - 1, a copy of its own parent's image.
+        per_parent = self.num_heads // parents
+        per_head = images.unsqueeze(2).expand(-1, -1, per_parent, -1, -1, -1)
+        grouped = per_head.reshape(batch, self.num_heads * channels, height, width)
+        scores: Tensor = self.to_logits(self.blocks(grouped))
+        logits = scores
         if self.log_temperature is not None:
-            logits = logits * self.log_temperature.exp().view(1, -1, 1, 1)
-        return logits
+            logits = scores * self.log_temperature.exp().view(1, -1, 1, 1)
+        return HeadMaps(scores=scores, logits=logits)

@@ -2,13 +2,13 @@
 
 MagNet (paper §3.1, "Convolutional layers") stacks convolutions "with different kernel sizes similarly to
 InceptionNet-v3" because salient structures vary in size; the block's exact layout is in the paper's
-unavailable appendix, so METHOD.md §2.1 fixes one [choice]: four branches concatenated,
+unavailable appendix, so docs/method.md §2.1 fixes one [choice]: four branches concatenated,
 1x1 | 1x1 -> 3x3 | 1x1 -> 3x3 -> 3x3 | 1x1 -> 1x7 -> 7x1, each convolution followed by BatchNorm and ReLU,
 stride 1 and 'same' padding so the 56 x 56 map keeps its size. The branch shapes follow Szegedy et al.,
 "Going deeper with convolutions" (CVPR 2015) and "Rethinking the Inception Architecture for Computer
 Vision" (CVPR 2016: factorised 3x3 pairs and 1x7 / 7x1 kernels).
 
-``groups=G`` runs G independent blocks (one per localisation head, METHOD.md §2.1: "all heads of a layer
+``groups=G`` runs G independent blocks (one per localisation head, docs/method.md §2.1: "all heads of a layer
 can run as one grouped convolution") as grouped convolutions. Channels are group-major on input and
 output (the channels of group g are contiguous), so blocks stack and group g only ever sees group g.
 """

@@ -9,16 +9,16 @@
   the gradient with respect to the grid. Forward values and the gradient with respect to the image stay
   bilinear.
 
-MagNet (paper §3.1, "Sampler") uses the linearized sampler; METHOD.md §3 fixes its hyper-parameters and is
-followed here: K = 8 samples per output pixel (the centre g0 and 7 auxiliaries g0 + e1 + e2 with
+MagNet (paper §3.1, "Sampler") uses the linearized sampler; docs/method.md §3 fixes its hyper-parameters
+and is followed here: K = 8 samples per output pixel (the centre g0 and 7 auxiliaries g0 + e1 + e2 with
 e1 ~ N(0, (0.5/W_out)^2, (0.5/H_out)^2) and e2 ~ N(0, (2/W_in)^2, (2/H_in)^2) in normalised units), a
 per-pixel, per-channel fit with intercept on centred data with a closed-form 2x2 inverse, in float32, and
-plain bilinear at inference (METHOD.md §3.4). This is our own implementation of the published method.
+plain bilinear at inference (docs/method.md §3.4). This is our own implementation of the published method.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -26,9 +26,11 @@ from torch import Tensor, nn
 
 from magnet.errors import ConfigError
 
-__all__ = ["bilinear_sample", "linearized_sample", "Sampler", "SAMPLER_KINDS"]
+__all__ = ["bilinear_sample", "linearized_sample", "Sampler", "SAMPLER_KINDS", "SamplerKind"]
 
-SAMPLER_KINDS = ("bilinear", "linearized")
+# The sampler kinds, named once: the model config (key ``sampler``) takes its choices from here.
+SamplerKind = Literal["linearized", "bilinear"]
+SAMPLER_KINDS: tuple[SamplerKind, ...] = get_args(SamplerKind)
 _LMS_KEYS = ("num_samples", "out_noise", "in_noise", "fixed_bias")
 
 # Tikhonov term of the 2x2 normal equations. The fit runs on displacements divided by their noise std, so
@@ -46,7 +48,7 @@ def _check_shapes(input: Tensor, grid: Tensor) -> None:
 
 
 def bilinear_sample(input: Tensor, grid: Tensor) -> Tensor:
-    """Bilinear ``grid_sample`` with zeros padding and ``align_corners=False`` (METHOD.md §1)."""
+    """Bilinear ``grid_sample`` with zeros padding and ``align_corners=False`` (docs/method.md §1)."""
     _check_shapes(input, grid)
     if grid.dtype != input.dtype:
         grid = grid.to(input.dtype)
@@ -63,7 +65,7 @@ def linearized_sample(
     fixed_bias: bool = False,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Linearized multi-sampling (Jiang et al., ICCV 2019; METHOD.md §3).
+    """Linearized multi-sampling (Jiang et al., ICCV 2019; docs/method.md §3).
 
     ``input`` (N, C, H_in, W_in), ``grid`` (N, H_out, W_out, 2) in normalised coordinates. ``num_samples``
     counts the centre sample too (>= 3: a plane with intercept has 3 unknowns). ``out_noise`` / ``in_noise``
@@ -172,13 +174,13 @@ def _linearized(
 class Sampler(nn.Module):
     """A ``grid_sample``-like module: linearized multi-sampling while training, bilinear in eval.
 
-    METHOD.md §3.4: at inference the sampler is plain bilinear (deterministic; the linearized forward with
-    ``fixed_bias=True`` equals it). ``lms_kwargs`` are the keyword arguments of :func:`linearized_sample`
+    docs/method.md §3.4: at inference the sampler is plain bilinear (deterministic; the linearized forward
+    with ``fixed_bias=True`` equals it). ``lms_kwargs`` are the keyword arguments of :func:`linearized_sample`
     (``num_samples``, ``out_noise``, ``in_noise``, ``fixed_bias``); they are checked but unused for
     ``kind="bilinear"``.
     """
 
-    def __init__(self, kind: Literal["bilinear", "linearized"] = "linearized", **lms_kwargs: Any) -> None:
+    def __init__(self, kind: SamplerKind = "linearized", **lms_kwargs: Any) -> None:
         super().__init__()
         if kind not in SAMPLER_KINDS:
             raise ConfigError(f"sampler kind={kind!r}: must be one of {', '.join(SAMPLER_KINDS)}")

@@ -6,7 +6,7 @@ p = max(z - tau, 0) with the threshold tau chosen so that p sums to one. We comp
 algorithm of that paper (its Algorithm 1) and use its closed-form Jacobian for the backward pass:
 on the support S = {i : p_i > 0}, dL/dz = g - mean_S(g), and zero off the support.
 
-MagNet (paper §3.1, "Spatial Transformer"; METHOD.md §2.2) applies it over all pixels of a head's logit
+MagNet (paper §3.1, "Spatial Transformer"; docs/method.md §2.2) applies it over all pixels of a head's logit
 map ("spatial sparsemax"), flattening H x W, in float32. The PyPI package ``entmax`` is the reference the
 tests compare against; this module is our own implementation so that it has no runtime dependency on it.
 """
@@ -91,7 +91,7 @@ class Sparsemax(nn.Module):
 def spatial_sparsemax(logits: Tensor) -> Tensor:
     """Sparsemax over the last two dimensions: logits ``(..., H, W)`` -> probabilities ``(..., H, W)``.
 
-    METHOD.md §2.2: flatten H x W, sparsemax, reshape. Half-precision inputs are computed in float32
+    docs/method.md §2.2: flatten H x W, sparsemax, reshape. Half-precision inputs are computed in float32
     (the threshold is a difference of cumulative sums over H*W values, too coarse in fp16/bf16) and cast
     back to the input dtype; float64 stays float64 (gradcheck).
     """

@@ -2,31 +2,33 @@
 
 MagNet paper §3.1 ("Spatial Transformer", eqs. 1-4) reads the parameters of an isotropic zoom off the
 spatial-sparsemax map P of a localisation head. The paper's sentence swaps "expected value" and
-"expected L2"; METHOD.md §2.3 fixes the reading used here (two translations from the mean, one scale from
+"expected L2"; docs/method.md §2.3 fixes the reading used here (two translations from the mean, one scale from
 the spread) and is the decision where it differs from the paper:
 
 - pixel-centre coordinates in the ``align_corners=False`` convention: x_j = (2j + 1) / n - 1;
 - mu = sum P * (x, y); t = tanh(mu + atanh(o)) (eqs. 2-3), with o a per-child initial offset in (-1, 1)
-  (METHOD.md §2.4 [choice], breaks the symmetry between siblings; o = 0 gives the paper's t = tanh(mu));
+  (docs/method.md §2.4 [choice], breaks the symmetry between siblings; o = 0 gives the paper's t = tanh(mu));
 - ``spread="calibrated"`` [choice, default]: s = sqrt(1.5 * sum P * ((x - mu_x)^2 + (y - mu_y)^2)).
   The factor 1.5 makes a uniform square of half-width a give s = a, so a flat map is the identity view
-  (on n x n pixel centres exactly s = sqrt(1 - 1/n^2): 0.99984 at n = 56, as METHOD.md's formula gives);
+  (on n x n pixel centres exactly s = sqrt(1 - 1/n^2): 0.99984 at n = 56, docs/method.md §2.3);
 - ``spread="expected_l2"``: the literal s = sum P * ||(x, y) - mu||_2 (a flat map then gives s ~ 0.765);
 - s = max(s, min_scale) (eq. 1; paper: 0.05).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
 from magnet.errors import ConfigError
 
-__all__ = ["pixel_centres", "theta_from_probability"]
+__all__ = ["SPREADS", "Spread", "pixel_centres", "theta_from_probability"]
 
-SPREADS = ("calibrated", "expected_l2")
+# How s is read off the map, named once: the model config (key ``spread``) takes its choices from here.
+Spread = Literal["calibrated", "expected_l2"]
+SPREADS: tuple[Spread, ...] = get_args(Spread)
 
 
 def pixel_centres(
@@ -42,7 +44,7 @@ def theta_from_probability(
     prob: Tensor,
     *,
     min_scale: float = 0.05,
-    spread: Literal["calibrated", "expected_l2"] = "calibrated",
+    spread: Spread = "calibrated",
     offset: Tensor | None = None,
     max_scale: float = 1.0,
 ) -> Tensor:
@@ -50,10 +52,10 @@ def theta_from_probability(
 
     ``offset`` (broadcastable to ``(..., 2)``, values strictly inside (-1, 1)) is the initial offset of each
     child: with a flat map (mu = 0) the translation is exactly ``offset``. H and W may differ; x runs along
-    W and y along H, both in [-1, 1] (METHOD.md §1).
+    W and y along H, both in [-1, 1] (docs/method.md §1).
 
-    ``max_scale`` [choice, beyond METHOD.md] multiplies the spread: s = max(max_scale * spread, min_scale), so
-    a flat map gives ``max_scale`` instead of the identity view. With 1 (METHOD.md) untrained heads never
+    ``max_scale`` [choice, docs/method.md §9] multiplies the spread: s = max(max_scale * spread, min_scale),
+    so a flat map gives ``max_scale`` instead of the identity view. With 1 (the default) untrained heads never
     zoom and a 3-layer MagNet's final patches are the whole slide; below 1 every layer starts zoomed in.
     """
     if prob.dim() < 2:

@@ -1,13 +1,13 @@
-"""Slide-level metrics in the layout of the paper's Table 1 (paper §5, METHOD.md §5).
+"""Slide-level metrics in the layout of the paper's Table 1 (paper §5, docs/method.md §5).
 
 Table 1 reports AUROC per metastasis class: Macro, Micro, ITC, Macro & Micro, All. Each column is the AUROC
-of **all negative** slides against the positives of that class (METHOD.md §5); "All" takes every positive,
-including those whose class is unknown. A column is ``None`` when it has no positives or there are no
-negatives (an AUROC is undefined there, and 0.5 would be a lie).
+of **all negative** slides against the positives of that class (docs/method.md §5); "All" takes every
+positive, including those whose class is unknown. A column is ``None`` when it has no positives or there
+are no negatives (an AUROC is undefined there, and 0.5 would be a lie).
 
 Intervals: percentile bootstrap, stratified (positives and negatives are resampled separately, each with
 its own size), so every replicate has both classes and the AUROC is always defined. 1000 replicates by
-default. METHOD.md §7 warns that with a dozen positives per class the AUROC swings by about ±0.09; the
+default. docs/method.md §7 warns that with a dozen positives per class the AUROC swings by about ±0.09; the
 intervals make that visible.
 
 AUROC is computed from ranks (the Mann–Whitney U statistic divided by ``n_pos * n_neg``, ties counted
@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from magnet.data.lesions import LESION_CLASSES, UNKNOWN_POSITIVE
 
 #: Table 1 columns: key in ``table1``'s result, title, lesion classes counted as positive (None: all).
 TABLE1_COLUMNS: tuple[tuple[str, str, tuple[str, ...] | None], ...] = (
@@ -110,7 +112,7 @@ def table1(
     if len(classes) != len(y):
         raise ValueError(f"{len(y)} labels but {len(classes)} lesion classes")
     for i, (label, cls) in enumerate(zip(y, classes, strict=True)):
-        if cls is not None and cls not in ("negative", "positive", "macro", "micro", "itc"):
+        if cls is not None and cls not in (*LESION_CLASSES, UNKNOWN_POSITIVE):
             raise ValueError(f"slide {i}: unknown lesion class {cls!r}")
         if (label == 1 and cls == "negative") or (label == 0 and cls not in (None, "negative")):
             raise ValueError(f"slide {i}: label {label} contradicts lesion class {cls!r}")

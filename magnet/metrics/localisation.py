@@ -1,11 +1,11 @@
-"""Localisation metrics: do a MagNet's final patches land on the lesions? (issue 6, METHOD.md §7)
+"""Localisation metrics: do a MagNet's final patches land on the lesions? (docs/method.md §5, §7)
 
 Per slide, from the level-0 boxes of the final patches (``MagNetOutput.boxes_level0[-1][b]``), the slide's
 level-0 size and its lesion polygons (level-0 pixels, as ``magnet.data.lesions.read_lesions`` returns them):
 
-- ``hit``: some final patch whose side is at most ``max_patch_fraction`` (1/8, issue 6) of the slide's
+- ``hit``: some final patch whose side is at most ``max_patch_fraction`` (1/8 [choice]) of the slide's
   longer side overlaps a lesion polygon. The size cap matters: a patch as large as the slide "overlaps"
-  every lesion (METHOD.md §7: a hit means nothing without the patch size). The overlap test is exact
+  every lesion (docs/method.md §7: a hit means nothing without the patch size). The overlap test is exact
   (matplotlib's box-path intersection, filled polygons, so a box inside a lesion counts).
 - ``lesion_share``: the share of the final patches' summed area that lies inside lesions. [choice] Areas
   are summed per patch, overlapping patches counted as often as they are read, so it is the share of the
@@ -32,8 +32,10 @@ import torch
 from matplotlib.path import Path
 from matplotlib.transforms import Bbox
 
+from magnet.data.lesions import UNKNOWN_POSITIVE, read_lesions
 from magnet.data.manifest import ManifestRow
 from magnet.errors import MagnetError
+from magnet.geometry import canvas_side
 from magnet.metrics.auroc import TABLE1_COLUMNS
 
 __all__ = [
@@ -41,7 +43,8 @@ __all__ = [
     "slide_localisation",
 ]
 
-# Issue 6: a final patch counts for a hit when its side is at most 1/8 of the slide's longer side.
+# [choice] a final patch counts for a hit when its side is at most 1/8 of the slide's longer side: the side
+# a 3-layer MagNet reaches when every layer halves its parent (docs/method.md §5).
 MAX_PATCH_FRACTION = 1 / 8
 # [choice] cells along the longer side for the lesion share: 1024 gives ~100 px cells on 100k-px slides,
 # about 8 cells across the smallest (200 um) lesions at 0.25 um/px, at ~1 ms per slide.
@@ -82,7 +85,7 @@ def slide_localisation(
     if grid_cells < 1:
         raise ValueError(f"grid_cells must be >= 1, got {grid_cells}")
     polygons = [_as_polygon(p, i) for i, p in enumerate(lesions)]
-    longer = float(max(width, height))
+    longer = float(canvas_side(slide_size))  # the canvas side L: a box of side f * L has half-size f
     # Boxes are squares on the canvas; take the longer side should rounding make them differ.
     sides = np.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1])
     # The relative slack absorbs float rounding, so a patch of side exactly max_patch_fraction (the oracle
@@ -125,7 +128,7 @@ def lesion_mask(
 
 def _grid(slide_size: tuple[int, int], grid_cells: int) -> tuple[float, int, int]:
     width, height = slide_size
-    cell = max(width, height) / grid_cells
+    cell = canvas_side(slide_size) / grid_cells
     return cell, math.ceil(height / cell - 1e-9), math.ceil(width / cell - 1e-9)
 
 
@@ -243,7 +246,7 @@ def localisation_summary(
     """
     if len(per_slide) != len(classes):
         raise ValueError(f"{len(per_slide)} slides but {len(classes)} classes")
-    names = np.array([(c or "positive").lower() for c in classes], dtype=object)
+    names = np.array([(c or UNKNOWN_POSITIVE).lower() for c in classes], dtype=object)
     known = np.array([s.n_lesions > 0 for s in per_slide], dtype=bool)
     hits = np.array([s.hit for s in per_slide], dtype=np.float64)
     shares = np.array([s.lesion_share for s in per_slide], dtype=np.float64)
@@ -271,8 +274,6 @@ def manifest_outlines(
     ``lesions.json`` (``magnet.data.lesions.read_lesions`` reads it). None when no row names a file, so
     "no outlines known" differs from "known, and this slide has none" (a negative: ``[]`` or absent).
     """
-    from magnet.data.lesions import read_lesions
-
     files = sorted({r.extra.get("lesions", "") for r in rows} - {""})
     if not files:
         return None

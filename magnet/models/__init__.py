@@ -5,12 +5,15 @@ Tensors in, tensors out; pixels enter only through ``magnet.geometry.RegionSourc
 
 from magnet.models.classifier import AuxiliaryClassifier, Classifier, ClassifierOutput
 from magnet.models.magnet import MagNet, MagNetOutput
-from magnet.models.magnifying import MagnifyingLayer, MagnifyingOutput, sibling_offsets
+from magnet.models.magnifying import MagnifyingLayer, MagnifyingOutput
 from magnet.models.model_config import MagNetConfig
 from magnet.models.registry import MODELS, build_model, model_config
+from magnet.models.zoom import ZOOM_STRATEGIES, ZoomStrategy, zoom_strategy
+from magnet.models.zoom_levers import sibling_offsets
 
 __all__ = [
     "MODELS",
+    "ZOOM_STRATEGIES",
     "AuxiliaryClassifier",
     "Classifier",
     "ClassifierOutput",
@@ -19,7 +22,9 @@ __all__ = [
     "MagNetOutput",
     "MagnifyingLayer",
     "MagnifyingOutput",
+    "ZoomStrategy",
     "build_model",
     "model_config",
     "sibling_offsets",
+    "zoom_strategy",
 ]

@@ -1,7 +1,7 @@
 """Image encoders of the classifiers: a patch ``(N, 3, S, S)`` in [0, 1] to a feature vector ``(N, D)``.
 
 - ``inception_v3``: the paper's classification-layer CNN (§3.2), torchvision's InceptionV3 without its
-  auxiliary head (it fails at 224 px in train mode; METHOD.md §4) and with ``fc = Identity``: 2048-d.
+  auxiliary head (it fails at 224 px in train mode; docs/method.md §4) and with ``fc = Identity``: 2048-d.
   Needs >= 75 px.
 - ``resnet18``: the paper's auxiliary-classifier CNN (§3.3), ``fc = Identity``: 512-d; works at 56 px.
 - ``small``: a four-stage CNN with global max pooling for CPU runs and tests (64-d); never pretrained.
@@ -10,9 +10,12 @@ Inputs are normalised with the ImageNet mean and std inside the encoder. With pr
 weights torchvision's ``transform_input=True`` then remaps ImageNet-normalised input to the scaling the
 ported Google weights expect, so the input is normalised once, not twice.
 
-``pretrained=True`` loads torchvision's ImageNet weights (paper §4.3) from the torch hub cache
-(``torch.hub.get_dir()/checkpoints/<file>``) and downloads them only when that file is absent. Offline, the
-failure is a ``ConfigError`` naming the file to place there.
+``pretrained=True`` builds the encoder as the ImageNet weights need it and loads torchvision's weights (paper
+§4.3) from the torch hub cache (``torch.hub.get_dir()/checkpoints/<file>``), downloading them only when that
+file is absent; offline, the failure is a ``ConfigError`` naming the file to place there. With
+``load_weights=False`` a pretrained encoder is built the same way (InceptionV3's ``transform_input`` is a
+flag, not a weight) but nothing is read: the model of a checkpoint, whose weights replace these anyway,
+loads offline.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from torch import Tensor, nn
 from torchvision import models as tv_models
 
 from magnet.errors import ConfigError
+from magnet.models.model_config import BACKBONES, BackboneName
 
 __all__ = ["Backbone", "build_backbone", "weights_path", "IMAGENET_MEAN", "IMAGENET_STD"]
 
@@ -96,22 +100,23 @@ def _small_cnn() -> nn.Module:
     return nn.Sequential(*layers)
 
 
-def build_backbone(name: str, pretrained: bool = False) -> Backbone:
-    """Encoder ``name`` ("inception_v3" | "resnet18" | "small"), ImageNet weights when ``pretrained``."""
+def build_backbone(name: BackboneName | str, pretrained: bool = False, load_weights: bool = True) -> Backbone:
+    """Encoder ``name`` of ``BACKBONES``; ImageNet weights if ``pretrained``, read if ``load_weights``."""
     if name == "inception_v3":
         # Built with the aux head so the pretrained state dict loads as is; the head is dropped after.
         inception = tv_models.inception_v3(
             weights=None, aux_logits=pretrained, init_weights=not pretrained, transform_input=pretrained
         )
         if pretrained:
-            inception.load_state_dict(_imagenet_state_dict(name))
+            if load_weights:
+                inception.load_state_dict(_imagenet_state_dict(name))
             inception.aux_logits = False
             inception.AuxLogits = None
         inception.fc = nn.Identity()  # type: ignore[assignment]
         return Backbone(inception, 2048)
     if name == "resnet18":
         resnet = tv_models.resnet18(weights=None)
-        if pretrained:
+        if pretrained and load_weights:
             resnet.load_state_dict(_imagenet_state_dict(name))
         resnet.fc = nn.Identity()  # type: ignore[assignment]
         return Backbone(resnet, 512)
@@ -119,4 +124,4 @@ def build_backbone(name: str, pretrained: bool = False) -> Backbone:
         if pretrained:
             raise ConfigError("backbone 'small' has no pretrained weights; use pretrained=False")
         return Backbone(_small_cnn(), 64)
-    raise ConfigError(f"backbone={name!r}: must be one of inception_v3, resnet18, small")
+    raise ConfigError(f"backbone={name!r}: must be one of {', '.join(BACKBONES)}")

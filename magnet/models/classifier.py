@@ -1,9 +1,10 @@
-"""Classification layer (paper §3.2) and auxiliary classifiers (paper §3.3); METHOD.md §4.
+"""Classification layer (paper §3.2) and auxiliary classifiers (paper §3.3); docs/method.md §4.
 
 - :class:`Classifier`: every final patch, in depth-first order, goes through a CNN; the sequence of features
   goes through a GRU; a head FC 512 -> FC 256 -> 1 logit reads the GRU state at **every** step, which is the
   running prediction after each patch (paper Figure 5). The slide's logit is the last step's.
-  [choice, issue 6 lever] ``readout="max"`` or ``"lse"`` drops the GRU: the same FC head gives one logit per
+  [choice, docs/method.md §9] ``readout="max"`` or ``"lse"`` drops the GRU: the same FC head gives one logit
+  per
   patch and the slide logit is their max or log-mean-exp (multiple-instance pooling: one patch on a lesion
   can decide alone, where a GRU from scratch must first learn to remember it); the running logits are the
   pool over the first n patches.
@@ -54,13 +55,14 @@ class Classifier(nn.Module):
         input_size: int = 224,
         pretrained: bool = False,
         readout: str = "gru",
+        load_weights: bool = True,
     ) -> None:
         super().__init__()
         if readout not in READOUTS:
             raise ConfigError(f"readout={readout!r}: must be one of {', '.join(READOUTS)}")
         self.input_size = input_size
         self.readout = readout
-        self.backbone = build_backbone(backbone, pretrained)
+        self.backbone = build_backbone(backbone, pretrained, load_weights)
         features = self.backbone.feature_dim
         self.gru = nn.GRU(features, gru_hidden, batch_first=True) if readout == "gru" else None
         width = gru_hidden if self.gru is not None else features
@@ -93,9 +95,11 @@ def pool_running(patch_logits: Tensor, readout: str) -> Tensor:
 class AuxiliaryClassifier(nn.Module):
     """CNN (paper: ResNet-18) per patch of one layer, mean of features, linear, 1 logit (paper §3.3)."""
 
-    def __init__(self, backbone: str = "resnet18", pretrained: bool = False) -> None:
+    def __init__(
+        self, backbone: str = "resnet18", pretrained: bool = False, load_weights: bool = True
+    ) -> None:
         super().__init__()
-        self.backbone = build_backbone(backbone, pretrained)
+        self.backbone = build_backbone(backbone, pretrained, load_weights)
         self.fc = nn.Linear(self.backbone.feature_dim, 1)
 
     def forward(self, patches: Tensor) -> Tensor:

@@ -1,8 +1,9 @@
 """The Magnifying Network: L magnifying layers, a classification layer, auxiliary classifiers (paper §3).
 
-Data flow for a batch of B slides (METHOD.md §2.5-§2.6, §4):
+Data flow for a batch of B slides (docs/method.md §2.5-§2.6, §4):
 
-- Root: the ROI A0 (identity, or a dihedral map: augmentation is folded in here, METHOD.md §1);
+- Root: the ROI A0 (identity, or a dihedral map: augmentation is folded in here,
+  docs/method.md §1);
   I0 = read(A0, view_size) and I'0 = read(A0, read_size), both under ``no_grad``.
 - Layer l takes N_{l-1} parents per slide and makes N_l = N_{l-1} * P_l children. The child's ROI is
   A_child = A_parent @ T(theta) (``canvas.compose``). Its I is its sampled patch itself (this keeps the
@@ -14,12 +15,15 @@ Data flow for a batch of B slides (METHOD.md §2.5-§2.6, §4):
 
 The model never opens files: pixels come from ``RegionSource`` objects (one per slide), read once per slide
 per layer with all of that slide's ROIs in one call.
+
+The zoom mode (``magnet.models.zoom``, docs/method.md §8) is one strategy shared by the layers. Under the
+oracle control the final ROIs are given (``final_rois``) and the final patches are direct reads there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +32,7 @@ from magnet.geometry import RegionSource, compose, roi_to_level0_box
 from magnet.models.classifier import AuxiliaryClassifier, Classifier
 from magnet.models.magnifying import MagnifyingLayer
 from magnet.models.model_config import MagNetConfig
+from magnet.models.zoom import ZoomStrategy, zoom_strategy
 
 __all__ = ["MagNet", "MagNetOutput", "read_views"]
 
@@ -44,8 +49,8 @@ class MagNetOutput:
     boxes_level0: list[Tensor] = field(default_factory=list)  # (B, N_l, 4) level-0 (x0, y0, x1, y1)
     patches: list[Tensor] = field(default_factory=list)  # (B, N_l, 3, S, S), S = view or final size
     support: list[Tensor] = field(default_factory=list)  # (B, N_{l-1} * K_heads) sparsemax support sizes
-    # layer -> (B,) head-MIL slide logit of that layer's heads (issue 6 lever, model.head_mil; see
-    # MagnifyingLayer); only layers whose heads are in use
+    # layer -> (B,) head-MIL slide logit of that layer's heads ([choice] model.head_mil, docs/method.md §9;
+    # see magnet.models.zoom_levers.HeadMilPool); only layers whose heads are in use
     head_logits: dict[int, Tensor] = field(default_factory=dict)
 
 
@@ -60,16 +65,21 @@ def read_views(sources: Sequence[RegionSource], rois: Tensor, size: int, device:
 
 
 class MagNet(nn.Module):
-    """MagNet of ``config``: ``forward(sources, root_rois=None, generator=None, final_rois=None)``."""
+    """MagNet of ``config``: ``forward(sources, root_rois=None, generator=None, final_rois=None)``.
 
-    def __init__(self, config: MagNetConfig) -> None:
+    ``load_weights=False`` builds a ``pretrained`` model without reading its ImageNet weights: for a model
+    whose every weight then comes from a checkpoint (``magnet.training.checkpoints``), which must load
+    offline.
+    """
+
+    def __init__(self, config: MagNetConfig, load_weights: bool = True) -> None:
         super().__init__()
         self.config = config
-        # zoom="oracle" (issue 6 control): layers 1..L-1 are the "fixed" control; the last layer's patches
-        # come from the given final_rois (``_oracle_layer``), its module is kept so checkpoints match.
-        layer_config = replace(config, zoom="fixed") if config.zoom == "oracle" else config
+        # One strategy for every layer. Under the oracle control the last layer's module is built as in
+        # every mode, unused, so that checkpoints of all modes have the same keys.
+        self.zoom: ZoomStrategy = zoom_strategy(config)
         self.layers = nn.ModuleList(
-            MagnifyingLayer(children, layer_config, index)
+            MagnifyingLayer(children, config, index, zoom=self.zoom)
             for index, children in enumerate(config.patches_per_layer, start=1)
         )
         self.classifier = Classifier(
@@ -78,10 +88,11 @@ class MagNet(nn.Module):
             config.classifier_size,
             pretrained=config.pretrained,
             readout=config.readout,
+            load_weights=load_weights,
         )
         self.aux_classifiers = nn.ModuleDict(
             {
-                f"layer{layer}": AuxiliaryClassifier(config.aux_backbone, pretrained=config.pretrained)
+                f"layer{layer}": AuxiliaryClassifier(config.aux_backbone, config.pretrained, load_weights)
                 for layer in config.aux_layers
             }
         )
@@ -90,6 +101,22 @@ class MagNet(nn.Module):
     def num_heads(self) -> list[int]:
         """Localisation heads per layer."""
         return [layer.num_heads for layer in self.layers]  # type: ignore[misc]
+
+    @property
+    def uses_heads(self) -> bool:
+        """Whether the zoom mode evaluates (and so trains) the localisation heads: learned zoom only."""
+        return self.zoom.uses_heads
+
+    @property
+    def needs_final_rois(self) -> bool:
+        """Whether ``forward`` needs ``final_rois`` (the oracle control)."""
+        return self.zoom.needs_final_rois
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        """The localisation heads' parameters, every layer (not the head-MIL biases): e.g. for ``head_lr``."""
+        for layer in self.layers:
+            assert isinstance(layer, MagnifyingLayer)
+            yield from layer.head_parameters()
 
     def _read_size(self, layer_index: int) -> int:
         """Size of the I' read by the parents of layer ``layer_index`` (1-based)."""
@@ -105,8 +132,9 @@ class MagNet(nn.Module):
     ) -> MagNetOutput:
         """Classify the slides ``sources`` (B of them); ``root_rois`` ``(B, 3, 3)`` defaults to identity.
 
-        ``final_rois`` ``(B, N_L, 3, 3)``: the last layer's canvas ROIs under zoom="oracle" (required there,
-        refused otherwise; ``magnet.inference.oracle.OracleZoom`` builds them, with the root's dihedral map).
+        ``final_rois`` ``(B, N_L, 3, 3)``: the last layer's canvas ROIs when the zoom mode needs them
+        (``needs_final_rois``: zoom="oracle"; refused otherwise; ``magnet.inference.oracle.OracleZoom`` builds
+        them, with the root's dihedral map).
         """
         batch = len(sources)
         if batch == 0:
@@ -116,7 +144,8 @@ class MagNet(nn.Module):
             root_rois = torch.eye(3, dtype=torch.float64).expand(batch, 3, 3)
         if root_rois.shape != (batch, 3, 3):
             raise ValueError(f"root_rois must have shape ({batch}, 3, 3), got {tuple(root_rois.shape)}")
-        oracle = self._oracle_rois(final_rois, batch, device)
+        final_shape = (batch, self.config.patches_at(self.config.num_layers), 3, 3)
+        given = self.zoom.given_final_rois(final_rois, final_shape, device)
         parent_rois = root_rois.detach().to(device=device, dtype=torch.float64).unsqueeze(1)  # (B, 1, 3, 3)
         images = read_views(sources, parent_rois, self.config.view_size, device)
         reads = read_views(sources, parent_rois, self._read_size(1), device)
@@ -124,8 +153,8 @@ class MagNet(nn.Module):
         output = MagNetOutput(logit=torch.empty(0), running_logits=torch.empty(0))
         for layer in self.layers:
             assert isinstance(layer, MagnifyingLayer)
-            if oracle is not None and layer.layer_index == self.config.num_layers:
-                self._oracle_layer(output, sources, parent_rois, oracle)
+            if given is not None and layer.layer_index == self.config.num_layers:
+                self._read_given_layer(output, sources, parent_rois, given)
                 break
             result = layer(images, reads, generator=generator)
             theta = (
@@ -143,7 +172,7 @@ class MagNet(nn.Module):
                 output.head_logits[layer.layer_index] = result.head_logits
             if layer.layer_index < self.config.num_layers:
                 images = result.patches  # the child's I: its own sampled patch (differentiable path)
-                if oracle is None or layer.layer_index + 1 < self.config.num_layers:  # oracle: reads its own
+                if given is None or layer.layer_index + 1 < self.config.num_layers:  # given: reads its own
                     reads = read_views(sources, rois, self._read_size(layer.layer_index + 1), device)
                 parent_rois = rois
 
@@ -155,27 +184,11 @@ class MagNet(nn.Module):
             output.aux_logits[layer_index] = aux(output.patches[layer_index - 1])
         return output
 
-    def _oracle_rois(self, final_rois: Tensor | None, batch: int, device: torch.device) -> Tensor | None:
-        """``final_rois`` checked against zoom="oracle" and shape, float64 on ``device``; None otherwise."""
-        oracle = self.config.zoom == "oracle"
-        if oracle and final_rois is None:
-            raise ValueError(
-                "model.zoom='oracle' places the final patches by ground truth: pass final_rois "
-                "(B, N_L, 3, 3) canvas ROIs (magnet.inference.oracle.OracleZoom.rois builds them)"
-            )
-        if final_rois is None:
-            return None
-        if not oracle:
-            raise ValueError(f"final_rois is only for model.zoom='oracle', not zoom={self.config.zoom!r}")
-        shape = (batch, self.config.patches_at(self.config.num_layers), 3, 3)
-        if tuple(final_rois.shape) != shape:
-            raise ValueError(f"final_rois must have shape {shape}, got {tuple(final_rois.shape)}")
-        return final_rois.detach().to(device=device, dtype=torch.float64)
-
-    def _oracle_layer(
+    def _read_given_layer(
         self, output: MagNetOutput, sources: Sequence[RegionSource], parent_rois: Tensor, rois: Tensor
     ) -> None:
-        """The last layer under zoom="oracle": its patches are reads of the slides at ``rois`` (issue 6).
+        """The last layer with given final ROIs (the oracle control, docs/method.md §8): its patches are
+        reads of the slides at ``rois``.
 
         Pixel budget: the classifier (and an auxiliary classifier of layer L) gets the same N_L patches of
         final_size x final_size as in every other mode, and layers 1..L-1 read what "fixed" reads. Only the

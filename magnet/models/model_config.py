@@ -1,31 +1,47 @@
 """The model's configuration: one typed dataclass whose defaults are the paper's 3-layer MagNet.
 
 Paper §3 (magnifying layers, classification layer, auxiliary classifiers) and §3.4 (configurations);
-METHOD.md §2 and §4 fix the vague parts. Keys marked [choice] are ours, not the paper's (METHOD.md marks
-them the same way). The dataclass holds only ints, floats, strings, bools and tuples of ints, so
+docs/method.md §2 and §4 fix the vague parts. Keys marked [choice] are ours, not the paper's (docs/method.md
+marks them the same way). The dataclass holds only ints, floats, strings, bools and tuples of ints, so
 ``MagNetConfig(**dataclasses.asdict(config))`` and a YAML round trip (lists become tuples) rebuild it.
 The slide reader's options (grey filter, cache, threads) are not model keys: the reader owns them.
+
+Every string choice is a ``Literal`` type named once (here, or in the layer that owns it: ``Spread``,
+``SamplerKind``); the tuples of allowed values come from it with ``typing.get_args``, so the YAML loader,
+``__post_init__`` and the layers check the same list.
+
+``variant`` names a preset of ``magnet.models.variants``. Built from a mapping (a recipe, a checkpoint, a
+``--set``), the preset supplies every key the mapping does not give (``preset_defaults``, which
+``magnet.config_io`` calls); ``magnet.models.registry.model_config(name, **keys)`` does the same in Python.
+``MagNetConfig(...)`` called directly takes its values as given, the dataclass defaults being ``magnet3``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, get_args
 
 from magnet.errors import ConfigError
+from magnet.layers.samplers import SAMPLER_KINDS, SamplerKind
+from magnet.layers.theta import SPREADS, Spread
+from magnet.models.variants import PRESETS, VARIANTS, Variant
 
 __all__ = [
-    "MagNetConfig", "BACKBONES", "AUX_BACKBONES", "INCEPTION_MIN_SIZE", "ZOOMS", "READOUTS",
-    "SIBLING_LAYOUTS",
+    "AUX_BACKBONES", "AuxBackboneName", "BACKBONES", "BackboneName", "INCEPTION_MIN_SIZE", "MagNetConfig",
+    "READOUTS", "Readout", "SIBLING_LAYOUTS", "SiblingLayoutName", "ZOOMS", "Zoom",
 ]
 
-BACKBONES = ("inception_v3", "resnet18", "small")
-AUX_BACKBONES = ("resnet18", "small")
-SPREADS = ("calibrated", "expected_l2")
-SAMPLERS = ("linearized", "bilinear")
-ZOOMS = ("learned", "fixed", "random", "oracle")
-SIBLING_LAYOUTS = ("offset", "strips")
-READOUTS = ("gru", "max", "lse")
+BackboneName = Literal["inception_v3", "resnet18", "small"]
+AuxBackboneName = Literal["resnet18", "small"]
+Zoom = Literal["learned", "fixed", "random", "oracle"]
+SiblingLayoutName = Literal["offset", "strips"]
+Readout = Literal["gru", "max", "lse"]
+BACKBONES: tuple[BackboneName, ...] = get_args(BackboneName)
+AUX_BACKBONES: tuple[AuxBackboneName, ...] = get_args(AuxBackboneName)
+ZOOMS: tuple[Zoom, ...] = get_args(Zoom)
+SIBLING_LAYOUTS: tuple[SiblingLayoutName, ...] = get_args(SiblingLayoutName)
+READOUTS: tuple[Readout, ...] = get_args(Readout)
 # torchvision's InceptionV3 has no valid feature map below 75 x 75 input pixels.
 INCEPTION_MIN_SIZE = 75
 
@@ -34,8 +50,11 @@ INCEPTION_MIN_SIZE = 75
 class MagNetConfig:
     """Everything that shapes a MagNet. Defaults: the paper's 3-layer MagNet (``magnet3``)."""
 
+    # The preset the other keys start from when the config is read from a mapping (see the module
+    # docstring). It does not shape the model, so two configs that differ only in it compare equal.
+    variant: Variant = field(default="magnet3", compare=False)
     # P_l per layer (paper §3.4: "a combination of [2, 3]"; [2, 3, 3] gives Figure 4's 18 final patches)
-    # [choice: METHOD.md §2.9 fixes the exact combination].
+    # [choice: docs/method.md §2.9 fixes the exact combination].
     patches_per_layer: tuple[int, ...] = (2, 3, 3)
     # I: what the localisation heads see (paper §3.1: 56 x 56; larger did not fit one GPU).
     view_size: int = 56
@@ -43,47 +62,49 @@ class MagNetConfig:
     read_size: int = 112
     # Grid of the last layer's patches, the classifier's input (paper §3.2: 224 x 224).
     final_size: int = 224
-    # [choice] the last layer's I' is read at twice its grid, as I' is twice I elsewhere (METHOD.md §2.5).
+    # [choice] the last layer's I' is read at twice its grid, as I' is twice I elsewhere
+    # (docs/method.md §2.5).
     final_read_size: int = 448
     # Floor of the zoom s (paper eq. 1: 0.05; keeps gradients alive early in training).
     min_scale: float = 0.05
-    # [choice, beyond METHOD.md] s = max(max_scale * spread, min_scale): a flat map gives max_scale. 1 is
-    # METHOD.md's identity start, under which untrained heads never zoom (final patches = whole slide,
-    # measured in issue 6); 0.5 starts every layer at half its parent's side.
+    # [choice] s = max(max_scale * spread, min_scale): a flat map gives max_scale (docs/method.md §9). 1 is
+    # the identity start of docs/method.md §2.3, under which untrained heads never zoom (final patches =
+    # whole slide, docs/BENCHMARKS.md); 0.5 starts every layer at half its parent's side.
     max_scale: float = 1.0
-    # [choice] "calibrated": s = sqrt(1.5 E||x - mu||^2) so a flat map is the identity view (METHOD.md §2.3);
-    # "expected_l2": the paper's literal wording.
-    spread: str = "calibrated"
+    # [choice] "calibrated": s = sqrt(1.5 E||x - mu||^2) so a flat map is the identity view
+    # (docs/method.md §2.3); "expected_l2": the paper's literal wording.
+    spread: Spread = "calibrated"
     # Paper §3.1 "Sampler": linearized multi-sampling (Jiang et al. 2019); "bilinear" is cheaper (1.7-2x).
-    sampler: str = "linearized"
+    sampler: SamplerKind = "linearized"
     # [choice] initial offset o_k of each child inside its parent, t = tanh(mu + atanh(o_k)), so siblings
-    # start on different boxes (METHOD.md §2.4: +-0.4 worked). 0 puts every sibling on the same box.
+    # start on different boxes (docs/method.md §2.4: +-0.4 worked). 0 puts every sibling on the same box.
     sibling_offset: float = 0.4
-    # [choice, issue 6] how siblings start apart. "offset": the initial offsets above, in theta (METHOD.md
-    # §2.4). "strips": each headed child's map is confined to its own strip of the parent (K_heads strips,
+    # [choice] how siblings start apart (docs/method.md §2.4, §9). "offset": the initial offsets above, in
+    # theta. "strips": each headed child's map is confined to its own strip of the parent (K_heads strips,
     # side by side along x at odd layers, along y at even ones) and the offsets are 0: siblings partition
     # the parent and a box always goes where its head's map points (with offsets it goes tanh(mu +
     # atanh(o)), away from where the head looks), which head_mil needs.
-    sibling_layout: str = "offset"
+    sibling_layout: SiblingLayoutName = "offset"
     # Paper §4.3: the first patch of layer 2 is frozen to the parent's whole view (identity theta, no head).
     frozen_patch: bool = True
-    # [choice] where the boxes come from (issue 6: controls at the same pixel budget, same patch counts and
-    # sizes, so only the choice of boxes differs). "learned": the heads (the paper). "fixed": the untrained
-    # heads' layout, theta from a flat map plus the sibling offsets, independent of image and training.
-    # "random": s log-uniform in [random_zoom_min_scale, max_scale], t uniform with the box inside its parent,
-    # drawn afresh each forward. In "fixed"/"random" the heads are not evaluated and get no gradient.
-    zoom: str = "learned"
+    # [choice] where the boxes come from (docs/method.md §8: controls at the same pixel budget, same patch
+    # counts and sizes, so only the choice of boxes differs). "learned": the heads (the paper). "fixed": the
+    # untrained heads' layout, theta from a flat map plus the sibling offsets, independent of image and
+    # training. "random": s log-uniform in [random_zoom_min_scale, max_scale], t uniform with the box inside
+    # its parent, drawn afresh each forward. "oracle": see oracle_side. Only "learned" evaluates (and
+    # trains) the heads. Each mode is a strategy of magnet.models.zoom.
+    zoom: Zoom = "learned"
     # [choice] lower end of the random control's zoom per layer. Log-uniform in [0.25, 1] has geometric
-    # mean s = 0.5, so after three layers the typical final box has side 1/8 of the slide (issue 6's hit
-    # threshold: about half the random boxes are small enough to count) and the smallest 1/64.
+    # mean s = 0.5, so after three layers the typical final box has side 1/8 of the slide (the hit threshold
+    # of magnet.metrics.localisation: about half the random boxes are small enough to count) and the
+    # smallest 1/64.
     random_zoom_min_scale: float = 0.25
-    # [choice, a control, not the paper] zoom="oracle" (issue 6): layers 1..L-1 as "fixed", the final
-    # patches placed by ground truth (magnet.inference.oracle: centred on random lesion points of positive
-    # slides,
-    # random tissue points of negatives). Their side, as a fraction of the slide's longer side: 1/8 is the
-    # hit threshold of magnet.metrics.localisation, the largest patch that still counts as a hit.
+    # [choice, a control, not the paper] zoom="oracle" (docs/method.md §8): layers 1..L-1 as "fixed", the
+    # final patches placed by ground truth (magnet.inference.oracle: centred on random lesion points of
+    # positive slides, random tissue points of negatives). Their side, as a fraction of the slide's longer
+    # side: 1/8 is the hit threshold of magnet.metrics.localisation, the largest patch that still counts.
     oracle_side: float = 0.125
-    # [choice, issue 6 lever] head MIL: each layer's head logit maps (before the temperature) double as
+    # [choice] head MIL (docs/method.md §9): each layer's head logit maps (before the temperature) double as
     # pixel-level tumour-score maps; their log-sum-exp pool over the layer's heads and pixels is a slide
     # logit trained against the slide label (loss.head_mil), so the heads learn *what* to look at from the
     # label directly, not only through the sampler's local gradient. The sparsemax map of a score map
@@ -93,43 +114,44 @@ class MagNetConfig:
     # (one pixel gets the gradient), small r a mean (a lesion of a few pixels is drowned).
     head_mil_sharpness: float = 5.0
     # Whether the losses reach the heads through theta and the sampler (the paper: that is how heads learn).
-    # [choice, issue 6 lever] false: theta is detached and the heads learn from head_mil alone. Measured in
-    # issue 6: with it on, the heads' gradient norms were 2-6 x 10^5 and the head-MIL loss rose instead of
-    # falling (the sampler's gradient follows texture at these zooms; Adam turns it into full steps).
+    # [choice] false: theta is detached and the heads learn from head_mil alone (docs/method.md §9). Measured
+    # (docs/BENCHMARKS.md): with it on, the heads' gradient norms were 2-6 x 10^5 and the head-MIL loss rose
+    # instead of falling (the sampler's gradient follows texture at these zooms; Adam turns it into full
+    # steps).
     theta_grad: bool = True
-    # [choice, issue 6 lever] low-pass gradient path for theta: sigma (in I' pixels) of a Gaussian blur of I'
-    # used only for the gradient with respect to theta; the forward value stays the sharp sample. The
+    # [choice] low-pass gradient path for theta (docs/method.md §9): sigma (in I' pixels) of a Gaussian blur
+    # of I' used only for the gradient with respect to theta; the forward value stays the sharp sample. The
     # sampler's gradient otherwise follows cell-scale texture, not the lesion-scale signal. 0 = off.
     theta_grad_blur: float = 0.0
-    # [choice, issue 6 lever] the heads see local contrast, I - blur(I) + 0.5 with this sigma (in I pixels),
-    # instead of I: a lesion differs from the tissue around it, while whole slides differ in stain (the
-    # virtual slides' stain varies per slide, as real ones do), which the absolute colour mixes in. On
+    # [choice] (docs/method.md §9) the heads see local contrast, I - blur(I) + 0.5 with this sigma (in I
+    # pixels), instead of I: a lesion differs from the tissue around it, while whole slides differ in stain
+    # (the virtual slides' stain varies per slide, as real ones do), which the absolute colour mixes in. On
     # cached root views this was the difference between heads that learn nothing from the label and heads
     # that find macro-metastases (bench/head_mil_root.py). 0 = off (the paper: the heads see I).
     head_highpass: float = 0.0
-    # [choice] channels per branch of the Inception-style head blocks (METHOD.md §2.1: 8-16).
+    # [choice] channels per branch of the Inception-style head blocks (docs/method.md §2.1: 8-16).
     head_branch_channels: int = 8
     # Paper §3.1: three stacked multi-kernel convolutional layers per patch.
     head_blocks: int = 3
     # [choice] std of the heads' last 1x1 conv: tiny, so sparsemax starts near-flat, not one-hot
-    # (METHOD.md §2.4, the sparsemax collapse trap).
+    # (docs/method.md §2.4, the sparsemax collapse trap).
     head_init_std: float = 1e-3
-    # [choice] learnable temperature exp(beta), beta = 0 at start, per head (METHOD.md §2.4).
+    # [choice] learnable temperature exp(beta), beta = 0 at start, per head (docs/method.md §2.4).
     learn_temperature: bool = True
     # Paper §3.2: ImageNet InceptionV3. "resnet18" is lighter; "small" is a CNN for CPU runs.
-    backbone: str = "inception_v3"
+    backbone: BackboneName = "inception_v3"
     # Final patches are resized to this before the classifier's CNN; None = final_size (no resize).
     classifier_input_size: int | None = None
     # How the classifier turns the final patches into the slide logit. "gru": the paper's GRU over the
-    # patch sequence (§3.2). [choice, issue 6 lever] "max" / "lse": a logit per patch (the same FC head on
-    # the CNN features, no GRU) and their max / log-mean-exp, so one patch on the lesion can decide alone.
-    readout: str = "gru"
-    # [choice] GRU hidden size; the paper does not give it (METHOD.md §4).
+    # patch sequence (§3.2). [choice] (docs/method.md §9) "max" / "lse": a logit per patch (the same FC head
+    # on the CNN features, no GRU) and their max / log-mean-exp, so one patch on the lesion can decide alone.
+    readout: Readout = "gru"
+    # [choice] GRU hidden size; the paper does not give it (docs/method.md §4).
     gru_hidden: int = 512
     # Paper §3.3: auxiliary classifiers on the patches of layers 1 and 3 (1-based; empty = none).
     aux_layers: tuple[int, ...] = (1, 3)
     # Paper §3.3: ImageNet ResNet-18; "small" for CPU runs.
-    aux_backbone: str = "resnet18"
+    aux_backbone: AuxBackboneName = "resnet18"
     # Paper §4.3: ImageNet weights for InceptionV3 / ResNet-18. False by default so nothing downloads
     # unless asked; the "small" CNN has no pretrained weights.
     pretrained: bool = False
@@ -200,6 +222,7 @@ class MagNetConfig:
             raise ConfigError(f"sibling_offset={self.sibling_offset}: must lie in [0, 1) (it passes atanh)")
         if self.head_init_std < 0:
             raise ConfigError(f"head_init_std={self.head_init_std}: must be >= 0")
+        _choice("variant", self.variant, VARIANTS)
         _choice("spread", self.spread, SPREADS)
         _choice("zoom", self.zoom, ZOOMS)
         if not 0 < self.oracle_side <= 1:
@@ -222,7 +245,7 @@ class MagNetConfig:
             raise ConfigError(f"head_highpass={self.head_highpass}: must be >= 0 (0 = off)")
         if self.theta_grad_blur < 0:
             raise ConfigError(f"theta_grad_blur={self.theta_grad_blur}: must be >= 0 (0 = off)")
-        _choice("sampler", self.sampler, SAMPLERS)
+        _choice("sampler", self.sampler, SAMPLER_KINDS)
         _choice("backbone", self.backbone, BACKBONES)
         _choice("aux_backbone", self.aux_backbone, AUX_BACKBONES)
         if self.backbone == "inception_v3" and self.classifier_size < INCEPTION_MIN_SIZE:
@@ -245,6 +268,17 @@ class MagNetConfig:
     def field_names(cls) -> tuple[str, ...]:
         """The config keys, for override checking."""
         return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def preset_defaults(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        """The values that the variant named in ``data`` (config keys, as read) gives the keys it lacks.
+
+        No ``variant`` key means ``magnet3``, the dataclass defaults (so configs saved before the key
+        existed load unchanged); an unknown name gives nothing here and is refused by the type check.
+        """
+        name = data.get("variant", "magnet3")
+        preset = PRESETS.get(name) if isinstance(name, str) else None  # type: ignore[call-overload]
+        return dict(preset or {})
 
 
 def _int_list(name: str, value: Any) -> list[int]:

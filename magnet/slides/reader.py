@@ -1,17 +1,17 @@
 """``RegionReader``: the model's view of a slide: canvas ROIs in, antialiased float images out.
 
-Implements the ``RegionSource`` protocol of ``magnet.geometry`` for any ``Slide`` (METHOD.md §1, §2.6,
+Implements the ``RegionSource`` protocol of ``magnet.geometry`` for any ``Slide`` (docs/method.md §1, §2.6,
 §2.8, §6; paper §3.1 and §4.2). For each ROI ``A`` (``3x3``, canvas coordinates, linear part ``h * D`` with
 ``D`` one of the 8 dihedral signed permutations):
 
 1. **Box.** The axis-aligned canvas box ``c ± h`` becomes a level-0 box by ``X = W0/2 + u_x * L/2``,
    ``Y = H0/2 + u_y * L/2`` (``L = max(W0, H0)``; the slide is centred on a black square canvas).
 2. **Level.** The coarsest level whose downsample is at most ``box_side_level0 / size`` (its pixels are no
-   larger than the output's); level 0, upsampled, when the ROI is finer than level 0 (METHOD.md §6: pick the
-   level near the needed size, never a whole level).
+   larger than the output's); level 0, upsampled, when the ROI is finer than level 0 (docs/method.md §6:
+   pick the level near the needed size, never a whole level).
 3. **Read.** The box in that level's pixels is fractional. We read the integer box that contains it plus a
    margin as wide as the resize kernel reaches past the box (+1 pixel for rounding), clipped to the level
-   (only pixels inside the slide are decoded and counted); the rest stays black (METHOD.md §1).
+   (only pixels inside the slide are decoded and counted); the rest stays black (docs/method.md §1).
 4. **Resize.** Pillow's convolution resampler with an explicit floating-point source box resamples exactly
    the fractional box to ``size x size``: every output pixel centre ``j + 0.5`` maps to the source position
    ``x0 + (j + 0.5) * (x1 - x0) / size`` (the ``align_corners=False`` convention), and the kernel widens with
@@ -21,13 +21,13 @@ Implements the ``RegionSource`` protocol of ``magnet.geometry`` for any ``Slide`
    **[choice]** ``resample="bilinear"`` (triangle filter, no ringing; equal to torch's
    ``interpolate(..., antialias=True)`` in the interior); ``"lanczos"`` is sharper. **[choice]** Resampling
    runs on uint8 in Pillow (fast, releases the GIL), so outputs are multiples of 1/255.
-5. **Grey filter** (paper §4.2, METHOD.md §2.8): pixels with ``max(R,G,B) - min(R,G,B) < 15`` become black.
+5. **Grey filter** (paper §4.2, docs/method.md §2.8): pixels with ``max(R,G,B) - min(R,G,B) < 15`` turn black.
    **[choice] It is applied after resizing**, to the pixels the network sees: (a) the antialias filter
    averages out JPEG and sensor noise on glass, which at native resolution scatters pixels just above the
    threshold and would leave speckle; (b) a black output pixel then means exactly "this view's pixel is grey",
    whatever level was read; (c) it costs ``size²`` instead of the (up to 4x larger) region. Filtering before
    resizing would instead darken the tissue rim by averaging it with black glass.
-6. **Dihedral map.** ``out[g] = box[D g]`` for the output's normalised pixel centres ``g`` (METHOD.md §1:
+6. **Dihedral map.** ``out[g] = box[D g]`` for the output's normalised pixel centres ``g`` (docs/method.md §1:
    augmentation is folded into the ROI). ``D`` maps pixel centres to pixel centres, so this is an exact
    permutation: flips and a transpose, fused with the ``(H, W, 3) -> (3, H, W)`` copy.
 
@@ -52,9 +52,9 @@ import torch
 from PIL import Image
 
 from magnet.errors import SlideError
-from magnet.geometry import NUM_DIHEDRAL, dihedral_matrix
+from magnet.geometry import NUM_DIHEDRAL, canvas_side, canvas_to_level0, dihedral_matrix
 from magnet.slides.base import Slide
-from magnet.slides.pixels import GREY_THRESHOLD, to_rgb_uint8
+from magnet.slides.pixels import GREY_THRESHOLD, blacken_grey, to_rgb_uint8
 
 __all__ = ["DIHEDRAL_FLAT", "ReadPlan", "RegionReader", "apply_dihedral"]
 
@@ -85,7 +85,7 @@ def _flat(index: int) -> tuple[int, int, int, int]:
     return d00, d01, d10, d11
 
 
-#: The 8 dihedral maps of ``canvas.py`` as ``(d00, d01, d10, d11)``, in its order (0 = identity).
+#: The 8 dihedral maps of ``magnet.geometry`` as ``(d00, d01, d10, d11)``, in its order (0 = identity).
 DIHEDRAL_FLAT: tuple[tuple[int, int, int, int], ...] = tuple(_flat(i) for i in range(NUM_DIHEDRAL))
 
 
@@ -104,18 +104,6 @@ def apply_dihedral(image: np.ndarray, d: tuple[int, int, int, int]) -> np.ndarra
     if image.shape[0] != image.shape[1]:
         raise ValueError(f"a transposing dihedral map needs a square image, got {image.shape[:2]}")
     return image.swapaxes(0, 1)[:: d[1], :: d[2]]
-
-
-def _blacken_grey(chw: np.ndarray, threshold: int) -> None:
-    """In place on a ``(3, H, W)`` uint8 image: ``max(R,G,B) - min(R,G,B) < threshold`` -> black.
-
-    Same result as ``pixels.grey_filter`` (which works on ``(H, W, 3)``), ~10x faster: contiguous channel
-    planes and element-wise ``maximum``/``minimum`` instead of numpy's slow reduction over a length-3 axis,
-    which held the GIL for a third of a 448-pixel read.
-    """
-    r, g, b = chw
-    spread = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)  # uint8, never negative
-    chw *= spread >= threshold
 
 
 class RegionReader:
@@ -220,13 +208,11 @@ class RegionReader:
 
     def _plan_one(self, index: int, m: np.ndarray, size: int) -> ReadPlan:
         half, d = self._split(index, m)
-        w0, h0 = self.slide.dimensions
-        side = float(max(w0, h0))
+        slide_size = self.slide.dimensions
         cx, cy = float(m[0, 2]), float(m[1, 2])
-        # Canvas -> level 0 (METHOD.md §1): X = W0/2 + u_x L/2.
-        x0 = w0 / 2 + (cx - half) * side / 2
-        y0 = h0 / 2 + (cy - half) * side / 2
-        box_side0 = half * side  # 2h canvas units = h L level-0 pixels
+        # The box's corner c - h on level 0 (docs/method.md §1, magnet.geometry): X = W0/2 + u_x L/2.
+        x0, y0 = canvas_to_level0(np.array([cx - half, cy - half]), slide_size).tolist()
+        box_side0 = half * canvas_side(slide_size)  # 2h canvas units = h L level-0 pixels
         level = self.slide.get_best_level_for_downsample(box_side0 / size)
         down = self.slide.level_downsamples[level]
         bx0, by0 = x0 / down, y0 / down
@@ -297,7 +283,7 @@ class RegionReader:
         # One copy does both the dihedral permutation and the (H, W, 3) -> (3, H, W) layout change.
         chw = np.ascontiguousarray(apply_dihedral(resized, plan.dihedral).transpose(2, 0, 1))
         if self.grey_filter:  # pixel-wise, so it commutes with the permutation
-            _blacken_grey(chw, self.grey_threshold)
+            blacken_grey(chw, self.grey_threshold, channel_axis=0)  # contiguous channel planes: fast
         return chw
 
     # --- bookkeeping ----------------------------------------------------------------------------

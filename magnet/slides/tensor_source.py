@@ -1,7 +1,7 @@
 """An in-memory slide: a ``RegionSource`` over one image tensor, in canvas coordinates.
 
 The image is the level-0 slide (``W x H``), centred on the black square canvas of side ``L = max(W, H)``
-(METHOD.md §1, ``magnet.geometry``). ``read(rois, size)`` samples each ROI with ``affine_grid`` /
+(docs/method.md §1, ``magnet.geometry``). ``read(rois, size)`` samples each ROI with ``affine_grid`` /
 ``grid_sample`` (``align_corners=False``, zeros outside the slide). To avoid aliasing when an ROI is much
 coarser than the image (a whole-slide view of a textured image), it samples from an antialiased pyramid
 built once: level k is the image resized by ``2^-k`` with a triangle (antialiased bilinear) filter, and each
@@ -17,18 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["TensorRegionSource", "grey_filter"]
+from magnet.geometry import canvas_side
+from magnet.slides.pixels import grey_filter_tensor
 
-# Paper §4.2: pixels whose channels lie within 15 (0-255 scale) of each other are "grey".
-GREY_THRESHOLD = 15.0 / 255.0
+__all__ = ["TensorRegionSource"]
+
 # Stop the pyramid when the longer side would drop below this many pixels.
 _MIN_LEVEL_SIDE = 4
-
-
-def grey_filter(images: Tensor, threshold: float = GREY_THRESHOLD) -> Tensor:
-    """Blacken pixels with max(R,G,B) - min(R,G,B) < threshold (paper §4.2); images ``(..., 3, H, W)``."""
-    spread = images.amax(dim=-3, keepdim=True) - images.amin(dim=-3, keepdim=True)
-    return images * (spread >= threshold).to(images.dtype)
 
 
 class TensorRegionSource:
@@ -72,11 +67,9 @@ class TensorRegionSource:
 
     def level_for(self, rois: Tensor, size: int) -> Tensor:
         """Pyramid level (long tensor ``(N,)``) each ROI reads from at output ``size``."""
-        width, height = self._size
-        side = max(width, height)
-        # Level-0 pixels per output pixel: the ROI spans 2 * half canvas units = half * side pixels.
+        # Level-0 pixels per output pixel: the ROI spans 2 * half canvas units = half * L pixels.
         half = rois[:, :2, :2].abs().sum(-1).amax(-1)
-        pixels_per_output = half.double() * side / size
+        pixels_per_output = half.double() * canvas_side(self._size) / size
         level = torch.floor(torch.log2(pixels_per_output.clamp(min=1.0)))
         return level.clamp(0, self.num_levels - 1).long()
 
@@ -89,7 +82,7 @@ class TensorRegionSource:
         rois = rois.detach().to(device=device, dtype=torch.float32)
         count = rois.shape[0]
         width, height = self._size
-        side = float(max(width, height))
+        side = float(canvas_side(self._size))
         # Canvas coordinates -> the image's own normalised coordinates: u_img = u * L / W (x), u * L / H (y).
         to_image = torch.tensor([[side / width], [side / height]], device=device)
         affine = to_image * rois[:, :2, :]
@@ -105,7 +98,7 @@ class TensorRegionSource:
             )
             out[index] = sampled.reshape(3, -1, size, size).transpose(0, 1)
         out = out.clamp_(0.0, 1.0)
-        return grey_filter(out) if self.grey_filter else out
+        return grey_filter_tensor(out) if self.grey_filter else out
 
     def __repr__(self) -> str:
         width, height = self._size

@@ -1,4 +1,4 @@
-"""Virtual gigapixel lymph-node slides with ground truth (DESIGN.md "Virtual slides", issue #3).
+"""Virtual gigapixel lymph-node slides with ground truth (docs/virtual-slides.md).
 
 ``open_slide("synth:seed=17,size=100000x100000,lesion=micro")`` opens a ``VirtualSlide`` (the slide registry
 names ``magnet.synth.slide.open_virtual_slide`` as the opener of the ``synth:`` scheme). ``make_dataset``

@@ -1,4 +1,4 @@
-"""Data sets of virtual slides: a manifest CSV and the lesion outlines, no pixels (issue #3, "Data sets").
+"""Data sets of virtual slides: a manifest CSV and the lesion outlines, no pixels (docs/virtual-slides.md).
 
 Class mix like Camelyon17's public training part (Bandi et al. 2019: 318 of 500 nodes negative, positives
 about 40 % macro, 35 % micro, 25 % ITC): 64 % negative, 14.4 % macro, 12.6 % micro, 9 % ITC. Counts per

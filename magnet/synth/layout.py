@@ -1,7 +1,7 @@
 """The geometry of one virtual slide, drawn from its seed: tissue, lesions, follicles, folds, pen, artefacts.
 
 Sizes are physical (micrometres) and converted with the slide's mpp, so the Camelyon17 rules hold at any
-mpp (issue #3). Lesion classes by largest extent (Camelyon17, Bandi et al. 2019, IEEE TMI 38(2)):
+mpp. Lesion classes by largest extent (Camelyon17, Bandi et al. 2019, IEEE TMI 38(2)):
 macro-metastasis > 2 mm, micro-metastasis > 0.2 mm and <= 2 mm, isolated tumour cells (ITC) <= 0.2 mm.
 Drawn extents stay clear of the thresholds so that rounding never changes a class.
 
@@ -24,7 +24,7 @@ from magnet.synth.uri import SynthSpec
 EXTENT_RANGE_UM = {"macro": (2300.0, 6000.0), "micro": (260.0, 1700.0), "itc": (40.0, 170.0)}
 # A lesion's centre lies at least this many lesion radii inside its section.
 LESION_CLEARANCE = 1.35
-# Tissue covers 10-40 % of the slide (issue #3).
+# Tissue covers 10-40 % of the slide.
 TISSUE_FRACTION = (0.10, 0.40)
 
 

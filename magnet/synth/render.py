@@ -4,7 +4,7 @@ A region is ``w x h`` pixels of ``d`` level-0 pixels each, top-left corner at le
 ``(i, j)`` covers level-0 ``[x0 + j*d, x0 + (j+1)*d) x [y0 + i*d, y0 + (i+1)*d)``. Every field is evaluated
 at pixel centres with edges anti-aliased to ``d`` (see shapes.py), and textures come from the bank level of
 the same scale or, coarser than the bank, from its mean (textures.py). So a coarse region is the area
-average of level 0 in mean colour without rendering level 0 (issue #3). All maths is vectorised numpy
+average of level 0 in mean colour without rendering level 0. All maths is vectorised numpy
 (float32); the only Python loops run over shapes and texture blocks touching the region.
 
 Compositing, back to front: glass -> tissue (normal parenchyma, paler follicles, fibrous capsule at the

@@ -4,7 +4,7 @@ Every shape answers ``coverage(xs, ys, d)``: for pixel centres ``xs`` (columns) 
 pixels and a pixel size of ``d`` level-0 pixels, the fraction of each pixel that the shape covers, in
 ``[0, 1]`` (float32, shape ``(len(ys), len(xs))``). A linear ramp of width ``d`` across the edge is the exact
 area fraction for a straight edge, so a coarse level equals the area average of level 0 in mean colour
-(issue #3, "consistency across levels") without rendering level 0.
+(docs/virtual-slides.md, "Consistency across levels") without rendering level 0.
 
 ``window(xs, ys, d)`` gives the same only over the shape's bounding box, as ``(rows, cols, coverage)``, or
 ``None`` when no pixel is touched: at coarse levels a region holds the whole slide and dozens of small

@@ -1,4 +1,4 @@
-"""``VirtualSlide``: a gigapixel lymph-node slide rendered on demand from its URI (DESIGN.md).
+"""``VirtualSlide``: a gigapixel lymph-node slide rendered on demand from its URI (docs/virtual-slides.md).
 
 Pyramid: downsamples 1, 4, 16, 64, ... (powers of 4) until the longer side is at most 512 px, i.e.
 1, 4, 16, 64, 256 for the default 100,000 px slide. Why powers of 4: they are the steps of common 40x

@@ -1,14 +1,14 @@
 """Per-slide colours: H&E stain variation by the Beer-Lambert law (Ruifrok & Johnston 2001, Anal. Quant.
 Cytol. Histol. 23(4)); reference stain vectors from Macenko et al. 2009 (ISBI), tuned by eye against the
-Camelyon16 patches in ``../shared/data/textures/camelyon16``.
+Camelyon16 patches shipped in ``magnet/synth/camelyon16``.
 
 A texture pixel holds material fractions ``f`` (procedural) or RGB (real patches); its colour is
 ``base + f @ matrix`` — linear, so that area-averaging commutes with colouring and a coarse level can be
-coloured from the mean fractions (issue #3, consistency across levels). The stain model is non-linear only
+coloured from the mean fractions (consistency across levels). The stain model is non-linear only
 per *material*, once per slide.
 
 The per-slide variation (stain vectors, stain amounts, brightness) is made larger than the shift a lesion
-causes in the slide's mean colour, so that the mean RGB does not give the label (issue #3; METHOD.md §7),
+causes in the slide's mean colour, so that the mean RGB does not give the label (docs/method.md §7),
 while the lesion stays locally paler and pinker than the parenchyma around it.
 """
 

@@ -7,7 +7,7 @@ one of the 8 dihedral maps. A region at a bank scale is therefore copied from th
 block by block (a few to a few hundred slice copies: no per-pixel Python), and equals the area average of
 level 0 exactly. Coarser than the bank, a region takes the bank's mean channels (the area-average look).
 
-Two sources behind this one interface (issue #3):
+Two sources behind this one interface (docs/virtual-slides.md, "Textures and colour"):
 - ``procedural``: cells drawn here, once per process. Channels are material fractions (dark nucleus, pale
   nucleus, clear space, dense eosin; the rest is the class background). Nuclei sit on a jittered grid whose
   cell size divides the patch, and a patch's border cells keep their nuclei inside the patch, so a patch

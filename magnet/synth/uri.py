@@ -1,6 +1,6 @@
 """Virtual-slide URIs: ``synth:seed=17,size=100000x100000,lesion=micro[,mpp=..,texture=..,texture_dir=..]``.
 
-Parsing is strict (DESIGN.md "Virtual slides"): an unknown or repeated key, a malformed value or a missing
+Parsing is strict (docs/virtual-slides.md): an unknown or repeated key, a malformed value or a missing
 ``seed`` raises ``SlideError(uri, reason)`` with a one-line reason. ``lesion`` may be left out; the class is
 then drawn from the seed with the Camelyon17 mix (``CLASS_MIX``), so that every seed names one
 slide. ``SynthSpec.uri`` is the canonical spelling (fixed key order, defaults left out except seed, size and
@@ -18,25 +18,28 @@ import numpy as np
 
 from magnet.data.lesions import LESION_CLASSES
 from magnet.errors import SlideError
+from magnet.slides.registry import uri_scheme
 
 SCHEME = "synth"
 # The class mix of Camelyon17's public training part (Bandi et al. 2019: 318 of 500 nodes negative, positives
 # about 40 % macro, 35 % micro, 25 % ITC): the class a URI without lesion= gets, and a data set's mix.
 CLASS_MIX = {"negative": 0.64, "macro": 0.36 * 0.40, "micro": 0.36 * 0.35, "itc": 0.36 * 0.25}
 TEXTURES = ("procedural", "camelyon16")
-# 100,000 px at 0.25 um/px is a 25 mm slide at 40x, the size of a Camelyon lymph-node slide (issue #3).
+# 100,000 px at 0.25 um/px is a 25 mm slide at 40x, the size of a Camelyon lymph-node slide.
 DEFAULT_SIZE = (100_000, 100_000)
 DEFAULT_MPP = 0.25
 # Smallest slide: below this the pyramid and the tissue layout degenerate; largest: int32-safe maths.
 MIN_SIDE, MAX_SIDE = 256, 2_000_000
 _KEYS = ("seed", "size", "lesion", "mpp", "texture", "texture_dir")
-_SIZE = re.compile(r"^([0-9]+)x([0-9]+)$")
+_SIZE = re.compile(r"([0-9]+)x([0-9]+)")
 
 
 def default_texture_dir() -> Path:
-    """``../shared/data/textures/camelyon16`` beside the project root (the repository layout of DESIGN.md)."""
-    root = Path(__file__).resolve().parents[2]
-    return root.parent / "shared" / "data" / "textures" / "camelyon16"
+    """The Camelyon16 patches shipped inside the package: ``magnet/synth/camelyon16`` (CC0, see SOURCE.md).
+
+    A URI's ``texture_dir=PATH`` replaces this folder with a user's own (same layout: ``labels.csv``).
+    """
+    return Path(__file__).resolve().parent / "camelyon16"
 
 
 @dataclass(frozen=True)
@@ -77,11 +80,17 @@ def lesion_for_seed(seed: int) -> str:
     return "negative"
 
 
+def parse_size(text: str) -> tuple[int, int] | None:
+    """``WIDTHxHEIGHT`` in pixels (``100000x100000``) as ``(width, height)``; None when not of that form."""
+    match = _SIZE.fullmatch(text)
+    return None if match is None else (int(match.group(1)), int(match.group(2)))
+
+
 def parse_uri(uri: str) -> SynthSpec:
     """Parse a ``synth:`` URI strictly; every mistake is a one-line ``SlideError``."""
     text = str(uri)
-    head, sep, body = text.partition(":")
-    if sep != ":" or head.lower() != SCHEME:
+    body = text.partition(":")[2]
+    if uri_scheme(text) != SCHEME:
         raise SlideError(text, f"not a virtual slide URI (expected '{SCHEME}:key=value,...')")
     if not body:
         raise SlideError(text, "empty virtual slide URI (needs at least seed=N)")
@@ -102,10 +111,10 @@ def parse_uri(uri: str) -> SynthSpec:
         raise SlideError(text, f"seed must be in 0..2^63-1, got {seed}")
     size = DEFAULT_SIZE
     if "size" in values:
-        match = _SIZE.match(values["size"])
-        if match is None:
+        parsed = parse_size(values["size"])
+        if parsed is None:
             raise SlideError(text, f"size must be WIDTHxHEIGHT in pixels, got {values['size']!r}")
-        size = (int(match.group(1)), int(match.group(2)))
+        size = parsed
         if not all(MIN_SIDE <= s <= MAX_SIDE for s in size):
             raise SlideError(text, f"size sides must be in {MIN_SIDE}..{MAX_SIDE} px, got {values['size']}")
     lesion = values.get("lesion") or lesion_for_seed(seed)

@@ -22,6 +22,7 @@ from magnet.atomic import atomic_path
 from magnet.config_io import config_from_dict, config_to_dict
 from magnet.errors import ConfigError, MagnetError
 from magnet.models.magnet import MagNet
+from magnet.models.model_config import MagNetConfig
 from magnet.training.recipe import TrainConfig
 
 FORMAT = "magnet-checkpoint/1"
@@ -55,13 +56,27 @@ def checkpoint_config(payload: dict[str, Any], path: str | Path) -> TrainConfig:
 
 
 def load_model(path: str | Path) -> tuple[MagNet, TrainConfig]:
-    """Rebuild the model of a checkpoint from the checkpoint alone, in eval mode on the CPU."""
+    """Rebuild the model of a checkpoint from the checkpoint alone, in eval mode on the CPU.
+
+    Never reads or downloads ImageNet weights (``build_offline``): the checkpoint's weights replace every
+    parameter. The returned config, and ``model.config``, say what training used.
+    """
     payload = load_checkpoint(path)
     config = checkpoint_config(payload, path)
-    model = MagNet(config.model)
+    model = build_offline(config.model)
     load_weights(model, payload["model"], path)
     model.eval()
     return model, config
+
+
+def build_offline(config: MagNetConfig) -> MagNet:
+    """The MagNet of ``config`` without reading ImageNet weights, for weights that come from a checkpoint.
+
+    With ``pretrained: true`` the ImageNet weights would only be read (or downloaded) to be overwritten, and
+    a trained model must load offline; the encoders are still built as the pretrained ones (same layout and
+    input scaling, ``magnet.models.backbones``).
+    """
+    return MagNet(config, load_weights=False)
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:

@@ -1,16 +1,16 @@
-"""The training loop (paper §4.3, METHOD.md §5), with Lightning Fabric for devices and precision.
+"""The training loop (paper §4.3, docs/method.md §5), with Lightning Fabric for devices and precision.
 
-With ``model.zoom = "oracle"`` (issue 6 control) the final ROIs of each step come from
-``magnet.inference.oracle``,
-placed on the lesion outlines that the manifest's ``lesions`` column names (the same outlines feed the
-per-layer ``lesion_share`` diagnostic).
-
-One epoch: shuffle the training rows with a generator seeded by ``(seed, epoch)``, give each slide a
-dihedral map (folded into its root ROI, METHOD.md §1), run the MagNet on the batch (the model reads the
-slides itself through ``RegionReader``s), back-propagate the loss of ``magnet.training.losses``, step Adam
-every
+One epoch: shuffle the training rows with a generator seeded by ``(seed, epoch)`` (``schedule``), give each
+slide a dihedral map (folded into its root ROI, docs/method.md §1), run the MagNet on the batch (the model
+reads the slides itself through ``RegionReader``s), back-propagate the loss of ``losses``, step Adam every
 ``grad_accum`` batches; cosine-anneal the learning rate per epoch; validate; write ``last.ckpt`` (and
-``best.ckpt`` on a better validation AUROC) atomically; append a row to ``metrics.csv`` and TensorBoard.
+``best.ckpt`` on a better validation AUROC) atomically (``checkpoints``); append a row to ``metrics.csv``
+and TensorBoard (``run_log``, with the zoom ``diagnostics``). Before epoch 1 the first layer's heads may be
+warmed up alone on cached root views (``warmup``, docs/method.md §9).
+
+Under the oracle-zoom control (docs/method.md §8) the final ROIs of each step come from
+``magnet.inference.oracle``, placed on the lesion outlines that the manifest's ``lesions`` column names (the
+same outlines feed the per-layer ``lesion_share`` diagnostic).
 
 Every random draw of an epoch derives from ``(seed, epoch)``, so a run resumed from the checkpoint of
 epoch k gives the same metrics as one that never stopped (on the CPU; GPU kernels may differ bitwise).
@@ -20,8 +20,6 @@ all validation slides (duplicated work, kept simple; the numbers are identical o
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
 from collections.abc import Sequence
@@ -30,113 +28,35 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric import Fabric
 from tqdm import tqdm
 
-from magnet.atomic import atomic_write_text
 from magnet.config_io import save_config
 from magnet.data.manifest import ManifestRow, read_manifest
 from magnet.errors import ConfigError, MagnetError, SlideError
 from magnet.geometry import NUM_DIHEDRAL, dihedral_matrix
-from magnet.inference.oracle import OracleZoom, tissue_mask
+from magnet.inference.oracle import OracleZoom
 from magnet.inference.runner import predict_slides
 from magnet.metrics.auroc import auroc
 from magnet.metrics.localisation import LesionAreas, manifest_outlines
+from magnet.models import zoom_strategy
 from magnet.models.magnet import MagNet
 from magnet.models.magnifying import MagnifyingLayer
 from magnet.slides.pool import SlidePool
 from magnet.training.checkpoints import (
+    build_offline,
     checkpoint_config,
     config_dict,
     load_checkpoint,
     load_weights,
     save_checkpoint,
 )
+from magnet.training.diagnostics import ZoomDiagnostics
 from magnet.training.losses import magnet_loss
 from magnet.training.recipe import TrainConfig
+from magnet.training.run_log import RunLog
+from magnet.training.schedule import epoch_generator, lr_factor, param_groups
 from magnet.training.warmup import read_root_views, warm_up_heads
-
-METRIC_FIELDS = (
-    "epoch", "lr", "train_loss", "train_final", "train_aux", "train_paradoxical", "train_head_mil",
-    "train_slides_per_s", "skipped_batches", "val_auroc", "val_n", "minutes",
-)
-
-
-# [choice] lesion masks of the lesion_share diagnostic: 256 cells along the longer side (the evaluation uses
-# 1024), so the masks cached for a whole run stay small (a lesion a quarter of the slide wide: 64^2 cells).
-DIAGNOSTIC_GRID_CELLS = 256
-
-
-def diagnostic_fields(num_layers: int) -> tuple[str, ...]:
-    """Per-layer diagnostics of the zoom (issue 6): mean s, mean sparsemax support, head gradient norm, and
-    the tissue and lesion share of the layer's patches / ROIs."""
-    return tuple(f"{name}_layer{layer}" for layer in range(1, num_layers + 1)
-                 for name in ("mean_s", "support", "head_grad", "tissue_share", "lesion_share"))
-
-
-class _ZoomDiagnostics:
-    """Running means over an epoch of each layer's zoom s, sparsemax support size and heads' gradient norm,
-    and where its boxes go: tissue and lesion share (issue 6).
-
-    A collapsing support or s pinned at min_scale shows the sparsemax trap (METHOD.md §2.4); a head gradient
-    norm of 0 shows heads that get no signal (or a zoom control, which has no heads in use).
-    ``tissue_share``: the share of the layer's patch pixels that the grey filter keeps
-    (``oracle.tissue_mask``: not black, i.e. not glass, background or off the slide), per forward.
-    ``lesion_share``: the share of the layer's summed ROI area inside lesions (``localisation.LesionAreas``,
-    as the evaluation's lesion share), averaged over the slides with lesion outlines [choice: negatives have
-    none, so they would only dilute it]; NaN without outlines. ``areas`` caches each slide's lesion mask
-    across epochs.
-    """
-
-    def __init__(self, num_layers: int, outlines: dict[str, list[Any]] | None = None,
-                 areas: dict[str, LesionAreas] | None = None) -> None:
-        self.sums = dict.fromkeys(diagnostic_fields(num_layers), 0.0)
-        self.lesion_slides = dict.fromkeys(range(1, num_layers + 1), 0)
-        self.outlines = outlines
-        self.areas = {} if areas is None else areas
-        self.forwards = 0
-        self.steps = 0
-
-    def add_forward(self, out: Any, slides: Sequence[str] = (),
-                    sizes: Sequence[tuple[int, int]] = ()) -> None:
-        """One forward's output ``out`` of slides ``slides`` (level-0 sizes ``sizes``)."""
-        self.forwards += 1
-        for layer, (theta, support) in enumerate(zip(out.thetas, out.support, strict=True), start=1):
-            self.sums[f"mean_s_layer{layer}"] += float(theta[..., 0].detach().float().mean())
-            if support.numel():
-                self.sums[f"support_layer{layer}"] += float(support.float().mean())
-            tissue = tissue_mask(out.patches[layer - 1])
-            self.sums[f"tissue_share_layer{layer}"] += float(tissue.float().mean())
-        if self.outlines is None:
-            return
-        for b, (name, size) in enumerate(zip(slides, sizes, strict=True)):
-            polygons = self.outlines.get(name) or []
-            if not len(polygons):
-                continue
-            if name not in self.areas:
-                self.areas[name] = LesionAreas(polygons, size, DIAGNOSTIC_GRID_CELLS)
-            for layer, boxes in enumerate(out.boxes_level0, start=1):
-                share = self.areas[name].share(boxes[b].detach().cpu().numpy())
-                self.sums[f"lesion_share_layer{layer}"] += share
-                self.lesion_slides[layer] += 1
-
-    def add_gradients(self, model: MagNet) -> None:
-        self.steps += 1
-        for layer, module in enumerate(model.layers, start=1):
-            heads = module.heads
-            assert isinstance(heads, torch.nn.Module)
-            grads = [p.grad.detach().float().norm() for p in heads.parameters() if p.grad is not None]
-            if grads:
-                self.sums[f"head_grad_layer{layer}"] += float(torch.stack(grads).norm())
-
-    def means(self) -> dict[str, float]:
-        result = {}
-        for key, value in self.sums.items():
-            if key.startswith("lesion_share"):
-                count = self.lesion_slides[int(key.rsplit("layer", 1)[1])]
-                result[key] = value / count if count else math.nan
-            else:
-                result[key] = value / max(self.steps if key.startswith("head_grad") else self.forwards, 1)
-        return result
 
 
 @dataclass
@@ -148,35 +68,9 @@ class TrainResult:
     interrupted: bool = False
 
 
-def _epoch_generator(seed: int, epoch: int, salt: int = 0) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed((seed * 1_000_003 + epoch * 7919 + salt) % (2**63 - 1))
-    return g
-
-
-def _lr_factor(epoch: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then cosine annealing to zero over the remaining epochs (per epoch)."""
-    warm, total = cfg.optim.warmup_epochs, max(cfg.optim.epochs, 1)
-    if epoch < warm:
-        return (epoch + 1) / (warm + 1)
-    span = max(total - warm, 1)
-    return 0.5 * (1.0 + math.cos(math.pi * (epoch - warm) / span))
-
-
-def _param_groups(model: MagNet, cfg: TrainConfig) -> list[dict[str, Any]]:
-    heads: list[torch.nn.Parameter] = []
-    rest: list[torch.nn.Parameter] = []
-    for name, param in model.named_parameters():
-        (heads if ".heads." in f".{name}" else rest).append(param)
-    head_lr = cfg.optim.head_lr or cfg.optim.lr
-    groups = [{"params": rest, "lr": cfg.optim.lr, "base_lr": cfg.optim.lr}]
-    if heads:
-        groups.append({"params": heads, "lr": head_lr, "base_lr": head_lr})
-    return groups
-
-
 def _model_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    """Model keys that differ; ``variant`` only names the preset the values came from (older runs lack it)."""
+    return sorted(k for k in set(a) | set(b) if k != "variant" and a.get(k) != b.get(k))
 
 
 class Trainer:
@@ -184,8 +78,6 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
                  manifest_rows: Sequence[ManifestRow] | None = None, show_progress: bool = True) -> None:
-        from lightning.fabric import Fabric
-
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.show_progress = show_progress
@@ -198,7 +90,7 @@ class Trainer:
         self.outlines = manifest_outlines(rows, folder)
         self.lesion_areas: dict[str, LesionAreas] = {}  # per slide, kept across epochs
         self.oracle = None
-        if cfg.model.zoom == "oracle":  # issue 6 control: final patches placed by the outlines
+        if zoom_strategy(cfg.model).needs_final_rois:  # oracle zoom: final patches on the outlines
             self.oracle = OracleZoom.for_rows(self.outlines, self.train_rows + self.val_rows,
                                               cfg.model.oracle_side, cfg.data.manifest or "manifest")
 
@@ -215,8 +107,9 @@ class Trainer:
         self.fabric.seed_everything(cfg.seed, verbose=False)
         self.pool = SlidePool(grey_filter=cfg.data.grey_filter, threads=cfg.data.reader_threads,
                               max_open=cfg.data.max_open_slides)
-        model = MagNet(cfg.model)
-        optimizer = torch.optim.Adam(_param_groups(model, cfg), weight_decay=cfg.optim.weight_decay)
+        # A resumed model takes every weight from its checkpoint: no ImageNet weights to read (offline).
+        model = build_offline(cfg.model) if resume else MagNet(cfg.model)
+        optimizer = torch.optim.Adam(param_groups(model, cfg), weight_decay=cfg.optim.weight_decay)
         self.epoch, self.best_score, self.history = 0, -math.inf, []
         last = self.run_dir / "last.ckpt"
         for stale in self.run_dir.glob(".*.tmp"):  # left by a job killed mid-write
@@ -240,6 +133,13 @@ class Trainer:
             self.warmup_losses = self._warm_up_heads(model)
         self.model, self.optimizer = self.fabric.setup(model, optimizer)
 
+    @property
+    def module(self) -> MagNet:
+        """The MagNet itself, without Fabric's (and DDP's) wrappers: for inference, diagnostics, saving."""
+        module = self.model.module if hasattr(self.model, "module") else self.model
+        assert isinstance(module, MagNet)
+        return module
+
     def _warm_up_heads(self, model: MagNet) -> list[float]:
         """Head warm-up on cached root views before epoch 1 (``optim.head_warmup_steps``;
         magnet.training.warmup).
@@ -248,7 +148,7 @@ class Trainer:
         same steps from the same seed and setup broadcasts rank 0's weights anyway.
         """
         optim = self.cfg.optim
-        if optim.head_warmup_steps <= 0 or self.cfg.model.zoom != "learned":  # the controls use no heads
+        if optim.head_warmup_steps <= 0 or not model.uses_heads:  # the zoom controls use no heads
             return []
         rows = self.train_rows
         views = read_root_views([self.pool.get(r.slide) for r in rows], self.cfg.model.view_size)
@@ -264,7 +164,7 @@ class Trainer:
 
             losses = warm_up_heads(layer, views, labels, steps=optim.head_warmup_steps,
                                    batch_size=optim.head_warmup_batch, lr=optim.head_lr or optim.lr,
-                                   generator=_epoch_generator(self.cfg.seed, -1), progress=step)
+                                   generator=epoch_generator(self.cfg.seed, -1), progress=step)
         if show:
             tail = sum(losses[-50:]) / len(losses[-50:])
             print(f"magnet: head warm-up, {len(losses)} steps on {len(rows)} root views: "
@@ -290,7 +190,7 @@ class Trainer:
 
     # --- one epoch ----------------------------------------------------------------------------
     def _epoch_batches(self, epoch: int) -> tuple[list[list[ManifestRow]], list[list[int]]]:
-        g = _epoch_generator(self.cfg.seed, epoch)
+        g = epoch_generator(self.cfg.seed, epoch)
         order = torch.randperm(len(self.train_rows), generator=g).tolist()
         maps = torch.randint(NUM_DIHEDRAL, (len(order),), generator=g).tolist()
         if not self.cfg.data.augment:
@@ -306,20 +206,19 @@ class Trainer:
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         cfg, fabric = self.cfg, self.fabric
-        factor = _lr_factor(epoch, cfg)
+        factor = lr_factor(epoch, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         batches, dmaps = self._epoch_batches(epoch)
         self.model.train()
         totals = {"loss": 0.0, "final": 0.0, "aux": 0.0, "paradoxical": 0.0, "head_mil": 0.0}
         seen, skipped, t0 = 0, 0, time.perf_counter()
-        module = self.model.module if hasattr(self.model, "module") else self.model
-        diagnostics = _ZoomDiagnostics(cfg.model.num_layers, self.outlines, self.lesion_areas)
+        diagnostics = ZoomDiagnostics(cfg.model.num_layers, self.outlines, self.lesion_areas)
         bar = tqdm(total=sum(len(b) for b in batches), desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
                    unit="slide", disable=not (self.show_progress and fabric.is_global_zero), leave=False)
         self.optimizer.zero_grad(set_to_none=True)
         for step, (rows, maps) in enumerate(zip(batches, dmaps, strict=True)):
-            noise = _epoch_generator(cfg.seed, epoch, salt=step + 1)
+            noise = epoch_generator(cfg.seed, epoch, salt=step + 1)
             failed = False
             try:
                 sources = [self.pool.get(r.slide) for r in rows]
@@ -344,7 +243,7 @@ class Trainer:
             diagnostics.add_forward(out, [r.slide for r in rows], [s.slide_size for s in sources])
             fabric.backward(losses.total / cfg.optim.grad_accum)
             if (step + 1) % cfg.optim.grad_accum == 0 or step + 1 == len(batches):
-                diagnostics.add_gradients(module)  # type: ignore[arg-type]
+                diagnostics.add_gradients(self.module)
                 if cfg.optim.grad_clip > 0:
                     fabric.clip_gradients(self.model, self.optimizer, max_norm=cfg.optim.grad_clip)
                 self.optimizer.step()
@@ -371,8 +270,7 @@ class Trainer:
     def _validate(self) -> tuple[float, int]:
         if not self.val_rows:
             return math.nan, 0
-        module = self.model.module if hasattr(self.model, "module") else self.model
-        preds = predict_slides(module, [r.slide for r in self.val_rows], self.pool,  # type: ignore[arg-type]
+        preds = predict_slides(self.module, [r.slide for r in self.val_rows], self.pool,
                                batch_size=self.cfg.optim.batch_size, device=self.fabric.device,
                                oracle=self.oracle)
         pairs = [(r.label, p.probability) for r, p in zip(self.val_rows, preds, strict=True) if not p.error]
@@ -387,7 +285,8 @@ class Trainer:
         if fabric.is_global_zero:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
-        writer = self._tensorboard()
+        log = RunLog(self.run_dir, cfg.model.num_layers, echo=self.show_progress) if fabric.is_global_zero \
+            else None
         start = time.perf_counter()
         interrupted = False
         try:
@@ -401,9 +300,9 @@ class Trainer:
                 improved = not math.isnan(row["val_auroc"]) and row["val_auroc"] > self.best_score
                 if improved:
                     self.best_score = row["val_auroc"]
-                if fabric.is_global_zero:
+                if log is not None:
                     self._save(improved)
-                    self._log(row, writer)
+                    log.epoch_done(self.history)
                 fabric.barrier()
         except KeyboardInterrupt:
             interrupted = True
@@ -411,16 +310,15 @@ class Trainer:
                 print(f"magnet: interrupted during epoch {self.epoch + 1}; the checkpoint of epoch "
                       f"{self.epoch} in {self.run_dir / 'last.ckpt'} is intact (continue with --resume)")
         finally:
-            if writer is not None:
-                writer.close()
+            if log is not None:
+                log.close()
             self.pool.close()
         return TrainResult(self.run_dir, self.epoch, self.best_score, self.history, interrupted)
 
     def _save(self, improved: bool) -> None:
-        module = self.model.module if hasattr(self.model, "module") else self.model
         payload = {
             "config": config_dict(self.cfg),
-            "model": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+            "model": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch,
             "best_score": self.best_score,
@@ -429,29 +327,6 @@ class Trainer:
         save_checkpoint(self.run_dir / "last.ckpt", payload)
         if improved or not (self.run_dir / "best.ckpt").exists():
             save_checkpoint(self.run_dir / "best.ckpt", payload)
-
-    def _tensorboard(self) -> Any:
-        if not self.fabric.is_global_zero:
-            return None
-        from torch.utils.tensorboard import SummaryWriter
-
-        return SummaryWriter(str(self.run_dir / "tensorboard"))
-
-    def _log(self, row: dict[str, Any], writer: Any) -> None:
-        # The whole history is rewritten each epoch, so a resumed run's CSV matches its checkpoint.
-        text = io.StringIO()
-        fields = METRIC_FIELDS + diagnostic_fields(self.cfg.model.num_layers)
-        out = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore")
-        out.writeheader()
-        out.writerows(self.history)
-        atomic_write_text(self.run_dir / "metrics.csv", text.getvalue(), newline="")
-        for key, value in row.items():
-            if key != "epoch" and isinstance(value, int | float) and not math.isnan(value):
-                writer.add_scalar(key, value, row["epoch"])
-        writer.flush()
-        if self.show_progress:
-            tqdm.write(f"epoch {row['epoch']}: loss {row['train_loss']:.4f}  val AUROC "
-                       f"{row['val_auroc']:.3f} (n={row['val_n']})  {row['train_slides_per_s']:.2f} slides/s")
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,

@@ -1,16 +1,16 @@
-"""MagNet's training loss (paper §4.3 "Loss Functions"; METHOD.md §4).
+"""MagNet's training loss (paper §4.3 "Loss Functions"; docs/method.md §4).
 
 total = w_final * CE(final logit) + w_aux * sum_l CE(aux logit of layer l) + w_par * L_par
         + w_head_mil * mean_l CE(head-MIL logit of layer l)
 
 - The task is binary with one logit per output, so cross-entropy is BCE-with-logits, averaged over slides.
 - Paradoxical loss (Maksoud et al., "SOS: Selective Objective Switch for Rapid Immunofluorescence Whole
-  Slide Image Classification", CVPR 2020) [choice: its exact formula could not be retrieved; METHOD.md §4
+  Slide Image Classification", CVPR 2020) [choice: its exact formula could not be retrieved; docs/method.md §4
   fixes this hinge]: the deeper auxiliary classifier should do at least as well as the shallower one,
   L_par = mean over slides of max(0, l_last - sg(l_first)), with l the per-slide cross-entropies of the
   first and last auxiliary layers (paper: layers 1 and 3). l_first is detached, or the loss would reward
   making the shallow classifier worse. With fewer than two auxiliary layers it is 0.
-- Head MIL [choice, issue 6 lever, not the paper]: when the model has ``head_mil`` on, each layer's heads
+- Head MIL [choice, not the paper, docs/method.md §9]: when the model has ``head_mil`` on, each layer's heads
   give a slide logit (``MagNetOutput.head_logits``); their CE, averaged over layers, teaches the heads
   what to look at straight from the slide label. Absent when the model has it off.
 """
@@ -31,7 +31,7 @@ __all__ = ["LossWeights", "LossBreakdown", "magnet_loss", "paradoxical_loss"]
 
 @dataclass
 class LossWeights:
-    """Weights of the loss terms; all 1 as in METHOD.md §4 (the paper gives none)."""
+    """Weights of the loss terms; all 1 as in docs/method.md §4 (the paper gives none)."""
 
     final: float = 1.0  # CE on the GRU's last step (paper §4.3)
     aux: float = 1.0  # each auxiliary classifier's CE (paper §3.3)

@@ -2,7 +2,7 @@
 
 A recipe YAML (``configs/*.yaml``) is read into ``TrainConfig`` by ``magnet.config_io.load_config``, which
 rejects unknown keys; ``--set key=value`` overrides any field; the resolved config is saved beside every
-run and inside every checkpoint. Defaults follow the paper §4 and METHOD.md §5 (Adam 3e-5, cosine
+run and inside every checkpoint. Defaults follow the paper §4 and docs/method.md §5 (Adam 3e-5, cosine
 annealing, 200 epochs, batch 16, dihedral augmentation, grey filter); keys marked [choice] are ours.
 """
 
@@ -36,8 +36,8 @@ class OptimConfig:
     grad_accum: int = 1  # batches per optimiser step
     grad_clip: float = 0.0  # [choice] max gradient norm; 0 = off
     warmup_epochs: int = 0  # [choice] linear warm-up before cosine annealing
-    # [choice, issue 6 lever] steps of head warm-up before epoch 1: the first layer's heads alone, on cached
-    # root views, with the head-MIL loss (magnet.training.warmup; needs model.head_mil). 0 = off.
+    # [choice, docs/method.md §9] steps of head warm-up before epoch 1: the first layer's heads alone, on
+    # cached root views, with the head-MIL loss (magnet.training.warmup; needs model.head_mil). 0 = off.
     head_warmup_steps: int = 0
     head_warmup_batch: int = 16  # slides per warm-up step (root views are 56 x 56: cheap)
 

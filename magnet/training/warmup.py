@@ -1,4 +1,4 @@
-"""Head warm-up: teach the first layer's heads where to look before end-to-end training (issue 6 lever).
+"""Head warm-up: teach the first layer's heads where to look before end-to-end training [choice].
 
 [choice, not the paper] The first magnifying layer's heads see only the root view I0 of each slide, which
 does not depend on any other part of the model. So they can be trained first, alone and cheaply: read every
@@ -37,7 +37,8 @@ def read_root_views(sources: Sequence[RegionSource], size: int) -> Tensor:
 def dihedral_views(images: Tensor, index: int) -> Tensor:
     """One of the 8 dihedral maps of square images ``(..., H, W)``: quarter turns, then a flip for 4..7.
 
-    On the square canvas these are the same 8 views the root ROI's dihedral maps give (canvas.py), as a set.
+    On the square canvas these are the same 8 views the root ROI's dihedral maps give (``magnet.geometry``),
+    as a set.
     """
     turned = images.rot90(index % 4, dims=(-2, -1))
     return turned.flip(-1) if index >= 4 else turned
@@ -58,8 +59,8 @@ def warm_up_heads(
 
     Adam at ``lr`` for ``steps`` steps of ``batch_size`` slides drawn with replacement from ``generator``,
     each batch under one random dihedral map. Returns the loss of every step; ``progress(loss)`` is called
-    after each. The layer's other parameters
-    (there are none besides the heads today) are left alone; the layer is left in train mode.
+    after each. The layer's other parameters (none besides the heads and the MIL bias today) are left alone;
+    the layer is left in train mode.
     """
     if not layer.head_mil or layer.mil_bias is None:
         raise ConfigError(
@@ -69,7 +70,7 @@ def warm_up_heads(
         raise ValueError(f"only the first layer sees the root views, got layer {layer.layer_index}")
     if views.shape[0] != labels.shape[0] or views.shape[0] == 0:
         raise ValueError(f"{views.shape[0]} views for {labels.shape[0]} labels")
-    params = [*layer.heads.parameters(), layer.mil_bias]
+    params = [*layer.head_parameters(), layer.mil_bias]
     optimizer = torch.optim.Adam(params, lr=lr)
     layer.train()
     losses = []

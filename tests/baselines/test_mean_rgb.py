@@ -69,17 +69,21 @@ def make_slides(
 
 @pytest.mark.parametrize("colour_carries_label", [True, False])
 def test_baseline_separates_only_when_colour_carries_the_label(colour_carries_label: bool) -> None:
+    # Without a colour signal the test AUROC is the null Mann-Whitney statistic: mean 0.5, std
+    # sqrt((n + 1) / (12 n1 n2)) = 0.029 for 200 + 200 slides, so 0.35-0.65 is a 5-sigma band whatever the
+    # seed (60 slides gave std 0.075: 2 of 200 seeds fell outside 0.3-0.7). Measured over seeds 0-4:
+    # with the signal 1.0 every time.
     rng = np.random.default_rng(0)
     train, y_train = make_slides(rng, 40, colour_carries_label)
-    test, y_test = make_slides(rng, 60, colour_carries_label)
+    test, y_test = make_slides(rng, 400, colour_carries_label)
     model = fit_mean_rgb(feature_matrix(train, 48), y_train)
     scores = score_mean_rgb(model, feature_matrix(test, 48))
-    assert scores.shape == (60,) and np.all((scores >= 0) & (scores <= 1))
+    assert scores.shape == (400,) and np.all((scores >= 0) & (scores <= 1))
     area = auroc(y_test, scores)
     if colour_carries_label:
         assert area > 0.95
     else:
-        assert 0.3 < area < 0.7
+        assert 0.35 < area < 0.65
 
 
 def test_fit_rejects_bad_input() -> None:

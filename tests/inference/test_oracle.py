@@ -1,5 +1,5 @@
-"""Oracle zoom (issue 6 control, ``model.zoom="oracle"``): final ROIs on lesions / tissue, dihedral maps,
-the MagNet's oracle branch, and the one-line errors."""
+"""Oracle zoom (a zoom control, ``model.zoom="oracle"``, docs/method.md §8): final ROIs on lesions / tissue,
+dihedral maps, the MagNet's oracle branch, and the one-line errors."""
 
 from __future__ import annotations
 

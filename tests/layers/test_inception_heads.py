@@ -66,10 +66,10 @@ def test_heads_output_shape_and_near_flat_start() -> None:
     torch.manual_seed(0)
     heads = LocalisationHeads(num_heads=3, branch_channels=4)
     image = torch.rand(2, 3, 28, 28, generator=seeded())
-    logits = heads(image)
+    logits = heads(image).logits
     assert logits.shape == (2, 3, 28, 28)
-    # Tiny init (METHOD.md §2.4): logits are O(1e-3); the sparsemax support is not full (the logits vary by
-    # more than 1/(H W)) but it is spread over the whole map, so theta starts near the identity view.
+    # Tiny init (docs/method.md §2.4): logits are O(1e-3); the sparsemax support is not full (the logits vary
+    # by more than 1/(H W)) but it is spread over the whole map, so theta starts near the identity view.
     assert logits.abs().max() < 0.05
     probabilities = spatial_sparsemax(logits)
     assert ((probabilities > 0).float().mean(dim=(-2, -1)) > 0.1).all()
@@ -78,7 +78,7 @@ def test_heads_output_shape_and_near_flat_start() -> None:
     assert theta[..., 1:].abs().max() < 0.15
     # A large init falls into the collapse trap: near one-hot maps, s on its 0.05 floor.
     torch.manual_seed(0)
-    collapsed = theta_from_probability(spatial_sparsemax(LocalisationHeads(3, init_std=10.0)(image)))
+    collapsed = theta_from_probability(spatial_sparsemax(LocalisationHeads(3, init_std=10.0)(image).logits))
     assert (collapsed[..., 0] < 0.2).all()
 
 
@@ -91,11 +91,13 @@ def test_heads_last_conv_init_and_temperature() -> None:
     assert heads.log_temperature is not None and torch.equal(heads.log_temperature.data, torch.zeros(4))
     image = torch.rand(1, 3, 12, 12, generator=seeded())
     before = heads(image)
+    torch.testing.assert_close(before.logits, before.scores)  # beta = 0: the temperature is 1
     with torch.no_grad():
         heads.log_temperature[1] = 1.0
     after = heads(image)
-    torch.testing.assert_close(after[:, 1], before[:, 1] * torch.e)
-    torch.testing.assert_close(after[:, [0, 2, 3]], before[:, [0, 2, 3]])
+    torch.testing.assert_close(after.logits[:, 1], before.logits[:, 1] * torch.e)
+    torch.testing.assert_close(after.logits[:, [0, 2, 3]], before.logits[:, [0, 2, 3]])
+    torch.testing.assert_close(after.scores, before.scores)  # the raw scores never see the temperature
     fixed = LocalisationHeads(num_heads=2, learn_temperature=False)
     assert fixed.log_temperature is None
     assert all("temperature" not in name for name, _ in fixed.named_parameters())
@@ -105,13 +107,13 @@ def test_heads_are_independent() -> None:
     torch.manual_seed(0)
     heads = LocalisationHeads(num_heads=3, branch_channels=4, init_std=0.1).eval()
     image = torch.rand(1, 3, 16, 16, generator=seeded())
-    baseline = heads(image)
+    baseline = heads(image).logits
     with torch.no_grad():  # change only head 1's weights in every layer
         for module in heads.modules():
             if isinstance(module, torch.nn.Conv2d):
                 share = module.weight.shape[0] // 3
                 module.weight[share : 2 * share] += 0.5
-    changed = heads(image)
+    changed = heads(image).logits
     assert not torch.allclose(changed[:, 1], baseline[:, 1])
     torch.testing.assert_close(changed[:, [0, 2]], baseline[:, [0, 2]], rtol=0, atol=0)
 
@@ -119,7 +121,7 @@ def test_heads_are_independent() -> None:
 def test_every_head_parameter_gets_a_gradient() -> None:
     torch.manual_seed(0)
     heads = LocalisationHeads(num_heads=2, branch_channels=4, num_blocks=2)
-    logits = heads(torch.rand(2, 3, 12, 12, generator=seeded()))
+    logits = heads(torch.rand(2, 3, 12, 12, generator=seeded())).logits
     (logits * torch.randn(logits.shape, generator=seeded(1))).sum().backward()
     for name, parameter in heads.named_parameters():
         assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
@@ -130,7 +132,8 @@ def test_zero_heads_is_allowed_and_empty() -> None:
     heads = LocalisationHeads(num_heads=0)
     assert list(heads.parameters()) == []
     out = heads(torch.rand(2, 3, 8, 8))
-    assert out.shape == (2, 0, 8, 8)
+    assert out.scores.shape == (2, 0, 8, 8) and out.logits.shape == (2, 0, 8, 8)
+    assert heads(torch.rand(2, 4, 3, 8, 8)).logits.shape == (2, 0, 8, 8)
 
 
 def test_bad_arguments_raise() -> None:
@@ -140,5 +143,20 @@ def test_bad_arguments_raise() -> None:
         LocalisationHeads(num_heads=1, num_blocks=0)
     with pytest.raises(ConfigError, match="groups"):
         InceptionBlock(3, 4, groups=0)
-    with pytest.raises(ValueError, match="expected an image"):
+    with pytest.raises(ValueError, match="expected parent images"):
         LocalisationHeads(num_heads=1, in_channels=3)(torch.zeros(1, 4, 8, 8))
+    with pytest.raises(ValueError, match="do not split evenly"):
+        LocalisationHeads(num_heads=3)(torch.zeros(1, 2, 3, 8, 8))
+
+
+def test_each_parent_feeds_its_own_heads() -> None:
+    """Images (B, N_p, C, H, W): head n * K + k sees parent n only, as the layer's children are numbered."""
+    torch.manual_seed(0)
+    heads = LocalisationHeads(num_heads=4, branch_channels=4, init_std=0.1).eval()  # 2 parents x 2 heads
+    parents = torch.rand(2, 2, 3, 10, 10, generator=seeded())
+    maps = heads(parents)
+    assert maps.scores.shape == (2, 4, 10, 10)
+    for n in range(2):
+        alone = heads(parents[:, n])  # a 4-D image: every head sees it
+        torch.testing.assert_close(maps.logits[:, 2 * n : 2 * n + 2], alone.logits[:, 2 * n : 2 * n + 2])
+        torch.testing.assert_close(maps.scores[:, 2 * n : 2 * n + 2], alone.scores[:, 2 * n : 2 * n + 2])

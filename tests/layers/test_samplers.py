@@ -1,4 +1,4 @@
-"""Bilinear and linearized multi-sampling (Jiang et al., ICCV 2019) as METHOD.md §3 specifies them."""
+"""Bilinear and linearized multi-sampling (Jiang et al., ICCV 2019) as docs/method.md §3 specifies them."""
 
 from __future__ import annotations
 
@@ -76,8 +76,8 @@ def test_ramp_gradient_is_the_slope_at_every_zoom(scale: float, dtype: torch.dty
     expected = torch.tensor([GRAD_X, GRAD_Y], dtype=dtype)
     lms_grad = grid_gradient(lms, image, grid)[inner]
     torch.testing.assert_close(lms_grad, expected.expand_as(lms_grad), atol=1e-5, rtol=0)
-    # METHOD.md §3 says bilinear does not get this right; on an exactly linear image it does (bilinear
-    # interpolation reproduces a plane exactly), so it passes the same test. Where it fails is below.
+    # Bilinear passes this test too (docs/method.md §3.4): bilinear interpolation reproduces a plane
+    # exactly. Where it fails is below.
     bilinear_grad = grid_gradient(bilinear_sample, image, grid)[inner]
     torch.testing.assert_close(bilinear_grad, expected.expand_as(bilinear_grad), atol=1e-5, rtol=0)
 
@@ -93,7 +93,7 @@ def test_ramp_with_pixel_texture_lms_recovers_the_slope_bilinear_does_not(scale:
     expected = torch.tensor([GRAD_X, GRAD_Y])
     lms_error = (grid_gradient(lms, image, grid)[inner] - expected).abs().mean()
     bilinear_error = (grid_gradient(bilinear_sample, image, grid)[inner] - expected).abs().mean()
-    assert lms_error < 0.5 * bilinear_error
+    assert lms_error < 0.5 * bilinear_error  # measured 0.10-0.12 x over LMS noise seeds 0-4 and the 3 zooms
     # At pixel centres (the identity zoom, H_out = H_in) bilinear's gradient is the one-sided slope.
     centres = F.affine_grid(torch.eye(2, 3)[None], [1, 1, H_IN, W_IN], align_corners=False)
     at_centres = grid_gradient(bilinear_sample, image, centres)[0, 10:-10, 10:-10]
@@ -156,7 +156,7 @@ def test_output_is_float32_under_autocast_and_for_half_inputs() -> None:
 
 
 def test_gradient_points_to_the_target_at_least_as_often_as_bilinear() -> None:
-    """Statistical test of METHOD.md §3: a blob under pixel noise; target = the crop at a known translation.
+    """Statistical test of docs/method.md §3: a blob under pixel noise; target = the crop at a known shift.
 
     For random translations around the target, the gradient of the MSE to the target crop should point
     back to the target (negative gradient . (t_target - t) > 0). Bilinear's gradient follows the pixel
@@ -187,7 +187,9 @@ def test_gradient_points_to_the_target_at_least_as_often_as_bilinear() -> None:
     bilinear_rate = success_rate(bilinear_sample)
     lms_rate = success_rate(lambda i, g: lms(i, g, seed=3))
     assert lms_rate >= bilinear_rate
-    assert lms_rate > 0.95  # measured 1.0; bilinear 0.54 on this image
+    # Measured 0.996 here (bilinear 0.535); over 5 other draws of image, offsets and LMS noise 0.996-1.0
+    # (bilinear 0.52-0.62), so the bar has margin whatever the seeds.
+    assert lms_rate > 0.95
 
 
 def test_sampler_module_linearized_in_training_bilinear_in_eval() -> None:

@@ -1,4 +1,4 @@
-"""theta = (s, tx, ty) from a probability map (MagNet paper eqs. 1-4 as read by METHOD.md §2.3)."""
+"""theta = (s, tx, ty) from a probability map (MagNet paper eqs. 1-4 as read by docs/method.md §2.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Localisation metrics (issue 6): hits with the patch-size cap, lesion share, per-class summary."""
+"""Localisation metrics (docs/method.md §5): hits with the patch-size cap, lesion share, per-class summary."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MagNet wiring (METHOD.md §2.5-§2.7, §4): patch counts, ROIs, gradients, robustness, determinism."""
+"""MagNet wiring (docs/method.md §2.5-§2.7, §4): patch counts, ROIs, gradients, robustness, determinism."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MagnifyingLayer: heads per output patch, sibling offsets, frozen patch, sampled patches (METHOD.md §2)."""
+"""MagnifyingLayer: a head per output patch, sibling offsets, frozen patch, patches (docs/method.md §2)."""
 
 from __future__ import annotations
 
@@ -67,10 +67,10 @@ def test_each_parent_feeds_only_its_own_heads() -> None:
     config = small_config(patches_per_layer=(2, 2, 2), head_init_std=0.5)
     layer = MagnifyingLayer(2, config, 3).eval()  # 4 parents x 2 heads
     images = torch.stack([textured_image(24, 24, seed=s) for s in range(4)]).unsqueeze(0)  # (1, 4, 3, 24, 24)
-    per_parent = layer.map_logits(images)
+    per_parent = layer.head_maps(images).logits  # head 2n + k sees parent n
     everyone = torch.stack(
-        [layer.heads(images[:, n]) for n in range(4)], dim=1
-    )  # (1, 4 parents, 8 heads, ...)
+        [layer.heads(images[:, n]).logits for n in range(4)], dim=1
+    )  # (1, 4 parents, 8 heads, ...): every head on parent n
     for n in range(4):
         assert torch.allclose(per_parent[0, 2 * n : 2 * n + 2], everyone[0, n, 2 * n : 2 * n + 2], atol=1e-5)
 

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
+from pathlib import Path
 
 import pytest
 import yaml
 
+from magnet.config_io import config_from_dict, config_to_dict, load_config
 from magnet.errors import ConfigError
+from magnet.layers.samplers import SAMPLER_KINDS
+from magnet.layers.theta import SPREADS
 from magnet.models import MagNetConfig, model_config
+from magnet.models.model_config import AUX_BACKBONES, BACKBONES, READOUTS, SIBLING_LAYOUTS, ZOOMS
+from magnet.models.variants import PRESETS, VARIANTS
 
 
 def test_defaults_are_the_papers_magnet3() -> None:
@@ -67,3 +74,44 @@ def test_invalid_values_raise_one_line_config_errors(overrides: dict, message: s
 def test_single_layer_and_no_frozen_patch_are_valid() -> None:
     assert MagNetConfig(patches_per_layer=(4,), aux_layers=(1,)).num_layers == 1
     assert MagNetConfig(patches_per_layer=(2, 1), aux_layers=(), frozen_patch=False).patches_at(2) == 2
+
+
+CHOICES = {
+    "spread": SPREADS,
+    "sampler": SAMPLER_KINDS,
+    "sibling_layout": SIBLING_LAYOUTS,
+    "zoom": ZOOMS,
+    "readout": READOUTS,
+    "backbone": BACKBONES,
+    "aux_backbone": AUX_BACKBONES,
+    "variant": VARIANTS,
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHOICES))
+def test_choice_fields_are_literals_whose_values_are_the_allowed_tuples(name: str) -> None:
+    hint = typing.get_type_hints(MagNetConfig)[name]
+    assert typing.get_origin(hint) is typing.Literal
+    assert typing.get_args(hint) == CHOICES[name]
+    with pytest.raises(ConfigError, match=f"{name}='nope': must be one of") as info:
+        MagNetConfig(**{name: "nope"})
+    assert "\n" not in str(info.value)
+
+
+def test_a_variant_supplies_the_keys_a_mapping_leaves_out(tmp_path: Path) -> None:
+    tiny = model_config("tiny", sampler="bilinear")
+    assert tiny.variant == "tiny" and tiny == MagNetConfig(**{**PRESETS["tiny"], "sampler": "bilinear"})
+    assert config_from_dict(MagNetConfig, {"variant": "tiny", "sampler": "bilinear"}) == tiny
+    # A saved config (every key) rebuilds itself; one saved before `variant` existed reads as magnet3 + keys.
+    saved = config_to_dict(tiny)
+    assert config_from_dict(MagNetConfig, saved) == tiny
+    assert config_from_dict(MagNetConfig, {k: v for k, v in saved.items() if k != "variant"}) == tiny
+    # --set variant swaps the preset under the recipe's own keys.
+    recipe = tmp_path / "model.yaml"
+    recipe.write_text("variant: tiny\nsampler: bilinear\n")
+    swapped = load_config(MagNetConfig, recipe, ["variant=magnet4"])
+    assert swapped == model_config("magnet4", sampler="bilinear") and swapped.variant == "magnet4"
+    with pytest.raises(ConfigError, match="'variant' must be one of"):
+        load_config(MagNetConfig, recipe, ["variant=huge"])
+    with pytest.raises(ConfigError, match="name one variant"):
+        model_config("tiny", variant="magnet3")

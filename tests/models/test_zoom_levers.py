@@ -1,4 +1,4 @@
-"""Issue 6 levers: pooled readouts, sibling strips, head MIL, the low-pass gradient path for theta."""
+"""Levers of docs/method.md §9: pooled readouts, sibling strips, head MIL, the low-pass gradient for theta."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from magnet.errors import ConfigError
 from magnet.layers.blur import gaussian_blur, low_pass_gradient
 from magnet.models import Classifier, MagnifyingLayer, build_model
 from magnet.models.classifier import pool_running
-from magnet.models.magnifying import strip_masks
+from magnet.models.zoom_levers import strip_masks
 from magnet.training.losses import magnet_loss
 
 
@@ -54,14 +54,16 @@ def test_readout_is_validated() -> None:
 # --- strips ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("heads", [2, 3])
 def test_strip_masks_partition_the_map_and_alternate(heads: int) -> None:
-    odd, even = strip_masks(heads, 1, 10, True), strip_masks(heads, 2, 10, True)
+    odd, even = strip_masks(heads, 1, 10), strip_masks(heads, 2, 10)
     for masks in (odd, even):
         assert torch.equal(masks.sum(0), torch.ones(10, 10, dtype=torch.long))  # every pixel exactly once
     # Odd layers cut along x (a strip holds whole columns), even layers along y (whole rows).
     assert bool((odd.all(dim=1) == odd.any(dim=1)).all())
     assert bool((even.all(dim=2) == even.any(dim=2)).all())
-    assert torch.equal(strip_masks(heads, 1, 10, False), torch.ones(heads, 10, 10, dtype=torch.bool))
-    assert torch.equal(strip_masks(1, 1, 10, True), torch.ones(1, 10, 10, dtype=torch.bool))
+    assert torch.equal(strip_masks(1, 1, 10), torch.ones(1, 10, 10, dtype=torch.bool))
+    # The offset layout lets every head see the whole map.
+    layer = MagnifyingLayer(heads, small_config(patches_per_layer=(heads, 2, 2)), 1)
+    assert torch.equal(layer.layout.masks, torch.ones(heads, 24, 24, dtype=torch.bool))
 
 
 def test_strips_confine_each_head_and_its_box() -> None:
@@ -71,14 +73,14 @@ def test_strips_confine_each_head_and_its_box() -> None:
     images, reads = parent_inputs(seed=3, parents=1)
     with torch.no_grad():
         out = layer(images, reads)
-    inside = layer.strip_mask  # (2, V, V): left and right halves at layer 1
+    inside = layer.layout.masks  # (2, V, V): left and right halves at layer 1
     assert float(out.prob[:, 0][:, ~inside[0]].abs().sum()) == 0.0
     assert float(out.prob[:, 1][:, ~inside[1]].abs().sum()) == 0.0
     assert torch.allclose(out.prob.sum(dim=(-2, -1)), torch.ones(2, 2))
     # Box centres follow the maps: child 0 on the left half, child 1 on the right (tanh keeps the sign).
     tx = out.theta[..., 1]
     assert bool((tx[:, 0] < 0).all() and (tx[:, 1] > 0).all())
-    assert torch.equal(layer.offsets, torch.zeros(2, 2))
+    assert torch.equal(layer.layout.offsets, torch.zeros(2, 2))
 
 
 def test_fixed_control_under_strips_equals_flat_strip_heads() -> None:
@@ -115,7 +117,7 @@ def test_head_mil_logit_is_the_lse_pool_of_the_raw_maps() -> None:
         out = layer(images, reads)
         scores = layer.score_maps(images)  # (B, 2, V, V)
     # Head k's pixels are those of its strip: the two strips together are the whole map, once.
-    picked = torch.stack([scores[:, k][:, layer.strip_mask[k]] for k in range(2)], dim=1).flatten(1)
+    picked = torch.stack([scores[:, k][:, layer.layout.masks[k]] for k in range(2)], dim=1).flatten(1)
     expected = torch.logsumexp(2.0 * picked, dim=1) / 2.0 - math.log(24 * 24) / 2.0 + 0.25
     assert out.head_logits is not None
     assert torch.allclose(out.head_logits, expected, atol=1e-5)

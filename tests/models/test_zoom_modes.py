@@ -1,4 +1,4 @@
-"""Zoom controls of MagnifyingLayer / MagNet (config key ``zoom``, issue 6): fixed layout and random boxes."""
+"""Zoom controls of MagnifyingLayer / MagNet (config key ``zoom``, docs/method.md §8): fixed and random."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def test_fixed_ignores_the_image_and_equals_flat_heads() -> None:
     # Frozen child stays the identity; headed siblings sit on their offsets with the flat-map scale.
     theta = out_a.theta.view(2, 2, 3, 3)
     assert torch.equal(theta[:, :, 0], torch.tensor([1.0, 0.0, 0.0]).expand(2, 2, 3))
-    assert torch.allclose(theta[0, 0, 1:, 1:], fixed.offsets, atol=1e-6)
+    assert torch.allclose(theta[0, 0, 1:, 1:], fixed.layout.offsets, atol=1e-6)
     assert torch.allclose(theta[..., 1:, 0], torch.full((2, 2, 2), math.sqrt(1 - 1 / 24**2)), atol=1e-6)
 
 

@@ -1,5 +1,5 @@
-"""Two CPU processes with DDP (gloo) through Lightning Fabric (issue 5 "Training": a test runs two CPU
-processes with DDP for a few steps). ``magnet train ... --set devices=2 --set strategy=ddp`` is run as a
+"""Two CPU processes with DDP (gloo) through Lightning Fabric (a few steps of two CPU
+processes with DDP). ``magnet train ... --set devices=2 --set strategy=ddp`` is run as a
 subprocess; Fabric's launcher starts the second rank by re-running the same command line. The command is a
 small script that runs ``magnet train`` and records, per rank, the slides that rank trained on and a
 checksum of its final weights, so the test can check that the ranks took disjoint, equal shares of the epoch

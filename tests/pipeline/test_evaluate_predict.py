@@ -1,5 +1,5 @@
 """``magnet evaluate`` (Table-1 metrics, predictions, ROC) and ``magnet predict`` (probability and level-0
-ROIs per slide, on virtual slides and on slide files) from the CLI (issue 5 "Evaluation and prediction")."""
+ROIs per slide, on virtual slides and on slide files) from the CLI."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def _check_prediction(obj: dict, slide: str, size: tuple[int, int]) -> None:  # 
         for x0, y0, x1, y1 in boxes:
             assert x0 < x1 and y0 < y1
     # Every ROI is a square of the slide's square canvas (side L = max(W, H), centred on the slide,
-    # canvas.py): its centre lies on the canvas; its zoom s = sqrt(1.5 E||x - mu||^2) is at most sqrt(3).
+    # magnet.geometry): its centre lies on the canvas; its zoom s = sqrt(1.5 E||x - mu||^2) is <= sqrt(3).
     side, (w, h) = max(size), size
     for boxes in layers:
         for x0, y0, x1, y1 in boxes:

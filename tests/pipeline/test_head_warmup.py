@@ -1,5 +1,5 @@
-"""Head warm-up (issue 6 lever, magnet.training.warmup): root views, dihedral maps, the warm-up loop, the
-Trainer."""
+"""Head warm-up ([choice], docs/method.md §9; magnet.training.warmup): root views, dihedral maps, the
+warm-up loop, the Trainer."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Oracle zoom end to end (issue 6 control): a tiny run with model.zoom=oracle on virtual slides with lesion
-outlines writes the zoom diagnostics, evaluates with every final patch on the lesions, and refuses to start
-(or to predict) without outlines, in one line."""
+"""Oracle zoom end to end (a zoom control, docs/method.md §8): a tiny run with model.zoom=oracle on virtual
+slides with lesion outlines writes the zoom diagnostics, evaluates with every final patch on the lesions, and
+refuses to start (or to predict) without outlines, in one line."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from magnet.cli import main
 from magnet.errors import ConfigError
 from magnet.evaluation.evaluate import evaluate
 from magnet.synth.dataset import make_dataset, write_dataset
-from magnet.training.loop import METRIC_FIELDS, Trainer, diagnostic_fields, train
+from magnet.training.diagnostics import diagnostic_fields
+from magnet.training.loop import Trainer, train
+from magnet.training.run_log import METRIC_FIELDS
 
 
 def outlined_dataset(folder: Path) -> Path:

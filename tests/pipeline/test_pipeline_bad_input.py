@@ -1,4 +1,4 @@
-"""Bad input to train / evaluate (issue 5 "Bad input"): each a one-line ``magnet: error:`` naming the file or
+"""Bad input to train / evaluate: each a one-line ``magnet: error:`` naming the file or
 key, exit status 2; a slide failing mid-training is logged and skipped; Ctrl-C keeps the last checkpoint."""
 
 from __future__ import annotations

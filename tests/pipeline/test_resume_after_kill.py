@@ -1,5 +1,5 @@
 """``magnet train`` killed with SIGKILL in the middle of epoch 2, then ``--resume``d: the finished run's
-metrics equal those of a run that never stopped (issue 5 "Training": resume on CPU gives the same metrics).
+metrics equal those of a run that never stopped (on the CPU, a resumed run gives the same metrics).
 
 The kill must land inside epoch 2, never after the run ended, whatever the machine's load: the subprocess
 runs ``magnet train`` with its loss wrapped so that the second batch of epoch 2 (after one optimiser step

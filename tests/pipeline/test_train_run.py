@@ -1,4 +1,4 @@
-"""A training run's outputs (issue 5 "Training"): resolved config, checkpoints, metrics.csv, TensorBoard;
+"""A training run's outputs: resolved config, checkpoints, metrics.csv, TensorBoard;
 checkpoints readable with ``weights_only=True`` and rebuilt into the same model; same seed, same metrics."""
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from pipeline_fixtures import metric_rows, one_thread, temp_files, tiny_config
 from magnet.config_io import load_config
 from magnet.slides.pool import SlidePool
 from magnet.training.checkpoints import load_model
-from magnet.training.loop import METRIC_FIELDS, diagnostic_fields, train
+from magnet.training.diagnostics import diagnostic_fields
+from magnet.training.loop import train
 from magnet.training.recipe import TrainConfig
+from magnet.training.run_log import METRIC_FIELDS
 
 
 def test_run_folder_holds_config_checkpoints_metrics_and_tensorboard(run) -> None:  # type: ignore[no-untyped-def]
@@ -35,7 +37,7 @@ def test_run_folder_holds_config_checkpoints_metrics_and_tensorboard(run) -> Non
         assert math.isfinite(float(row["train_loss"])) and float(row["train_slides_per_s"]) > 0
         assert int(row["val_n"]) == 4 and 0.0 <= float(row["val_auroc"]) <= 1.0
         assert int(row["skipped_batches"]) == 0
-        for layer in (1, 2, 3):  # zoom diagnostics (issue 6): s within its bounds, heads get gradients
+        for layer in (1, 2, 3):  # zoom diagnostics: s within its bounds, heads get gradients
             assert cfg.model.min_scale <= float(row[f"mean_s_layer{layer}"]) <= 1.0
             assert 0 < float(row[f"support_layer{layer}"]) <= cfg.model.view_size**2
             assert float(row[f"head_grad_layer{layer}"]) > 0

@@ -1,5 +1,5 @@
 """RegionReader: geometry (canvas -> level boxes, sub-pixel accuracy, nesting), levels, padding, grey filter,
-dihedral maps, counters, threads, pixel formats and errors (METHOD.md §1, §2.6, §2.8)."""
+dihedral maps, counters, threads, pixel formats and errors (docs/method.md §1, §2.6, §2.8)."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def _ramp_slide(width: int = 640, height: int = 480) -> MemorySlide:
 @pytest.mark.parametrize("dihedral", range(8))
 def test_sub_pixel_accuracy_on_a_ramp_with_every_dihedral_map(dihedral: int) -> None:
     """Any fractional ROI, on any level, upsampled or not, returns the ramp at the output pixel centres:
-    out(g) = ramp(canvas_to_level0(c + h D g)), the direct formula of canvas.py."""
+    out(g) = ramp(canvas_to_level0(c + h D g)), the direct formula of magnet.geometry."""
     slide = _ramp_slide()
     w0, h0 = slide.dimensions
     side = max(w0, h0)
@@ -122,7 +122,7 @@ def test_nested_rois_equal_direct_reads() -> None:
     theta2 = torch.tensor([0.3, -0.6, 0.2])
     child = compose(parent, theta1)
     grandchild = compose(child, theta2)
-    # Direct: centre c + h t, half-size h s (METHOD.md §1).
+    # Direct: centre c + h t, half-size h s (docs/method.md §1).
     c1 = (0.1 + 0.4 * 0.3, -0.2 + 0.4 * -0.4, 0.4 * 0.5)
     c2 = (c1[0] + c1[2] * -0.6, c1[1] + c1[2] * 0.2, c1[2] * 0.3)
     nested = reader.read(torch.stack([child, grandchild]), 48)
@@ -347,15 +347,23 @@ def test_reads_through_openslide_of_a_written_tiff_are_on_the_ramp(tmp_path: Pat
 
 
 def test_fast_grey_filter_equals_the_reference() -> None:
-    from magnet.slides.pixels import grey_filter
-    from magnet.slides.reader import _blacken_grey
+    """The reader's in-place filter on (3, H, W), the (H, W, 3) copy and the torch filter agree with the
+    definition max - min < threshold -> black."""
+    from magnet.slides.pixels import blacken_grey, grey_filter, grey_filter_tensor, grey_mask
 
     rgb = np.random.default_rng(4).integers(0, 256, (40, 50, 3)).astype(np.uint8)
     rgb[::3] = rgb[::3, :, :1]  # plenty of exactly grey pixels too
     for threshold in (1, 15, 40):
+        grey = rgb.max(axis=2).astype(int) - rgb.min(axis=2).astype(int) < threshold
+        reference = np.where(grey[..., None], 0, rgb).astype(np.uint8)
+        assert np.array_equal(grey_mask(rgb, threshold), grey)
         fast = np.ascontiguousarray(rgb.transpose(2, 0, 1))
-        _blacken_grey(fast, threshold)
-        assert np.array_equal(fast.transpose(1, 2, 0), grey_filter(rgb, threshold))
+        blacken_grey(fast, threshold, channel_axis=0)
+        assert np.array_equal(fast.transpose(1, 2, 0), reference)
+        assert np.array_equal(grey_filter(rgb, threshold), reference)
+        floats = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255  # what the reader returns
+        filtered = grey_filter_tensor(floats, threshold - 0.5)  # half a level: float32 rounding of k / 255
+        assert torch.equal(filtered, torch.from_numpy(reference).permute(2, 0, 1).float() / 255)
 
 
 def test_apply_dihedral_rejects_other_matrices() -> None:

@@ -1,5 +1,5 @@
 """Slide-level colour does not give the label: a lesion moves a slide's mean colour much less than the
-per-slide stain variation does (issue #3; the 200-slide AUROC check is in bench/bench_synth.py)."""
+per-slide stain variation does (the 200-slide AUROC check is in bench/bench_synth.py)."""
 
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ import pytest
 from matplotlib.path import Path as PolygonPath
 
 import magnet.synth  # noqa: F401 - registers the synth: scheme
+from magnet.data.lesions import LESION_CLASSES
 from magnet.synth import VirtualSlide, lesion_class_for_extent
-from magnet.synth.uri import LESION_CLASSES
 
 MICRO = "synth:seed=11,size=8192x8192,lesion=micro"
 ITC = "synth:seed=6,size=8192x8192,lesion=itc"

@@ -1,4 +1,4 @@
-"""magnet_loss (paper §4.3; METHOD.md §4): BCE terms, weights, and the paradoxical hinge."""
+"""magnet_loss (paper §4.3; docs/method.md §4): BCE terms, weights, and the paradoxical hinge."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TensorRegionSource: the in-memory RegionSource in canvas coordinates (METHOD.md §1)."""
+"""TensorRegionSource: the in-memory RegionSource in canvas coordinates (docs/method.md §1)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from model_fixtures import smooth_image
 
 from magnet.geometry import RegionSource, compose, dihedral_matrix, roi_matrix
-from magnet.slides.tensor_source import TensorRegionSource, grey_filter
+from magnet.slides.pixels import grey_filter_tensor
+from magnet.slides.tensor_source import TensorRegionSource
 
 
 def test_protocol_and_slide_size() -> None:
@@ -76,7 +77,7 @@ def test_batch_of_rois_at_several_levels_matches_single_reads() -> None:
 
 def test_grey_filter_blackens_grey_pixels_only() -> None:
     image = torch.tensor([[0.9, 0.5], [0.9, 0.2], [0.9, 0.8]]).view(3, 1, 2)  # white-ish grey | purple
-    out = grey_filter(image)
+    out = grey_filter_tensor(image)
     assert out[:, 0, 0].abs().max() == 0 and torch.equal(out[:, 0, 1], image[:, 0, 1])
     source = TensorRegionSource(image.expand(3, 4, 2).contiguous(), grey_filter=True)
     assert source.read(roi_matrix(-0.5, 0.0, 0.5)[None], 2).abs().max() == 0

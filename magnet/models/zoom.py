@@ -1,0 +1,205 @@
+"""Where a magnifying layer's boxes come from: one strategy per zoom mode (config key ``zoom``).
+
+A magnifying layer asks its strategy for the theta of its headed children; the frozen child, the sampling
+and the next layer's wiring (docs/method.md §2.5-§2.7) are the same in every mode, so every mode reads the
+same pixels per slide.
+
+- ``learned`` (paper §3.1; docs/method.md §2.1-§2.3): the heads' logit maps go through the spatial
+  sparsemax and theta is read off the probability map (eqs. 1-4). The only mode that evaluates, and trains,
+  the heads; with head MIL it also gives the layer's slide logit (docs/method.md §9).
+- ``fixed`` (docs/method.md §8, a control): theta of a flat map on each head's strip plus the sibling
+  offsets, i.e. what heads with exactly flat logits give; independent of the image and of training.
+- ``random`` (§8, a control): s log-uniform in [random_zoom_min_scale, max_scale], t uniform in
+  (-1, 1) * (1 - s) so the box lies inside its parent, drawn afresh each call.
+- ``oracle`` (§8, a control): layers 1..L-1 as ``fixed``; the final ROIs come from outside, placed by
+  ground truth (``final_rois`` of ``MagNet.forward``, built by ``magnet.inference.oracle``), and the final
+  patches are read there directly (``MagNet`` does that read; the strategy checks the ROIs).
+
+Controls give the prob maps as flat placeholders of the learned mode's shape (support: the head's strip)
+and no gradient to theta. ``ZOOM_STRATEGIES`` maps each name of ``ZOOMS`` to its strategy class.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+import torch
+from torch import Tensor
+
+from magnet.layers.heads import HeadMaps
+from magnet.layers.sparsemax import spatial_sparsemax
+from magnet.models.model_config import MagNetConfig, Zoom
+from magnet.models.zoom_levers import SiblingLayout
+
+__all__ = [
+    "ZOOM_STRATEGIES",
+    "FixedZoom",
+    "GivenFinalZoom",
+    "LearnedZoom",
+    "Placement",
+    "RandomZoom",
+    "ZoomSite",
+    "ZoomStrategy",
+    "zoom_strategy",
+]
+
+
+@dataclass
+class Placement:
+    """A strategy's answer for one layer: B slides, N_p parents, K_heads headed children per parent."""
+
+    theta: Tensor  # (B, N_p, K_heads, 3): (s, tx, ty) of each headed child
+    prob: Tensor  # (B, N_p * K_heads, V, V): the probability maps (diagnostics; flat in the controls)
+    head_logit: Tensor | None = None  # (B,) head-MIL slide logit of the layer, learned mode with head MIL
+
+
+class ZoomSite(Protocol):
+    """What a strategy uses of its magnifying layer."""
+
+    num_heads_per_parent: int
+    layout: SiblingLayout
+
+    @property
+    def head_mil(self) -> bool:
+        """Whether the layer pools its heads' score maps into a slide logit."""
+
+    def head_maps(self, images: Tensor) -> HeadMaps:
+        """The heads' maps of parent images ``(B, N_p, 3, V, V)``."""
+
+    def mil_logit(self, scores: Tensor) -> Tensor:
+        """The head-MIL slide logit of raw score maps."""
+
+    def theta_from_maps(self, prob: Tensor) -> Tensor:
+        """Theta ``(..., K_heads, 3)`` of probability maps ``(..., K_heads, V, V)``."""
+
+
+class ZoomStrategy:
+    """A zoom mode. ``uses_heads``: the heads are evaluated and can learn. ``needs_final_rois``: the final
+    ROIs must be given to ``MagNet.forward``."""
+
+    name: ClassVar[Zoom]
+    uses_heads: ClassVar[bool] = False
+    needs_final_rois: ClassVar[bool] = False
+
+    @classmethod
+    def from_config(cls, config: MagNetConfig) -> ZoomStrategy:
+        return cls()
+
+    def place(self, site: ZoomSite, images: Tensor, generator: torch.Generator | None) -> Placement:
+        """The headed children's theta for parent images ``(B, N_p, 3, V, V)``."""
+        raise NotImplementedError
+
+    def given_final_rois(
+        self, final_rois: Tensor | None, shape: tuple[int, ...], device: torch.device
+    ) -> Tensor | None:
+        """``final_rois`` checked for this mode (only the oracle takes them), float64 on ``device``."""
+        if final_rois is not None:
+            raise ValueError(f"final_rois is only for model.zoom='oracle', not zoom={self.name!r}")
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _flat_prob(site: ZoomSite, images: Tensor) -> tuple[Tensor, Tensor]:
+    """Each headed child's flat map ``(K_heads, V, V)`` and its copy for every slide and parent."""
+    batch, parents = images.shape[:2]
+    per_head = site.layout.flat_maps().to(images.device)
+    return per_head, per_head.repeat(parents, 1, 1).unsqueeze(0).expand(batch, -1, -1, -1)
+
+
+class LearnedZoom(ZoomStrategy):
+    """Heads -> spatial sparsemax -> theta (paper §3.1, eqs. 1-4; docs/method.md §2.1-§2.3)."""
+
+    name = "learned"
+    uses_heads = True
+
+    def place(self, site: ZoomSite, images: Tensor, generator: torch.Generator | None) -> Placement:
+        batch, parents = images.shape[:2]
+        maps = site.head_maps(images)
+        # Float32 for the sparsemax threshold and the moments, whatever autocast does around it.
+        prob = spatial_sparsemax(site.layout.confine(maps.logits).float())
+        theta = site.theta_from_maps(prob.view(batch, parents, site.num_heads_per_parent, *prob.shape[-2:]))
+        head_logit = site.mil_logit(maps.scores) if site.head_mil else None
+        return Placement(theta=theta, prob=prob, head_logit=head_logit)
+
+
+class FixedZoom(ZoomStrategy):
+    """The untrained heads' layout: theta of a flat map plus the sibling offsets (docs/method.md §8)."""
+
+    name: ClassVar[Zoom] = "fixed"
+
+    def place(self, site: ZoomSite, images: Tensor, generator: torch.Generator | None) -> Placement:
+        batch, parents = images.shape[:2]
+        per_head, flat = _flat_prob(site, images)
+        theta = site.theta_from_maps(per_head.unsqueeze(0))  # (1, K_heads, 3): every slide and parent alike
+        heads = site.num_heads_per_parent
+        return Placement(
+            theta=theta.view(1, 1, heads, 3).expand(batch, parents, heads, 3).contiguous(), prob=flat
+        )
+
+
+class RandomZoom(ZoomStrategy):
+    """Random boxes inside the parent (docs/method.md §8): s log-uniform in [min_scale, max_scale], t uniform
+    in (-1, 1) * (1 - s); drawn from the forward's generator (on its own device) or torch's global RNG."""
+
+    name = "random"
+
+    def __init__(self, min_scale: float, max_scale: float) -> None:
+        self.min_scale = min_scale
+        self.max_scale = max_scale
+
+    @classmethod
+    def from_config(cls, config: MagNetConfig) -> ZoomStrategy:
+        return cls(config.random_zoom_min_scale, config.max_scale)
+
+    def place(self, site: ZoomSite, images: Tensor, generator: torch.Generator | None) -> Placement:
+        batch, parents = images.shape[:2]
+        _, flat = _flat_prob(site, images)
+        shape = (batch, parents, site.num_heads_per_parent)
+        device = generator.device if generator is not None else images.device
+        draws = torch.rand((*shape, 3), generator=generator, device=device).to(images.device)
+        # log-uniform in (min, max]: exp(log max + u (log min - log max)), u in [0, 1)
+        low, high = math.log(self.min_scale), math.log(self.max_scale)
+        scale = torch.exp(high + draws[..., :1] * (low - high))
+        translation = (2 * draws[..., 1:] - 1) * (1 - scale)
+        return Placement(theta=torch.cat([scale, translation], dim=-1), prob=flat)
+
+    def __repr__(self) -> str:
+        return f"RandomZoom(min_scale={self.min_scale}, max_scale={self.max_scale})"
+
+
+class GivenFinalZoom(FixedZoom):
+    """The oracle control (docs/method.md §8): layers 1..L-1 as ``fixed``; the final ROIs are given from
+    outside (``magnet.inference.oracle.OracleZoom`` places them on ground truth)."""
+
+    name = "oracle"
+    needs_final_rois = True
+
+    def given_final_rois(
+        self, final_rois: Tensor | None, shape: tuple[int, ...], device: torch.device
+    ) -> Tensor | None:
+        if final_rois is None:
+            raise ValueError(
+                "model.zoom='oracle' places the final patches by ground truth: pass final_rois "
+                "(B, N_L, 3, 3) canvas ROIs (magnet.inference.oracle.OracleZoom.rois builds them)"
+            )
+        if tuple(final_rois.shape) != shape:
+            raise ValueError(f"final_rois must have shape {shape}, got {tuple(final_rois.shape)}")
+        return final_rois.detach().to(device=device, dtype=torch.float64)
+
+
+ZOOM_STRATEGIES: Mapping[Zoom, type[ZoomStrategy]] = {
+    "learned": LearnedZoom,
+    "fixed": FixedZoom,
+    "random": RandomZoom,
+    "oracle": GivenFinalZoom,
+}
+
+
+def zoom_strategy(config: MagNetConfig) -> ZoomStrategy:
+    """The strategy of ``config.zoom``."""
+    return ZOOM_STRATEGIES[config.zoom].from_config(config)
