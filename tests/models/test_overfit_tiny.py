@@ -31,7 +31,7 @@ prototypes); the untrained heads' spread of boxes already covers the lesion at a
 
 Measured for ``torch.manual_seed(s)`` and generator seed ``s``, s = 0..4 (``fit_seed``): the margin was
 reached after 8-9 steps (budget 24); eval AUROC and accuracy 1.0, every eval logit >= 2.0 on the right
-side; 15-33 s per seed on 2 cores shared with other jobs. Not a claim that the root view holds nothing: the
+side; 5-33 s per seed on 2 cores shared with other jobs. Not a claim that the root view holds nothing: the
 same classifier, fed each slide's 56 px root view (nearest-upsampled to 112 px) 8 times instead, memorises
 the 16 slides from their faint trace too, in 15-24 steps for the same seeds; so part 2 asserts that the
 reads are fitted, not that the root view fails.
