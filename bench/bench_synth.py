@@ -7,6 +7,10 @@ and 112 x 112 views <= 10 ms; a logistic regression on the mean RGB of the grey-
 AUROC <= 0.65 on 200 slides (the paper's mean-RGB baseline scored 0.58 on Camelyon).
 
     .venv/bin/python bench/bench_synth.py [--slides 200] [--reads 40] [--texture procedural|camelyon16]
+        [--version 1 2]
+
+``--version`` takes one or more generator versions; each is measured in the same run (the machine is
+shared, so only numbers from one run compare).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np  # noqa: E402
 from magnet.slides.pixels import grey_mask  # noqa: E402
 from magnet.synth import VirtualSlide  # noqa: E402
 from magnet.synth.dataset import make_dataset  # noqa: E402
+from magnet.synth.uri import VERSIONS  # noqa: E402
 
 THUMBNAIL = 256
 
@@ -37,11 +42,14 @@ def _median_ms(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
     return statistics.median(times)
 
 
-def bench_regions(texture: str, reads: int) -> list[tuple[str, float]]:
+def bench_regions(texture: str, reads: int, version: int = 1) -> list[tuple[str, float]]:
     extra = "" if texture == "procedural" else f",texture={texture}"
+    if version != 1:
+        extra += f",version={version}"
     slide = VirtualSlide(f"synth:seed=3,lesion=macro{extra}")
     start = time.perf_counter()
     slide.read_region((0, 0), 0, (8, 8))  # builds the texture banks once per process
+    texture = f"v{version} {texture}"
     rows = [(f"{texture}: texture banks, once per process", (time.perf_counter() - start) * 1e3)]
     rng = np.random.default_rng(0)
     section = slide.layout.sections[0]
@@ -80,7 +88,7 @@ def bench_regions(texture: str, reads: int) -> list[tuple[str, float]]:
     return rows
 
 
-def mean_rgb_auroc(n: int, texture: str) -> tuple[float, float, str]:
+def mean_rgb_auroc(n: int, texture: str, version: int = 1) -> tuple[float, float, str]:
     """Cross-validated AUROC of a logistic regression on the mean RGB of the grey-filtered thumbnail."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
@@ -90,7 +98,7 @@ def mean_rgb_auroc(n: int, texture: str) -> tuple[float, float, str]:
 
     start = time.perf_counter()
     features, labels, classes = [], [], []
-    for item in make_dataset(n, seed=1, texture=texture):
+    for item in make_dataset(n, seed=1, texture=texture, version=version):
         slide = VirtualSlide(item.uri)
         w, h = slide.dimensions
         rgb = slide.render(0, 0, max(w, h) / THUMBNAIL, THUMBNAIL, THUMBNAIL)
@@ -117,17 +125,23 @@ def main() -> None:
     parser.add_argument("--slides", type=int, default=200)
     parser.add_argument("--reads", type=int, default=40)
     parser.add_argument("--texture", default="procedural", choices=("procedural", "camelyon16"))
+    parser.add_argument("--version", type=int, nargs="+", default=[1], choices=VERSIONS,
+                        help="generator versions, measured in the same run (default 1)")
     args = parser.parse_args()
-    rows = bench_regions(args.texture, args.reads)
+    rows = [row for version in args.version for row in bench_regions(args.texture, args.reads, version)]
     width = max(len(name) for name, _ in rows) + 2
     print(f"{'measurement':<{width}}{'median ms':>10}")
     for name, ms in rows:
         print(f"{name:<{width}}{ms:>10.2f}")
-    auroc, seconds, per_class = mean_rgb_auroc(args.slides, args.texture)
-    print(
-        f"\nmean-RGB logistic regression, {args.slides} slides ({args.texture}), 5-fold CV AUROC: {auroc:.3f}"
-    )
-    print(f"  {per_class}  ({seconds:.1f} s for thumbnails and fit)")
+    if args.slides <= 0:
+        return
+    for version in args.version:
+        auroc, seconds, per_class = mean_rgb_auroc(args.slides, args.texture, version)
+        print(
+            f"\nmean-RGB logistic regression, {args.slides} slides (v{version} {args.texture}), "
+            f"5-fold CV AUROC: {auroc:.3f}"
+        )
+        print(f"  {per_class}  ({seconds:.1f} s for thumbnails and fit)")
 
 
 if __name__ == "__main__":

@@ -5,10 +5,12 @@ The controls are those of docs/method.md §8.
 For every zoom mode (learned, fixed, random, oracle) and seed: ``magnet train`` with the demo recipe plus
 the given overrides on ``--data`` (its train and validation splits), then ``magnet evaluate`` of the best
 checkpoint on every row of ``--test`` (a separate virtual test set, large enough for per-class AUROCs).
-The mean-RGB baseline is fitted on the same training split. Prints a Markdown table: AUROC per Table-1
-column (one seed: with its 95 % bootstrap interval; several: mean +- standard error over seeds), hit rate
-per class, mean final patch side, output pixels read per slide, training minutes. Runs that finished are
-reused (delete ``--out`` to start over).
+The mean-RGB baseline is fitted on the same training split; with ``--thumbnail 224 1024`` the thumbnail
+baseline (a small CNN on the whole-slide view at 224² / 1024², ``magnet.baselines.thumbnail``) is trained per
+seed on the same train and validation splits and scored on the same test set. Prints a Markdown table:
+AUROC per Table-1 column (one seed: with its 95 % bootstrap interval; several: mean +- standard error over
+seeds), hit rate per class, mean final patch side, output pixels read per slide, training minutes. Runs
+that finished are reused (delete ``--out`` to start over).
 
     .venv/bin/python bench/zoom_table.py --out /tmp/zoom-table --seeds 1 2 3 --epochs 6
 
@@ -31,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from magnet.baselines.mean_rgb import run_mean_rgb
+from magnet.baselines.thumbnail import ThumbnailConfig, read_views, run_thumbnail, views_by_slide
 from magnet.config_io import load_config
 from magnet.data.manifest import read_manifest
 from magnet.evaluation.evaluate import evaluate
@@ -90,6 +93,32 @@ def run(mode: str, seed: int, args: argparse.Namespace) -> dict:  # type: ignore
     return summary
 
 
+def run_thumbnails(args: argparse.Namespace) -> dict[int, list[dict]]:  # type: ignore[type-arg]
+    """Thumbnail rows: per size and seed, trained on ``--data``, scored on every row of ``--test``."""
+    todo = {(size, seed): Path(args.out) / f"thumbnail{size}-seed{seed}.json"
+            for size in args.thumbnail for seed in args.seeds}
+    missing = sorted({size for (size, _), path in todo.items() if not path.exists()})
+    data_rows = read_manifest(args.data, check_slides=False).rows
+    test_rows = read_manifest(args.test, check_slides=False).rows
+    if missing:  # every missing size read in one pass over the slides (one opening per slide)
+        specs = [r.slide for r in data_rows if r.split in ("train", "validation")]
+        specs += [r.slide for r in test_rows]
+        views = read_views(list(dict.fromkeys(specs)), missing)
+        for spec, reason in views[missing[0]].skipped:
+            print(f"thumbnail: {spec} left out ({reason})", flush=True)
+    results: dict[int, list[dict]] = {size: [] for size in args.thumbnail}  # type: ignore[type-arg]
+    for (size, seed), path in todo.items():
+        if not path.exists():
+            cfg = ThumbnailConfig(size=size, seed=seed, epochs=args.thumbnail_epochs)
+            result = run_thumbnail(data_rows, cfg, test=test_rows, views=views_by_slide(views[size]))
+            path.write_text(json.dumps({**result.summary(), "minutes": result.minutes_train,
+                                        "pixels": size * size}))
+            print(f"thumbnail {size} seed {seed}: {result.minutes_train:.1f} min, "
+                  f"AUROC all {result.metrics['all']['auroc']:.3f}", flush=True)
+        results[size].append(json.loads(path.read_text()))
+    return results
+
+
 def auroc_cell(runs: list[dict], column: str) -> str:  # type: ignore[type-arg]
     values = [r["metrics"].get(column, {}).get("auroc") for r in runs]
     values = [v for v in values if v is not None]
@@ -118,11 +147,15 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["learned", "fixed", "random", "oracle"])
     parser.add_argument("--out", default="/tmp/zoom-table")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--thumbnail", type=int, nargs="*", default=[],
+                        help="add thumbnail-baseline rows at these view sizes, e.g. 224 1024")
+    parser.add_argument("--thumbnail-epochs", type=int, default=ThumbnailConfig.epochs)
     args = parser.parse_args()
     if not args.data or not args.test:
         made = make_sets(Path(args.out), {"negative": 300, "macro": 70, "micro": 70, "itc": 70}, args.texture)
         args.data, args.test = args.data or str(made[0]), args.test or str(made[1])
     results = {mode: [run(mode, seed, args) for seed in args.seeds] for mode in args.modes}
+    thumbnails = run_thumbnails(args) if args.thumbnail else {}
 
     train_rows = [r for r in read_manifest(args.data, check_slides=False).rows if r.split == "train"]
     test_rows = [r for r in read_manifest(args.test, check_slides=False).rows]
@@ -144,6 +177,9 @@ def main() -> None:
         "–" if (rgb.get(c) or {}).get("auroc") is None
         else f"{rgb[c]['auroc']:.2f} ({rgb[c]['ci95'][0]:.2f}–{rgb[c]['ci95'][1]:.2f})" for c in COLUMNS)
     print(f"| mean RGB | {rgb_cells} | – | – | – | thumbnail | – |")
+    for size, runs in thumbnails.items():
+        print(f"| thumbnail {size}² | " + " | ".join(auroc_cell(runs, c) for c in COLUMNS)
+              + f" | – | – | – | {size * size:,} | {np.mean([r['minutes'] for r in runs]):.1f} |")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Baselines of the paper's Table 1: the mean-RGB control (``mean_rgb``); tiling + attention MIL later."""
+"""Baselines of the paper's Table 1 and controls: the mean-RGB control (``mean_rgb``) and the thumbnail CNN
+(``thumbnail``: the whole slide at one size, no zoom); tiling + attention MIL later."""
 
 from magnet.baselines.mean_rgb import (
     MeanRGBModel,
@@ -8,12 +9,30 @@ from magnet.baselines.mean_rgb import (
     run_mean_rgb,
     score_mean_rgb,
 )
+from magnet.baselines.thumbnail import (
+    SlideViews,
+    ThumbnailConfig,
+    ThumbnailNet,
+    ThumbnailResult,
+    read_views,
+    run_thumbnail,
+    train_thumbnail,
+    views_by_slide,
+)
 
 __all__ = [
     "MeanRGBModel",
+    "SlideViews",
+    "ThumbnailConfig",
+    "ThumbnailNet",
+    "ThumbnailResult",
     "feature_matrix",
     "fit_mean_rgb",
     "mean_rgb_features",
+    "read_views",
     "run_mean_rgb",
+    "run_thumbnail",
     "score_mean_rgb",
+    "train_thumbnail",
+    "views_by_slide",
 ]

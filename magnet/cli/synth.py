@@ -1,6 +1,7 @@
 """``magnet synth``: virtual lymph-node slides (docs/virtual-slides.md).
 
-- ``magnet synth dataset --n 400 --seed 0 --out DIR [--size WxH] [--texture procedural|camelyon16]``
+- ``magnet synth dataset --n 400 --seed 0 --out DIR [--size WxH] [--texture procedural|camelyon16]
+  [--version 1|2]``
   writes ``DIR/manifest.csv`` and ``DIR/lesions.json`` (no pixels);
 - ``magnet synth export URI OUT.tif`` writes a virtual slide as a JPEG-tiled pyramidal TIFF.
 """
@@ -11,7 +12,7 @@ import argparse
 from typing import Any
 
 from magnet.errors import ConfigError
-from magnet.synth.uri import DEFAULT_MPP, DEFAULT_SIZE, TEXTURES, parse_size
+from magnet.synth.uri import DEFAULT_MPP, DEFAULT_SIZE, TEXTURES, VERSIONS, parse_size
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -51,6 +52,14 @@ def register(subparsers: Any) -> None:
     dataset.add_argument(
         "--texture-dir", default=None, help="folder of labelled patches (texture=camelyon16)"
     )
+    dataset.add_argument(
+        "--version",
+        type=int,
+        choices=VERSIONS,
+        default=None,
+        help="generator version: 1 the original, 2 lymph-node anatomy with look-alikes "
+        "(default: the data-set default, 1)",
+    )
     dataset.set_defaults(func=run_dataset)
 
     export = actions.add_parser("export", help="write a virtual slide as a pyramidal TIFF")
@@ -63,12 +72,18 @@ def register(subparsers: Any) -> None:
 
 def run_dataset(args: argparse.Namespace) -> int:
     from magnet.data.lesions import LESION_CLASSES
-    from magnet.synth.dataset import make_dataset, write_dataset
+    from magnet.synth.dataset import DEFAULT_VERSION, make_dataset, write_dataset
 
     if args.texture_dir is not None and args.texture != "camelyon16":
         raise ConfigError("--texture-dir: only meaningful with --texture camelyon16")
     slides = make_dataset(
-        args.n, args.seed, size=args.size, texture=args.texture, mpp=args.mpp, texture_dir=args.texture_dir
+        args.n,
+        args.seed,
+        size=args.size,
+        texture=args.texture,
+        mpp=args.mpp,
+        texture_dir=args.texture_dir,
+        version=DEFAULT_VERSION if args.version is None else args.version,
     )
     manifest = write_dataset(slides, args.out)
     counts = {c: sum(s.lesion_class == c for s in slides) for c in LESION_CLASSES}

@@ -20,12 +20,16 @@ from magnet.data.lesions import LESIONS_FILE, write_lesions
 from magnet.data.manifest import ManifestRow, write_manifest
 from magnet.errors import ConfigError, SlideError
 from magnet.synth.slide import VirtualSlide
-from magnet.synth.uri import CLASS_MIX, DEFAULT_MPP, DEFAULT_SIZE, TEXTURES, SynthSpec
+from magnet.synth.uri import CLASS_MIX, DEFAULT_MPP, DEFAULT_SIZE, TEXTURES, VERSIONS, SynthSpec
 
 SPLIT_FRACTIONS = {"train": 0.70, "validation": 0.15, "test": 0.15}
 # Slide seeds of data set ``seed`` are seed * SEED_STRIDE + index: readable, and distinct across data sets
 # of fewer than a million slides.
 SEED_STRIDE = 1_000_000
+# The generator version a data set is written with unless told otherwise. Switching it to 2 changes every
+# recorded benchmark that builds its data here, so it is a decision of its own; the manifest records the
+# version of every slide (``generator_version``), and the URIs say it too (``version=2``).
+DEFAULT_VERSION = 1
 # On small slides a lesion of the drawn class may not fit the drawn tissue; then the slide takes an
 # alternate seed (index + k * n), at most this many tries.
 MAX_ALTERNATES = 10
@@ -38,6 +42,7 @@ class DatasetSlide:
     lesion_class: str
     split: str
     lesions: list[dict[str, object]]  # {"class", "extent_um", "polygon": [[x, y], ...]} per lesion
+    version: int = DEFAULT_VERSION  # generator version
 
 
 def _largest_remainder(n: int, shares: Sequence[float]) -> list[int]:
@@ -56,6 +61,7 @@ def make_dataset(
     texture: str = "procedural",
     mpp: float = DEFAULT_MPP,
     texture_dir: str | None = None,
+    version: int = DEFAULT_VERSION,
 ) -> list[DatasetSlide]:
     """The slides of a data set of ``n`` virtual slides (geometry only: fast, no pixels rendered)."""
     if n < 1:
@@ -66,6 +72,8 @@ def make_dataset(
         raise ConfigError(f"n: at most {SEED_STRIDE} slides per data set, got {n}")
     if texture not in TEXTURES:
         raise ConfigError(f"texture: must be one of {', '.join(TEXTURES)}, got {texture!r}")
+    if version not in VERSIONS:
+        raise ConfigError(f"version: must be one of {', '.join(map(str, VERSIONS))}, got {version!r}")
     rng = np.random.default_rng([seed, 0xDA7A])
     classes = np.repeat(list(CLASS_MIX), _largest_remainder(n, list(CLASS_MIX.values())))
     rng.shuffle(classes)
@@ -79,7 +87,7 @@ def make_dataset(
         splits[members] = labels
     slides = []
     for index in range(n):
-        slide = _open_fitting(seed, index, n, size, str(classes[index]), mpp, texture, texture_dir)
+        slide = _open_fitting(seed, index, n, size, str(classes[index]), mpp, texture, texture_dir, version)
         outlines = [
             {
                 "class": lesion.lesion_class,
@@ -88,7 +96,9 @@ def make_dataset(
             }
             for lesion in slide.layout.lesions
         ]
-        slides.append(DatasetSlide(slide.path, slide.label, slide.lesion_class, str(splits[index]), outlines))
+        slides.append(
+            DatasetSlide(slide.path, slide.label, slide.lesion_class, str(splits[index]), outlines, version)
+        )
     return slides
 
 
@@ -101,13 +111,14 @@ def _open_fitting(
     mpp: float,
     texture: str,
     texture_dir: str | None,
+    version: int = DEFAULT_VERSION,
 ) -> VirtualSlide:
     """Slide ``index``; on a small slide where a lesion does not fit the tissue, the next alternate seed."""
     error: SlideError | None = None
     for attempt in range(MAX_ALTERNATES):
         slide_seed = seed * SEED_STRIDE + (index + attempt * n) % SEED_STRIDE
         try:
-            return VirtualSlide(SynthSpec(slide_seed, size, lesion, mpp, texture, texture_dir).uri)
+            return VirtualSlide(SynthSpec(slide_seed, size, lesion, mpp, texture, texture_dir, version).uri)
         except SlideError as exc:
             error = exc
     assert error is not None
@@ -129,6 +140,7 @@ def write_dataset(slides: Sequence[DatasetSlide], out_dir: str | os.PathLike[str
                 "lesions": LESIONS_FILE,
                 "n_lesions": str(len(s.lesions)),
                 "largest_extent_um": f"{s.lesions[0]['extent_um']:.2f}" if s.lesions else "",
+                "generator_version": str(s.version),
             },
         )
         for s in slides

@@ -7,21 +7,33 @@ scanner pyramids (and Camelyon's TIFFs), the texture banks keep exact box-averag
 exact powers the renderer uses (level sizes are floored, so sizes alone would give e.g. 256.4).
 
 Ground truth: ``lesion_class`` ("negative", "macro", "micro", "itc"; Camelyon17 rules on the largest
-lesion), ``lesions`` (outlines as ``(K, 2)`` float arrays of level-0 ``(x, y)``), ``label`` (0/1).
+lesion), ``lesions`` (outlines as ``(K, 2)`` float arrays of level-0 ``(x, y)``), ``label`` (0/1) and, in
+version 2, ``lookalikes`` (benign mimics of lesions, lookalikes.py).
+
+The generator version of the URI (``version=1`` by default, ``version=2``) picks the layout, renderer and
+texture banks: ``_GENERATORS`` below, one entry per version, each built from its own modules (version 1:
+layout.py, render.py; version 2: anatomy.py, lookalikes.py, node_render.py).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from magnet.errors import SlideError
 from magnet.slides.base import Slide
+from magnet.synth.anatomy import NodeLayout, make_node_layout
+from magnet.synth.cells import cell_bank
 from magnet.synth.layout import Layout, make_layout
+from magnet.synth.lookalikes import Lookalike
+from magnet.synth.node_colours import BANKS as NODE_BANKS
+from magnet.synth.node_render import NodeRenderer
 from magnet.synth.render import Renderer
 from magnet.synth.stain import slide_colours
-from magnet.synth.textures import camelyon16_bank, procedural_bank
+from magnet.synth.textures import TextureBank, camelyon16_bank, procedural_bank
 from magnet.synth.uri import SynthSpec, parse_uri
 
 LEVEL_STEP = 4
@@ -33,6 +45,43 @@ def pyramid_downsamples(size: tuple[int, int]) -> tuple[int, ...]:
     while max(size) / downsamples[-1] > SMALLEST_LEVEL_SIDE:
         downsamples.append(downsamples[-1] * LEVEL_STEP)
     return tuple(downsamples)
+
+
+def _v1_banks(spec: SynthSpec) -> dict[str, TextureBank]:
+    if spec.texture == "camelyon16":
+        folder = str(spec.resolved_texture_dir)
+        return {k: camelyon16_bank(k, spec.mpp, folder) for k in ("normal", "tumour")}
+    return {k: procedural_bank(k, spec.mpp) for k in ("normal", "tumour")}
+
+
+def _v2_banks(spec: SynthSpec) -> dict[str, TextureBank]:
+    banks = _v1_banks(spec)  # normal and tumour: procedural or real patches
+    banks.update({k: cell_bank(k, spec.mpp) for k in NODE_BANKS if k not in banks})
+    return banks
+
+
+def _v1_renderer(spec: SynthSpec, layout: Layout) -> Renderer:
+    return Renderer(spec.seed, spec.size, spec.mpp, layout, slide_colours(spec.seed, spec.texture))
+
+
+def _v2_renderer(spec: SynthSpec, layout: Layout) -> Renderer:
+    assert isinstance(layout, NodeLayout)
+    return NodeRenderer(spec.seed, spec.size, spec.mpp, layout, spec.texture)
+
+
+@dataclass(frozen=True)
+class Generator:
+    """One generator version: geometry from the spec, a renderer of it, and its texture banks."""
+
+    layout: Callable[[SynthSpec], Layout]
+    renderer: Callable[[SynthSpec, Layout], Renderer]
+    banks: Callable[[SynthSpec], dict[str, TextureBank]]
+
+
+_GENERATORS = {
+    1: Generator(make_layout, _v1_renderer, _v1_banks),
+    2: Generator(make_node_layout, _v2_renderer, _v2_banks),
+}
 
 
 class VirtualSlide(Slide):
@@ -47,15 +96,10 @@ class VirtualSlide(Slide):
             folder = self.spec.resolved_texture_dir
             if not (folder / "labels.csv").is_file():
                 raise SlideError(self.spec.uri, f"texture folder {folder} has no labels.csv")
-        self.layout: Layout = make_layout(self.spec)
+        self._generator = _GENERATORS[self.spec.version]
+        self.layout: Layout = self._generator.layout(self.spec)
         self._downsamples = pyramid_downsamples(self.spec.size)
-        self._renderer = Renderer(
-            self.spec.seed,
-            self.spec.size,
-            self.spec.mpp,
-            self.layout,
-            slide_colours(self.spec.seed, self.spec.texture),
-        )
+        self._renderer = self._generator.renderer(self.spec, self.layout)
 
     # --- geometry and metadata --------------------------------------------------------------------------
     @property
@@ -93,15 +137,21 @@ class VirtualSlide(Slide):
     def lesion_extents_um(self) -> list[float]:
         return [lesion.extent_um for lesion in self.layout.lesions]
 
+    @property
+    def version(self) -> int:
+        """The generator version (URI key ``version``; 1 when absent)."""
+        return self.spec.version
+
+    @property
+    def lookalikes(self) -> list[Lookalike]:
+        """Benign look-alikes of lesions (version 2; none in version 1): each has ``kind``, ``polygon``
+        (``(K, 2)`` level-0 ``(x, y)``), ``extent_um`` and ``mimics`` (the lesion class of its size)."""
+        return list(self.layout.lookalikes) if isinstance(self.layout, NodeLayout) else []
+
     # --- pixels -----------------------------------------------------------------------------------------
     def _banks(self) -> None:
         if self._renderer.banks is None:
-            spec = self.spec
-            if spec.texture == "camelyon16":
-                folder = str(spec.resolved_texture_dir)
-                self._renderer.banks = {k: camelyon16_bank(k, spec.mpp, folder) for k in ("normal", "tumour")}
-            else:
-                self._renderer.banks = {k: procedural_bank(k, spec.mpp) for k in ("normal", "tumour")}
+            self._renderer.banks = self._generator.banks(self.spec)
 
     def render(self, x0: float, y0: float, downsample: float, width: int, height: int) -> np.ndarray:
         """``uint8 (height, width, 3)``: pixels of ``downsample`` level-0 px from level-0 ``(x0, y0)``.

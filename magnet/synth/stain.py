@@ -59,31 +59,61 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def slide_colours(seed: int, texture: str) -> SlideColours:
-    """Draw the stain of slide ``seed``; ``texture`` is ``procedural`` or ``camelyon16``."""
-    rng = np.random.default_rng([seed, 7])
+@dataclass(frozen=True)
+class Stain:
+    """One slide's H&E: stain directions, amounts and the scanner's brightness per channel."""
+
+    h_od: np.ndarray
+    e_od: np.ndarray
+    h_amount: float
+    e_amount: float
+    brightness: np.ndarray  # (3,)
+
+    def colour(self, h: float, e: float) -> np.ndarray:
+        """RGB (0..255) of ``h`` haematoxylin and ``e`` eosin by Beer-Lambert."""
+        absorbance = h * self.h_amount * self.h_od + e * self.e_amount * self.e_od
+        return 255.0 * self.brightness * np.exp(-absorbance)
+
+
+def draw_stain(rng: np.random.Generator) -> tuple[Stain, np.ndarray]:
+    """The stain and the glass colour of one slide (the first draws of its colour stream)."""
     h_od = _unit(np.clip(H_OD + rng.normal(0, 0.05, 3), 0.05, None))
     e_od = _unit(np.clip(E_OD + rng.normal(0, 0.05, 3), 0.05, None))
     h_amount = rng.uniform(0.7, 1.3)
     e_amount = rng.uniform(0.65, 1.35)
     brightness = rng.uniform(0.93, 1.02) * rng.uniform(0.985, 1.015, 3)
     glass = (255.0 * brightness * rng.uniform(0.94, 0.985)).astype(np.float32)
+    return Stain(h_od, e_od, h_amount, e_amount, brightness), glass
 
-    def colour(h: float, e: float) -> np.ndarray:
-        return 255.0 * brightness * np.exp(-(h * h_amount * h_od + e * e_amount * e_od))
 
+def material_colour(
+    stain: Stain,
+    glass: np.ndarray,
+    background: tuple[float, float],
+    nucleus_scale: float = 1.0,
+    materials: dict[str, tuple[float, float]] = MATERIALS,
+) -> ClassColour:
+    """The linear colour map of procedural channels on a class ``background`` (haematoxylin, eosin)."""
+    base = stain.colour(*background)
+    rows = []
+    for material, (mh, me) in materials.items():
+        if material in ("dark", "pale"):
+            mh, me = mh * nucleus_scale, me
+        rows.append(glass if material == "clear" else stain.colour(mh, me))
+    matrix = (np.stack(rows) - base[None, :]) / 255.0
+    return ClassColour(base.astype(np.float32), matrix.astype(np.float32))
+
+
+def slide_colours(seed: int, texture: str) -> SlideColours:
+    """Draw the stain of slide ``seed``; ``texture`` is ``procedural`` or ``camelyon16``."""
+    rng = np.random.default_rng([seed, 7])
+    stain, glass = draw_stain(rng)
+    brightness = stain.brightness
+    colour = stain.colour
     classes: dict[str, ClassColour] = {}
     if texture == "procedural":
-        for name, (bh, be) in BACKGROUND.items():
-            base = colour(bh, be)
-            scale = NUCLEUS_SCALE[name]
-            rows = []
-            for material, (mh, me) in MATERIALS.items():
-                if material in ("dark", "pale"):
-                    mh, me = mh * scale, me
-                rows.append(glass if material == "clear" else colour(mh, me))
-            matrix = (np.stack(rows) - base[None, :]) / 255.0
-            classes[name] = ClassColour(base.astype(np.float32), matrix.astype(np.float32))
+        for name, background in BACKGROUND.items():
+            classes[name] = material_colour(stain, glass, background, NUCLEUS_SCALE[name])
     else:
         # Real RGB patches: an affine map that keeps white white and scales the absorbed light per channel
         # (stain strength), with a little channel mixing (hue): rgb' = 255 b - (255 b - rgb) A. Affine, so

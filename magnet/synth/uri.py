@@ -1,10 +1,14 @@
-"""Virtual-slide URIs: ``synth:seed=17,size=100000x100000,lesion=micro[,mpp=..,texture=..,texture_dir=..]``.
+"""Virtual-slide URIs: ``synth:seed=17,size=100000x100000,lesion=micro[,mpp=..,texture=..,version=..]``.
 
 Parsing is strict (docs/virtual-slides.md): an unknown or repeated key, a malformed value or a missing
 ``seed`` raises ``SlideError(uri, reason)`` with a one-line reason. ``lesion`` may be left out; the class is
 then drawn from the seed with the Camelyon17 mix (``CLASS_MIX``), so that every seed names one
 slide. ``SynthSpec.uri`` is the canonical spelling (fixed key order, defaults left out except seed, size and
 lesion), which is what ``VirtualSlide.path`` and the manifests carry.
+
+``version`` names the generator: 1 (the default, also when the key is absent) is the original layout and
+renderer, 2 the lymph-node anatomy with look-alikes (docs/virtual-slides.md, "Version 2"). The canonical URI
+writes ``version=2`` and never ``version=1``, so every URI written before versions existed keeps its meaning.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ DEFAULT_SIZE = (100_000, 100_000)
 DEFAULT_MPP = 0.25
 # Smallest slide: below this the pyramid and the tissue layout degenerate; largest: int32-safe maths.
 MIN_SIDE, MAX_SIDE = 256, 2_000_000
-_KEYS = ("seed", "size", "lesion", "mpp", "texture", "texture_dir")
+# Generator versions: 1 the original, 2 lymph-node anatomy and look-alikes.
+VERSIONS = (1, 2)
+_KEYS = ("seed", "size", "lesion", "mpp", "texture", "texture_dir", "version")
 _SIZE = re.compile(r"([0-9]+)x([0-9]+)")
 
 
@@ -52,6 +58,7 @@ class SynthSpec:
     mpp: float = DEFAULT_MPP
     texture: str = "procedural"
     texture_dir: str | None = None
+    version: int = 1
 
     @property
     def uri(self) -> str:
@@ -62,6 +69,8 @@ class SynthSpec:
             parts.append(f"texture={self.texture}")
         if self.texture_dir is not None:
             parts.append(f"texture_dir={self.texture_dir}")
+        if self.version != 1:
+            parts.append(f"version={self.version}")
         return f"{SCHEME}:" + ",".join(parts)
 
     @property
@@ -135,7 +144,14 @@ def parse_uri(uri: str) -> SynthSpec:
     texture_dir = values.get("texture_dir")
     if texture_dir is not None and texture != "camelyon16":
         raise SlideError(text, "texture_dir is only meaningful with texture=camelyon16")
-    return SynthSpec(seed, size, lesion, mpp, texture, texture_dir)
+    version = 1
+    if "version" in values:
+        if values["version"] not in {str(v) for v in VERSIONS}:
+            raise SlideError(
+                text, f"version must be one of {', '.join(map(str, VERSIONS))}, got {values['version']!r}"
+            )
+        version = int(values["version"])
+    return SynthSpec(seed, size, lesion, mpp, texture, texture_dir, version)
 
 
 def _parse_int(uri: str, key: str, value: str) -> int:

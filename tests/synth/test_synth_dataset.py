@@ -75,3 +75,21 @@ def test_cli_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert set(json.loads((out / "lesions.json").read_text())) == {r["slide"] for r in rows}
     assert main(["synth", "export", "synth:seed=1,foo=2", str(tmp_path / "x.tif")]) == 2
     assert "unknown key 'foo'" in capsys.readouterr().err
+
+
+def test_manifest_records_the_generator_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from magnet.synth.dataset import DEFAULT_VERSION
+
+    assert DEFAULT_VERSION == 1  # a switch to 2 changes every recorded benchmark: a decision of its own
+    rows = read_manifest(write_dataset(make_dataset(6, seed=3, size=(40000, 40000)), tmp_path / "v1"))
+    assert {r.extra["generator_version"] for r in rows} == {"1"}
+    assert all("version" not in r.slide for r in rows)
+    out = tmp_path / "v2"
+    args = ["synth", "dataset", "--n", "6", "--size", "40000x40000", "--version", "2", "--out", str(out)]
+    assert main(args) == 0
+    rows = read_manifest(out / "manifest.csv")
+    assert {r.extra["generator_version"] for r in rows} == {"2"}
+    assert all(r.slide.endswith(",version=2") for r in rows)
+    assert VirtualSlide(next(iter(rows)).slide).version == 2
+    with pytest.raises(ConfigError, match="version"):
+        make_dataset(3, version=3)

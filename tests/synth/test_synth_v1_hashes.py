@@ -1,0 +1,65 @@
+"""Version 1 of the generator (no ``version`` in the URI) renders byte-identically, release after release.
+
+Every recorded benchmark and manifest names v1 slides, so any drift in v1 pixels is a bug. The digests are
+of 96 x 64 regions at levels 0, 2 and 4 around the main lesion (or the main section's centre), for each
+lesion class and both texture sources.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+import magnet.synth  # noqa: F401 - registers the synth: scheme
+from magnet.synth import VirtualSlide
+
+V1_DIGESTS = {
+    ("synth:seed=1,lesion=macro", 0): "34e817d316b11e2b",
+    ("synth:seed=1,lesion=macro", 2): "9f34d03b5900a5da",
+    ("synth:seed=1,lesion=macro", 4): "573029832d95c7f8",
+    ("synth:seed=2,lesion=micro", 0): "2cc4d8f1af331835",
+    ("synth:seed=2,lesion=micro", 2): "77daf5c86113a1ae",
+    ("synth:seed=2,lesion=micro", 4): "24927849de004f6f",
+    ("synth:seed=5,lesion=itc", 0): "83140bcab97d6b8c",
+    ("synth:seed=5,lesion=itc", 2): "259e5c6ee5ed6e00",
+    ("synth:seed=5,lesion=itc", 4): "a4bb10283945f1b5",
+    ("synth:seed=4,lesion=negative", 0): "ff4c1f99663d7466",
+    ("synth:seed=4,lesion=negative", 2): "2a74c465a8fd0b3a",
+    ("synth:seed=4,lesion=negative", 4): "6886f98930f1495f",
+    ("synth:seed=1,lesion=macro,texture=camelyon16", 0): "72f6ac58c7ddedc7",
+    ("synth:seed=1,lesion=macro,texture=camelyon16", 2): "eea90a3c7456a749",
+    ("synth:seed=1,lesion=macro,texture=camelyon16", 4): "119073bd19791fe3",
+    ("synth:seed=2,lesion=micro,texture=camelyon16", 0): "49bc4d74b27374ae",
+    ("synth:seed=2,lesion=micro,texture=camelyon16", 2): "d3a366deb01995bc",
+    ("synth:seed=2,lesion=micro,texture=camelyon16", 4): "9c993382afdc8347",
+    ("synth:seed=5,lesion=itc,texture=camelyon16", 0): "af385dd725d18405",
+    ("synth:seed=5,lesion=itc,texture=camelyon16", 2): "3a499520a27bfe2a",
+    ("synth:seed=5,lesion=itc,texture=camelyon16", 4): "24a7ced222cd930e",
+    ("synth:seed=4,lesion=negative,texture=camelyon16", 0): "57f94b8195861e93",
+    ("synth:seed=4,lesion=negative,texture=camelyon16", 2): "acf9fd6f15ff2618",
+    ("synth:seed=4,lesion=negative,texture=camelyon16", 4): "64840e51a15b32ce",
+}
+
+
+def _digest(uri: str, level: int) -> str:
+    slide = VirtualSlide(uri)
+    if slide.lesions:
+        cx, cy = slide.lesions[0].mean(0)
+    else:
+        section = slide.layout.sections[0]
+        cx, cy = section.cx, section.cy
+    d = slide.level_downsamples[level]
+    region = slide.read_region((int(cx - 48 * d), int(cy - 32 * d)), level, (96, 64))
+    return hashlib.sha256(region.tobytes()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize(("uri", "level"), list(V1_DIGESTS))
+def test_v1_pixels_are_unchanged(uri: str, level: int) -> None:
+    assert _digest(uri, level) == V1_DIGESTS[(uri, level)]
+
+
+def test_version_1_spelled_out_is_the_same_slide() -> None:
+    uri = "synth:seed=2,lesion=micro"
+    assert VirtualSlide(uri + ",version=1").path == VirtualSlide(uri).path
+    assert _digest(uri + ",version=1", 0) == V1_DIGESTS[(uri, 0)]
