@@ -22,6 +22,7 @@ and no gradient to theta. ``ZOOM_STRATEGIES`` maps each name of ``ZOOMS`` to its
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
@@ -76,7 +77,7 @@ class ZoomSite(Protocol):
         """Theta ``(..., K_heads, 3)`` of probability maps ``(..., K_heads, V, V)``."""
 
 
-class ZoomStrategy:
+class ZoomStrategy(ABC):
     """A zoom mode. ``uses_heads``: the heads are evaluated and can learn. ``needs_final_rois``: the final
     ROIs must be given to ``MagNet.forward``."""
 
@@ -88,9 +89,9 @@ class ZoomStrategy:
     def from_config(cls, config: MagNetConfig) -> ZoomStrategy:
         return cls()
 
+    @abstractmethod
     def place(self, site: ZoomSite, images: Tensor, generator: torch.Generator | None) -> Placement:
         """The headed children's theta for parent images ``(B, N_p, 3, V, V)``."""
-        raise NotImplementedError
 
     def given_final_rois(
         self, final_rois: Tensor | None, shape: tuple[int, ...], device: torch.device
