@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -24,22 +23,16 @@ import torch
 from magnet.baselines.thumbnail import ThumbnailConfig, read_views, run_thumbnail, views_by_slide
 from magnet.data.manifest import read_manifest
 from magnet.metrics.auroc import TABLE1_COLUMNS, format_table1
-from magnet.synth.dataset import make_dataset, write_dataset
+from magnet.synth.dataset import DEFAULT_VERSION, make_dataset, take_per_class, write_dataset
 
 CLASSES = ("negative", "macro", "micro", "itc")
 
 
-def make_sets(out: Path, n: int, seed: int, counts: dict[str, int]) -> tuple[Path, Path]:
+def make_sets(out: Path, n: int, seed: int, counts: dict[str, int], version: int) -> tuple[Path, Path]:
     """``make_dataset(n, seed)`` and the first ``counts`` slides per class of ``make_dataset(2n, seed+1)``."""
-    train_manifest = write_dataset(make_dataset(n, seed), out / "data-train")
-    left, chosen = dict(counts), []
-    for slide in make_dataset(2 * n, seed + 1):
-        if left.get(slide.lesion_class, 0) > 0:
-            left[slide.lesion_class] -= 1
-            chosen.append(replace(slide, split="test"))
-    if any(left.values()):
-        raise SystemExit(f"not enough slides of some class for the test set: {left} missing")
-    return train_manifest, write_dataset(chosen, out / "data-test")
+    train_manifest = write_dataset(make_dataset(n, seed, version=version), out / "data-train")
+    test = take_per_class(make_dataset(2 * n, seed + 1, version=version), counts)
+    return train_manifest, write_dataset(test, out / "data-test")
 
 
 def row_cells(metrics: dict) -> str:  # type: ignore[type-arg]
@@ -66,6 +59,8 @@ def main() -> None:
     parser.add_argument("--test-manifest", help="every row is scored")
     parser.add_argument("--n", type=int, default=600, help="made training set: slides")
     parser.add_argument("--seed", type=int, default=1, help="made training set: data-set seed")
+    parser.add_argument("--version", type=int, default=DEFAULT_VERSION,
+                        help=f"made data sets: virtual-slide generator version (default {DEFAULT_VERSION})")
     parser.add_argument("--test-counts", type=int, nargs=4, default=[300, 70, 70, 70],
                         metavar=("NEG", "MACRO", "MICRO", "ITC"), help="made test set: slides per class")
     parser.add_argument("--size", type=int, nargs="+", default=[224])
@@ -83,7 +78,7 @@ def main() -> None:
         train_path, test_path = args.train_manifest, args.test_manifest
     else:
         counts = dict(zip(CLASSES, args.test_counts, strict=True))
-        train_path, test_path = make_sets(out, args.n, args.seed, counts)
+        train_path, test_path = make_sets(out, args.n, args.seed, counts, args.version)
     rows = read_manifest(train_path, check_slides=False).rows
     test_rows = read_manifest(test_path, check_slides=False).rows if test_path else None
     slides = list(dict.fromkeys(

@@ -27,7 +27,6 @@ import argparse
 import json
 import math
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,7 @@ from magnet.data.manifest import read_manifest
 from magnet.evaluation.evaluate import evaluate
 from magnet.metrics.auroc import table1
 from magnet.models.model_config import MagNetConfig
-from magnet.synth.dataset import make_dataset, write_dataset
+from magnet.synth.dataset import DEFAULT_VERSION, make_dataset, take_per_class, write_dataset
 from magnet.training.loop import train
 from magnet.training.recipe import TrainConfig
 
@@ -61,18 +60,11 @@ def pixels_per_slide(model: MagNetConfig) -> int:
     return total
 
 
-def make_sets(out: Path, test_counts: dict[str, int], texture: str = "procedural") -> tuple[Path, Path]:
+def make_sets(out: Path, test_counts: dict[str, int], texture: str, version: int) -> tuple[Path, Path]:
     """The default training set (600 slides, seed 1) and class-enriched test set (seed 2)."""
-    train_manifest = write_dataset(make_dataset(600, 1, texture=texture), out / "data-train")
-    left = dict(test_counts)
-    chosen = []
-    for slide in make_dataset(1200, 2, texture=texture):
-        if left.get(slide.lesion_class, 0) > 0:
-            left[slide.lesion_class] -= 1
-            chosen.append(replace(slide, split="test"))
-    if any(left.values()):
-        raise RuntimeError(f"not enough slides of some class for the test set: {left} missing")
-    return train_manifest, write_dataset(chosen, out / "data-test")
+    train_manifest = write_dataset(make_dataset(600, 1, texture=texture, version=version), out / "data-train")
+    test = take_per_class(make_dataset(1200, 2, texture=texture, version=version), test_counts)
+    return train_manifest, write_dataset(test, out / "data-test")
 
 
 def run(mode: str, seed: int, args: argparse.Namespace) -> dict:  # type: ignore[type-arg]
@@ -142,6 +134,8 @@ def main() -> None:
     parser.add_argument("--test", help="test manifest (every row is scored); default: made")
     parser.add_argument("--recipe", default="configs/demo.yaml")
     parser.add_argument("--texture", default="procedural", help="made data sets: procedural or camelyon16")
+    parser.add_argument("--version", type=int, default=DEFAULT_VERSION,
+                        help=f"made data sets: virtual-slide generator version (default {DEFAULT_VERSION})")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--modes", nargs="+", default=["learned", "fixed", "random", "oracle"])
@@ -152,7 +146,8 @@ def main() -> None:
     parser.add_argument("--thumbnail-epochs", type=int, default=ThumbnailConfig.epochs)
     args = parser.parse_args()
     if not args.data or not args.test:
-        made = make_sets(Path(args.out), {"negative": 300, "macro": 70, "micro": 70, "itc": 70}, args.texture)
+        made = make_sets(Path(args.out), {"negative": 300, "macro": 70, "micro": 70, "itc": 70}, args.texture,
+                         args.version)
         args.data, args.test = args.data or str(made[0]), args.test or str(made[1])
     results = {mode: [run(mode, seed, args) for seed in args.seeds] for mode in args.modes}
     thumbnails = run_thumbnails(args) if args.thumbnail else {}

@@ -141,7 +141,8 @@ def read_views(
     """
     size_list = [sizes] if isinstance(sizes, int) else list(dict.fromkeys(sizes))
     identity = torch.eye(3).unsqueeze(0)
-    per_size: dict[int, list[np.ndarray]] = {s: [] for s in size_list}
+    # Filled in place (not a list stacked at the end): at 1024² a cohort's views are gigabytes.
+    per_size = {s: np.empty((len(specs), 3, s, s), np.uint8) for s in size_list}
     kept: list[int] = []
     skipped: list[tuple[str, str]] = []
     pool = SlidePool(grey_filter=grey_filter, threads=threads, max_open=2)
@@ -168,9 +169,9 @@ def read_views(
                 log.warning("thumbnail baseline: slide %s left out (%s)", spec, reason)
                 skipped.append((spec, reason))
             else:
-                kept.append(index)
                 for size in size_list:
-                    per_size[size].append(views[size])
+                    per_size[size][len(kept)] = views[size]
+                kept.append(index)
             if progress is not None:
                 progress(index + 1, len(specs))
     finally:
@@ -178,8 +179,7 @@ def read_views(
     return {
         size: SlideViews(
             specs=[specs[i] for i in kept],
-            images=torch.from_numpy(np.stack(per_size[size])) if kept
-            else torch.zeros((0, 3, size, size), dtype=torch.uint8),
+            images=torch.from_numpy(per_size[size][: len(kept)]),
             kept=list(kept),
             skipped=list(skipped),
         )

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from magnet.errors import MagnetError
+from magnet.synth.uri import VERSIONS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,6 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default="configs/demo.yaml", help="training recipe")
     p.add_argument("--n", type=int, default=400, help="virtual slides in the data set")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--version", type=int, choices=VERSIONS, default=None,
+                   help="virtual-slide generator version (default 2; 1 reproduces demos recorded before it)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe key (repeatable)")
     p.set_defaults(func=run)
@@ -29,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from magnet.config_io import load_config
     from magnet.evaluation.evaluate import evaluate, format_localisation
     from magnet.metrics.auroc import format_table1
-    from magnet.synth.dataset import make_dataset, write_dataset
+    from magnet.synth.dataset import DEFAULT_VERSION, make_dataset, write_dataset
     from magnet.training.loop import train
     from magnet.training.recipe import TrainConfig
 
@@ -37,8 +40,10 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.config).is_file():
         raise MagnetError(f"{args.config}: recipe not found (run the demo from the repository root)")
     start = time.perf_counter()
-    print(f"[1/3] virtual data set: {args.n} slides (seed {args.seed}) → {out / 'data'}")
-    manifest = write_dataset(make_dataset(args.n, args.seed), out / "data")
+    version = DEFAULT_VERSION if args.version is None else args.version
+    print(f"[1/3] virtual data set: {args.n} slides (seed {args.seed}, generator version {version}) "
+          f"→ {out / 'data'}")
+    manifest = write_dataset(make_dataset(args.n, args.seed, version=version), out / "data")
     overrides = [f"data.manifest={manifest}", f"seed={args.seed}", *args.overrides]
     cfg = load_config(TrainConfig, args.config, overrides)
     run_dir = out / "run"

@@ -58,7 +58,7 @@ def register(subparsers: Any) -> None:
         choices=VERSIONS,
         default=None,
         help="generator version: 1 the original, 2 lymph-node anatomy with look-alikes "
-        "(default: the data-set default, 1)",
+        "(default: 2)",
     )
     dataset.set_defaults(func=run_dataset)
 

@@ -22,7 +22,7 @@ from magnet.synth.shapes import TWO_PI, StarShape, Window, merge_windows, union_
 from magnet.synth.stain import SlideColours
 from magnet.synth.textures import TextureBank
 
-SPLAT_BELOW = 0.5  # shapes with a radius under this many pixels are drawn as their area (see _union)
+SPLAT_BELOW = 0.5  # shapes with a radius under this many pixels are drawn as their area (see _windows)
 # Salts of the texture placement hash, one per layer, so that layers of one bank do not repeat each other.
 _SALTS = {
     "paracortex": 0,
@@ -36,6 +36,8 @@ _SALTS = {
     "histiocyte": 8,
     "large_cells": 9,
 }
+# Layers of many shapes placed apart (anatomy.py keeps a margin between them), blended one shape at a time.
+APART = ("mantle", "germinal", "histiocyte", "large_cells")
 
 
 class NodeRenderer(Renderer):
@@ -83,12 +85,16 @@ class NodeRenderer(Renderer):
             self._groups[name] = (shapes, np.asarray(rows, np.float64).reshape(-1, 4))
         return self._groups[name]
 
-    def _union(self, name: str, xs: np.ndarray, ys: np.ndarray, d: float) -> Window | None:
-        """``union_window`` of a layer's shapes; a shape smaller than half a pixel is splatted as its area
-        onto the pixel holding its centre (exact in mean colour, and one vectorised step for hundreds of
-        follicles in a whole-slide view)."""
+    def _windows(self, name: str, xs: np.ndarray, ys: np.ndarray, d: float) -> list[Window]:
+        """One coverage window per shape of layer ``name`` that touches the region.
+
+        For shapes placed apart (``APART``) blending each window in turn is their union, and costs each
+        shape's own area rather than the bounding box of all of them (a region at a coarse level holds
+        dozens of follicles); ``_layers`` merges the others' windows first. Shapes smaller than half a pixel
+        are splatted as their area onto the pixel holding their centre: exact in mean colour, and one
+        vectorised step for hundreds of them in a whole-slide view."""
         shapes, rows = self._group(name)
-        small = rows[:, 2] < SPLAT_BELOW * d
+        small = rows[:, 2] < SPLAT_BELOW * d  # a pixel of the splat may hold several: their summed area
         windows = (shape.window(xs, ys, d) for shape, tiny in zip(shapes, small, strict=True) if not tiny)
         hits = [hit for hit in windows if hit is not None]
         if small.any():
@@ -101,7 +107,7 @@ class NodeRenderer(Renderer):
                 r0, r1, c0, c1 = row[keep].min(), row[keep].max() + 1, col[keep].min(), col[keep].max() + 1
                 window = np.minimum(splat[r0:r1, c0:c1], 1.0)
                 hits.append((slice(int(r0), int(r1)), slice(int(c0), int(c1)), window))
-        return merge_windows(hits)
+        return hits
 
     def _sections(self, xs: np.ndarray, ys: np.ndarray, d: float) -> tuple[np.ndarray | None, Window | None]:
         """Tissue = nodes + fat outside them; the capsule window is the nodes' outer ``CAPSULE_UM``.
@@ -122,7 +128,7 @@ class NodeRenderer(Renderer):
             if corner_sq < (section.r_min - self._sinus_px - d) ** 2:  # deep inside: no edge here
                 nodes[rows, cols] = 1.0
                 continue
-            depth = section.depth(sx, sy) * inv_d + np.float32(0.5)
+            depth = section.depth(sx, sy, saturate=self._sinus_px + d) * inv_d + np.float32(0.5)
             cov = np.clip(depth, 0.0, 1.0)
             under_capsule = np.clip(depth - np.float32(self._capsule_px / d), 0.0, 1.0)
             under_sinus = np.clip(depth - np.float32(self._sinus_px / d), 0.0, 1.0)
@@ -141,29 +147,24 @@ class NodeRenderer(Renderer):
             np.maximum(tissue[rows, cols], cov, out=tissue[rows, cols])
         return tissue, merge_windows(rims)
 
-    def _layers(self, xs: np.ndarray, ys: np.ndarray, d: float) -> list[tuple[str, Window | None, float]]:
-        """(compartment, coverage window, opacity) back to front, paracortex excluded (it is the base)."""
+    def _layers(self, xs: np.ndarray, ys: np.ndarray, d: float) -> list[tuple[str, list[Window], float]]:
+        """(compartment, coverage windows, opacity) back to front, paracortex excluded (it is the base)."""
         layout = self.layout
         nodes: np.ndarray | None = self._local.nodes
         fat, hila = self._local.fat, self._local.hila
         if fat is not None and nodes is not None:  # perinodal fat only outside the node
             rows, cols, cov = fat
             fat = rows, cols, cov * (1.0 - nodes[rows, cols])
-        sinus = self._local.sinus
-        return [
-            (
-                "fat",
-                merge_windows([w for w in (fat, hila) if w is not None]),
-                1.0,
-            ),
-            ("medulla", union_window(layout.medullae, xs, ys, d), 1.0),
-            ("sinus", sinus, 1.0),
-            ("mantle", self._union("mantle", xs, ys, d), 1.0),
-            ("germinal", self._union("germinal", xs, ys, d), 1.0),
-            ("vessel", self._union("vessel", xs, ys, d), 1.0),
-            ("histiocyte", self._union("histiocyte", xs, ys, d), 1.0),
-            ("large_cells", self._union("large_cells", xs, ys, d), 1.0),
-        ]
+        fat = merge_windows([w for w in (fat, hila) if w is not None])
+        medulla = union_window(layout.medullae, xs, ys, d)
+        layers = [("fat", fat), ("medulla", medulla), ("sinus", self._local.sinus)]
+        out = [(name, [] if window is None else [window], 1.0) for name, window in layers]
+        for name in ("mantle", "germinal", "vessel", "histiocyte", "large_cells"):
+            windows = self._windows(name, xs, ys, d)
+            if name not in APART and len(windows) > 1:  # they may overlap: blend their union
+                windows = [merged] if (merged := merge_windows(windows)) is not None else []
+            out.append((name, windows, 1.0))
+        return out
 
     def _mean(self, compartment: str) -> np.ndarray:
         assert self.banks is not None
@@ -189,11 +190,9 @@ class NodeRenderer(Renderer):
             tissue = self._texture("normal", "paracortex", 0, x0, y0, d, w, h)
         lesions = union_window([lesion.shape for lesion in self.layout.lesions], xs, ys, d)
         layers = self._layers(xs, ys, d)
-        layers.append(("capsule", capsule, CAPSULE_OPACITY))
-        layers.append(("tumour", lesions, 1.0))
-        for name, hit, opacity in layers:
-            if hit is None:
-                continue
+        layers.append(("capsule", [] if capsule is None else [capsule], CAPSULE_OPACITY))
+        layers.append(("tumour", [] if lesions is None else [lesions], 1.0))
+        for name, hit, opacity in ((name, hit, opacity) for name, hits, opacity in layers for hit in hits):
             rows, cols, cov = hit
             if opacity != 1.0:
                 cov = cov * np.float32(opacity)
@@ -207,9 +206,9 @@ class NodeRenderer(Renderer):
                 part[touched] = sub
             else:
                 self._blend_texture(tissue, hit, self.bank_of[name], name, _SALTS[name], x0, y0, d)
-        hit = union_window(self.layout.folds, xs, ys, d)
-        if hit is not None:
-            rows, cols, cov = hit
+        folds = union_window(self.layout.folds, xs, ys, d)
+        if folds is not None:
+            rows, cols, cov = folds
             tissue[rows, cols] *= (1.0 - np.float32(1.0 - self.colours.fold_gain) * cov)[..., None]
         tissue *= self._thickness(xs, ys)[..., None]
         return tissue

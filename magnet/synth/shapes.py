@@ -104,11 +104,31 @@ class StarShape:
         f = t - int(t)
         return float(self.radii[i] * (1 - f) + self.radii[(i + 1) % k] * f)
 
-    def depth(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-        """``r(theta) - rho``: positive inside, roughly the distance to the outline (level-0 px)."""
+    def depth(self, xs: np.ndarray, ys: np.ndarray, saturate: float | None = None) -> np.ndarray:
+        """``r(theta) - rho``: positive inside, roughly the distance to the outline (level-0 px).
+
+        With ``saturate = s``, only pixels whose distance from the centre lies within ``s`` of the radius
+        range are computed; nearer ones get ``s`` and farther ones ``-s``, bounds on their true depth. A
+        caller that clips the depth to ``[-s, s]`` gets the same values, without the angle of every pixel of
+        a large shape's interior (the arctangent is most of the cost)."""
         dx = (xs - self.cx).astype(np.float32)[None, :]
         dy = (ys - self.cy).astype(np.float32)[:, None]
         rho = np.sqrt(dx * dx + dy * dy)
+        if saturate is None or rho.size < 4096:  # small: masking costs more than it saves
+            return self._radius(dy, dx) - rho
+        inside = rho <= np.float32(self.r_min - saturate)
+        band = ~inside & (rho < np.float32(self.r_max + saturate))
+        if band.all():
+            return self._radius(dy, dx) - rho
+        out = np.where(inside, np.float32(saturate), np.float32(-saturate))
+        if band.any():
+            dy_band = np.broadcast_to(dy, band.shape)[band]
+            dx_band = np.broadcast_to(dx, band.shape)[band]
+            out[band] = self._radius(dy_band, dx_band) - rho[band]
+        return out
+
+    def _radius(self, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
+        """``r(theta)`` at the angles of offsets ``(dy, dx)`` (float32, broadcast)."""
         k = len(self.radii)
         t = np.arctan2(dy, dx) * np.float32(k / TWO_PI)
         t %= np.float32(k)
@@ -118,7 +138,7 @@ class StarShape:
         lut = np.append(self.radii, self.radii[0]).astype(np.float32)
         radius = lut.take(i0)
         radius += (lut.take(i0 + 1) - radius) * frac
-        return radius - rho
+        return radius
 
     def _near(
         self, xs: np.ndarray, ys: np.ndarray, d: float
@@ -144,7 +164,7 @@ class StarShape:
         # Fully inside the inscribed circle: no per-pixel work.
         if corner_sq < (self.r_min - d) ** 2:
             return rows, cols, np.ones((len(ys), len(xs)), np.float32)
-        cov = self.depth(xs, ys)
+        cov = self.depth(xs, ys, saturate=d)
         cov *= np.float32(1.0 / d)
         cov += np.float32(0.5)
         return rows, cols, np.clip(cov, 0.0, 1.0, out=cov)
@@ -162,7 +182,7 @@ class StarShape:
         rows, cols, xs, ys, corner_sq = near
         if corner_sq < (self.r_min - inset - d) ** 2:
             return rows, cols, np.ones((len(ys), len(xs)), np.float32), None
-        depth = self.depth(xs, ys)
+        depth = self.depth(xs, ys, saturate=inset + d)
         depth *= np.float32(1.0 / d)
         depth += np.float32(0.5)
         cov = np.clip(depth, 0.0, 1.0)

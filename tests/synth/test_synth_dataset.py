@@ -78,18 +78,30 @@ def test_cli_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_manifest_records_the_generator_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from magnet.synth.dataset import DEFAULT_VERSION
-
-    assert DEFAULT_VERSION == 1  # a switch to 2 changes every recorded benchmark: a decision of its own
-    rows = read_manifest(write_dataset(make_dataset(6, seed=3, size=(40000, 40000)), tmp_path / "v1"))
-    assert {r.extra["generator_version"] for r in rows} == {"1"}
-    assert all("version" not in r.slide for r in rows)
-    out = tmp_path / "v2"
-    args = ["synth", "dataset", "--n", "6", "--size", "40000x40000", "--version", "2", "--out", str(out)]
-    assert main(args) == 0
-    rows = read_manifest(out / "manifest.csv")
+    # New data sets are version 2 unless told otherwise; version 1 stays one flag away.
+    rows = read_manifest(write_dataset(make_dataset(6, seed=3, size=(40000, 40000)), tmp_path / "v2"))
     assert {r.extra["generator_version"] for r in rows} == {"2"}
     assert all(r.slide.endswith(",version=2") for r in rows)
     assert VirtualSlide(next(iter(rows)).slide).version == 2
+    out = tmp_path / "v1"
+    args = ["synth", "dataset", "--n", "6", "--size", "40000x40000", "--version", "1", "--out", str(out)]
+    assert main(args) == 0
+    rows = read_manifest(out / "manifest.csv")
+    assert {r.extra["generator_version"] for r in rows} == {"1"}
+    assert all("version" not in r.slide for r in rows)  # as every URI written before versions existed
+    assert VirtualSlide(next(iter(rows)).slide).version == 1
     with pytest.raises(ConfigError, match="version"):
         make_dataset(3, version=3)
+
+
+def test_take_per_class_picks_the_first_of_each_class_in_order() -> None:
+    from magnet.synth.dataset import take_per_class
+
+    slides = make_dataset(60, seed=5, size=(40000, 40000))
+    chosen = take_per_class(slides, {"negative": 3, "macro": 2})
+    assert [s.lesion_class for s in chosen].count("negative") == 3 and len(chosen) == 5
+    assert {s.split for s in chosen} == {"test"}
+    expected = [s.uri for s in slides if s.lesion_class == "macro"][:2]
+    assert [s.uri for s in chosen if s.lesion_class == "macro"] == expected
+    with pytest.raises(ConfigError, match=r"not enough slides .*'itc'"):
+        take_per_class(slides, {"itc": 500})
