@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from magnet.synth.textures import BANK_SEED, SCALES, TextureBank, _make_bank, _smooth_noise
+from magnet.synth.textures import BANK_SEED, SCALES, TextureBank, _make_bank, _smooth_noise, voronoi_edges
 
 
 @dataclass(frozen=True)
@@ -265,18 +265,11 @@ def _walls(cx: np.ndarray, cy: np.ndarray, pitch: int, t: int, width: float) -> 
     py[0, :], py[-1, :] = -py[1, :], 2 * t - py[-2, :]
     coords = np.arange(t, dtype=np.float32) + 0.5
     cell = np.minimum((coords // pitch).astype(np.int64), n - 1) + 1
-    d1 = np.full((t, t), 1e9, np.float32)
-    d2 = np.full((t, t), 1e9, np.float32)
-    for oy in (-1, 0, 1):
-        for ox in (-1, 0, 1):
-            rows, cols = cell + oy, cell + ox
-            dx = coords[None, :] - px[rows[:, None], cols[None, :]].astype(np.float32)
-            dy = coords[:, None] - py[rows[:, None], cols[None, :]].astype(np.float32)
-            dist = np.sqrt(dx * dx + dy * dy)
-            closer = dist < d1
-            d2 = np.where(closer, d1, np.minimum(d2, dist))
-            d1 = np.where(closer, dist, d1)
-    return np.clip(1.0 - (d2 - d1) / width, 0, 1).astype(np.float32)
+    neighbours = (
+        (px[rows[:, None], cols[None, :]], py[rows[:, None], cols[None, :]])
+        for rows, cols in ((cell + oy, cell + ox) for oy in (-1, 0, 1) for ox in (-1, 0, 1))
+    )
+    return voronoi_edges(coords, neighbours, width)
 
 
 @functools.lru_cache(maxsize=8)

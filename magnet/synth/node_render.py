@@ -170,7 +170,7 @@ class NodeRenderer(Renderer):
         assert self.banks is not None
         return self._colour(self.banks[self.bank_of[compartment]].mean, self.colours.classes[compartment])
 
-    def _compose(
+    def _tissue(
         self,
         x0: float,
         y0: float,
@@ -180,7 +180,7 @@ class NodeRenderer(Renderer):
         xs: np.ndarray,
         ys: np.ndarray,
         capsule: Window | None,
-        flat: bool,
+        flat: bool = False,
     ) -> np.ndarray:
         """The tissue colour before glass, grey artefacts and pen: textured, or flat (bank means)."""
         if flat:
@@ -206,25 +206,7 @@ class NodeRenderer(Renderer):
                 part[touched] = sub
             else:
                 self._blend_texture(tissue, hit, self.bank_of[name], name, _SALTS[name], x0, y0, d)
-        folds = union_window(self.layout.folds, xs, ys, d)
-        if folds is not None:
-            rows, cols, cov = folds
-            tissue[rows, cols] *= (1.0 - np.float32(1.0 - self.colours.fold_gain) * cov)[..., None]
-        tissue *= self._thickness(xs, ys)[..., None]
-        return tissue
-
-    def _tissue(
-        self,
-        x0: float,
-        y0: float,
-        d: float,
-        w: int,
-        h: int,
-        xs: np.ndarray,
-        ys: np.ndarray,
-        capsule: Window | None,
-    ) -> np.ndarray:
-        return self._compose(x0, y0, d, w, h, xs, ys, capsule, flat=False)
+        return self._folds_and_thickness(tissue, xs, ys, d)
 
     def _flat(
         self,
@@ -236,10 +218,5 @@ class NodeRenderer(Renderer):
         grey: np.ndarray,
     ) -> np.ndarray:
         x0, y0 = float(xs[0] - 0.5 * d), float(ys[0] - 0.5 * d)
-        out = self._compose(x0, y0, d, len(xs), len(ys), xs, ys, capsule, flat=True)
-        glass = self.colours.glass
-        out -= glass
-        out *= tissue_cov[..., None]
-        out += glass
-        out += grey[..., None]
-        return out
+        tissue = self._tissue(x0, y0, d, len(xs), len(ys), xs, ys, capsule, flat=True)
+        return self._on_glass(tissue, tissue_cov, grey)

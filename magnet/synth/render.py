@@ -114,6 +114,28 @@ class Renderer:
         fy = (1.0 + ay * np.sin(ky * ys + py)).astype(np.float32)
         return fy[:, None] * fx[None, :]
 
+    def _folds_and_thickness(
+        self, tissue: np.ndarray, xs: np.ndarray, ys: np.ndarray, d: float
+    ) -> np.ndarray:
+        """Darken ``tissue`` (in place) under folds (two layers of section) and by the staining thickness."""
+        folds = union_window(self.layout.folds, xs, ys, d)
+        if folds is not None:
+            rows, cols, cov = folds
+            tissue[rows, cols] *= (1.0 - np.float32(1.0 - self.colours.fold_gain) * cov)[..., None]
+        tissue *= self._thickness(xs, ys)[..., None]
+        return tissue
+
+    def _on_glass(self, tissue: np.ndarray, tissue_cov: np.ndarray, grey: np.ndarray) -> np.ndarray:
+        """``glass + coverage * (tissue - glass)`` (the exact area mix at the section's edge), plus the grey
+        artefacts (in place)."""
+        if tissue_cov.min() < 1.0:
+            glass = self.colours.glass
+            tissue -= glass
+            tissue *= tissue_cov[..., None]
+            tissue += glass
+        tissue += grey[..., None]
+        return tissue
+
     def _sections(self, xs: np.ndarray, ys: np.ndarray, d: float) -> tuple[np.ndarray | None, Window | None]:
         """Tissue coverage and the window of fibrous-capsule coverage (the outer ``CAPSULE_UM``)."""
         tissue: np.ndarray | None = None
@@ -195,12 +217,7 @@ class Renderer:
         elif d > max(self.banks["normal"].scales):
             out = self._flat(xs, ys, d, tissue_cov, capsule, grey)
         else:
-            out = self._tissue(x0, y0, d, w, h, xs, ys, capsule)
-            if tissue_cov.min() < 1.0:  # glass + coverage * (tissue - glass): exact area mix at the edge
-                out -= glass
-                out *= tissue_cov[..., None]
-                out += glass
-            out += grey[..., None]
+            out = self._on_glass(self._tissue(x0, y0, d, w, h, xs, ys, capsule), tissue_cov, grey)
         for pen in self.layout.pens:
             hit = pen.band.window(xs, ys, d)
             if hit is not None:
@@ -279,9 +296,4 @@ class Renderer:
             part += (self.colours.capsule - part) * (CAPSULE_OPACITY * cov)[..., None]
         lesions = union_window([lesion.shape for lesion in self.layout.lesions], xs, ys, d)
         self._blend_texture(tissue, lesions, "tumour", "tumour", 1, x0, y0, d)
-        hit = union_window(self.layout.folds, xs, ys, d)
-        if hit is not None:
-            rows, cols, cov = hit
-            tissue[rows, cols] *= (1.0 - np.float32(1.0 - self.colours.fold_gain) * cov)[..., None]
-        tissue *= self._thickness(xs, ys)[..., None]
-        return tissue
+        return self._folds_and_thickness(tissue, xs, ys, d)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import functools
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,21 +182,38 @@ def _procedural_patch(rng: np.random.Generator, recipe: CellRecipe, kind: str, m
 
 
 def _cell_borders(cx: np.ndarray, cy: np.ndarray, pitch: int, t: int, width: float) -> np.ndarray:
-    """Faint membranes: where the nearest and second-nearest cell centres are about equally far (Voronoi)."""
+    """Faint membranes: where the nearest and second-nearest cell centres are about equally far (Voronoi).
+    Centres beyond the grid are clamped to its edge."""
     n = cx.shape[0]
     coords = np.arange(t, dtype=np.float32) + 0.5
     cell = np.minimum((coords // pitch).astype(np.int64), n - 1)
+    flat_x, flat_y = cx.ravel().astype(np.float32), cy.ravel().astype(np.float32)
+
+    def neighbours() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for oy in (-1, 0, 1):
+            for ox in (-1, 0, 1):
+                flat = np.clip(cell + oy, 0, n - 1)[:, None] * n + np.clip(cell + ox, 0, n - 1)[None, :]
+                yield flat_x[flat], flat_y[flat]
+
+    return voronoi_edges(coords, neighbours(), width)
+
+
+def voronoi_edges(
+    coords: np.ndarray, candidates: Iterable[tuple[np.ndarray, np.ndarray]], width: float
+) -> np.ndarray:
+    """Weight in [0, 1] of a Voronoi edge at pixel centres ``coords`` (both axes): 1 where the nearest and
+    second-nearest centre are equally far, falling to 0 when they differ by ``width`` px. ``candidates``
+    gives, per neighbouring grid cell, the ``(t, t)`` centre each pixel compares against (x, y)."""
+    t = len(coords)
     d1 = np.full((t, t), 1e9, np.float32)
     d2 = np.full((t, t), 1e9, np.float32)
-    for oy in (-1, 0, 1):
-        for ox in (-1, 0, 1):
-            flat = np.clip(cell + oy, 0, n - 1)[:, None] * n + np.clip(cell + ox, 0, n - 1)[None, :]
-            dx = coords[None, :] - cx.ravel().astype(np.float32)[flat]
-            dy = coords[:, None] - cy.ravel().astype(np.float32)[flat]
-            dist = np.sqrt(dx * dx + dy * dy)
-            closer = dist < d1
-            d2 = np.where(closer, d1, np.minimum(d2, dist))
-            d1 = np.where(closer, dist, d1)
+    for px, py in candidates:
+        dx = coords[None, :] - px.astype(np.float32)
+        dy = coords[:, None] - py.astype(np.float32)
+        dist = np.sqrt(dx * dx + dy * dy)
+        closer = dist < d1
+        d2 = np.where(closer, d1, np.minimum(d2, dist))
+        d1 = np.where(closer, dist, d1)
     return np.clip(1.0 - (d2 - d1) / width, 0, 1).astype(np.float32)
 
 
