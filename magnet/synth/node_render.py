@@ -36,7 +36,9 @@ _SALTS = {
     "histiocyte": 8,
     "large_cells": 9,
 }
-# Layers of many shapes placed apart (anatomy.py keeps a margin between them), blended one shape at a time.
+# Layers of many shapes placed apart (anatomy.py keeps a margin between them; only a lesion's lymphoid rim may
+# touch a follicle's mantle), blended one shape at a time: where two edges overlap, blending in turn gives
+# 1 - (1 - a)(1 - b) of the layer instead of max(a, b), in the same texture.
 APART = ("mantle", "germinal", "histiocyte", "large_cells")
 
 
