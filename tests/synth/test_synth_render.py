@@ -147,3 +147,17 @@ def test_star_depth_just_below_the_zero_angle_does_not_overflow() -> None:
     depth = star.depth(np.array([50.0, 1e4]), np.array([-1e-4, -1e-8, 0.0, 1e-4]))
     assert depth.shape == (4, 2)
     assert np.allclose(depth[:, 0], 50.0, atol=1e-3) and np.allclose(depth[:, 1], 100.0 - 1e4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("saturate", [1.0, 37.5, 400.0])
+def test_star_depth_saturated_agrees_with_the_full_depth_once_clipped(saturate: float) -> None:
+    # ``saturate`` skips the angle of pixels far inside or outside: clipped to [-s, s] nothing may change.
+    from magnet.synth.shapes import make_star
+
+    star = make_star(np.random.default_rng(4), 0.0, 0.0, 1000.0, 0.6, 0.4)
+    xs = np.linspace(-1500.0, 1500.0, 150)  # 22,500 pixels: above the size where masking starts
+    ys = np.linspace(-1400.0, 1400.0, 150)
+    full = np.clip(star.depth(xs, ys), -saturate, saturate)
+    fast = star.depth(xs, ys, saturate=saturate)
+    assert np.array_equal(np.clip(fast, -saturate, saturate), full)
+    assert (np.abs(full) < saturate).any() and (np.abs(full) >= saturate).mean() > 0.3  # both paths used
