@@ -1,0 +1,168 @@
+"""Numbers that make no sense are refused where they enter, each with one line naming key, value and rule.
+
+Recipe keys (YAML overrides and dicts), configs built in Python, the domain objects themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Any
+
+import pytest
+
+from magnet.baselines.thumbnail import ThumbnailConfig
+from magnet.config_io import config_from_dict, config_to_dict, load_config
+from magnet.domains import FRACTION, POSITIVE, AtLeast, DomainError, Each, check_domains
+from magnet.errors import ConfigError
+from magnet.models.model_config import MagNetConfig
+from magnet.training.losses import LossWeights
+from magnet.training.recipe import DataConfig, OptimConfig, TrainConfig
+
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+
+# (dotted key, value as written in a --set, fragment of the one-line error)
+RECIPE_CASES = [
+    ("optim.lr", "nan", "optim.lr=nan: must be a finite number > 0"),
+    ("optim.lr", ".inf", "optim.lr=inf: must be a finite number > 0"),
+    ("optim.lr", "-1e-4", "optim.lr=-0.0001: must be a finite number > 0"),
+    ("optim.lr", "0", "optim.lr=0.0: must be a finite number > 0"),
+    ("optim.head_lr", "-1", "optim.head_lr=-1.0: must be a finite number >= 0"),
+    ("optim.weight_decay", "nan", "optim.weight_decay=nan: must be a finite number >= 0"),
+    ("optim.epochs", "0", "optim.epochs=0: must be an integer >= 1"),
+    ("optim.batch_size", "0", "optim.batch_size=0: must be an integer >= 1"),
+    ("optim.batch_size", "-4", "optim.batch_size=-4: must be an integer >= 1"),
+    ("optim.grad_accum", "0", "optim.grad_accum=0: must be an integer >= 1"),
+    ("optim.grad_clip", "-1", "optim.grad_clip=-1.0: must be a finite number >= 0"),
+    ("optim.warmup_epochs", "-1", "optim.warmup_epochs=-1: must be an integer >= 0"),
+    ("optim.head_warmup_steps", "-5", "optim.head_warmup_steps=-5: must be an integer >= 0"),
+    ("optim.head_warmup_batch", "0", "optim.head_warmup_batch=0: must be an integer >= 1"),
+    ("data.reader_threads", "0", "data.reader_threads=0: must be an integer >= 1"),
+    ("data.max_open_slides", "0", "data.max_open_slides=0: must be an integer >= 1"),
+    ("loss.aux", "-1", "loss.aux=-1.0: must be a finite number >= 0"),
+    ("loss.final", "nan", "loss.final=nan: must be a finite number >= 0"),
+    ("seed", "-1", "seed=-1: must be an integer in [0, 4294967295]"),
+    ("devices", "0", "devices=0: must be an integer >= 1"),
+    ("num_nodes", "0", "num_nodes=0: must be an integer >= 1"),
+    ("eval_every", "0", "eval_every=0: must be an integer >= 1"),
+    ("model.min_scale", "0", "model.min_scale=0.0: must be a finite number in (0, 1]"),
+    ("model.max_scale", "nan", "model.max_scale=nan: must be a finite number in (0, 1]"),
+    ("model.sibling_offset", "1", "model.sibling_offset=1.0: must be a finite number in [0, 1)"),
+    ("model.oracle_side", "1.5", "model.oracle_side=1.5: must be a finite number in (0, 1]"),
+    ("model.head_mil_sharpness", "0", "model.head_mil_sharpness=0.0: must be a finite number > 0"),
+    ("model.theta_grad_blur", "-1", "model.theta_grad_blur=-1.0: must be a finite number >= 0"),
+    ("model.head_highpass", "-.5", "model.head_highpass=-0.5: must be a finite number >= 0"),
+    ("model.head_init_std", "-1e-3", "model.head_init_std=-0.001: must be a finite number >= 0"),
+    ("model.view_size", "0", "model.view_size=0: must be an integer >= 1"),
+    ("model.gru_hidden", "0", "model.gru_hidden=0: must be an integer >= 1"),
+    ("model.head_blocks", "0", "model.head_blocks=0: must be an integer >= 1"),
+    ("model.classifier_input_size", "0", "model.classifier_input_size=0: must be an integer >= 1"),
+    ("model.patches_per_layer", "[2,0]", "model.patches_per_layer=[2, 0]: must be a list of integers"),
+    ("model.patches_per_layer", "[]", "with at least one item"),
+    ("model.aux_layers", "[0]", "model.aux_layers=[0]: must be a list of integers every item >= 1"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "fragment"), RECIPE_CASES)
+def test_recipe_override_is_refused_with_key_value_and_rule(key: str, value: str, fragment: str) -> None:
+    item = f"{key}={value}"
+    with pytest.raises(ConfigError) as info:
+        load_config(TrainConfig, DEMO, [item])
+    message = str(info.value)
+    assert fragment in message
+    assert message.startswith(f"--set {item}: ")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(("key", "value", "fragment"), RECIPE_CASES[:12])
+def test_dict_value_is_refused_the_same_way(key: str, value: str, fragment: str) -> None:
+    import yaml
+
+    data: dict[str, Any] = config_to_dict(TrainConfig())
+    section, _, name = key.rpartition(".")
+    node = data[section] if section else data
+    node[name] = yaml.safe_load(value)
+    with pytest.raises(ConfigError, match="^checkpoint: ") as info:
+        config_from_dict(TrainConfig, data, source="checkpoint")
+    assert fragment in str(info.value)
+
+
+def test_shipped_recipes_still_load() -> None:
+    for path in sorted(DEMO.parent.glob("*.yaml")):
+        assert isinstance(load_config(TrainConfig, path), TrainConfig)
+
+
+# Configs built in Python are checked by their own __post_init__, without config_io.
+PYTHON_CASES = [
+    (MagNetConfig, {"min_scale": float("nan")}, "min_scale=nan: must be a finite number in (0, 1]"),
+    (MagNetConfig, {"view_size": 0}, "view_size=0: must be an integer >= 1"),
+    (MagNetConfig, {"view_size": 56.0}, "view_size=56.0: must be an integer >= 1"),
+    (MagNetConfig, {"head_mil_sharpness": float("inf")}, "head_mil_sharpness=inf: must be a finite number"),
+    (MagNetConfig, {"classifier_input_size": -3}, "classifier_input_size=-3: must be an integer >= 1"),
+    (OptimConfig, {"lr": float("nan")}, "lr=nan: must be a finite number > 0"),
+    (OptimConfig, {"batch_size": True}, "batch_size=True: must be an integer >= 1"),
+    (OptimConfig, {"epochs": 0}, "epochs=0: must be an integer >= 1"),
+    (DataConfig, {"reader_threads": 0}, "reader_threads=0: must be an integer >= 1"),
+    (TrainConfig, {"seed": -2}, "seed=-2: must be an integer in [0, 4294967295]"),
+    (TrainConfig, {"eval_every": 0}, "eval_every=0: must be an integer >= 1"),
+    (LossWeights, {"paradoxical": -1}, "paradoxical=-1: must be a finite number >= 0"),
+    (ThumbnailConfig, {"size": 8}, "size=8: must be an integer >= 16"),
+    (ThumbnailConfig, {"batch_size": 1}, "batch_size=1: must be an integer >= 2"),
+    (ThumbnailConfig, {"lr": float("nan")}, "lr=nan: must be a finite number > 0"),
+    (ThumbnailConfig, {"threads": 0}, "threads=0: must be an integer >= 1"),
+    (ThumbnailConfig, {"n_bootstrap": -1}, "n_bootstrap=-1: must be an integer >= 0"),
+]
+
+
+@pytest.mark.parametrize(("cls", "keys", "fragment"), PYTHON_CASES)
+def test_config_built_in_python_is_refused(cls: type, keys: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(DomainError) as info:
+        cls(**keys)
+    assert fragment in str(info.value)
+
+
+def test_boundary_values_are_accepted() -> None:
+    OptimConfig(epochs=1, batch_size=1, grad_accum=1, warmup_epochs=0, head_lr=0.0, grad_clip=0.0)
+    TrainConfig(seed=0, devices="auto", eval_every=1)
+    TrainConfig(devices="-1")  # Lightning's "all devices", as a string
+    MagNetConfig(min_scale=1.0, max_scale=1.0, random_zoom_min_scale=1.0, sibling_offset=0.0, oracle_side=1.0)
+    ThumbnailConfig(size=16, batch_size=2, n_bootstrap=0)
+
+
+def test_every_numeric_field_declares_a_domain() -> None:
+    """A new number without a declared range would slip through: every int field must say its domain."""
+    import typing
+
+    for cls in (TrainConfig, DataConfig, OptimConfig, MagNetConfig, LossWeights, ThumbnailConfig):
+        hints = typing.get_type_hints(cls, include_extras=True)
+        for f in dataclasses.fields(cls):
+            text = str(hints[f.name])
+            if ("int" in text or "float" in text) and "Literal" not in text:
+                assert "Annotated" in text, f"{cls.__name__}.{f.name} declares no domain"
+
+
+@dataclasses.dataclass
+class _Plain:
+    ratio: float = 0.5  # no declared domain: still must be finite
+    share: Annotated[float, FRACTION] = 0.5
+    sizes: Annotated[tuple[int, ...], Each(AtLeast(2))] = (2,)
+    rate: Annotated[float, POSITIVE] | None = None
+
+    def __post_init__(self) -> None:
+        check_domains(self)
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ({"ratio": float("nan")}, "ratio=nan: must be a finite number"),
+        ({"share": 1.5}, "share=1.5: must be a finite number in [0, 1]"),
+        ({"sizes": (2, 1)}, "sizes=[2, 1]: must be a list of integers every item >= 2"),
+        ({"rate": -1.0}, "rate=-1.0: must be a finite number > 0"),
+    ],
+)
+def test_undeclared_floats_are_finite_and_declared_domains_hold(keys: dict[str, Any], message: str) -> None:
+    with pytest.raises(DomainError) as info:
+        _Plain(**keys)
+    assert str(info.value) == message
+    assert _Plain(rate=None).rate is None
