@@ -36,7 +36,7 @@ from magnet.errors import ConfigError
 
 __all__ = [
     "FRACTION", "NON_EMPTY", "NON_FINITE_OK", "NON_NEGATIVE", "POSITIVE", "SEED", "Above", "AtLeast",
-    "Domain", "DomainError", "Each", "Interval", "arg_type", "check_domains", "describe",
+    "Domain", "DomainError", "Each", "Interval", "MultipleOf", "arg_type", "check_domains", "describe",
 ]
 
 
@@ -103,6 +103,20 @@ class Interval(Domain):
     def text(self) -> str:
         left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
         return f"in {left}{_num(self.low)}, {_num(self.high)}{right}"
+
+
+@dataclass(frozen=True)
+class MultipleOf(Domain):
+    """Integers divisible by ``step`` (e.g. TIFF tile sides, multiples of 16)."""
+
+    step: int
+
+    def allows(self, value: Any) -> bool:
+        return _is_number(value) and value % self.step == 0
+
+    @property
+    def text(self) -> str:
+        return f"a multiple of {self.step}"
 
 
 @dataclass(frozen=True)

@@ -166,3 +166,49 @@ def test_undeclared_floats_are_finite_and_declared_domains_hold(keys: dict[str, 
         _Plain(**keys)
     assert str(info.value) == message
     assert _Plain(rate=None).rate is None
+
+
+# --- command-line options ---------------------------------------------------------------------------
+
+# (argv, option, fragment of argparse's one-line error); parsing fails before any file is touched.
+CLI_CASES = [
+    (["demo", "--n", "0"], "--n", "must be an integer >= 1, got '0'"),
+    (["demo", "--seed", "-1"], "--seed", "must be an integer >= 0, got '-1'"),
+    (["synth", "dataset", "--out", "x", "--n", "-3"], "--n", "must be an integer >= 1, got '-3'"),
+    (["synth", "dataset", "--out", "x", "--seed", "1.5"], "--seed", "must be an integer >= 0, got '1.5'"),
+    (["synth", "dataset", "--out", "x", "--mpp", "nan"], "--mpp", "must be a finite number > 0, got 'nan'"),
+    (["synth", "dataset", "--out", "x", "--mpp", "0"], "--mpp", "must be a finite number > 0, got '0'"),
+    (["synth", "dataset", "--out", "x", "--size", "0x100"], "--size", "each >= 1"),
+    (["synth", "export", "synth:seed=1", "o.tif", "--tile-size", "100"], "--tile-size",
+     "must be an integer >= 16, a multiple of 16, got '100'"),
+    (["synth", "export", "synth:seed=1", "o.tif", "--tile-size", "0"], "--tile-size", "got '0'"),
+    (["synth", "export", "synth:seed=1", "o.tif", "--quality", "101"], "--quality",
+     "must be an integer in [1, 100], got '101'"),
+    (["evaluate", "c.ckpt", "m.csv", "--batch-size", "0"], "--batch-size", "must be an integer >= 1"),
+    (["evaluate", "c.ckpt", "m.csv", "--bootstrap", "-1"], "--bootstrap", "must be an integer >= 0"),
+    (["explain", "c.ckpt", "s.tif", "--out", "o", "--thumbnail-size", "8"], "--thumbnail-size",
+     "must be an integer >= 16, got '8'"),
+    (["slide-info", "s.tif", "--thumbnail-size", "0"], "--thumbnail-size", "must be an integer >= 1"),
+    (["data", "camelyon", "--out", "m.csv", "--seed", "-2"], "--seed", "must be an integer >= 0"),
+]
+
+
+@pytest.mark.parametrize(("argv", "option", "fragment"), CLI_CASES)
+def test_cli_option_out_of_domain_is_a_usage_error(
+    argv: list[str], option: str, fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from magnet.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f"error: argument {option}: " in err[-1] and fragment in err[-1]
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_cli_recipe_override_is_a_one_line_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from magnet.cli import main
+
+    assert main(["train", str(DEMO), "--set", "optim.lr=nan", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err == "magnet: error: --set optim.lr=nan: optim.lr=nan: must be a finite number > 0\n"
+    assert not (tmp_path / "run").exists()
