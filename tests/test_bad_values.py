@@ -212,3 +212,86 @@ def test_cli_recipe_override_is_a_one_line_error(capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err
     assert err == "magnet: error: --set optim.lr=nan: optim.lr=nan: must be a finite number > 0\n"
     assert not (tmp_path / "run").exists()
+
+
+# --- training stops at the first non-finite loss or weight -------------------------------------------
+
+TINY_MODEL = {
+    "patches_per_layer": [2, 2], "view_size": 32, "read_size": 64, "final_size": 32, "final_read_size": 64,
+    "classifier_input_size": 32, "backbone": "small", "aux_backbone": "small", "gru_hidden": 8,
+    "head_branch_channels": 4, "aux_layers": [1, 2], "sampler": "bilinear",
+}
+
+
+def _tiny_rows() -> list[Any]:
+    from magnet.data.manifest import ManifestRow
+    from magnet.synth.dataset import make_dataset
+
+    slides = make_dataset(12, 3, size=(32768, 32768), version=1)  # version 1 renders faster
+    pos = [s for s in slides if s.label == 1][:2]
+    neg = [s for s in slides if s.label == 0][:2]
+    return [ManifestRow(s.uri, s.label, s.lesion_class, "train") for s in pos + neg]
+
+
+def test_nan_loss_stops_training_naming_the_step_and_saves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    import magnet.training.loop as loop
+    from magnet.errors import MagnetError
+
+    real_loss = loop.magnet_loss
+    calls = []
+
+    def nan_on_second_batch(*args: Any, **kwargs: Any) -> Any:
+        losses = real_loss(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            losses.total = losses.total * float("nan")
+        return losses
+
+    monkeypatch.setattr(loop, "magnet_loss", nan_on_second_batch)
+    cfg = config_from_dict(TrainConfig, {
+        "model": TINY_MODEL, "accelerator": "cpu", "data": {"val_split": "", "reader_threads": 1},
+        "optim": {"epochs": 2, "batch_size": 1},
+    })
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer = loop.Trainer(cfg, tmp_path / "run", manifest_rows=_tiny_rows(), show_progress=False)
+        with pytest.raises(MagnetError, match=r"^epoch 1, step 2: the training loss is nan; stopped") as info:
+            trainer.fit()
+    finally:
+        torch.set_num_threads(before)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "run" / "best.ckpt").exists() and not (tmp_path / "run" / "last.ckpt").exists()
+
+
+def test_non_finite_weights_after_a_step_are_refused() -> None:
+    import torch
+
+    from magnet.errors import MagnetError
+    from magnet.training.finite import check_step
+
+    model = torch.nn.Linear(2, 1)
+    check_step([0.5, 0.25], model, epoch=0, step=0)  # finite: passes
+    with torch.no_grad():
+        model.bias.fill_(float("inf"))
+    message = r"^epoch 3, step 7: non-finite weights after the optimiser step \(bias\)"
+    with pytest.raises(MagnetError, match=message):
+        check_step([0.5], model, epoch=2, step=6)
+
+
+def test_a_checkpoint_with_nan_weights_is_never_written(tmp_path: Path) -> None:
+    import torch
+
+    from magnet.errors import MagnetError
+    from magnet.training.checkpoints import save_checkpoint
+
+    state = {"w": torch.ones(2), "bn.running_var": torch.tensor([1.0, float("nan")]), "n": torch.tensor(3)}
+    with pytest.raises(MagnetError, match=r"best.ckpt: not written: non-finite weights \(bn.running_var\)"):
+        save_checkpoint(tmp_path / "best.ckpt", {"model": state})
+    assert list(tmp_path.iterdir()) == []
+    save_checkpoint(tmp_path / "best.ckpt", {"model": {"w": torch.ones(2)}})
+    assert (tmp_path / "best.ckpt").is_file()
