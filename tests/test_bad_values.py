@@ -295,3 +295,56 @@ def test_a_checkpoint_with_nan_weights_is_never_written(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
     save_checkpoint(tmp_path / "best.ckpt", {"model": {"w": torch.ones(2)}})
     assert (tmp_path / "best.ckpt").is_file()
+
+
+# --- strict JSON out ----------------------------------------------------------------------------------
+
+
+def _strict_loads(text: str) -> Any:
+    """``json.loads`` as strict readers do it: NaN and Infinity are not JSON."""
+    import json
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_strict_json_writes_non_finite_numbers_as_null() -> None:
+    import numpy as np
+
+    from magnet.strict_json import dumps
+
+    value = {"p": float("nan"), "xs": (float("inf"), 0.5, -float("inf")), "f32": np.float32("nan"), "n": 3,
+             "ok": np.float64(0.25), "flag": True}
+    assert _strict_loads(dumps(value)) == {"p": None, "xs": [None, 0.5, None], "f32": None, "n": 3,
+                                           "ok": 0.25, "flag": True}
+
+
+def test_metrics_json_holds_null_for_an_undefined_auroc(tmp_path: Path) -> None:
+    from magnet.evaluation.reports import write_metrics_json
+
+    write_metrics_json({"all": {"auroc": float("nan"), "n": 2}}, tmp_path / "metrics.json")
+    assert _strict_loads((tmp_path / "metrics.json").read_text()) == {"all": {"auroc": None, "n": 2}}
+
+
+def test_predict_of_a_corrupt_checkpoint_gives_null_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    from magnet.cli import main
+    from magnet.models.magnet import MagNet
+    from magnet.training.checkpoints import FORMAT
+
+    cfg = config_from_dict(TrainConfig, {"model": TINY_MODEL, "accelerator": "cpu"})
+    state = MagNet(cfg.model, load_weights=False).state_dict()
+    state["classifier.head.4.bias"].fill_(float("nan"))  # the slide logit is NaN, the zoom still runs
+    # Written by hand, as an older version could: save_checkpoint itself refuses non-finite weights.
+    torch.save({"format": FORMAT, "config": config_to_dict(cfg), "model": state}, tmp_path / "old.ckpt")
+    uri = _tiny_rows()[0].slide
+    out = tmp_path / "predictions.json"
+    assert main(["predict", str(tmp_path / "old.ckpt"), uri, "--out", str(out)]) == 1
+    (result,) = _strict_loads(out.read_text())
+    assert result["probability"] is None and "non-finite probability (nan)" in result["error"]
+    assert "non-finite probability" in capsys.readouterr().err

@@ -9,10 +9,10 @@ downsample, microns per pixel and the associated images. ``--json`` prints one J
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
+from magnet import strict_json
 from magnet.domains import AtLeast, arg_type
 from magnet.errors import MagnetError
 from magnet.slides import Slide, open_slide
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         if args.thumbnail:
             save_thumbnail(slide, args.thumbnail, args.thumbnail_size)
     if args.json:
-        print(json.dumps(info))
+        print(strict_json.dumps(info))
     else:
         print(format_summary(info))
         if args.thumbnail:
