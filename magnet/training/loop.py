@@ -299,7 +299,7 @@ class Trainer:
         try:
             for epoch in range(self.epoch, cfg.optim.epochs):
                 row: dict[str, Any] = {"epoch": epoch + 1, **self._train_epoch(epoch)}
-                due = (epoch + 1) % max(cfg.eval_every, 1) == 0 or epoch + 1 == cfg.optim.epochs
+                due = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.optim.epochs
                 row["val_auroc"], row["val_n"] = self._validate() if due else (math.nan, 0)
                 row["minutes"] = (time.perf_counter() - start) / 60
                 self.history.append(row)
