@@ -39,6 +39,9 @@ def check_step(losses: Iterable[float], model: torch.nn.Module, *, epoch: int, s
     bad_losses = [x for x in losses if not math.isfinite(x)]
     if bad_losses:
         raise MagnetError(f"{where}: the training loss is {bad_losses[0]}; {advice}")
+    params = [p.detach() for p in model.parameters() if p.is_floating_point()]
+    if params and bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+        return  # one device sync per step; the names are looked up only on failure
     bad = non_finite_names(dict(model.named_parameters()))
     if bad:
         more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
