@@ -11,6 +11,8 @@ and command-line text into those dataclasses and back, strictly:
 - every value is checked (and, where lossless, converted) against the field's type: ``int``, ``float``,
   ``bool``, ``str``, ``Path``, ``Literal[...]``, ``X | None``, ``tuple[int, ...]``, ``tuple[int, int]``,
   ``list[X]``, ``dict[str, X]`` and nested dataclasses;
+- a value outside the field's declared domain (``magnet.domains``: ``optim.lr`` > 0, finite floats) is
+  refused by the dataclass's ``__post_init__``; the error gets the dotted key and the source here;
 - a ``ValueError`` raised by a dataclass's ``__post_init__`` (cross-field checks) becomes a ``ConfigError``
   naming the file and the section;
 - a dataclass with a ``preset_defaults(data)`` classmethod gets the keys its section lacks from it (the
@@ -41,6 +43,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 import yaml
 
 from magnet.atomic import atomic_write_text
+from magnet.domains import DomainError
 from magnet.errors import ConfigError
 
 T = TypeVar("T")
@@ -215,6 +218,8 @@ def _build_dataclass(cls: type, data: Mapping[str, Any], *, prefix: str, source:
         raise ConfigError(f"{source}: missing required key '{prefix}{missing[0]}'")
     try:
         return cls(**kwargs)
+    except DomainError as exc:  # the dataclass's check_domains: name the key with its section
+        raise ConfigError(f"{source}: {prefix}{exc}") from None
     except (ValueError, TypeError) as exc:
         section = f"section '{prefix[:-1]}'" if prefix else "config"
         raise ConfigError(f"{source}: {section}: {exc}") from None

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -46,7 +46,8 @@ from torch import Tensor, nn
 
 from magnet.atomic import atomic_path
 from magnet.data.manifest import Manifest, ManifestRow
-from magnet.errors import ConfigError, MagnetError
+from magnet.domains import NON_NEGATIVE, POSITIVE, SEED, AtLeast, check_domains
+from magnet.errors import MagnetError
 from magnet.metrics.auroc import auroc, table1
 from magnet.models.backbones import build_backbone
 from magnet.slides.pool import SlidePool
@@ -75,37 +76,34 @@ class ThumbnailConfig:
 
     #: View side in pixels. 224: the classic CNN input and the earlier ad-hoc control; 1024 shows what
     #: 20x more pixels of the same whole view add.
-    size: int = 224
+    size: Annotated[int, AtLeast(16)] = 224  # the small CNN needs at least 16 px
     #: Fixed epoch budget: 12 fits the 2-core benchmark machine (about 20 s per 224² epoch and 2 min per
     #: 1024² epoch on 420 slides). A budget, not convergence: on the 600-slide virtual set one 224² seed of
     #: two still improved at epoch 12 (docs/BENCHMARKS.md, "Thumbnail baseline").
-    epochs: int = 12
+    epochs: Annotated[int, AtLeast(1)] = 12
     #: 16 slides per step: ~26 steps per epoch on 420 slides, and enough for batch norm's statistics.
-    batch_size: int = 16
+    batch_size: Annotated[int, AtLeast(2)] = 16  # batch norm needs two samples
     #: Adam's default step size; the network is small and trained from scratch.
-    lr: float = 1e-3
+    lr: Annotated[float, POSITIVE] = 1e-3
     #: No weight decay: the fixed budget and validation selection are the regularisers.
-    weight_decay: float = 0.0
+    weight_decay: Annotated[float, NON_NEGATIVE] = 0.0
     #: Dihedral augmentation on: a slide has no orientation, and it multiplies the 420 views by 8.
     augment: bool = True
     #: Seeds the initial weights, the order of the slides and the augmentation.
-    seed: int = 0
+    seed: Annotated[int, SEED] = 0
     #: The grey filter as the model reads (paper §4.2); off only for ablations.
     grey_filter: bool = True
     #: Reader threads per slide (the project's machines have 2 cores).
-    threads: int = 2
+    threads: Annotated[int, AtLeast(1)] = 2
     #: Slides scored per forward pass at evaluation (memory: 64 x 3 x 1024² floats is 0.8 GB).
-    eval_batch_size: int = 32
-    #: Bootstrap replicates of ``table1``'s intervals (its default).
-    n_bootstrap: int = 1000
+    eval_batch_size: Annotated[int, AtLeast(1)] = 32
+    #: Bootstrap replicates of ``table1``'s intervals (its default; 0: no intervals).
+    n_bootstrap: Annotated[int, NON_NEGATIVE] = 1000
     #: Folder for the views as ``.npy`` files, reused across runs; ``None``: memory only.
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
-        if self.size < 16:
-            raise ConfigError(f"size: the small CNN needs at least 16 px, got {self.size}")
-        if self.epochs < 1 or self.batch_size < 2 or self.eval_batch_size < 1:
-            raise ConfigError("epochs >= 1, batch_size >= 2 (batch norm) and eval_batch_size >= 1 are needed")
+        check_domains(self)
 
 
 @dataclass

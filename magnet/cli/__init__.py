@@ -2,7 +2,10 @@
 
 Each subcommand module exposes ``register(subparsers)`` which adds its parser and sets ``func``. The modules
 stay thin: parse, build a config, call the library. A ``MagnetError`` (a user mistake) is printed as one line
-``magnet: error: <message>`` and exits with status 2, without a traceback.
+``magnet: error: <message>`` and exits with status 2, without a traceback. Numeric options are refused
+by argparse itself (``type=arg_type(...)`` from ``magnet.domains``, the rules the config keys follow), with
+its usual ``magnet <command>: error: argument --option: ...`` line and status 2; ``main`` returns that
+status instead of exiting, like every other.
 """
 
 from __future__ import annotations
@@ -34,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse's usage error (2: one line naming the option), --help, --version
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         code = args.func(args)
     except MagnetError as exc:

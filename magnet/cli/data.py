@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
+from magnet.domains import NON_NEGATIVE, arg_type
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("data", help="build manifests from public data set layouts")
@@ -21,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cam.add_argument("--c16", default=None, help="Camelyon16 root (training/, testing/)")
     cam.add_argument("--c17", default=None, help="Camelyon17 root (patient_*_node_*.tif, stage_labels.csv)")
     cam.add_argument("--protocol", choices=("paper", "c16_official"), default="paper")
-    cam.add_argument("--seed", type=int, default=0)
+    cam.add_argument("--seed", type=arg_type(int, NON_NEGATIVE), default=0)
     cam.add_argument("--out", required=True, help="manifest CSV to write")
     cam.set_defaults(func=run_camelyon)
 

@@ -11,6 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
+from magnet.domains import NON_NEGATIVE, AtLeast, arg_type
 from magnet.errors import MagnetError
 from magnet.synth.uri import VERSIONS
 
@@ -19,8 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="virtual slides → train → evaluate, on the CPU")
     p.add_argument("--out", default="runs/demo", help="output folder")
     p.add_argument("--config", default="configs/demo.yaml", help="training recipe")
-    p.add_argument("--n", type=int, default=400, help="virtual slides in the data set")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=arg_type(int, AtLeast(1)), default=400, help="virtual slides in the data set")
+    p.add_argument("--seed", type=arg_type(int, NON_NEGATIVE), default=0)
     p.add_argument("--version", type=int, choices=VERSIONS, default=None,
                    help="virtual-slide generator version (default 2; 1 reproduces demos recorded before it)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from magnet.domains import NON_NEGATIVE, AtLeast, arg_type
 from magnet.metrics.auroc import format_table1
 
 
@@ -14,8 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("manifest")
     p.add_argument("--split", default="", help="evaluate only this split of the manifest (e.g. test)")
     p.add_argument("--out", default="", help="output folder (default: beside the checkpoint, eval-<split>)")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95 %% intervals")
+    p.add_argument("--batch-size", type=arg_type(int, AtLeast(1)), default=4)
+    p.add_argument("--bootstrap", type=arg_type(int, NON_NEGATIVE), default=1000,
+                   help="bootstrap resamples for the 95 %% intervals (0: none)")
     p.set_defaults(func=run)
 
 

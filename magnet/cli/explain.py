@@ -12,13 +12,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from magnet.domains import AtLeast, arg_type
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("explain", help="ROI figures, patch strips, GeoJSON (QuPath) and HTML reports")
     p.add_argument("checkpoint")
     p.add_argument("slides", nargs="+", help="slide files or URIs (synth:...)")
     p.add_argument("--out", required=True, help="output folder (one subfolder per slide, index.html)")
-    p.add_argument("--thumbnail-size", type=int, default=1024,
+    p.add_argument("--thumbnail-size", type=arg_type(int, AtLeast(16)), default=1024,
                    help="longer side of the slide thumbnail in rois.png, pixels (default 1024)")
     p.add_argument("--device", default="cpu", help="torch device to run the model on (default cpu)")
     p.set_defaults(func=run)
@@ -31,8 +33,6 @@ def run(args: argparse.Namespace) -> int:
     from magnet.slides.pool import SlidePool
     from magnet.training.checkpoints import load_model
 
-    if args.thumbnail_size < 16:
-        raise MagnetError(f"--thumbnail-size must be at least 16 pixels, got {args.thumbnail_size}")
     model, config = load_model(args.checkpoint)
     model.to(args.device)
     out = Path(args.out)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from magnet import strict_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from magnet.evaluation.predict import predict
 
     results = predict(args.checkpoint, args.slides)
-    text = json.dumps(results, indent=1)
+    text = strict_json.dumps(results, indent=1)
     if args.out:
         Path(args.out).write_text(text + "\n")
     else:

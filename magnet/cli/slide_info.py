@@ -9,10 +9,11 @@ downsample, microns per pixel and the associated images. ``--json`` prints one J
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
+from magnet import strict_json
+from magnet.domains import AtLeast, arg_type
 from magnet.errors import MagnetError
 from magnet.slides import Slide, open_slide
 
@@ -30,7 +31,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--thumbnail", metavar="OUT.png", help="save a thumbnail of the whole slide here")
     parser.add_argument(
         "--thumbnail-size",
-        type=int,
+        type=arg_type(int, AtLeast(1)),
         default=DEFAULT_THUMBNAIL_SIZE,
         metavar="N",
         help=f"longer side of the thumbnail in pixels (default {DEFAULT_THUMBNAIL_SIZE})",
@@ -87,14 +88,12 @@ def save_thumbnail(slide: Slide, out: str, max_size: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.thumbnail_size < 1:
-        raise MagnetError(f"--thumbnail-size must be at least 1, got {args.thumbnail_size}")
     with open_slide(args.path) as slide:
         info = slide_summary(slide)
         if args.thumbnail:
             save_thumbnail(slide, args.thumbnail, args.thumbnail_size)
     if args.json:
-        print(json.dumps(info))
+        print(strict_json.dumps(info))
     else:
         print(format_summary(info))
         if args.thumbnail:

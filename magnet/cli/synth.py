@@ -11,14 +11,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from magnet.domains import NON_NEGATIVE, POSITIVE, AtLeast, Interval, MultipleOf, arg_type
 from magnet.errors import ConfigError
 from magnet.synth.uri import DEFAULT_MPP, DEFAULT_SIZE, TEXTURES, VERSIONS, parse_size
 
 
 def _size(text: str) -> tuple[int, int]:
     size = parse_size(text)
-    if size is None:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels, got {text!r}")
+    if size is None or min(size) < 1:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels, each >= 1, got {text!r}")
     return size
 
 
@@ -32,8 +33,12 @@ def register(subparsers: Any) -> None:
     actions.required = True
 
     dataset = actions.add_parser("dataset", help="write a manifest of virtual slides (no pixels)")
-    dataset.add_argument("--n", type=int, default=400, help="number of slides (default 400)")
-    dataset.add_argument("--seed", type=int, default=0, help="data set seed (default 0)")
+    dataset.add_argument(
+        "--n", type=arg_type(int, AtLeast(1)), default=400, help="number of slides (default 400)"
+    )
+    dataset.add_argument(
+        "--seed", type=arg_type(int, NON_NEGATIVE), default=0, help="data set seed (default 0)"
+    )
     dataset.add_argument(
         "--out", required=True, metavar="DIR", help="folder for manifest.csv and lesions.json"
     )
@@ -46,7 +51,10 @@ def register(subparsers: Any) -> None:
         help=f"level-0 size of every slide (default {default_size})",
     )
     dataset.add_argument(
-        "--mpp", type=float, default=DEFAULT_MPP, help=f"um per pixel (default {DEFAULT_MPP})"
+        "--mpp",
+        type=arg_type(float, POSITIVE),
+        default=DEFAULT_MPP,
+        help=f"um per pixel (default {DEFAULT_MPP})",
     )
     dataset.add_argument("--texture", choices=TEXTURES, default="procedural", help="cell texture source")
     dataset.add_argument(
@@ -65,8 +73,18 @@ def register(subparsers: Any) -> None:
     export = actions.add_parser("export", help="write a virtual slide as a pyramidal TIFF")
     export.add_argument("uri", help="virtual slide, e.g. synth:seed=17,size=8000x8000,lesion=micro")
     export.add_argument("out", help="TIFF file to write")
-    export.add_argument("--tile-size", type=int, default=256, help="tile side, multiple of 16 (default 256)")
-    export.add_argument("--quality", type=int, default=90, help="JPEG quality 1..100 (default 90)")
+    export.add_argument(
+        "--tile-size",
+        type=arg_type(int, AtLeast(16), MultipleOf(16)),
+        default=256,
+        help="tile side, multiple of 16 (default 256)",
+    )
+    export.add_argument(
+        "--quality",
+        type=arg_type(int, Interval(1, 100)),
+        default=90,
+        help="JPEG quality 1..100 (default 90)",
+    )
     export.set_defaults(func=run_export)
 
 

@@ -19,6 +19,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from magnet import strict_json
 from magnet.atomic import atomic_write_text
 
 LesionClass = Literal["negative", "macro", "micro", "itc"]
@@ -50,7 +51,7 @@ def slide_class(lesion_class: str | None, label: int) -> str:
 
 def write_lesions(outlines: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike[str]) -> None:
     """Write lesion dicts by slide name as compact JSON, atomically."""
-    atomic_write_text(path, json.dumps(outlines, separators=(",", ":")) + "\n")
+    atomic_write_text(path, strict_json.dumps(outlines, separators=(",", ":")) + "\n")
 
 
 def read_lesions(path: str | os.PathLike[str]) -> dict[str, list[np.ndarray]]:

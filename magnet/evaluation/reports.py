@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
+from magnet import strict_json
 from magnet.atomic import atomic_path, atomic_write_text
 from magnet.metrics.auroc import TABLE1_COLUMNS, as_labels, auroc_pos_neg
 
@@ -85,8 +86,8 @@ def _cell(value: Any) -> str:
 
 
 def write_metrics_json(result: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
-    """``result`` (e.g. from ``table1``) as indented JSON, atomically; NaN is refused (not valid JSON)."""
-    atomic_write_text(path, json.dumps(result, indent=2, allow_nan=False) + "\n")
+    """``result`` (e.g. from ``table1``) as indented strict JSON, atomically (an undefined number: null)."""
+    atomic_write_text(path, strict_json.dumps(result, indent=2) + "\n")
 
 
 def read_metrics_json(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -20,11 +20,11 @@ coordinates by convention, as here.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
 
+from magnet import strict_json
 from magnet.atomic import atomic_write_text
 from magnet.explain.palette import layer_colour
 
@@ -75,4 +75,4 @@ def write_geojson(
     running_probabilities: Sequence[float] = (),
 ) -> None:
     """Write ``roi_features(...)`` to ``path`` (atomic)."""
-    atomic_write_text(path, json.dumps(roi_features(boxes_per_layer, running_probabilities)) + "\n")
+    atomic_write_text(path, strict_json.dumps(roi_features(boxes_per_layer, running_probabilities)) + "\n")

@@ -3,7 +3,7 @@
 Shared by validation during training, ``magnet evaluate`` and ``magnet predict``. Inference uses the plain
 bilinear sampler (the model in eval mode, docs/method.md §3.4), the identity root view (no augmentation) and
 no gradient. A slide that cannot be opened or read is reported in ``SlidePrediction.error`` and does not
-stop the others.
+stop the others; so is a non-finite probability (a model with corrupt weights), which no metric may use.
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ def _predict_batch(model, specs, readers, device, t0, oracle) -> list[SlidePredi
             SlidePrediction(
                 slide=spec,
                 probability=float(probs[i]),
+                error=_non_finite_reason(float(probs[i])),
                 slide_size=tuple(readers[i].slide_size),
                 seconds=seconds,
                 layers=layers,
@@ -109,3 +110,10 @@ def _predict_batch(model, specs, readers, device, t0, oracle) -> list[SlidePredi
             )
         )
     return preds
+
+
+def _non_finite_reason(probability: float) -> str:
+    """The error of a prediction whose probability is not a number ("" when it is fine)."""
+    if math.isfinite(probability):
+        return ""
+    return f"the model gave a non-finite probability ({probability}); its weights are likely corrupt"

@@ -8,7 +8,8 @@ The slide reader's options (grey filter, cache, threads) are not model keys: the
 
 Every string choice is a ``Literal`` type named once (here, or in the layer that owns it: ``Spread``,
 ``SamplerKind``); the tuples of allowed values come from it with ``typing.get_args``, so the YAML loader,
-``__post_init__`` and the layers check the same list.
+``__post_init__`` and the layers check the same list. Likewise every number's own range is declared in its
+annotation (``magnet.domains``); ``_validate`` keeps only the checks that relate several keys.
 
 ``variant`` names a preset of ``magnet.models.variants``. Built from a mapping (a recipe, a checkpoint, a
 ``--set``), the preset supplies every key the mapping does not give (``preset_defaults``, which
@@ -20,8 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
+from magnet.domains import NON_EMPTY, NON_NEGATIVE, POSITIVE, AtLeast, Each, Interval, check_domains
 from magnet.errors import ConfigError
 from magnet.layers.samplers import SamplerKind
 from magnet.layers.theta import Spread
@@ -42,6 +44,8 @@ AUX_BACKBONES: tuple[AuxBackboneName, ...] = get_args(AuxBackboneName)
 ZOOMS: tuple[Zoom, ...] = get_args(Zoom)
 SIBLING_LAYOUTS: tuple[SiblingLayoutName, ...] = get_args(SiblingLayoutName)
 READOUTS: tuple[Readout, ...] = get_args(Readout)
+# A zoom, or a side as a fraction of the parent's or the slide's: (0, 1].
+UNIT_SCALE = Interval(0, 1, open_low=True)
 # torchvision's InceptionV3 has no valid feature map below 75 x 75 input pixels.
 INCEPTION_MIN_SIZE = 75
 
@@ -55,22 +59,22 @@ class MagNetConfig:
     variant: Variant = field(default="magnet3", compare=False)
     # P_l per layer (paper §3.4: "a combination of [2, 3]"; [2, 3, 3] gives Figure 4's 18 final patches)
     # [choice: docs/method.md §2.9 fixes the exact combination].
-    patches_per_layer: tuple[int, ...] = (2, 3, 3)
+    patches_per_layer: Annotated[tuple[int, ...], NON_EMPTY, Each(AtLeast(1))] = (2, 3, 3)
     # I: what the localisation heads see (paper §3.1: 56 x 56; larger did not fit one GPU).
-    view_size: int = 56
+    view_size: Annotated[int, AtLeast(1)] = 56
     # I': what patches are sampled from, twice I (paper §3.1: 112 x 112).
-    read_size: int = 112
+    read_size: Annotated[int, AtLeast(1)] = 112
     # Grid of the last layer's patches, the classifier's input (paper §3.2: 224 x 224).
-    final_size: int = 224
+    final_size: Annotated[int, AtLeast(1)] = 224
     # [choice] the last layer's I' is read at twice its grid, as I' is twice I elsewhere
     # (docs/method.md §2.5).
-    final_read_size: int = 448
+    final_read_size: Annotated[int, AtLeast(1)] = 448
     # Floor of the zoom s (paper eq. 1: 0.05; keeps gradients alive early in training).
-    min_scale: float = 0.05
+    min_scale: Annotated[float, UNIT_SCALE] = 0.05
     # [choice] s = max(max_scale * spread, min_scale): a flat map gives max_scale (docs/method.md §9). 1 is
     # the identity start of docs/method.md §2.3, under which untrained heads never zoom (final patches =
     # whole slide, docs/BENCHMARKS.md); 0.5 starts every layer at half its parent's side.
-    max_scale: float = 1.0
+    max_scale: Annotated[float, UNIT_SCALE] = 1.0
     # [choice] "calibrated": s = sqrt(1.5 E||x - mu||^2) so a flat map is the identity view
     # (docs/method.md §2.3); "expected_l2": the paper's literal wording.
     spread: Spread = "calibrated"
@@ -78,7 +82,7 @@ class MagNetConfig:
     sampler: SamplerKind = "linearized"
     # [choice] initial offset o_k of each child inside its parent, t = tanh(mu + atanh(o_k)), so siblings
     # start on different boxes (docs/method.md §2.4: +-0.4 worked). 0 puts every sibling on the same box.
-    sibling_offset: float = 0.4
+    sibling_offset: Annotated[float, Interval(0, 1, open_high=True)] = 0.4  # it passes atanh
     # [choice] how siblings start apart (docs/method.md §2.4, §9). "offset": the initial offsets above, in
     # theta. "strips": each headed child's map is confined to its own strip of the parent (K_heads strips,
     # side by side along x at odd layers, along y at even ones) and the offsets are 0: siblings partition
@@ -98,12 +102,12 @@ class MagNetConfig:
     # mean s = 0.5, so after three layers the typical final box has side 1/8 of the slide (the hit threshold
     # of magnet.metrics.localisation: about half the random boxes are small enough to count) and the
     # smallest 1/64.
-    random_zoom_min_scale: float = 0.25
+    random_zoom_min_scale: Annotated[float, UNIT_SCALE] = 0.25
     # [choice, a control, not the paper] zoom="oracle" (docs/method.md §8): layers 1..L-1 as "fixed", the
     # final patches placed by ground truth (magnet.inference.oracle: centred on random lesion points of
     # positive slides, random tissue points of negatives). Their side, as a fraction of the slide's longer
     # side: 1/8 is the hit threshold of magnet.metrics.localisation, the largest patch that still counts.
-    oracle_side: float = 0.125
+    oracle_side: Annotated[float, UNIT_SCALE] = 0.125
     # [choice] head MIL (docs/method.md §9): each layer's head logit maps (before the temperature) double as
     # pixel-level tumour-score maps; their log-sum-exp pool over the layer's heads and pixels is a slide
     # logit trained against the slide label (loss.head_mil), so the heads learn *what* to look at from the
@@ -112,7 +116,7 @@ class MagNetConfig:
     head_mil: bool = False
     # [choice] r of the LSE pool (1/r) log mean exp(r z) (Pinheiro & Collobert, CVPR 2015): large r is a max
     # (one pixel gets the gradient), small r a mean (a lesion of a few pixels is drowned).
-    head_mil_sharpness: float = 5.0
+    head_mil_sharpness: Annotated[float, POSITIVE] = 5.0
     # Whether the losses reach the heads through theta and the sampler (the paper: that is how heads learn).
     # [choice] false: theta is detached and the heads learn from head_mil alone (docs/method.md §9). Measured
     # (docs/BENCHMARKS.md): with it on, the heads' gradient norms were 2-6 x 10^5 and the head-MIL loss rose
@@ -122,34 +126,34 @@ class MagNetConfig:
     # [choice] low-pass gradient path for theta (docs/method.md §9): sigma (in I' pixels) of a Gaussian blur
     # of I' used only for the gradient with respect to theta; the forward value stays the sharp sample. The
     # sampler's gradient otherwise follows cell-scale texture, not the lesion-scale signal. 0 = off.
-    theta_grad_blur: float = 0.0
+    theta_grad_blur: Annotated[float, NON_NEGATIVE] = 0.0
     # [choice] (docs/method.md §9) the heads see local contrast, I - blur(I) + 0.5 with this sigma (in I
     # pixels), instead of I: a lesion differs from the tissue around it, while whole slides differ in stain
     # (the virtual slides' stain varies per slide, as real ones do), which the absolute colour mixes in. On
     # cached root views this was the difference between heads that learn nothing from the label and heads
     # that find macro-metastases (bench/head_mil_root.py). 0 = off (the paper: the heads see I).
-    head_highpass: float = 0.0
+    head_highpass: Annotated[float, NON_NEGATIVE] = 0.0
     # [choice] channels per branch of the Inception-style head blocks (docs/method.md §2.1: 8-16).
-    head_branch_channels: int = 8
+    head_branch_channels: Annotated[int, AtLeast(1)] = 8
     # Paper §3.1: three stacked multi-kernel convolutional layers per patch.
-    head_blocks: int = 3
+    head_blocks: Annotated[int, AtLeast(1)] = 3
     # [choice] std of the heads' last 1x1 conv: tiny, so sparsemax starts near-flat, not one-hot
     # (docs/method.md §2.4, the sparsemax collapse trap).
-    head_init_std: float = 1e-3
+    head_init_std: Annotated[float, NON_NEGATIVE] = 1e-3
     # [choice] learnable temperature exp(beta), beta = 0 at start, per head (docs/method.md §2.4).
     learn_temperature: bool = True
     # Paper §3.2: ImageNet InceptionV3. "resnet18" is lighter; "small" is a CNN for CPU runs.
     backbone: BackboneName = "inception_v3"
     # Final patches are resized to this before the classifier's CNN; None = final_size (no resize).
-    classifier_input_size: int | None = None
+    classifier_input_size: Annotated[int, AtLeast(1)] | None = None
     # How the classifier turns the final patches into the slide logit. "gru": the paper's GRU over the
     # patch sequence (§3.2). [choice] (docs/method.md §9) "max" / "lse": a logit per patch (the same FC head
     # on the CNN features, no GRU) and their max / log-mean-exp, so one patch on the lesion can decide alone.
     readout: Readout = "gru"
     # [choice] GRU hidden size; the paper does not give it (docs/method.md §4).
-    gru_hidden: int = 512
+    gru_hidden: Annotated[int, AtLeast(1)] = 512
     # Paper §3.3: auxiliary classifiers on the patches of layers 1 and 3 (1-based; empty = none).
-    aux_layers: tuple[int, ...] = (1, 3)
+    aux_layers: Annotated[tuple[int, ...], Each(AtLeast(1))] = (1, 3)
     # Paper §3.3: ImageNet ResNet-18; "small" for CPU runs.
     aux_backbone: AuxBackboneName = "resnet18"
     # Paper §4.3: ImageNet weights for InceptionV3 / ResNet-18. False by default so nothing downloads
@@ -184,28 +188,14 @@ class MagNetConfig:
         return self.frozen_patch and layer == 2
 
     def _validate(self) -> None:
+        """Choices and each key's own range (declared in the annotations), then the keys' relations."""
         _check_choices(self)
-        if not self.patches_per_layer:
-            raise ConfigError("patches_per_layer is empty: a MagNet needs at least one magnifying layer")
-        if any(p < 1 for p in self.patches_per_layer):
-            raise ConfigError(f"patches_per_layer={list(self.patches_per_layer)}: every entry must be >= 1")
+        check_domains(self)
         if self.frozen_patch and self.num_layers >= 2 and self.patches_per_layer[1] < 2:
             raise ConfigError(
                 "frozen_patch=True needs >= 2 patches at layer 2 (the first is frozen); "
                 f"got patches_per_layer={list(self.patches_per_layer)}"
             )
-        for name in (
-            "view_size",
-            "read_size",
-            "final_size",
-            "final_read_size",
-            "gru_hidden",
-            "head_blocks",
-            "head_branch_channels",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name}={value!r}: must be a positive integer")
         if self.read_size < self.view_size:
             raise ConfigError(f"read_size={self.read_size} < view_size={self.view_size}: I' must hold >= I")
         if self.final_read_size < self.final_size:
@@ -213,18 +203,8 @@ class MagNetConfig:
                 f"final_read_size={self.final_read_size} < final_size={self.final_size}: "
                 "the last layer samples its patches from a read at least as large as its grid"
             )
-        if self.classifier_input_size is not None and self.classifier_input_size < 1:
-            raise ConfigError(f"classifier_input_size={self.classifier_input_size}: must be positive or None")
-        if not 0 < self.min_scale <= 1:
-            raise ConfigError(f"min_scale={self.min_scale}: must lie in (0, 1]")
         if not self.min_scale <= self.max_scale <= 1:
             raise ConfigError(f"max_scale={self.max_scale}: must lie in [min_scale={self.min_scale}, 1]")
-        if not 0 <= self.sibling_offset < 1:
-            raise ConfigError(f"sibling_offset={self.sibling_offset}: must lie in [0, 1) (it passes atanh)")
-        if self.head_init_std < 0:
-            raise ConfigError(f"head_init_std={self.head_init_std}: must be >= 0")
-        if not 0 < self.oracle_side <= 1:
-            raise ConfigError(f"oracle_side={self.oracle_side}: must lie in (0, 1] (a fraction of the slide)")
         if not self.min_scale <= self.random_zoom_min_scale <= self.max_scale:
             raise ConfigError(
                 f"random_zoom_min_scale={self.random_zoom_min_scale}: "
@@ -235,12 +215,6 @@ class MagNetConfig:
                 "head_mil=True needs sibling_layout=strips: with offsets a box does not go where its head "
                 "looks, so the score map would not steer the zoom"
             )
-        if not self.head_mil_sharpness > 0:
-            raise ConfigError(f"head_mil_sharpness={self.head_mil_sharpness}: must be > 0")
-        if self.head_highpass < 0:
-            raise ConfigError(f"head_highpass={self.head_highpass}: must be >= 0 (0 = off)")
-        if self.theta_grad_blur < 0:
-            raise ConfigError(f"theta_grad_blur={self.theta_grad_blur}: must be >= 0 (0 = off)")
         if self.backbone == "inception_v3" and self.classifier_size < INCEPTION_MIN_SIZE:
             raise ConfigError(
                 f"backbone=inception_v3 needs classifier input >= {INCEPTION_MIN_SIZE} px, "

@@ -9,6 +9,7 @@ weights_only=True)`` reads it and ``predict`` rebuilds the model from the checkp
 
 Writing goes to a temporary file in the same folder, then ``os.replace``: an interrupted write (Ctrl-C, a
 killed job, a full disk) never leaves a half-written checkpoint under the real name.
+Nor is a checkpoint with a NaN or infinite weight ever written (``finite``): it would load and predict NaN.
 """
 
 from __future__ import annotations
@@ -23,13 +24,18 @@ from magnet.config_io import config_from_dict, config_to_dict
 from magnet.errors import ConfigError, MagnetError
 from magnet.models.magnet import MagNet
 from magnet.models.model_config import MagNetConfig
+from magnet.training.finite import non_finite_names
 from magnet.training.recipe import TrainConfig
 
 FORMAT = "magnet-checkpoint/1"
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` (plus the format tag) to ``path`` atomically."""
+    """Write ``payload`` (plus the format tag) to ``path`` atomically; never with non-finite weights."""
+    bad = non_finite_names(payload.get("model", {}))
+    if bad:
+        raise MagnetError(f"{path}: not written: non-finite weights ({', '.join(bad[:3])}"
+                          f"{' ...' if len(bad) > 3 else ''})")
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         torch.save({"format": FORMAT, **payload}, handle)
 

@@ -5,7 +5,8 @@ slide a dihedral map (folded into its root ROI, docs/method.md §1), run the Mag
 reads the slides itself through ``RegionReader``s), back-propagate the loss of ``losses``, step Adam every
 ``grad_accum`` batches; cosine-anneal the learning rate per epoch; validate; write ``last.ckpt`` (and
 ``best.ckpt`` on a better validation AUROC) atomically (``checkpoints``); append a row to ``metrics.csv``
-and TensorBoard (``run_log``, with the zoom ``diagnostics``). Before epoch 1 the first layer's heads may be
+and TensorBoard (``run_log``, with the zoom ``diagnostics``). A non-finite loss or weight stops the run
+at once (``finite``), before anything of that epoch is saved. Before epoch 1 the first layer's heads may be
 warmed up alone on cached root views (``warmup``, docs/method.md §9).
 
 Under the oracle-zoom control (docs/method.md §8) the final ROIs of each step come from
@@ -52,6 +53,7 @@ from magnet.training.checkpoints import (
     save_checkpoint,
 )
 from magnet.training.diagnostics import ZoomDiagnostics
+from magnet.training.finite import check_step
 from magnet.training.losses import magnet_loss
 from magnet.training.recipe import TrainConfig
 from magnet.training.run_log import RunLog
@@ -217,6 +219,7 @@ class Trainer:
         bar = tqdm(total=sum(len(b) for b in batches), desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
                    unit="slide", disable=not (self.show_progress and fabric.is_global_zero), leave=False)
         self.optimizer.zero_grad(set_to_none=True)
+        pending: list[float] = []  # losses of the batches since the last optimiser step
         for step, (rows, maps) in enumerate(zip(batches, dmaps, strict=True)):
             noise = epoch_generator(cfg.seed, epoch, salt=step + 1)
             failed = False
@@ -241,6 +244,8 @@ class Trainer:
                 skipped += 1
                 continue
             diagnostics.add_forward(out, [r.slide for r in rows], [s.slide_size for s in sources])
+            loss_value = float(losses.total.detach())
+            pending.append(loss_value)
             fabric.backward(losses.total / cfg.optim.grad_accum)
             if (step + 1) % cfg.optim.grad_accum == 0 or step + 1 == len(batches):
                 diagnostics.add_gradients(self.module)
@@ -248,9 +253,11 @@ class Trainer:
                     fabric.clip_gradients(self.model, self.optimizer, max_norm=cfg.optim.grad_clip)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
+                check_step(pending, self.module, epoch=epoch, step=step)
+                pending.clear()
             n = len(rows)
             seen += n
-            totals["loss"] += float(losses.total.detach()) * n
+            totals["loss"] += loss_value * n
             totals["final"] += float(losses.final.detach()) * n
             totals["aux"] += float(sum(v.detach() for v in losses.aux.values())) * n
             totals["paradoxical"] += float(losses.paradoxical.detach()) * n
@@ -292,7 +299,7 @@ class Trainer:
         try:
             for epoch in range(self.epoch, cfg.optim.epochs):
                 row: dict[str, Any] = {"epoch": epoch + 1, **self._train_epoch(epoch)}
-                due = (epoch + 1) % max(cfg.eval_every, 1) == 0 or epoch + 1 == cfg.optim.epochs
+                due = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.optim.epochs
                 row["val_auroc"], row["val_n"] = self._validate() if due else (math.nan, 0)
                 row["minutes"] = (time.perf_counter() - start) / 60
                 self.history.append(row)

@@ -18,12 +18,13 @@ total = w_final * CE(final logit) + w_aux * sum_l CE(aux logit of layer l) + w_p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from magnet.errors import ConfigError
+from magnet.domains import NON_NEGATIVE, check_domains
 from magnet.models.magnet import MagNetOutput
 
 __all__ = ["LossWeights", "LossBreakdown", "magnet_loss", "paradoxical_loss"]
@@ -33,15 +34,14 @@ __all__ = ["LossWeights", "LossBreakdown", "magnet_loss", "paradoxical_loss"]
 class LossWeights:
     """Weights of the loss terms; all 1 as in docs/method.md §4 (the paper gives none)."""
 
-    final: float = 1.0  # CE on the GRU's last step (paper §4.3)
-    aux: float = 1.0  # each auxiliary classifier's CE (paper §3.3)
-    paradoxical: float = 1.0  # lambda of the paradoxical hinge (paper §3.3, §4.3)
-    head_mil: float = 1.0  # [choice] the heads' MIL CE, mean over layers (only if model.head_mil)
+    final: Annotated[float, NON_NEGATIVE] = 1.0  # CE on the GRU's last step (paper §4.3)
+    aux: Annotated[float, NON_NEGATIVE] = 1.0  # each auxiliary classifier's CE (paper §3.3)
+    paradoxical: Annotated[float, NON_NEGATIVE] = 1.0  # lambda of the paradoxical hinge (paper §3.3, §4.3)
+    # [choice] the heads' MIL CE, mean over layers (only if model.head_mil)
+    head_mil: Annotated[float, NON_NEGATIVE] = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("final", "aux", "paradoxical", "head_mil"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"loss weight {name}={getattr(self, name)}: must be >= 0")
+        check_domains(self)
 
 
 @dataclass

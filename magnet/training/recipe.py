@@ -4,12 +4,16 @@ A recipe YAML (``configs/*.yaml``) is read into ``TrainConfig`` by ``magnet.conf
 rejects unknown keys; ``--set key=value`` overrides any field; the resolved config is saved beside every
 run and inside every checkpoint. Defaults follow the paper §4 and docs/method.md §5 (Adam 3e-5, cosine
 annealing, 200 epochs, batch 16, dihedral augmentation, grey filter); keys marked [choice] are ours.
+Each number's allowed range is declared in its annotation (``magnet.domains``) and checked whenever a
+config is built, so a NaN learning rate or a zero batch size never reaches the training loop.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
+from magnet.domains import NON_NEGATIVE, POSITIVE, SEED, AtLeast, check_domains
 from magnet.models.model_config import MagNetConfig
 from magnet.training.losses import LossWeights
 
@@ -21,25 +25,34 @@ class DataConfig:
     val_split: str = "validation"  # empty: no validation (e.g. retraining on train + validation, paper §4.1)
     augment: bool = True  # the 8 dihedral maps folded into the root ROI (paper §4.2)
     grey_filter: bool = True  # paper §4.2: max-min < 15 becomes black
-    reader_threads: int = 2  # region reads per slide run in a thread pool
+    reader_threads: Annotated[int, AtLeast(1)] = 2  # region reads per slide run in a thread pool
     skip_bad: bool = False  # drop bad manifest rows (reported) instead of refusing to start
-    max_open_slides: int = 64  # [choice] LRU of open slide handles; virtual slides cost nothing to reopen
+    # [choice] LRU of open slide handles; virtual slides cost nothing to reopen
+    max_open_slides: Annotated[int, AtLeast(1)] = 64
+
+    def __post_init__(self) -> None:
+        check_domains(self)
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 3e-5  # paper §4.3, for ImageNet-pretrained backbones
-    head_lr: float = 0.0  # [choice] learning rate of the localisation heads; 0 = same as lr
-    weight_decay: float = 0.0
-    epochs: int = 200  # paper §4.3
-    batch_size: int = 16  # paper: 16 for 3 layers, 8 for 4 layers
-    grad_accum: int = 1  # batches per optimiser step
-    grad_clip: float = 0.0  # [choice] max gradient norm; 0 = off
-    warmup_epochs: int = 0  # [choice] linear warm-up before cosine annealing
+    lr: Annotated[float, POSITIVE] = 3e-5  # paper §4.3, for ImageNet-pretrained backbones
+    # [choice] learning rate of the localisation heads; 0 = same as lr
+    head_lr: Annotated[float, NON_NEGATIVE] = 0.0
+    weight_decay: Annotated[float, NON_NEGATIVE] = 0.0
+    epochs: Annotated[int, AtLeast(1)] = 200  # paper §4.3
+    batch_size: Annotated[int, AtLeast(1)] = 16  # paper: 16 for 3 layers, 8 for 4 layers
+    grad_accum: Annotated[int, AtLeast(1)] = 1  # batches per optimiser step
+    grad_clip: Annotated[float, NON_NEGATIVE] = 0.0  # [choice] max gradient norm; 0 = off
+    warmup_epochs: Annotated[int, NON_NEGATIVE] = 0  # [choice] linear warm-up before cosine annealing
     # [choice, docs/method.md §9] steps of head warm-up before epoch 1: the first layer's heads alone, on
     # cached root views, with the head-MIL loss (magnet.training.warmup; needs model.head_mil). 0 = off.
-    head_warmup_steps: int = 0
-    head_warmup_batch: int = 16  # slides per warm-up step (root views are 56 x 56: cheap)
+    head_warmup_steps: Annotated[int, NON_NEGATIVE] = 0
+    # slides per warm-up step (root views are 56 x 56: cheap)
+    head_warmup_batch: Annotated[int, AtLeast(1)] = 16
+
+    def __post_init__(self) -> None:
+        check_domains(self)
 
 
 @dataclass
@@ -48,11 +61,14 @@ class TrainConfig:
     loss: LossWeights = field(default_factory=LossWeights)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    seed: int = 0  # seeds initialisation, shuffling, augmentation and sampler noise
+    seed: Annotated[int, SEED] = 0  # seeds initialisation, shuffling, augmentation and sampler noise
     accelerator: str = "auto"  # Lightning Fabric: cpu, gpu, auto
-    # Devices per node: a count (``--set devices=2``) or a Lightning string ("auto", "0,1").
-    devices: int | str = 1
-    num_nodes: int = 1
+    # Devices per node: a count (``--set devices=2``) or a Lightning string ("auto", "0,1"; "-1": all).
+    devices: Annotated[int, AtLeast(1)] | str = 1
+    num_nodes: Annotated[int, AtLeast(1)] = 1
     strategy: str = "auto"  # "ddp" for several GPUs or nodes
     precision: str = "32-true"  # "bf16-mixed" / "16-mixed" on GPU
-    eval_every: int = 1  # validate every N epochs
+    eval_every: Annotated[int, AtLeast(1)] = 1  # validate every N epochs
+
+    def __post_init__(self) -> None:
+        check_domains(self)

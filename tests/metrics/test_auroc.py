@@ -164,7 +164,6 @@ def test_predictions_csv_and_metrics_json(tmp_path: Path) -> None:
     write_metrics_json(result, tmp_path / "metrics.json")
     assert read_metrics_json(tmp_path / "metrics.json") == json.loads(json.dumps(result))
     assert json.loads((tmp_path / "metrics.json").read_text())["itc"]["auroc"] is None
-    with pytest.raises(ValueError):
-        write_metrics_json({"x": float("nan")}, tmp_path / "bad.json")
-    assert not (tmp_path / "bad.json").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "predictions.csv"]
+    write_metrics_json({"x": float("nan")}, tmp_path / "nan.json")  # strict JSON: "no number" is null
+    assert (tmp_path / "nan.json").read_text() == '{\n  "x": null\n}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "nan.json", "predictions.csv"]

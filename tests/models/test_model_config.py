@@ -49,8 +49,8 @@ def test_round_trips_through_asdict_and_yaml(name: str) -> None:
     [
         ({"aux_layers": (1, 4)}, "layer 4 is not in 1..3"),
         ({"aux_layers": (3, 1)}, "increasing order"),
-        ({"patches_per_layer": ()}, "at least one magnifying layer"),
-        ({"patches_per_layer": (2, 0)}, "must be >= 1"),
+        ({"patches_per_layer": ()}, "with at least one item"),
+        ({"patches_per_layer": (2, 0)}, "every item >= 1"),
         ({"patches_per_layer": (2, 1), "aux_layers": ()}, "frozen_patch=True needs"),
         ({"patches_per_layer": "233"}, "list of integers"),
         ({"read_size": 32}, "read_size=32 < view_size=56"),
