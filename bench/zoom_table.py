@@ -138,7 +138,8 @@ def main() -> None:
                         help=f"made data sets: virtual-slide generator version (default {DEFAULT_VERSION})")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
-    parser.add_argument("--modes", nargs="+", default=["learned", "fixed", "random", "oracle"])
+    parser.add_argument("--modes", nargs="*", default=["learned", "fixed", "random", "oracle"],
+                        help="zoom modes to train; none (a bare --modes): only the baselines")
     parser.add_argument("--out", default="/tmp/zoom-table")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--thumbnail", type=int, nargs="*", default=[],
