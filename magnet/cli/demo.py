@@ -2,7 +2,8 @@
 
 Makes a virtual data set (URIs only, nothing rendered ahead), trains ``configs/demo.yaml`` on its train
 split with validation, evaluates the best checkpoint on its test split and prints the Table-1 style
-result. Sized for 2 CPU cores (about 10-15 minutes). Everything lands in ``--out``.
+result. Sized for 2 CPU cores (15-20 minutes on version-2 slides on a quiet machine; docs/BENCHMARKS.md,
+"The demo"). Everything lands in ``--out``.
 """
 
 from __future__ import annotations
