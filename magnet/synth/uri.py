@@ -9,6 +9,7 @@ lesion), which is what ``VirtualSlide.path`` and the manifests carry.
 ``version`` names the generator: 1 (the default, also when the key is absent) is the original layout and
 renderer, 2 the lymph-node anatomy with look-alikes (docs/virtual-slides.md, "Version 2"). The canonical URI
 writes ``version=2`` and never ``version=1``, so every URI written before versions existed keeps its meaning.
+New data sets are version 2 unless told otherwise (``magnet.synth.dataset.DEFAULT_VERSION``).
 """
 
 from __future__ import annotations
