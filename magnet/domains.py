@@ -25,12 +25,13 @@ from __future__ import annotations
 import abc
 import argparse
 import dataclasses
+import functools
 import math
 import types
 import typing
 from collections.abc import Callable, Sized
 from dataclasses import dataclass
-from typing import Annotated, Any, get_args, get_origin
+from typing import Annotated, Any, ClassVar, get_args, get_origin
 
 from magnet.errors import ConfigError
 
@@ -56,31 +57,25 @@ def _is_number(value: Any) -> bool:
 
 
 @dataclass(frozen=True)
-class Above(Domain):
-    """Numbers strictly greater than ``low``."""
-
-    low: float
-
-    def allows(self, value: Any) -> bool:
-        return _is_number(value) and value > self.low
-
-    @property
-    def text(self) -> str:
-        return f"> {_num(self.low)}"
-
-
-@dataclass(frozen=True)
 class AtLeast(Domain):
     """Numbers greater than or equal to ``low``."""
 
     low: float
+    strict: ClassVar[bool] = False  # ``Above``: the bound itself is refused
 
     def allows(self, value: Any) -> bool:
-        return _is_number(value) and value >= self.low
+        return _is_number(value) and (value > self.low if self.strict else value >= self.low)
 
     @property
     def text(self) -> str:
-        return f">= {_num(self.low)}"
+        return f"{'>' if self.strict else '>='} {_num(self.low)}"
+
+
+@dataclass(frozen=True)
+class Above(AtLeast):
+    """Numbers strictly greater than ``low``."""
+
+    strict: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
@@ -244,6 +239,7 @@ def _base(hint: Any) -> Any:
     return get_args(hint)[0] if get_origin(hint) is Annotated else hint
 
 
+@functools.cache  # type hints are resolved once per config class, not per instance
 def _specs(cls: type) -> dict[str, _Spec]:
     hints = typing.get_type_hints(cls, include_extras=True)
     found = {f.name: _spec(hints[f.name]) for f in dataclasses.fields(cls)}
@@ -260,7 +256,8 @@ def _fits_kind(value: Any, base: Any) -> bool:
 
 def check_domains(config: object) -> None:
     """Refuse the first field of dataclass ``config`` outside its declared domain (``DomainError``)."""
-    for name, spec in _specs(type(config)).items():
+    cls: Any = type(config)  # a class is hashable, which mypy cannot see through ``type[object]``
+    for name, spec in _specs(cls).items():
         value = getattr(config, name)
         if value is None:
             continue
