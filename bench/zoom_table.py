@@ -9,8 +9,9 @@ The mean-RGB baseline is fitted on the same training split; with ``--thumbnail 2
 baseline (a small CNN on the whole-slide view at 224² / 1024², ``magnet.baselines.thumbnail``) is trained per
 seed on the same train and validation splits and scored on the same test set. Prints a Markdown table:
 AUROC per Table-1 column (one seed: with its 95 % bootstrap interval; several: mean +- standard error over
-seeds), hit rate per class, mean final patch side, output pixels read per slide, training minutes. Runs
-that finished are reused (delete ``--out`` to start over).
+seeds), hit rate per class (coarse, and at cellular resolution: a final patch read at <= 2 um/px on the
+lesion), mean final patch side and its um per output pixel, output pixels read per slide, training minutes.
+Runs that finished are reused (delete ``--out`` to start over).
 
     .venv/bin/python bench/zoom_table.py --out /tmp/zoom-table --seeds 1 2 3 --epochs 6
 
@@ -122,10 +123,10 @@ def auroc_cell(runs: list[dict], column: str) -> str:  # type: ignore[type-arg]
     return f"{np.mean(values):.2f} ± {np.std(values, ddof=1) / math.sqrt(len(values)):.2f}"
 
 
-def mean_of(runs: list[dict], key: str) -> str:  # type: ignore[type-arg]
+def mean_of(runs: list[dict], key: str, digits: int = 2) -> str:  # type: ignore[type-arg]
     values = [(r["metrics"].get("localisation") or {}).get(key) for r in runs]
     values = [v for v in values if v is not None]
-    return f"{np.mean(values):.2f}" if values else "–"
+    return f"{np.mean(values):.{digits}f}" if values else "–"
 
 
 def main() -> None:
@@ -161,21 +162,22 @@ def main() -> None:
     counts = {c: sum(r.lesion_class == c for r in test_rows) for c in ("negative", "macro", "micro", "itc")}
     print(f"\ntrain {args.data}, test {args.test} {counts}; seeds {args.seeds}, {args.epochs} epochs; "
           f"overrides {' '.join(args.overrides) or '-'}")
-    print("| zoom | Macro | Micro | ITC | Macro & Micro | All | hit macro | hit micro | final side "
-          "| px read / slide | train min |")
-    print("|---" * 11 + "|")
+    print("| zoom | Macro | Micro | ITC | Macro & Micro | All | hit macro | hit micro | hit ≤ 2 µm/px macro "
+          "/ micro / ITC | final side | µm/px | px read / slide | train min |")
+    print("|---" * 14 + "|")
     for mode, runs in results.items():
-        side = mean_of(runs, "mean_patch_side_fraction")
+        fine = " / ".join(mean_of(runs, f"hit_rate_fine_{c}") for c in ("macro", "micro", "itc"))
         print(f"| {mode} | " + " | ".join(auroc_cell(runs, c) for c in COLUMNS)
-              + f" | {mean_of(runs, 'hit_rate_macro')} | {mean_of(runs, 'hit_rate_micro')} | {side} "
+              + f" | {mean_of(runs, 'hit_rate_macro')} | {mean_of(runs, 'hit_rate_micro')} | {fine} "
+              + f"| {mean_of(runs, 'mean_patch_side_fraction')} | {mean_of(runs, 'final_um_per_px', 1)} "
               + f"| {runs[0]['pixels']:,} | {np.mean([r['minutes'] for r in runs]):.1f} |")
     rgb_cells = " | ".join(
         "–" if (rgb.get(c) or {}).get("auroc") is None
         else f"{rgb[c]['auroc']:.2f} ({rgb[c]['ci95'][0]:.2f}–{rgb[c]['ci95'][1]:.2f})" for c in COLUMNS)
-    print(f"| mean RGB | {rgb_cells} | – | – | – | thumbnail | – |")
+    print(f"| mean RGB | {rgb_cells} | – | – | – | – | – | thumbnail | – |")
     for size, runs in thumbnails.items():
         print(f"| thumbnail {size}² | " + " | ".join(auroc_cell(runs, c) for c in COLUMNS)
-              + f" | – | – | – | {size * size:,} | {np.mean([r['minutes'] for r in runs]):.1f} |")
+              + f" | – | – | – | – | – | {size * size:,} | {np.mean([r['minutes'] for r in runs]):.1f} |")
 
 
 if __name__ == "__main__":

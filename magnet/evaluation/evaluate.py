@@ -22,14 +22,23 @@ from magnet.evaluation.reports import save_roc_png, write_metrics_json, write_pr
 from magnet.inference.oracle import OracleZoom
 from magnet.inference.runner import SlidePrediction, predict_slides
 from magnet.metrics.auroc import table1
-from magnet.metrics.localisation import localisation_summary, manifest_outlines, slide_localisation
+from magnet.metrics.localisation import (
+    FINE_UM_PER_PX,
+    localisation_summary,
+    manifest_outlines,
+    slide_localisation,
+)
 from magnet.slides.pool import SlidePool
 from magnet.training.checkpoints import load_model
 
 
 def _localisation(good: list[tuple[ManifestRow, SlidePrediction]],
-                  outlines: dict[str, list[Any]] | None) -> dict[str, Any] | None:
+                  outlines: dict[str, list[Any]] | None, final_size: int) -> dict[str, Any] | None:
     """Hit rate, lesion share, patch size of the final patches (docs/method.md §5), where outlines are known.
+
+    With the slides' pixel size known, also the hit rate at cellular resolution (a final patch of
+    ``final_size`` pixels read at <= ``FINE_UM_PER_PX``) and ``final_um_per_px``, the final patches' mean
+    microns per output pixel.
 
     The manifest names its outlines file in a ``lesions`` column (``magnet synth dataset`` writes
     ``lesions.json``, ``magnet.metrics.localisation.manifest_outlines`` reads it); without it there is
@@ -38,8 +47,16 @@ def _localisation(good: list[tuple[ManifestRow, SlidePrediction]],
     """
     if outlines is None:
         return None
-    per_slide = [slide_localisation(p.layers[-1], p.slide_size, outlines.get(r.slide, [])) for r, p in good]
-    return localisation_summary(per_slide, _classes(good))
+    per_slide = [
+        slide_localisation(p.layers[-1], p.slide_size, outlines.get(r.slide, []),
+                           fine_side=None if p.mpp is None else FINE_UM_PER_PX * final_size / p.mpp)
+        for r, p in good
+    ]
+    summary = localisation_summary(per_slide, _classes(good))
+    scales = [s.mean_patch_side * p.mpp / final_size
+              for s, (_, p) in zip(per_slide, good, strict=True) if p.mpp]
+    summary["final_um_per_px"] = sum(scales) / len(scales) if scales else None
+    return summary
 
 
 def _classes(good: list[tuple[ManifestRow, SlidePrediction]]) -> list[str]:
@@ -48,17 +65,26 @@ def _classes(good: list[tuple[ManifestRow, SlidePrediction]]) -> list[str]:
 
 
 def format_localisation(loc: dict[str, Any] | None) -> str:
-    """Two lines: hit rate per class and the final patches' mean size (empty without lesion outlines)."""
+    """Hit rates per class (coarse, and at cellular resolution when known) and the final patches' size (empty
+    without lesion outlines)."""
     if not loc:
         return ""
-    cols = (*POSITIVE_CLASSES, "all")
-    hits = "  ".join(
-        f"{c} {loc[f'hit_rate_{c}']:.2f} (n={loc[f'n_{c}']})" if loc.get(f"hit_rate_{c}") is not None
-        else f"{c} –" for c in cols
+    lines = [f"hit rate (a final patch of side <= 1/8 slide on a lesion): {_per_class(loc, 'hit_rate')}"]
+    if any(loc.get(f"hit_rate_fine_{c}") is not None for c in (*POSITIVE_CLASSES, "all")):
+        lines.append(f"hit rate at cellular resolution (a final patch read at <= {FINE_UM_PER_PX:g} um/px "
+                     f"on a lesion): {_per_class(loc, 'hit_rate_fine')}")
+    resolution = loc.get("final_um_per_px")
+    lines.append(f"final patches: mean side {loc['mean_patch_side_fraction']:.3f} of the slide"
+                 + (f" ({resolution:.1f} um/px)" if resolution else "")
+                 + f", lesion share of their area (all positives) {loc.get('lesion_share_all') or 0:.3f}")
+    return "\n".join(lines)
+
+
+def _per_class(loc: dict[str, Any], key: str) -> str:
+    return "  ".join(
+        f"{c} {loc[f'{key}_{c}']:.2f} (n={loc[f'n_{c}']})" if loc.get(f"{key}_{c}") is not None else f"{c} –"
+        for c in (*POSITIVE_CLASSES, "all")
     )
-    return (f"hit rate (a final patch of side <= 1/8 slide on a lesion): {hits}\n"
-            f"final patches: mean side {loc['mean_patch_side_fraction']:.3f} of the slide, "
-            f"lesion share of their area (all positives) {loc.get('lesion_share_all') or 0:.3f}")
 
 
 @dataclass
@@ -92,7 +118,7 @@ def evaluate(checkpoint: str | Path, manifest: str | Path, out_dir: str | Path, 
     result = table1([r.label for r, _ in good], [p.probability for _, p in good], _classes(good),
                     n_bootstrap=n_bootstrap)
     result["n_failed"] = len(rows) - len(good)
-    result["localisation"] = _localisation(good, outlines)
+    result["localisation"] = _localisation(good, outlines, config.model.final_size)
     result["checkpoint"] = str(checkpoint)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

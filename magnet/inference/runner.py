@@ -19,6 +19,7 @@ from magnet.errors import ConfigError, SlideError
 from magnet.inference.oracle import OracleZoom
 from magnet.models.magnet import MagNet
 from magnet.slides.pool import SlidePool
+from magnet.slides.reader import RegionReader
 
 
 @dataclass
@@ -26,6 +27,7 @@ class SlidePrediction:
     slide: str
     probability: float = math.nan
     slide_size: tuple[int, int] = (0, 0)  # level-0 (width, height)
+    mpp: float | None = None  # microns per level-0 pixel (mean of x and y), None when the slide does not say
     seconds: float = 0.0
     # Per layer, per ROI: level-0 box [x0, y0, x1, y1] (floats, may extend beyond the slide).
     layers: list[list[list[float]]] = field(default_factory=list)
@@ -104,12 +106,18 @@ def _predict_batch(model, specs, readers, device, t0, oracle) -> list[SlidePredi
                 probability=float(probs[i]),
                 error=_non_finite_reason(float(probs[i])),
                 slide_size=tuple(readers[i].slide_size),
+                mpp=_mean_mpp(readers[i]),
                 seconds=seconds,
                 layers=layers,
                 running_probabilities=running[i].tolist(),
             )
         )
     return preds
+
+
+def _mean_mpp(reader: RegionReader) -> float | None:
+    mpp = reader.slide.mpp
+    return None if mpp is None else (mpp[0] + mpp[1]) / 2
 
 
 def _non_finite_reason(probability: float) -> str:

@@ -7,6 +7,10 @@ level-0 size and its lesion polygons (level-0 pixels, as ``magnet.data.lesions.r
   longer side overlaps a lesion polygon. The size cap matters: a patch as large as the slide "overlaps"
   every lesion (docs/method.md §7: a hit means nothing without the patch size). The overlap test is exact
   (matplotlib's box-path intersection, filled polygons, so a box inside a lesion counts).
+- ``fine_hit``: the same with a cap in level-0 pixels (``fine_side``), for a hit *at cellular resolution*:
+  the caller sets the cap to the box that a final patch of ``final_size`` pixels reads at
+  ``FINE_UM_PER_PX`` (2 um per output pixel [choice]: where the resolution curve of docs/BENCHMARKS.md
+  tells micro-metastases from their look-alikes); None when the slide's pixel size is unknown.
 - ``lesion_share``: the share of the final patches' summed area that lies inside lesions. [choice] Areas
   are summed per patch, overlapping patches counted as often as they are read, so it is the share of the
   classifier's input pixels that show lesion; the parts of a box off the slide count as non-lesion.
@@ -49,6 +53,8 @@ MAX_PATCH_FRACTION = 1 / 8
 # [choice] cells along the longer side for the lesion share: 1024 gives ~100 px cells on 100k-px slides,
 # about 8 cells across the smallest (200 um) lesions at 0.25 um/px, at ~1 ms per slide.
 GRID_CELLS = 1024
+# [choice] cellular resolution for ``fine_hit``: a final patch read at <= 2 um per output pixel.
+FINE_UM_PER_PX = 2.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ class SlideLocalisation:
     mean_patch_side_fraction: float  # of the slide's longer side
     eligible_share: float  # share of final patches small enough to count for a hit
     n_lesions: int
+    fine_hit: bool | None = None  # a patch of side <= fine_side overlaps a lesion; None: no fine_side given
 
 
 def slide_localisation(
@@ -70,11 +77,13 @@ def slide_localisation(
     *,
     max_patch_fraction: float = MAX_PATCH_FRACTION,
     grid_cells: int = GRID_CELLS,
+    fine_side: float | None = None,
 ) -> SlideLocalisation:
     """Localisation of final patches ``boxes`` ``(N, 4)`` (level-0 x0, y0, x1, y1) on one slide.
 
     ``slide_size`` is the level-0 ``(width, height)``; ``lesions`` the polygons ``(K, 2)`` (x, y) in level-0
-    pixels (none for a negative slide). ``boxes`` may be a tensor on any device.
+    pixels (none for a negative slide). ``boxes`` may be a tensor on any device. ``fine_side``: the largest
+    patch side (level-0 pixels) that counts for ``fine_hit``.
     """
     if isinstance(boxes, torch.Tensor):
         boxes = boxes.detach().cpu().numpy()
@@ -91,21 +100,23 @@ def slide_localisation(
     # The relative slack absorbs float rounding, so a patch of side exactly max_patch_fraction (the oracle
     # zoom's default, magnet.inference.oracle) counts.
     eligible = sides <= max_patch_fraction * longer * (1 + 1e-9)
-    hit = False
-    if polygons and eligible.any():
-        paths = [Path(np.vstack([p, p[:1]]), closed=True) for p in polygons]
-        hit = any(
-            path.intersects_bbox(Bbox.from_extents(*b), filled=True) for b in box[eligible] for path in paths
-        )
+    paths = [Path(np.vstack([p, p[:1]]), closed=True) for p in polygons]
+    fine_hit = None if fine_side is None else _any_overlap(box[sides <= fine_side * (1 + 1e-9)], paths)
     mean_side = float(sides.mean()) if len(sides) else 0.0
     return SlideLocalisation(
-        hit=bool(hit),
+        hit=_any_overlap(box[eligible], paths),
         lesion_share=LesionAreas(polygons, (width, height), grid_cells).share(box),
         mean_patch_side=mean_side,
         mean_patch_side_fraction=mean_side / longer,
         eligible_share=float(eligible.mean()) if len(sides) else 0.0,
         n_lesions=len(polygons),
+        fine_hit=fine_hit,
     )
+
+
+def _any_overlap(boxes: np.ndarray, paths: Sequence[Path]) -> bool:
+    """Whether some box ``(x0, y0, x1, y1)`` overlaps some filled lesion outline."""
+    return any(path.intersects_bbox(Bbox.from_extents(*b), filled=True) for b in boxes for path in paths)
 
 
 def _as_polygon(polygon: np.ndarray, index: int) -> np.ndarray:
@@ -241,7 +252,8 @@ def localisation_summary(
     ``classes`` are the slides' lesion classes (``negative``, ``macro``, ``micro``, ``itc``, or ``None`` /
     ``positive`` for a positive of unknown class, as in ``magnet.metrics.table1``). For each Table-1 column
     ``c`` (macro, micro, itc, macro_micro, all): ``hit_rate_c`` and ``lesion_share_c`` (means over that
-    column's positive slides with known lesions; None when there are none) and ``n_c``. Over every slide:
+    column's positive slides with known lesions; None when there are none), ``hit_rate_fine_c`` (the same
+    for ``fine_hit``, over the slides that have one) and ``n_c``. Over every slide:
     ``mean_patch_side``, ``mean_patch_side_fraction``, ``eligible_share``, and ``n_slides``.
     """
     if len(per_slide) != len(classes):
@@ -249,6 +261,8 @@ def localisation_summary(
     names = np.array([(c or UNKNOWN_POSITIVE).lower() for c in classes], dtype=object)
     known = np.array([s.n_lesions > 0 for s in per_slide], dtype=bool)
     hits = np.array([s.hit for s in per_slide], dtype=np.float64)
+    fine_known = np.array([s.fine_hit is not None for s in per_slide], dtype=bool)
+    fine_hits = np.array([bool(s.fine_hit) for s in per_slide], dtype=np.float64)
     shares = np.array([s.lesion_share for s in per_slide], dtype=np.float64)
     result: dict[str, float | int | None] = {}
     for key, _title, members in TABLE1_COLUMNS:
@@ -257,6 +271,8 @@ def localisation_summary(
         count = int(chosen.sum())
         result[f"hit_rate_{key}"] = float(hits[chosen].mean()) if count else None
         result[f"lesion_share_{key}"] = float(shares[chosen].mean()) if count else None
+        fine = chosen & fine_known
+        result[f"hit_rate_fine_{key}"] = float(fine_hits[fine].mean()) if fine.any() else None
         result[f"n_{key}"] = count
     for field in ("mean_patch_side", "mean_patch_side_fraction", "eligible_share"):
         values = [float(getattr(s, field)) for s in per_slide]

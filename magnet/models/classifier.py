@@ -34,6 +34,7 @@ __all__ = ["Classifier", "ClassifierOutput", "AuxiliaryClassifier", "pool_runnin
 class ClassifierOutput:
     logit: Tensor  # (B,) the slide's logit: the last step's
     running_logits: Tensor  # (B, N) logit after each of the N patches (depth-first order)
+    patch_logits: Tensor | None = None  # (B, N) each patch's own logit (readout max / lse; None for the GRU)
 
 
 def _resize(patches: Tensor, size: int) -> Tensor:
@@ -79,9 +80,10 @@ class Classifier(nn.Module):
         if self.gru is not None:
             states, _ = self.gru(features)  # (B, N, hidden)
             running = self.head(states).squeeze(-1)  # (B, N)
-        else:
-            running = pool_running(self.head(features).squeeze(-1), self.readout)
-        return ClassifierOutput(logit=running[:, -1], running_logits=running)
+            return ClassifierOutput(logit=running[:, -1], running_logits=running)
+        patch_logits = self.head(features).squeeze(-1)
+        running = pool_running(patch_logits, self.readout)
+        return ClassifierOutput(logit=running[:, -1], running_logits=running, patch_logits=patch_logits)
 
 
 def pool_running(patch_logits: Tensor, readout: str) -> Tensor:

@@ -52,6 +52,12 @@ class MagNetOutput:
     # layer -> (B,) head-MIL slide logit of that layer's heads ([choice] model.head_mil, docs/method.md §9;
     # see magnet.models.zoom_levers.HeadMilPool); only layers whose heads are in use
     head_logits: dict[int, Tensor] = field(default_factory=dict)
+    # layer -> (B, N_{l-1} * K_heads, V, V) the heads' raw score maps (learned zoom only)
+    scores: dict[int, Tensor] = field(default_factory=dict)
+    # (B, N_L) each final patch's own logit (readout max / lse; None for the GRU)
+    patch_logits: Tensor | None = None
+    # (B, 3, 3) the root ROIs (float64, detached): the parents of layer 1
+    root_rois: Tensor | None = None
 
 
 def read_views(sources: Sequence[RegionSource], rois: Tensor, size: int, device: torch.device) -> Tensor:
@@ -150,7 +156,9 @@ class MagNet(nn.Module):
         images = read_views(sources, parent_rois, self.config.view_size, device)
         reads = read_views(sources, parent_rois, self._read_size(1), device)
 
-        output = MagNetOutput(logit=torch.empty(0), running_logits=torch.empty(0))
+        output = MagNetOutput(
+            logit=torch.empty(0), running_logits=torch.empty(0), root_rois=parent_rois[:, 0]
+        )
         for layer in self.layers:
             assert isinstance(layer, MagnifyingLayer)
             if given is not None and layer.layer_index == self.config.num_layers:
@@ -170,6 +178,8 @@ class MagNet(nn.Module):
             output.support.append(result.support)
             if result.head_logits is not None:
                 output.head_logits[layer.layer_index] = result.head_logits
+            if result.scores is not None:
+                output.scores[layer.layer_index] = result.scores
             if layer.layer_index < self.config.num_layers:
                 images = result.patches  # the child's I: its own sampled patch (differentiable path)
                 if given is None or layer.layer_index + 1 < self.config.num_layers:  # given: reads its own
@@ -179,6 +189,7 @@ class MagNet(nn.Module):
         final = self.classifier(output.patches[-1])
         output.logit = final.logit
         output.running_logits = final.running_logits
+        output.patch_logits = final.patch_logits
         for layer_index in self.config.aux_layers:
             aux = self.aux_classifiers[f"layer{layer_index}"]
             output.aux_logits[layer_index] = aux(output.patches[layer_index - 1])

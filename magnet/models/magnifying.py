@@ -59,6 +59,7 @@ class MagnifyingOutput:
     prob: Tensor  # (B, N_p * K_heads, V, V): the heads' probability maps
     support: Tensor  # (B, N_p * K_heads): number of non-zero pixels of each map (sparsemax support size)
     head_logits: Tensor | None = None  # (B,) head-MIL slide logit of this layer (config head_mil), or None
+    scores: Tensor | None = None  # (B, N_p * K_heads, V, V) the heads' raw score maps (learned zoom), or None
 
 
 class MagnifyingLayer(nn.Module):
@@ -179,6 +180,7 @@ class MagnifyingLayer(nn.Module):
             prob=placement.prob,
             support=support,
             head_logits=placement.head_logit,
+            scores=placement.scores,
         )
 
     def _sample(self, reads: Tensor, grid: Tensor, generator: torch.Generator | None) -> Tensor:

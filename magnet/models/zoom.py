@@ -55,6 +55,7 @@ class Placement:
     theta: Tensor  # (B, N_p, K_heads, 3): (s, tx, ty) of each headed child
     prob: Tensor  # (B, N_p * K_heads, V, V): the probability maps (diagnostics; flat in the controls)
     head_logit: Tensor | None = None  # (B,) head-MIL slide logit of the layer, learned mode with head MIL
+    scores: Tensor | None = None  # (B, N_p * K_heads, V, V): the heads' raw score maps, learned mode only
 
 
 class ZoomSite(Protocol):
@@ -125,7 +126,7 @@ class LearnedZoom(ZoomStrategy):
         prob = spatial_sparsemax(site.layout.confine(maps.logits).float())
         theta = site.theta_from_maps(prob.view(batch, parents, site.num_heads_per_parent, *prob.shape[-2:]))
         head_logit = site.mil_logit(maps.scores) if site.head_mil else None
-        return Placement(theta=theta, prob=prob, head_logit=head_logit)
+        return Placement(theta=theta, prob=prob, head_logit=head_logit, scores=maps.scores)
 
 
 class FixedZoom(ZoomStrategy):

@@ -213,7 +213,8 @@ class Trainer:
             group["lr"] = group["base_lr"] * factor
         batches, dmaps = self._epoch_batches(epoch)
         self.model.train()
-        totals = {"loss": 0.0, "final": 0.0, "aux": 0.0, "paradoxical": 0.0, "head_mil": 0.0}
+        totals = {"loss": 0.0, "final": 0.0, "aux": 0.0, "paradoxical": 0.0, "head_mil": 0.0,
+                  "head_value": 0.0}
         seen, skipped, t0 = 0, 0, time.perf_counter()
         diagnostics = ZoomDiagnostics(cfg.model.num_layers, self.outlines, self.lesion_areas)
         bar = tqdm(total=sum(len(b) for b in batches), desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
@@ -262,6 +263,7 @@ class Trainer:
             totals["aux"] += float(sum(v.detach() for v in losses.aux.values())) * n
             totals["paradoxical"] += float(losses.paradoxical.detach()) * n
             totals["head_mil"] += float(losses.head_mil.detach()) * n
+            totals["head_value"] += float(losses.head_value.detach()) * n
             bar.update(n)
             bar.set_postfix(loss=f"{totals['loss'] / seen:.3f}",
                             slides_s=f"{seen / (time.perf_counter() - t0):.2f}")
@@ -270,7 +272,7 @@ class Trainer:
         avg = {k: (v / seen if seen else math.nan) for k, v in totals.items()}
         return {"lr": cfg.optim.lr * factor, "train_loss": avg["loss"], "train_final": avg["final"],
                 "train_aux": avg["aux"], "train_paradoxical": avg["paradoxical"],
-                "train_head_mil": avg["head_mil"],
+                "train_head_mil": avg["head_mil"], "train_head_value": avg["head_value"],
                 "train_slides_per_s": seen * self.fabric.world_size / max(seconds, 1e-9),
                 "skipped_batches": skipped, **diagnostics.means()}
 

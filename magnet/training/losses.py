@@ -1,7 +1,7 @@
 """MagNet's training loss (paper §4.3 "Loss Functions"; docs/method.md §4).
 
 total = w_final * CE(final logit) + w_aux * sum_l CE(aux logit of layer l) + w_par * L_par
-        + w_head_mil * mean_l CE(head-MIL logit of layer l)
+        + w_head_mil * mean_l CE(head-MIL logit of layer l) + w_head_value * L_value
 
 - The task is binary with one logit per output, so cross-entropy is BCE-with-logits, averaged over slides.
 - Paradoxical loss (Maksoud et al., "SOS: Selective Objective Switch for Rapid Immunofluorescence Whole
@@ -13,6 +13,10 @@ total = w_final * CE(final logit) + w_aux * sum_l CE(aux logit of layer l) + w_p
 - Head MIL [choice, not the paper, docs/method.md §9]: when the model has ``head_mil`` on, each layer's heads
   give a slide logit (``MagNetOutput.head_logits``); their CE, averaged over layers, teaches the heads
   what to look at straight from the slide label. Absent when the model has it off.
+- Head value [choice, not the paper, docs/method.md §9, off by default]: L_value = mean over slides, final
+  patches and the layers with heads of CE(the ancestor head's score at the patch's centre, sg(the
+  classifier's probability for the patch)) (``magnet.models.head_value``): the heads learn where the
+  classifier finds tumour. Needs per-patch logits (``model.readout`` max or lse) and learned zoom.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from magnet.domains import NON_NEGATIVE, check_domains
+from magnet.models.head_value import ancestor_scores
 from magnet.models.magnet import MagNetOutput
 
 __all__ = ["LossWeights", "LossBreakdown", "magnet_loss", "paradoxical_loss"]
@@ -39,6 +44,8 @@ class LossWeights:
     paradoxical: Annotated[float, NON_NEGATIVE] = 1.0  # lambda of the paradoxical hinge (paper §3.3, §4.3)
     # [choice] the heads' MIL CE, mean over layers (only if model.head_mil)
     head_mil: Annotated[float, NON_NEGATIVE] = 1.0
+    # [choice] the heads' value regression on the classifier's patch probabilities (0 = off: the paper)
+    head_value: Annotated[float, NON_NEGATIVE] = 0.0
 
     def __post_init__(self) -> None:
         check_domains(self)
@@ -51,6 +58,7 @@ class LossBreakdown:
     aux: dict[int, Tensor] = field(default_factory=dict)  # layer (1-based) -> scalar CE
     paradoxical: Tensor = field(default_factory=lambda: torch.zeros(()))  # scalar hinge
     head_mil: Tensor = field(default_factory=lambda: torch.zeros(()))  # scalar, mean over layers (0 if off)
+    head_value: Tensor = field(default_factory=lambda: torch.zeros(()))  # scalar (0 if off)
 
 
 def paradoxical_loss(first_logits: Tensor, last_logits: Tensor, labels: Tensor) -> Tensor:
@@ -85,4 +93,20 @@ def magnet_loss(output: MagNetOutput, labels: Tensor, weights: LossWeights | Non
             [F.binary_cross_entropy_with_logits(logits, labels) for logits in output.head_logits.values()]
         ).mean()
         total = total + weights.head_mil * head_mil
-    return LossBreakdown(total=total, final=final, aux=aux, paradoxical=paradoxical, head_mil=head_mil)
+    head_value = final.new_zeros(())
+    if weights.head_value > 0 and output.scores:  # controls and the oracle have no heads to teach
+        head_value = head_value_loss(output)
+        total = total + weights.head_value * head_value
+    return LossBreakdown(total=total, final=final, aux=aux, paradoxical=paradoxical, head_mil=head_mil,
+                         head_value=head_value)
+
+
+def head_value_loss(output: MagNetOutput) -> Tensor:
+    """CE of every ancestor head's score at its final patches' centres against the classifier's detached
+    probabilities for those patches (``magnet.models.head_value``)."""
+    if output.patch_logits is None:
+        raise ValueError("loss.head_value needs a logit per final patch: model.readout max or lse")
+    scores, mask = ancestor_scores(output)  # (B, M, N_L), (M, N_L)
+    target = torch.sigmoid(output.patch_logits.detach().float()).unsqueeze(1).expand_as(scores)
+    per_patch = F.binary_cross_entropy_with_logits(scores.float(), target, reduction="none")
+    return per_patch[:, mask].mean()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 from magnet.domains import NON_NEGATIVE, POSITIVE, SEED, AtLeast, check_domains
+from magnet.errors import ConfigError
 from magnet.models.model_config import MagNetConfig
 from magnet.training.losses import LossWeights
 
@@ -72,3 +73,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_domains(self)
+        if self.loss.head_value > 0 and self.model.readout == "gru":
+            raise ConfigError(
+                "loss.head_value > 0 needs a logit per final patch: set model.readout to max or lse "
+                "(the GRU gives one for the whole sequence)"
+            )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -54,6 +55,16 @@ def test_box_away_from_lesion_and_concave_notch_do_not_hit() -> None:
     # No lesions (a negative slide): never a hit, no lesion share.
     negative = slide_localisation([square_box(2400, 2400, 200)], SLIDE, [])
     assert not negative.hit and negative.lesion_share == 0.0 and negative.n_lesions == 0
+
+
+def test_fine_hit_counts_only_patches_under_the_fine_cap() -> None:
+    coarse, fine = square_box(2000, 2000, 800), square_box(5000, 5000, 100)  # coarse on the lesion, fine off
+    result = slide_localisation([coarse, fine], SLIDE, [SQUARE], fine_side=200)
+    assert result.hit and result.fine_hit is False
+    on_lesion = slide_localisation([coarse, square_box(2500, 2500, 200)], SLIDE, [SQUARE], fine_side=200)
+    assert on_lesion.fine_hit is True
+    assert slide_localisation([coarse], SLIDE, [SQUARE]).fine_hit is None  # no cap given: unknown
+    assert slide_localisation([fine], SLIDE, [], fine_side=200).fine_hit is False  # a negative slide
 
 
 def test_lesion_share_of_box_half_inside() -> None:
@@ -122,6 +133,12 @@ def test_summary_per_class() -> None:
     assert summary["hit_rate_all"] == 0.5 and summary["n_all"] == 4
     assert summary["lesion_share_macro"] == pytest.approx(0.25)
     assert summary["mean_patch_side"] == pytest.approx(300) and summary["n_slides"] == 6
+    assert summary["hit_rate_fine_all"] is None  # no slide had a fine cap
+    fine = [replace(s, fine_hit=s.hit) for s in per_slide[:3]] + per_slide[3:]
+    fine_summary = localisation_summary(fine, classes)
+    assert fine_summary["hit_rate_fine_macro"] == 0.5 and fine_summary["hit_rate_fine_micro"] == 1.0
+    assert fine_summary["hit_rate_fine_itc"] is None  # the itc slide's fine hit is unknown
+    assert fine_summary["hit_rate_fine_all"] == pytest.approx(2 / 3)
     empty = localisation_summary(per_slide[:2], ["macro", "macro"])
     assert empty["hit_rate_itc"] is None and empty["n_itc"] == 0
     with pytest.raises(ValueError, match="classes"):

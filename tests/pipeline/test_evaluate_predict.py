@@ -122,10 +122,13 @@ def test_evaluate_reports_localisation_when_the_manifest_names_lesion_outlines( 
     with one_thread():
         assert main(["evaluate", str(result.run_dir / "best.ckpt"), str(manifest), "--out", str(out),
                      "--bootstrap", "10"]) == 0
-    assert "hit rate" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "hit rate" in printed and "at cellular resolution" in printed and "um/px" in printed
     loc = json.loads((out / "metrics.json").read_text())["localisation"]
     assert loc["n_slides"] == len(slides) and loc["n_all"] == sum(s.label for s in slides)
     assert 0.0 < loc["mean_patch_side_fraction"] <= 3**0.5
+    # Virtual slides say their pixel size (0.25 um), so the final patches' resolution is known.
+    assert loc["final_um_per_px"] == pytest.approx(loc["mean_patch_side"] * 0.25 / cfg.model.final_size)
     if loc["n_all"]:
         assert 0.0 <= loc["hit_rate_all"] <= 1.0 and 0.0 <= loc["lesion_share_all"] <= 1.0
     # Without outlines (the base manifest has no `lesions` column) there is nothing to localise against.

@@ -1,0 +1,64 @@
+"""What each final patch's ancestors' heads said of its place [choice, docs/method.md §9, "head value"].
+
+The paper's heads learn where to zoom through the sampler's gradient (§3.1), which follows texture and
+diverged in our runs; head MIL (``zoom_levers.HeadMilPool``) teaches a head what to look at from the slide
+label, which only works where the head's own view can tell a lesion from its look-alikes. Head value fills
+the gap between the two: a head learns *where the classifier finds tumour*. For every final patch j and
+every layer l whose heads placed one of j's ancestors, the raw score map of that head is read (bilinearly)
+at j's centre in the head's parent view; the loss (``magnet.training.losses``, weight ``loss.head_value``)
+trains that score to predict the classifier's probability for j, detached. A head's score map so becomes an
+estimate of "what the classifier will say if we zoom here", learned from the patches actually visited; the
+sparsemax map peaks where the score does, so the boxes go where the classifier is expected to fire. Credit
+for a find at cellular resolution reaches every coarser layer, whatever its own view can resolve. In the
+terms of reinforcement learning the score map is a value function fitted by regression on the places
+visited (no policy gradient): the boxes follow it greedily.
+
+Everything is read off the output's shapes: N_l patches at layer l (``rois``), K_heads = heads per parent
+(``scores``), P_l - K_heads frozen children first in each parent's group (paper §4.3), depth-first order.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from magnet.models.magnet import MagNetOutput
+
+__all__ = ["ancestor_scores"]
+
+
+def ancestor_scores(output: MagNetOutput) -> tuple[Tensor, Tensor]:
+    """Scores ``(B, M, N_L)`` and a mask ``(M, N_L)``: for the M layers with heads (``output.scores``, in
+    layer order) and each final patch, the score its ancestor's head gave the patch's centre.
+
+    The mask is False where the ancestor at that layer has no head (the frozen child).
+    """
+    if output.root_rois is None or not output.rois:
+        raise ValueError("ancestor_scores needs the ROIs of a MagNet forward")
+    final = output.rois[-1]  # (B, N_L, 3, 3)
+    batch, count = final.shape[:2]
+    centres = torch.cat([final[..., :2, 2], final.new_ones(batch, count, 1)], dim=-1).unsqueeze(-1)
+    scores, masks = [], []
+    for layer, maps in sorted(output.scores.items()):
+        parents = output.root_rois.unsqueeze(1) if layer == 1 else output.rois[layer - 2]  # (B, N_p, 3, 3)
+        num_parents, num_children = parents.shape[1], output.rois[layer - 1].shape[1]
+        per_parent = num_children // num_parents  # P_l
+        heads_per_parent = maps.shape[1] // num_parents  # K_heads
+        frozen = per_parent - heads_per_parent
+        child = torch.arange(count, device=final.device) // (count // num_children)  # ancestor at layer l
+        parent, k = child // per_parent, child % per_parent
+        has_head = k >= frozen
+        head = parent * heads_per_parent + (k - frozen).clamp(min=0)
+        # The final centre in the parent's view: [-1, 1] across the view I the head saw.
+        local = torch.linalg.solve(parents[:, parent], centres)[..., :2, 0]  # (B, N_L, 2)
+        chosen = maps[:, head]  # (B, N_L, V, V)
+        grid = local.to(maps.dtype).reshape(batch * count, 1, 1, 2)
+        read = F.grid_sample(chosen.reshape(batch * count, 1, *maps.shape[-2:]), grid, mode="bilinear",
+                             padding_mode="border", align_corners=False)
+        scores.append(read.view(batch, count))
+        masks.append(has_head)
+    if not scores:
+        empty = final.new_zeros(batch, 0, count, dtype=torch.float32)
+        return empty, torch.zeros(0, count, dtype=torch.bool, device=final.device)
+    return torch.stack(scores, dim=1), torch.stack(masks)

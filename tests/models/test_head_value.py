@@ -1,0 +1,87 @@
+"""Head value (docs/method.md §9): each final patch's ancestor heads are read at its centre, and the loss
+teaches the heads, not the classifier."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from model_fixtures import small_config, textured_source
+
+from magnet.errors import ConfigError
+from magnet.geometry import dihedral_matrix
+from magnet.models import build_model
+from magnet.models.head_value import ancestor_scores
+from magnet.training.losses import LossWeights, head_value_loss, magnet_loss
+from magnet.training.recipe import TrainConfig
+
+LEVERS = dict(sibling_layout="strips", head_mil=True, readout="lse", min_scale=0.3, max_scale=0.6,
+              random_zoom_min_scale=0.3)
+
+
+def _forward(seed: int = 0, dihedral: int = 0, **overrides: object):  # type: ignore[no-untyped-def]
+    torch.manual_seed(seed)
+    model = build_model(small_config(**{**LEVERS, **overrides}))
+    sources = [textured_source(seed=seed), textured_source(seed=seed + 1)]
+    roots = torch.stack([dihedral_matrix(dihedral, torch.float64)] * 2)
+    return model, model(sources, roots)
+
+
+def test_one_score_per_final_patch_and_layer_frozen_children_masked() -> None:
+    model, out = _forward()  # tiny: P = [2, 2, 2], the first child at layer 2 frozen
+    scores, mask = ancestor_scores(out)
+    assert scores.shape == (2, 3, 8) and mask.shape == (3, 8)
+    assert bool(mask[0].all()) and bool(mask[2].all())
+    # Depth-first: final patches 0-1 and 4-5 descend from the frozen first child of each layer-1 patch.
+    assert mask[1].tolist() == [False, False, True, True, False, False, True, True]
+
+
+@pytest.mark.parametrize("dihedral", [0, 3, 6])
+def test_score_is_read_at_the_final_centre_in_the_parent_view(dihedral: int) -> None:
+    _, out = _forward(dihedral=dihedral)
+    size = out.scores[1].shape[-1]
+    # A ramp map whose value is the horizontal view coordinate u in [-1, 1] at each pixel centre: bilinear
+    # sampling of it returns u itself, so the score read is where the centre lies in the parent's view.
+    ramp = ((torch.arange(size) * 2 + 1) / size - 1).view(1, 1, 1, size).expand_as(out.scores[1])
+    out.scores = {1: ramp.clone()}
+    scores, _ = ancestor_scores(out)
+    centres = out.rois[-1][..., :2, 2]  # canvas (x, y); layer 1's parent is the root ROI
+    local = torch.linalg.solve(out.root_rois.unsqueeze(1), torch.cat(
+        [centres, torch.ones_like(centres[..., :1])], dim=-1).unsqueeze(-1))[..., 0, 0]
+    inside = local.abs() < 1 - 1 / size  # the ramp is linear between the outermost pixel centres
+    assert bool(inside.any())
+    assert torch.allclose(scores[:, 0][inside], local[inside].float(), atol=1e-5)
+
+
+def test_head_value_loss_trains_the_heads_not_the_classifier() -> None:
+    model, out = _forward()
+    loss = head_value_loss(out)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    for layer in model.layers:
+        grads = [p.grad for p in layer.head_parameters() if p.grad is not None]
+        assert grads and any(float(g.abs().sum()) > 0 for g in grads)
+    assert all(p.grad is None for p in model.classifier.parameters())  # the target is detached
+
+
+def test_head_value_weight_adds_the_term_and_zero_leaves_it_out() -> None:
+    _, out = _forward()
+    labels = torch.tensor([1.0, 0.0])
+    off = magnet_loss(out, labels, LossWeights())
+    on = magnet_loss(out, labels, LossWeights(head_value=2.0))
+    assert off.head_value.item() == 0.0 and on.head_value.item() > 0
+    assert torch.allclose(on.total, off.total + 2.0 * on.head_value)
+
+
+def test_head_value_needs_patch_logits() -> None:
+    _, out = _forward(readout="gru")
+    assert out.patch_logits is None
+    with pytest.raises(ValueError, match="readout max or lse"):
+        head_value_loss(out)
+    with pytest.raises(ConfigError, match="loss.head_value"):
+        TrainConfig(model=small_config(readout="gru"), loss=LossWeights(head_value=1.0))
+
+
+def test_controls_have_no_heads_to_teach() -> None:
+    _, out = _forward(zoom="fixed")
+    assert out.scores == {}
+    assert float(magnet_loss(out, torch.tensor([1.0, 0.0]), LossWeights(head_value=1.0)).head_value) == 0.0
