@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from magnet.errors import SlideError
+from magnet.errors import NonFiniteError, SlideError
 from magnet.geometry import NUM_DIHEDRAL, canvas_side, canvas_to_level0, dihedral_matrix
 from magnet.slides.base import Slide
 from magnet.slides.pixels import GREY_THRESHOLD, blacken_grey, to_rgb_uint8
@@ -184,8 +184,8 @@ class RegionReader:
     def _split(self, index: int, m: np.ndarray) -> tuple[float, tuple[int, int, int, int]]:
         """Half-size ``h > 0`` and ``D`` with ``m[:2, :2] = h * D``, or a one-line error."""
         where = f"ROI {index}"
-        if not np.isfinite(m).all():
-            raise SlideError(self.slide.path, f"{where} has non-finite values (NaN or inf)")
+        if not np.isfinite(m).all():  # the model's fault, not the slide's: never skipped as a bad slide
+            raise NonFiniteError(f"{self.slide.path}: {where} has non-finite values (NaN or inf)")
         if not np.allclose(m[2], (0.0, 0.0, 1.0), atol=1e-6):
             raise SlideError(self.slide.path, f"{where}: last row must be (0, 0, 1), got {m[2].tolist()}")
         lin = m[:2, :2]
