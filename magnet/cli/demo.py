@@ -14,6 +14,7 @@ from pathlib import Path
 
 from magnet.domains import NON_NEGATIVE, AtLeast, arg_type
 from magnet.errors import MagnetError
+from magnet.outputs import output_folder
 from magnet.synth.uri import VERSIONS
 
 
@@ -38,9 +39,9 @@ def run(args: argparse.Namespace) -> int:
     from magnet.training.loop import train
     from magnet.training.recipe import TrainConfig
 
-    out = Path(args.out)
     if not Path(args.config).is_file():
         raise MagnetError(f"{args.config}: recipe not found (run the demo from the repository root)")
+    out = output_folder(args.out)
     start = time.perf_counter()
     version = DEFAULT_VERSION if args.version is None else args.version
     print(f"[1/3] virtual data set: {args.n} slides (seed {args.seed}, generator version {version}) "
