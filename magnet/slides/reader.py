@@ -54,6 +54,7 @@ from PIL import Image
 from magnet.errors import NonFiniteError, SlideError
 from magnet.geometry import NUM_DIHEDRAL, canvas_side, canvas_to_level0, dihedral_matrix
 from magnet.slides.base import Slide
+from magnet.slides.noise import native_stderr_captured
 from magnet.slides.pixels import GREY_THRESHOLD, blacken_grey, to_rgb_uint8
 
 __all__ = ["DIHEDRAL_FLAT", "ReadPlan", "RegionReader", "apply_dihedral"]
@@ -154,6 +155,10 @@ class RegionReader:
 
     def read(self, rois: torch.Tensor, size: int) -> torch.Tensor:
         """ROIs ``(N, 3, 3)`` in canvas coordinates to images ``(N, 3, size, size)`` float32 in ``[0, 1]``."""
+        with native_stderr_captured():  # what the slide's libraries print (magnet.slides.noise)
+            return self._read(rois, size)
+
+    def _read(self, rois: torch.Tensor, size: int) -> torch.Tensor:
         plans = self.plan(rois, size)
         out = torch.empty((len(plans), 3, size, size), dtype=torch.float32)
 

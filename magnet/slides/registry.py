@@ -29,6 +29,7 @@ from pathlib import Path
 from magnet.errors import MagnetError, SlideError
 from magnet.slides.base import NotThisFormat, Slide
 from magnet.slides.memory import open_image_file
+from magnet.slides.noise import native_stderr_captured
 from magnet.slides.openslide_backend import open_openslide
 from magnet.slides.tiff_backend import open_tiffslide
 
@@ -111,8 +112,16 @@ def slide_identity(spec: str | os.PathLike[str]) -> str:
 
 
 def open_slide(spec: str | os.PathLike[str]) -> Slide:
-    """Open a slide file, a registered URI (``synth:...``), or a plain image (PNG, JPEG)."""
-    text = str(spec)
+    """Open a slide file, a registered URI (``synth:...``), or a plain image (PNG, JPEG).
+
+    What the libraries print meanwhile is collected once the command line has hushed them
+    (``magnet.slides.noise``).
+    """
+    with native_stderr_captured():
+        return _open_slide(str(spec))
+
+
+def _open_slide(text: str) -> Slide:
     if not text.strip():
         raise SlideError(repr(text), "empty slide path")
     scheme = uri_scheme(text)

@@ -187,9 +187,9 @@ class Trainer:
                 self.folder.record("resume with changes" if changes else "resume", epoch=self.epoch,
                                    **({"changes": changes} if changes else {}))
         else:
-            if self.fabric.is_global_zero:
-                self.folder.record("start", epoch=0)
             self.warmup_losses = self._warm_up_heads(model)
+            if self.fabric.is_global_zero:  # after the warm-up: a run stopped there leaves no folder
+                self.folder.record("start", epoch=0)
         self.model, self.optimizer = self.fabric.setup(model, optimizer)
 
     def _resume_changes(self, payload: dict[str, Any], last: Path, allow: bool) -> dict[str, list[Any]]:
@@ -298,6 +298,11 @@ class Trainer:
         does). A failed slide is recorded, and the batch is run again without it: from a fresh noise
         generator, so the remaining slides train exactly as they would have had the bad one been known
         (a resumed run, which knows it from its checkpoint, stays equal to an uninterrupted one).
+
+        Under DDP there is no second try: each forward of the wrapped model takes part in collectives (the
+        buffer broadcast), so a rank that ran it twice would pair them with the other ranks' next step.
+        The step is skipped by every rank instead, and from the next epoch the bad slide is left out before
+        the forward, so the rest of its batch trains then.
         """
         cfg, device, failures = self.cfg, self.fabric.device, self.failures["train"]
         kept = [(r, m) for r, m in zip(rows, maps, strict=True) if r.slide not in failures]
@@ -322,6 +327,8 @@ class Trainer:
                     tqdm.write(f"magnet: skipped a batch: {exc}")
                     return [], [], None, None
                 failures.add(bad[0].slide, str(exc))
+                if self.fabric.world_size > 1:
+                    return [], [], None, None
                 kept = [(r, m) for r, m in kept if r is not bad[0]]
         return [], [], None, None
 
