@@ -26,8 +26,9 @@ def _reason(exc: OSError) -> str:
 
 def _create(folder: Path, shown: Path) -> None:
     """Create ``folder`` and prove it writable; ``shown`` is the path the error names."""
-    if folder.exists() and not folder.is_dir():
-        raise MagnetError(f"{shown}: cannot write here: {folder} is a file, not a folder")
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():  # the folder, or a folder above it, is a file
+        raise MagnetError(f"{shown}: cannot write here: {existing} is a file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
