@@ -27,3 +27,12 @@ class SlideError(MagnetError):
 
 class ConfigError(MagnetError):
     """A config file or override is invalid."""
+
+
+class NonFiniteError(MagnetError):
+    """A NaN or an infinity inside the model (weights or activations), found where it would do harm.
+
+    Raised, for instance, by the spatial sparsemax, whose threshold is undefined for non-finite scores. It is
+    a ``MagnetError`` so that it ends as one line, but not a ``SlideError``: the slide is not to blame, and
+    code that skips unreadable slides must not skip it. Training adds where it happened and what to do.
+    """

@@ -32,7 +32,9 @@ def run_camelyon(args: argparse.Namespace) -> int:
     from magnet.data.camelyon import build_camelyon_manifest
     from magnet.data.lesions import slide_class
     from magnet.data.manifest import write_manifest
+    from magnet.outputs import output_file
 
+    output_file(args.out)
     rows = build_camelyon_manifest(args.c16, args.c17, args.protocol, args.seed)
     write_manifest(rows, args.out)
     counts = Counter((r.split, slide_class(r.lesion_class, r.label)) for r in rows)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from magnet.domains import NON_NEGATIVE, AtLeast, arg_type
 from magnet.errors import MagnetError
+from magnet.outputs import output_folder
 from magnet.synth.uri import VERSIONS
 
 
@@ -32,15 +33,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from magnet.config_io import load_config
-    from magnet.evaluation.evaluate import evaluate, format_localisation
+    from magnet.evaluation.evaluate import evaluate, failure_summary, format_localisation
     from magnet.metrics.auroc import format_table1
     from magnet.synth.dataset import DEFAULT_VERSION, make_dataset, write_dataset
     from magnet.training.loop import train
     from magnet.training.recipe import TrainConfig
 
-    out = Path(args.out)
     if not Path(args.config).is_file():
         raise MagnetError(f"{args.config}: recipe not found (run the demo from the repository root)")
+    out = output_folder(args.out)
     start = time.perf_counter()
     version = DEFAULT_VERSION if args.version is None else args.version
     print(f"[1/3] virtual data set: {args.n} slides (seed {args.seed}, generator version {version}) "
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = out / "run"
     resume = (run_dir / "last.ckpt").exists()
     print(f"[2/3] training {args.config} → {run_dir}{' (resuming)' if resume else ''}")
-    result = train(cfg, run_dir, resume=resume)
+    result = train(cfg, run_dir, resume=resume)  # a changed --n, --seed or --set is refused on resume
     if result.interrupted:
         return 130
     print("[3/3] evaluating the best checkpoint on the test split")
@@ -59,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_table1(evaluation.metrics))
     if evaluation.metrics.get("localisation"):
         print(format_localisation(evaluation.metrics["localisation"]))
+    if failure_summary(evaluation):
+        print(f"magnet: warning: {failure_summary(evaluation)}")
     minutes = (time.perf_counter() - start) / 60
     print(f"done in {minutes:.1f} min. Outputs: {run_dir} (checkpoints, metrics.csv, tensorboard), "
           f"{evaluation.out_dir} (metrics.json, predictions.csv, roc.png)")

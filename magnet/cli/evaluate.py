@@ -1,8 +1,14 @@
-"""``magnet evaluate CHECKPOINT MANIFEST [--split test] [--out DIR]``."""
+"""``magnet evaluate CHECKPOINT MANIFEST [--split test] [--out DIR] [--allow-failures]``.
+
+Slides that cannot be read are left out of the metrics and listed, with their error, in
+``predictions.csv``; the command says how many on standard error and exits 1, because metrics over part of
+a test set are not the metrics asked for. ``--allow-failures`` accepts them (exit 0, the count still shown).
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from magnet.domains import NON_NEGATIVE, AtLeast, arg_type
@@ -18,11 +24,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=arg_type(int, AtLeast(1)), default=4)
     p.add_argument("--bootstrap", type=arg_type(int, NON_NEGATIVE), default=1000,
                    help="bootstrap resamples for the 95 %% intervals (0: none)")
+    p.add_argument("--allow-failures", action="store_true",
+                   help="exit 0 even when some slides could not be read (they are left out of the metrics)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from magnet.evaluation.evaluate import evaluate, format_localisation
+    from magnet.evaluation.evaluate import evaluate, failure_summary, format_localisation
 
     out = args.out or str(Path(args.checkpoint).parent / f"eval-{args.split or 'all'}")
     result = evaluate(args.checkpoint, args.manifest, out, split=args.split,
@@ -31,4 +39,8 @@ def run(args: argparse.Namespace) -> int:
     if result.metrics.get("localisation"):
         print(format_localisation(result.metrics["localisation"]))
     print(f"outputs: {result.out_dir} (metrics.json, predictions.csv, roc.png)")
-    return 0
+    summary = failure_summary(result)
+    if not summary:
+        return 0
+    print(f"magnet: {'warning' if args.allow_failures else 'error'}: {summary}", file=sys.stderr)
+    return 0 if args.allow_failures else 1

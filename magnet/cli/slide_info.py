@@ -15,6 +15,7 @@ from typing import Any
 from magnet import strict_json
 from magnet.domains import AtLeast, arg_type
 from magnet.errors import MagnetError
+from magnet.outputs import output_file
 from magnet.slides import Slide, open_slide
 
 DEFAULT_THUMBNAIL_SIZE = 512  # longer side in pixels: enough to see tissue layout, cheap to read
@@ -79,8 +80,6 @@ def save_thumbnail(slide: Slide, out: str, max_size: int) -> None:
     from PIL import Image
 
     target = Path(out)
-    if target.parent and not target.parent.exists():
-        raise MagnetError(f"{out}: folder {target.parent} does not exist")
     try:
         Image.fromarray(slide.thumbnail(max_size)).save(target)
     except (OSError, ValueError) as exc:  # unknown extension, permission denied, disk full
@@ -88,6 +87,8 @@ def save_thumbnail(slide: Slide, out: str, max_size: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.thumbnail:
+        output_file(args.thumbnail)  # before the slide is read
     with open_slide(args.path) as slide:
         info = slide_summary(slide)
         if args.thumbnail:

@@ -90,8 +90,10 @@ def register(subparsers: Any) -> None:
 
 def run_dataset(args: argparse.Namespace) -> int:
     from magnet.data.lesions import LESION_CLASSES
+    from magnet.outputs import output_folder
     from magnet.synth.dataset import DEFAULT_VERSION, make_dataset, write_dataset
 
+    output_folder(args.out)
     if args.texture_dir is not None and args.texture != "camelyon16":
         raise ConfigError("--texture-dir: only meaningful with --texture camelyon16")
     slides = make_dataset(

@@ -15,6 +15,9 @@ column                    required  meaning
 anything else             no        kept, in ``ManifestRow.extra``, and written back by ``write_manifest``
 ========================  ========  =========================================================================
 
+A slide may appear once: rows are compared by ``slide_identity`` (a file's real path, symlinks followed; a
+URI's canonical spelling), so one slide under two spellings is refused too, naming both rows.
+
 Validation happens before any work: every problem of every row is collected and reported at once, as one
 ``MagnetError`` line ``manifest.csv: 3 bad rows: row 4: ...; row 9: ...``. Row numbers are the file's line
 numbers (the header is row 1), as a spreadsheet shows them. With ``skip_bad=True`` the bad rows are dropped
@@ -34,7 +37,7 @@ from typing import Literal
 from magnet.atomic import atomic_write_text
 from magnet.data.lesions import LESION_CLASSES
 from magnet.errors import MagnetError
-from magnet.slides.registry import open_slide, uri_scheme
+from magnet.slides.registry import open_slide, slide_identity, uri_scheme
 
 Split = Literal["train", "validation", "test"]
 
@@ -108,7 +111,7 @@ def read_manifest(
     base = manifest_path.parent
     rows: list[tuple[int, ManifestRow]] = []
     problems: list[tuple[int, str]] = []
-    first_row_of: dict[str, int] = {}
+    first_row_of: dict[str, tuple[int, ManifestRow]] = {}  # by slide identity
     for cells in reader:
         line = reader.line_num
         if not any(cell.strip() for cell in cells):
@@ -116,11 +119,12 @@ def read_manifest(
         reasons: list[str] = []
         row = _parse_row(cells, columns, base, reasons)
         if row is not None:
-            earlier = first_row_of.get(row.slide)
+            identity = slide_identity(row.slide)
+            earlier = first_row_of.get(identity)
             if earlier is not None:
-                reasons.append(f"duplicate of row {earlier} ({row.slide})")
+                reasons.append(_duplicate(row, *earlier))
             else:
-                first_row_of[row.slide] = line
+                first_row_of[identity] = (line, row)
             if check_slides and not reasons:
                 problem = _slide_problem(row.slide)
                 if problem is not None:
@@ -236,6 +240,17 @@ def resolve_slide(text: str, base: str | os.PathLike[str]) -> str:
         path = base_path / path
     # abspath, not resolve(): normalise "..", keep symlinks as the user wrote them.
     return os.path.abspath(path)
+
+
+def _duplicate(row: ManifestRow, earlier_line: int, earlier: ManifestRow) -> str:
+    """Why a row repeats row ``earlier_line``: both spellings when they differ, and a label conflict."""
+    if row.slide == earlier.slide:
+        text = f"duplicate of row {earlier_line} ({row.slide})"
+    else:
+        text = f"duplicate of row {earlier_line}: {row.slide} is the same slide as {earlier.slide}"
+    if row.label != earlier.label:
+        text += f" (label {row.label} here, {earlier.label} there)"
+    return text
 
 
 def _slide_problem(slide: str) -> str | None:

@@ -3,8 +3,12 @@
 Each column is the AUROC of all negative slides against the positives of one class (Macro, Micro, ITC,
 Macro & Micro, All), with a 95 % stratified bootstrap interval (``magnet.metrics.table1``). Writes, in the
 output folder: ``metrics.json`` (keys ``macro``, ``micro``, ``itc``, ``macro_micro``, ``all``, ``n_slides``),
-``predictions.csv`` (slide, probability, label, class), ``roc.png``. Slides that fail to read are listed
-in the predictions with their error and left out of the metrics (their count is reported).
+``predictions.csv`` (slide, probability, label, class, error), ``roc.png``. Slides that fail to read are
+listed in the predictions with their error and left out of the metrics (their count is ``n_failed``; the
+command line says so and exits 1 unless told ``--allow-failures``).
+
+The output folder is created (or refused) before any slide is read, and ``predictions.csv`` is rewritten
+atomically after every batch, so an interruption or a failure late in the run keeps the slides done.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from magnet.metrics.localisation import (
     manifest_outlines,
     slide_localisation,
 )
+from magnet.outputs import output_folder
 from magnet.slides.pool import SlidePool
 from magnet.training.checkpoints import load_model
 
@@ -87,6 +92,12 @@ def _per_class(loc: dict[str, Any], key: str) -> str:
     )
 
 
+def _prediction_row(row: ManifestRow, pred: SlidePrediction) -> dict[str, Any]:
+    """One line of ``predictions.csv``."""
+    return {"slide": row.slide, "probability": pred.probability, "label": row.label,
+            "class": row.lesion_class, "error": pred.error}
+
+
 @dataclass
 class Evaluation:
     metrics: dict[str, Any]
@@ -107,27 +118,43 @@ def evaluate(checkpoint: str | Path, manifest: str | Path, out_dir: str | Path, 
     oracle = None
     if model.needs_final_rois:  # the oracle control (docs/method.md §8): final patches on the outlines
         oracle = OracleZoom.for_rows(outlines, rows, config.model.oracle_side, str(manifest))
+    out = output_folder(out_dir)
+    by_slide = {r.slide: r for r in rows}
+    done: list[SlidePrediction] = []
+
+    def stream(batch: list[SlidePrediction]) -> None:
+        done.extend(batch)
+        write_predictions_csv([_prediction_row(by_slide[p.slide], p) for p in done], out / "predictions.csv")
+
     pool = SlidePool(grey_filter=config.data.grey_filter, threads=config.data.reader_threads)
-    with tqdm(total=len(rows), desc="evaluate", unit="slide", disable=not show_progress) as bar:
-        preds = predict_slides(model, [r.slide for r in rows], pool, batch_size=batch_size,
-                               progress=bar.update, oracle=oracle)
-    pool.close()
+    try:
+        with tqdm(total=len(rows), desc="evaluate", unit="slide", disable=not show_progress) as bar:
+            preds = predict_slides(model, [r.slide for r in rows], pool, batch_size=batch_size,
+                                   progress=bar.update, oracle=oracle, on_batch=stream)
+    finally:
+        pool.close()
     good = [(r, p) for r, p in zip(rows, preds, strict=True) if not p.error]
     if not good:
-        raise MagnetError(f"{manifest}: no slide could be read (first error: {preds[0].error})")
+        raise MagnetError(f"{manifest}: no slide could be read (first error: {preds[0].error}; all listed in "
+                          f"{out / 'predictions.csv'})")
     result = table1([r.label for r, _ in good], [p.probability for _, p in good], _classes(good),
                     n_bootstrap=n_bootstrap)
     result["n_failed"] = len(rows) - len(good)
     result["localisation"] = _localisation(good, outlines, config.model.final_size)
     result["checkpoint"] = str(checkpoint)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    write_predictions_csv([_prediction_row(r, p) for r, p in zip(rows, preds, strict=True)],
+                          out / "predictions.csv")
     write_metrics_json(result, out / "metrics.json")
-    write_predictions_csv(
-        [{"slide": r.slide, "probability": p.probability, "label": r.label,
-          "class": r.lesion_class, "error": p.error} for r, p in zip(rows, preds, strict=True)],
-        out / "predictions.csv",
-    )
     save_roc_png([r.label for r, _ in good], [p.probability for _, p in good], out / "roc.png",
                  lesion_classes=[r.lesion_class for r, _ in good])
     return Evaluation(result, preds, out)
+
+
+def failure_summary(evaluation: Evaluation) -> str:
+    """One line on the slides that could not be read ("" when none): how many, the first, where all are."""
+    failed = [p for p in evaluation.predictions if p.error]
+    if not failed:
+        return ""
+    return (f"{len(failed)} of {len(evaluation.predictions)} slides could not be read and are left out of "
+            f"the metrics (first: {failed[0].error}); all are listed in "
+            f"{evaluation.out_dir / 'predictions.csv'}")

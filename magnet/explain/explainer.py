@@ -29,6 +29,7 @@ from magnet.explain.geojson import write_geojson
 from magnet.explain.report import write_index, write_slide_report
 from magnet.explain.result import OUTPUT_FILES, THUMBNAIL_SIZE, ExplainResult
 from magnet.models.magnet import MagNet
+from magnet.outputs import output_folder
 from magnet.slides.pool import SlidePool
 from magnet.slides.reader import RegionReader
 
@@ -96,15 +97,16 @@ def explain_slides(
     """Explain every slide into ``out_dir/<name>/`` and write ``out_dir/index.html``; order is kept.
 
     A slide that cannot be opened or read is reported in its ``ExplainResult.error`` (and in the index) and
-    the others are still explained. ``progress(result)`` is called after each slide.
+    the others are still explained. ``progress(result)`` is called after each slide. The output folder is
+    checked before the first slide, and the index is rewritten after every slide, so an interrupted run
+    keeps an index of what it finished.
     """
     if model.needs_final_rois:
         raise ConfigError(
             f"{checkpoint or 'model'}: an oracle-zoom checkpoint (model.zoom=oracle) places its final "
             "patches on known lesion outlines; there is no learned zoom to explain (use magnet evaluate)"
         )
-    root = Path(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    root = output_folder(out_dir)
     taken: set[str] = {"index.html"}
     results: list[ExplainResult] = []
     for spec in slides:
@@ -116,9 +118,9 @@ def explain_slides(
         except MagnetError as exc:
             result = ExplainResult(slide=spec, name=name, checkpoint=checkpoint, error=str(exc))
         results.append(result)
+        write_index(root / "index.html", results)
         if progress is not None:
             progress(result)
-    write_index(root / "index.html", results)
     return results
 
 

@@ -3,7 +3,9 @@
 Shared by validation during training, ``magnet evaluate`` and ``magnet predict``. Inference uses the plain
 bilinear sampler (the model in eval mode, docs/method.md §3.4), the identity root view (no augmentation) and
 no gradient. A slide that cannot be opened or read is reported in ``SlidePrediction.error`` and does not
-stop the others; so is a non-finite probability (a model with corrupt weights), which no metric may use.
+stop the others; so is a non-finite probability or a NaN inside the model (corrupt weights), which no metric
+may use. ``on_batch`` hands each batch's predictions over as soon as they exist, so that callers can write
+them out as they come and an interruption keeps what was done.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from magnet.errors import ConfigError, SlideError
+from magnet.errors import ConfigError, NonFiniteError, SlideError
 from magnet.inference.oracle import OracleZoom
 from magnet.models.magnet import MagNet
 from magnet.slides.pool import SlidePool
@@ -33,6 +35,7 @@ class SlidePrediction:
     layers: list[list[list[float]]] = field(default_factory=list)
     running_probabilities: list[float] = field(default_factory=list)
     error: str = ""
+    unreadable: bool = False  # the error is the slide's (it could not be read), not the model's
 
 
 @torch.no_grad()
@@ -45,8 +48,10 @@ def predict_slides(
     device: torch.device | str = "cpu",
     progress: Callable[[int], object] | None = None,
     oracle: OracleZoom | None = None,
+    on_batch: Callable[[list[SlidePrediction]], object] | None = None,
 ) -> list[SlidePrediction]:
-    """Predict every slide of ``slides``; order is kept. ``progress(n)`` is called after each batch.
+    """Predict every slide of ``slides``; order is kept. ``progress(n)`` is called after each batch, and
+    ``on_batch(predictions)`` with that batch's predictions (in the order of ``slides``).
 
     ``oracle``: the final ROIs of a model with zoom="oracle" (required there; ``magnet.inference.oracle``),
     drawn per
@@ -59,25 +64,29 @@ def predict_slides(
         )
     was_training = model.training
     model.eval()
+    order = {spec: i for i, spec in enumerate(slides)}
     results: list[SlidePrediction] = []
     try:
         for start in range(0, len(slides), batch_size):
             batch = list(slides[start : start + batch_size])
             t0 = time.perf_counter()
-            readers, ok = [], []
+            readers, ok, done = [], [], []
             for spec in batch:
                 try:
                     readers.append(pool.get(spec))
                     ok.append(spec)
                 except SlideError as exc:
-                    results.append(SlidePrediction(slide=spec, error=str(exc)))
+                    done.append(SlidePrediction(slide=spec, error=str(exc), unreadable=True))
             if readers:
-                results.extend(_predict_batch(model, ok, readers, device, t0, oracle))
+                done.extend(_predict_batch(model, ok, readers, device, t0, oracle))
+            done.sort(key=lambda p: order[p.slide])
+            results.extend(done)
+            if on_batch is not None:
+                on_batch(done)
             if progress is not None:
                 progress(len(batch))
     finally:
         model.train(was_training)
-    order = {spec: i for i, spec in enumerate(slides)}
     return sorted(results, key=lambda p: order[p.slide])
 
 
@@ -86,9 +95,12 @@ def _predict_batch(model, specs, readers, device, t0, oracle) -> list[SlidePredi
         count = model.config.patches_at(model.config.num_layers)
         final = None if oracle is None else oracle.rois(specs, readers, count)
         out = model(readers, final_rois=final)
+    except NonFiniteError as exc:  # the model's fault: every slide of the batch gets the reason
+        reason = f"the model produced non-finite values ({exc}); its weights are likely corrupt"
+        return [SlidePrediction(slide=spec, error=reason) for spec in specs]
     except SlideError as exc:
         if len(specs) == 1:
-            return [SlidePrediction(slide=specs[0], error=str(exc))]
+            return [SlidePrediction(slide=specs[0], error=str(exc), unreadable=True)]
         # Find the bad slide(s): predict one by one.
         preds: list[SlidePrediction] = []
         for spec, reader in zip(specs, readers, strict=True):

@@ -19,6 +19,8 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from magnet.errors import NonFiniteError
+
 __all__ = ["SparsemaxFunction", "Sparsemax", "sparsemax", "spatial_sparsemax"]
 
 
@@ -70,6 +72,11 @@ def sparsemax(x: Tensor, dim: int = -1) -> Tensor:
         raise ValueError("sparsemax needs at least a 1-d tensor")
     if x.shape[dim] == 0:
         raise ValueError(f"sparsemax over an empty dimension (dim={dim}, shape={tuple(x.shape)})")
+    # A NaN or inf score leaves the support empty, and the threshold would index position -1: refuse it
+    # here, with a message, instead of failing deep inside the gather (one device sync per call).
+    if not bool(torch.isfinite(x).all()):
+        kind = "nan" if bool(torch.isnan(x).any()) else "inf"
+        raise NonFiniteError(f"non-finite scores ({kind}) reached the sparsemax of a localisation head")
     out: Tensor = SparsemaxFunction.apply(x, dim)
     return out
 

@@ -7,7 +7,7 @@ Among the file backends that open a file, the one that sees the most pyramid lev
 from magnet.slides.base import NotThisFormat, Slide
 from magnet.slides.memory import MemorySlide
 from magnet.slides.openslide_backend import OpenSlideSlide
-from magnet.slides.registry import open_slide, register_file_backend, register_scheme
+from magnet.slides.registry import open_slide, register_file_backend, register_scheme, slide_identity
 from magnet.slides.tiff_backend import TiffSlide
 
 __all__ = [
@@ -19,4 +19,5 @@ __all__ = [
     "open_slide",
     "register_file_backend",
     "register_scheme",
+    "slide_identity",
 ]

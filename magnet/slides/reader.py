@@ -51,9 +51,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from magnet.errors import SlideError
+from magnet.errors import NonFiniteError, SlideError
 from magnet.geometry import NUM_DIHEDRAL, canvas_side, canvas_to_level0, dihedral_matrix
 from magnet.slides.base import Slide
+from magnet.slides.noise import native_stderr_captured
 from magnet.slides.pixels import GREY_THRESHOLD, blacken_grey, to_rgb_uint8
 
 __all__ = ["DIHEDRAL_FLAT", "ReadPlan", "RegionReader", "apply_dihedral"]
@@ -154,6 +155,10 @@ class RegionReader:
 
     def read(self, rois: torch.Tensor, size: int) -> torch.Tensor:
         """ROIs ``(N, 3, 3)`` in canvas coordinates to images ``(N, 3, size, size)`` float32 in ``[0, 1]``."""
+        with native_stderr_captured():  # what the slide's libraries print (magnet.slides.noise)
+            return self._read(rois, size)
+
+    def _read(self, rois: torch.Tensor, size: int) -> torch.Tensor:
         plans = self.plan(rois, size)
         out = torch.empty((len(plans), 3, size, size), dtype=torch.float32)
 
@@ -184,8 +189,8 @@ class RegionReader:
     def _split(self, index: int, m: np.ndarray) -> tuple[float, tuple[int, int, int, int]]:
         """Half-size ``h > 0`` and ``D`` with ``m[:2, :2] = h * D``, or a one-line error."""
         where = f"ROI {index}"
-        if not np.isfinite(m).all():
-            raise SlideError(self.slide.path, f"{where} has non-finite values (NaN or inf)")
+        if not np.isfinite(m).all():  # the model's fault, not the slide's: never skipped as a bad slide
+            raise NonFiniteError(f"{self.slide.path}: {where} has non-finite values (NaN or inf)")
         if not np.allclose(m[2], (0.0, 0.0, 1.0), atol=1e-6):
             raise SlideError(self.slide.path, f"{where}: last row must be (0, 0, 1), got {m[2].tolist()}")
         lin = m[:2, :2]

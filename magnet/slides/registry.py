@@ -11,6 +11,11 @@ all of them). Every failure is a ``SlideError`` naming the file and the reason; 
 file, the reasons of the backends that recognised its format are reported (a backend raises
 ``NotThisFormat`` for a file that is not its format at all; those refusals are listed only when no backend
 recognised the file).
+
+``slide_identity`` says which slide a spelling names, so that manifests can refuse one slide listed twice:
+a file is its resolved real path (symlinks and ``..`` followed), a URI its scheme's canonical spelling (a
+scheme may register one beside its opener; ``synth:`` URIs put their keys in a fixed order and fill in
+defaults), or the URI itself for a scheme without one.
 """
 
 from __future__ import annotations
@@ -21,22 +26,27 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from magnet.errors import SlideError
+from magnet.errors import MagnetError, SlideError
 from magnet.slides.base import NotThisFormat, Slide
 from magnet.slides.memory import open_image_file
+from magnet.slides.noise import native_stderr_captured
 from magnet.slides.openslide_backend import open_openslide
 from magnet.slides.tiff_backend import open_tiffslide
 
 SchemeOpener = Callable[[str], Slide]
 FileOpener = Callable[[str], Slide]
+Canonical = Callable[[str], str]
 
 
-__all__ = ["KNOWN_SCHEMES", "NotThisFormat", "open_slide", "register_file_backend", "register_scheme",
-           "uri_scheme"]
+__all__ = ["KNOWN_CANONICAL", "KNOWN_SCHEMES", "NotThisFormat", "open_slide", "register_file_backend",
+           "register_scheme", "slide_identity", "uri_scheme"]
 
 #: Schemes opened by a function of another package, imported on first use: ``scheme -> "module:function"``.
 KNOWN_SCHEMES: dict[str, str] = {"synth": "magnet.synth.slide:open_virtual_slide"}
 _SCHEMES: dict[str, SchemeOpener] = {}
+#: The canonical spelling of a scheme's URIs, imported on first use like the openers.
+KNOWN_CANONICAL: dict[str, str] = {"synth": "magnet.synth.uri:canonical_uri"}
+_CANONICAL: dict[str, Canonical] = {}
 # (name, opener) in order of preference: OpenSlide (the most formats, thread-safe C reads), tiffslide (TIFF /
 # OME-TIFF SubIFD pyramids), plain images through Pillow. Plug-ins append with register_file_backend.
 _FILE_BACKENDS: list[tuple[str, FileOpener]] = [
@@ -48,9 +58,15 @@ _FILE_BACKENDS: list[tuple[str, FileOpener]] = [
 _URI = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+):(.*)$")
 
 
-def register_scheme(scheme: str, opener: SchemeOpener) -> None:
-    """Make ``open_slide("scheme:...")`` call ``opener`` with the whole URI."""
+def register_scheme(scheme: str, opener: SchemeOpener, canonical: Canonical | None = None) -> None:
+    """Make ``open_slide("scheme:...")`` call ``opener`` with the whole URI.
+
+    ``canonical(uri)``, if given, returns the one spelling of every URI that names the same slide (for
+    ``slide_identity``); it may raise a ``MagnetError`` for a URI that does not parse.
+    """
     _SCHEMES[scheme.lower()] = opener
+    if canonical is not None:
+        _CANONICAL[scheme.lower()] = canonical
 
 
 def register_file_backend(name: str, opener: FileOpener) -> None:
@@ -68,14 +84,44 @@ def uri_scheme(spec: str) -> str | None:
 
 def _scheme_opener(scheme: str) -> SchemeOpener | None:
     if scheme not in _SCHEMES and scheme in KNOWN_SCHEMES:
-        module, function = KNOWN_SCHEMES[scheme].split(":")
-        _SCHEMES[scheme] = getattr(importlib.import_module(module), function)
+        _SCHEMES[scheme] = _load(KNOWN_SCHEMES, scheme)  # type: ignore[assignment]
     return _SCHEMES.get(scheme)
 
 
-def open_slide(spec: str | os.PathLike[str]) -> Slide:
-    """Open a slide file, a registered URI (``synth:...``), or a plain image (PNG, JPEG)."""
+def _load(table: dict[str, str], scheme: str) -> Callable[..., object]:
+    module, function = table[scheme].split(":")
+    return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+
+
+def slide_identity(spec: str | os.PathLike[str]) -> str:
+    """The one name of the slide ``spec`` names (see the module doc); never opens the slide.
+
+    A URI that its scheme cannot parse is its own identity (opening it will report why it is bad).
+    """
     text = str(spec)
+    scheme = uri_scheme(text)
+    if scheme is not None and _scheme_opener(scheme) is not None:
+        if scheme not in _CANONICAL and scheme in KNOWN_CANONICAL:
+            _CANONICAL[scheme] = _load(KNOWN_CANONICAL, scheme)  # type: ignore[assignment]
+        canonical = _CANONICAL.get(scheme)
+        try:
+            return canonical(text) if canonical is not None else text
+        except MagnetError:
+            return text
+    return os.path.realpath(os.path.expanduser(text))
+
+
+def open_slide(spec: str | os.PathLike[str]) -> Slide:
+    """Open a slide file, a registered URI (``synth:...``), or a plain image (PNG, JPEG).
+
+    What the libraries print meanwhile is collected once the command line has hushed them
+    (``magnet.slides.noise``).
+    """
+    with native_stderr_captured():
+        return _open_slide(str(spec))
+
+
+def _open_slide(text: str) -> Slide:
     if not text.strip():
         raise SlideError(repr(text), "empty slide path")
     scheme = uri_scheme(text)

@@ -13,21 +13,22 @@ Layout (what OpenSlide's generic-tiff reader expects, https://openslide.org/form
 The writer streams: each level is produced tile by tile with ``slide.read_region`` at that level and handed
 to tifffile as an iterator, so no whole level is ever held in memory (the benchmark writes a
 40,000 x 40,000 slide this way). The file appears atomically: it is written to a temporary file in the target
-folder and renamed over the target only when complete; on any error the temporary file is removed.
+folder and renamed over the target only when complete (``magnet.atomic``); on any error, Ctrl-C included,
+the temporary file is removed (the command line turns a SIGTERM into the same interruption).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
+from magnet.atomic import atomic_path
 from magnet.errors import MagnetError
+from magnet.outputs import output_file
 from magnet.slides.base import Slide
 
 # Classic TIFF offsets are 32-bit; above this much *uncompressed* data we switch to BigTIFF so that even a
@@ -87,15 +88,10 @@ def write_pyramidal_tiff(
     if not 1 <= quality <= 100:
         raise MagnetError(f"{path}: JPEG quality must be in 1..100, got {quality}")
     chosen = _check_levels(slide, levels)
-    target = Path(path)
-    if not target.parent.is_dir():
-        raise MagnetError(f"{target}: folder {target.parent} does not exist")
+    target = output_file(path)
 
     raw_bytes = sum(w * h * 3 for w, h in (slide.level_dimensions[v] for v in chosen))
-    # A unique hidden name in the same folder (so os.replace is an atomic rename on one filesystem);
-    # created by tifffile with the usual permissions, unlike mkstemp's 0600.
-    tmp_name = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
-    try:
+    with atomic_path(target) as tmp_name:
         with tifffile.TiffWriter(tmp_name, bigtiff=raw_bytes > _BIGTIFF_ABOVE_BYTES) as writer:
             for page, level in enumerate(chosen):
                 width, height = slide.level_dimensions[level]
@@ -117,7 +113,3 @@ def write_pyramidal_tiff(
                     metadata=None,  # no tifffile JSON description: readers must see a plain TIFF
                     **extra,  # type: ignore[arg-type]
                 )
-        os.replace(tmp_name, target)
-    except BaseException:
-        tmp_name.unlink(missing_ok=True)
-        raise

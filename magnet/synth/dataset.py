@@ -19,6 +19,7 @@ import numpy as np
 from magnet.data.lesions import LESIONS_FILE, write_lesions
 from magnet.data.manifest import ManifestRow, write_manifest
 from magnet.errors import ConfigError, SlideError
+from magnet.outputs import output_folder
 from magnet.synth.slide import VirtualSlide
 from magnet.synth.uri import CLASS_MIX, DEFAULT_MPP, DEFAULT_SIZE, TEXTURES, VERSIONS, SynthSpec
 
@@ -129,9 +130,7 @@ def _open_fitting(
 
 def write_dataset(slides: Sequence[DatasetSlide], out_dir: str | os.PathLike[str]) -> Path:
     """Write ``out_dir/manifest.csv`` and ``out_dir/lesions.json`` (by slide URI); return the manifest."""
-    folder = Path(out_dir)
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"{folder}: exists and is not a folder")
+    folder = output_folder(out_dir)
     rows = [
         ManifestRow(
             s.uri,

@@ -155,6 +155,11 @@ def parse_uri(uri: str) -> SynthSpec:
     return SynthSpec(seed, size, lesion, mpp, texture, texture_dir, version)
 
 
+def canonical_uri(uri: str) -> str:
+    """The canonical spelling of a ``synth:`` URI (``SynthSpec.uri``): one slide, one string."""
+    return parse_uri(uri).uri
+
+
 def _parse_int(uri: str, key: str, value: str) -> int:
     if not re.fullmatch(r"[0-9]+", value):
         raise SlideError(uri, f"{key} must be a non-negative integer, got {value!r}")

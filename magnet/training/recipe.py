@@ -10,10 +10,11 @@ config is built, so a NaN learning rate or a zero batch size never reaches the t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from magnet.domains import NON_NEGATIVE, POSITIVE, SEED, AtLeast, check_domains
+from magnet.domains import FRACTION, NON_NEGATIVE, POSITIVE, SEED, AtLeast, DomainError, check_domains
 from magnet.errors import ConfigError
 from magnet.models.model_config import MagNetConfig
 from magnet.training.losses import LossWeights
@@ -30,6 +31,10 @@ class DataConfig:
     skip_bad: bool = False  # drop bad manifest rows (reported) instead of refusing to start
     # [choice] LRU of open slide handles; virtual slides cost nothing to reopen
     max_open_slides: Annotated[int, AtLeast(1)] = 64
+    # [choice] Slides that fail to read during training (warm-up included) or validation are logged once,
+    # skipped, and listed after each epoch; the run stops when more than this share of a split has failed
+    # (a wrong mount or a truncated copy, not the odd corrupt file). 0: stop at the first failure.
+    max_failed_share: Annotated[float, FRACTION] = 0.05
 
     def __post_init__(self) -> None:
         check_domains(self)
@@ -73,8 +78,21 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_domains(self)
+        if isinstance(self.devices, str):
+            _check_devices_text(self.devices)
         if self.loss.head_value > 0 and self.model.readout == "gru":
             raise ConfigError(
                 "loss.head_value > 0 needs a logit per final patch: set model.readout to max or lse "
                 "(the GRU gives one for the whole sequence)"
             )
+
+
+# What Lightning takes as text: "auto", "-1" (every device), a count ("2") or device indices ("0,1", "1,").
+_DEVICES_TEXT = re.compile(r"auto|-1|[0-9]+|[0-9]+(,[0-9]+)*,?")
+_DEVICES_ALLOWED = "an integer >= 1, 'auto', '-1' (every device) or device indices such as '0,1'"
+
+
+def _check_devices_text(text: str) -> None:
+    """Refuse a ``devices`` string Lightning would fail on with a traceback (``"0"``, ``"abc"``, ``""``)."""
+    if not _DEVICES_TEXT.fullmatch(text.strip()) or (text.strip().isdigit() and int(text) < 1):
+        raise DomainError("devices", text, _DEVICES_ALLOWED)

@@ -24,7 +24,8 @@ __all__ = ["METRIC_FIELDS", "RunLog"]
 
 METRIC_FIELDS = (
     "epoch", "lr", "train_loss", "train_final", "train_aux", "train_paradoxical", "train_head_mil",
-    "train_head_value", "train_slides_per_s", "skipped_batches", "val_auroc", "val_n", "minutes",
+    "train_head_value", "train_slides_per_s", "skipped_batches", "failed_slides", "val_auroc", "val_n",
+    "minutes",
 )
 
 

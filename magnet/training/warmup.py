@@ -24,14 +24,19 @@ from magnet.errors import ConfigError
 from magnet.geometry import RegionSource
 from magnet.models.magnifying import MagnifyingLayer
 
-__all__ = ["dihedral_views", "read_root_views", "warm_up_heads"]
+__all__ = ["dihedral_views", "read_root_view", "read_root_views", "warm_up_heads"]
+
+
+def read_root_view(source: RegionSource, size: int) -> Tensor:
+    """One slide's root view (identity ROI) at ``size`` x ``size``: ``(3, size, size)``."""
+    identity = torch.eye(3, dtype=torch.float64)[None]
+    with torch.no_grad():
+        return source.read(identity, size)[0].float()
 
 
 def read_root_views(sources: Sequence[RegionSource], size: int) -> Tensor:
     """Each slide's root view (identity ROI) at ``size`` x ``size``: ``(N, 3, size, size)``."""
-    identity = torch.eye(3, dtype=torch.float64)[None]
-    with torch.no_grad():
-        return torch.stack([source.read(identity, size)[0] for source in sources]).float()
+    return torch.stack([read_root_view(source, size) for source in sources])
 
 
 def dihedral_views(images: Tensor, index: int) -> Tensor:

@@ -73,8 +73,11 @@ def test_bad_inputs_print_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_bad_thumbnail_arguments(tiny_tiff, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path, _ = tiny_tiff()
-    assert main(["slide-info", str(path), "--thumbnail", str(tmp_path / "no" / "t.png")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "file.txt").write_text("in the way")
+    assert main(["slide-info", str(path), "--thumbnail", str(tmp_path / "file.txt" / "t.png")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert main(["slide-info", str(path), "--thumbnail", str(tmp_path / "new" / "t.png")]) == 0
+    assert (tmp_path / "new" / "t.png").is_file()  # a missing folder is created
     assert (
         main(["slide-info", str(path), "--thumbnail", str(tmp_path / "t.png"), "--thumbnail-size", "0"]) == 2
     )

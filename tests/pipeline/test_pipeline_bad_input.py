@@ -129,17 +129,19 @@ def test_a_slide_failing_mid_training_is_logged_and_skipped(run, tmp_path: Path,
             ManifestRow("pipelinefailing:slide-7", 0, "negative", "train")]
     manifest = tmp_path / "manifest.csv"
     write_manifest(rows, manifest)
-    cfg = tiny_config(manifest, "optim.epochs=1", "optim.batch_size=1", "data.val_split=''")
+    cfg = tiny_config(manifest, "optim.epochs=1", "optim.batch_size=1", "data.val_split=''",
+                      "data.max_failed_share=0.5")
     with one_thread():
         trainer = Trainer(cfg, tmp_path / "run", show_progress=False)  # validates the manifest: all fine
         png.unlink()  # ... then the PNG disappears before training reads it
         result = trainer.fit()
     assert not result.interrupted and result.epochs_done == 1
     row = result.history[0]
-    assert row["skipped_batches"] == 2 and np.isfinite(row["train_loss"])
+    assert row["skipped_batches"] == 2 and row["failed_slides"] == 2 and np.isfinite(row["train_loss"])
     out = capsys.readouterr().out
-    assert f"skipped a batch: {png}: no such file" in out
-    assert "skipped a batch: pipelinefailing:slide-7: tile 3 is truncated" in out
+    assert out.count(f"skipping train slide from now on: {png}: no such file") == 1
+    assert out.count("skipping train slide from now on: pipelinefailing:slide-7: tile 3 is truncated") == 1
+    assert "epoch 1: 2 of 6 train slides skipped (unreadable)" in out
     assert torch.load(tmp_path / "run" / "last.ckpt", weights_only=True)["epoch"] == 1
 
 

@@ -276,7 +276,6 @@ def test_empty_batch() -> None:
 @pytest.mark.parametrize(
     ("roi", "size", "message"),
     [
-        (torch.tensor([[float("nan"), 0, 0], [0, 0.5, 0], [0, 0, 1]]), 16, "ROI 0 has non-finite"),
         (roi_matrix(0.0, 0.0, 0.0), 16, "non-positive size"),
         (torch.tensor([[0.3, 0.0, 0], [0.0, 0.2, 0], [0, 0, 1]]), 16, "not a square"),
         (torch.tensor([[0.3, -0.3, 0], [0.3, 0.3, 0], [0, 0, 1]]), 16, "flip/90-degree"),
@@ -289,6 +288,17 @@ def test_bad_rois_are_one_line_errors_naming_the_slide(roi: torch.Tensor, size: 
     with pytest.raises(SlideError, match=message) as info:
         reader.read(roi[None], size)
     assert str(info.value).startswith("tiny.svs: ") and "\n" not in str(info.value)
+
+
+def test_a_nan_roi_is_the_models_fault_not_the_slides() -> None:
+    """A NaN ROI comes from the model: a ``NonFiniteError``, which training never skips as a bad slide."""
+    from magnet.errors import NonFiniteError
+
+    reader = RegionReader(MemorySlide(_colour_noise(32, 32), path="tiny.svs"))
+    roi = torch.tensor([[float("nan"), 0, 0], [0, 0.5, 0], [0, 0, 1]])
+    with pytest.raises(NonFiniteError, match=r"^tiny.svs: ROI 0 has non-finite values") as info:
+        reader.read(roi[None], 16)
+    assert not isinstance(info.value, SlideError)
 
 
 def test_bad_shape_and_huge_reads() -> None:
