@@ -38,7 +38,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
-    manifest = write_dataset(make_dataset(args.n, args.seed, size=(args.size, args.size), mpp=args.mpp), args.out / "data")
+    slides = make_dataset(args.n, args.seed, size=(args.size, args.size), mpp=args.mpp)
+    manifest = write_dataset(slides, args.out / "data")
     config = TilingConfig(
         manifest=str(manifest), top_k=8, n_bootstrap=200,
         tiles=TileConfig(size=args.tile, um_per_px=args.um_per_px, mask_px=512),
