@@ -1,5 +1,6 @@
-"""Baselines of the paper's Table 1 and controls: the mean-RGB control (``mean_rgb``) and the thumbnail CNN
-(``thumbnail``: the whole slide at one size, no zoom); tiling + attention MIL later."""
+"""Baselines of the paper's Table 1 and controls: the mean-RGB control (``mean_rgb``), the thumbnail CNN
+(``thumbnail``: the whole slide at one size, no zoom) and tiling + attention MIL (``tiling``, a subpackage
+imported on its own: ``magnet.baselines.tiling``)."""
 
 from magnet.baselines.mean_rgb import (
     MeanRGBModel,

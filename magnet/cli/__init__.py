@@ -29,7 +29,7 @@ from magnet import __version__
 from magnet.errors import MagnetError
 
 # Subcommand modules, in the order `magnet --help` lists them.
-SUBCOMMANDS = ("slide_info", "synth", "data", "train", "evaluate", "predict", "explain", "demo")
+SUBCOMMANDS = ("slide_info", "synth", "data", "train", "evaluate", "predict", "explain", "baseline", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
