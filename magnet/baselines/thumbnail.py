@@ -30,7 +30,6 @@ stops the run.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 import os
@@ -45,10 +44,11 @@ import torch
 from torch import Tensor, nn
 
 from magnet.atomic import atomic_path
+from magnet.baselines.selection import BestEpoch
 from magnet.data.manifest import Manifest, ManifestRow
 from magnet.domains import NON_NEGATIVE, POSITIVE, SEED, AtLeast, check_domains
 from magnet.errors import MagnetError
-from magnet.metrics.auroc import auroc, table1
+from magnet.metrics.auroc import table1
 from magnet.models.backbones import build_backbone
 from magnet.slides.pool import SlidePool
 
@@ -225,11 +225,6 @@ def _predict(model: ThumbnailNet, images: Tensor, batch_size: int) -> np.ndarray
     return torch.cat(logits).numpy().astype(np.float64) if logits else np.zeros(0)
 
 
-def _bce(logits: np.ndarray, labels: np.ndarray) -> float:
-    # Numerically stable BCE with logits: max(z, 0) - z y + log(1 + exp(-|z|)).
-    return float(np.mean(np.maximum(logits, 0) - logits * labels + np.log1p(np.exp(-np.abs(logits)))))
-
-
 @dataclass
 class TrainedThumbnail:
     model: ThumbnailNet
@@ -253,17 +248,16 @@ def train_thumbnail(
             f"thumbnail baseline: needs positive and negative training slides ({len(train_images)} views, "
             f"{int(y.sum())} positive)"
         )
-    y_val = np.asarray(val_labels if val_labels is not None else [], dtype=np.float64).reshape(-1)
-    use_val = val_images is not None and len(val_images) == len(y_val) and len(np.unique(y_val)) == 2
+    y_val = np.asarray(val_labels if val_labels is not None and val_images is not None else [], np.float64)
+    if val_images is not None and len(val_images) != len(y_val):
+        raise ValueError(f"{len(val_images)} validation views but {len(y_val)} labels")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = ThumbnailNet(config.size)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
     targets = torch.from_numpy(y)
-    best: tuple[float, float] | None = None
-    best_state: dict[str, Tensor] = copy.deepcopy(model.state_dict())
-    best_epoch = config.epochs
+    best = BestEpoch(model, y_val, config.epochs)
     history: list[dict[str, float | None]] = []
     for epoch in range(1, config.epochs + 1):
         rng = np.random.default_rng([config.seed, epoch])
@@ -283,20 +277,14 @@ def train_thumbnail(
             losses.append(loss.item())
         row: dict[str, float | None] = {"epoch": epoch, "train_loss": float(np.mean(losses)),
                                         "val_auroc": None, "val_loss": None}
-        if use_val:
+        if best.usable:
             assert val_images is not None
-            logits = _predict(model, val_images, config.eval_batch_size)
-            val_auroc, val_loss = auroc(y_val, logits), _bce(logits, y_val)
-            row["val_auroc"], row["val_loss"] = val_auroc, val_loss
-            key = (val_auroc, -val_loss)
-            if best is None or key > best:
-                best, best_epoch, best_state = key, epoch, copy.deepcopy(model.state_dict())
+            row.update(best.offer(epoch, _predict(model, val_images, config.eval_batch_size)))
         history.append(row)
         if progress is not None:
             progress(row)
-    if use_val:
-        model.load_state_dict(best_state)
-    return TrainedThumbnail(model, best_epoch, history)
+    best.restore()
+    return TrainedThumbnail(model, best.epoch, history)
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,15 +26,6 @@ from magnet.synth.dataset import make_dataset
 
 # Small virtual slides: their whole view reads in ~0.1-1 s (the 100,000² default: ~0.4-1 s), layout included.
 SMALL = (20_000, 20_000)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    # On a busy 2-core machine two torch threads spin-wait on each other: these tiny steps ran 20-50x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def save(path: Path, image: np.ndarray) -> str:

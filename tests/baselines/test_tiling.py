@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,14 +29,6 @@ REPO = Path(__file__).resolve().parents[2]
 # 256 level-0 px a tile, a 16 x 16 grid; a slide's features take well under a second.
 SLIDE = "synth:seed=1,size=4096x4096,mpp=2,lesion=macro,version=2"
 TILES = TileConfig(size=32, um_per_px=16.0, mask_px=256)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from magnet.config_io import load_config
 from magnet.data.manifest import ManifestRow, write_manifest
+from magnet.errors import SlideError
+from magnet.slides.base import Slide
 from magnet.synth.dataset import make_dataset
 from magnet.training.loop import TrainResult, train
 from magnet.training.recipe import TrainConfig
@@ -170,3 +173,17 @@ def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
     err = capsys.readouterr().err.strip()
     assert err.startswith("magnet: error: ") and "\n" not in err, err
     return err
+
+
+class FailingReads(Slide):
+    """Opens fine (so the manifest validates) but every pixel read fails, as a truncated file would. Register
+    it under a scheme of the test's own (``register_scheme(name, FailingReads)``)."""
+
+    backend = "test-failing"
+
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        return ((8192, 8192),)
+
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        raise SlideError(self.path, "tile 3 is truncated (test)")

@@ -11,33 +11,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pipeline_fixtures import balanced_rows, one_thread, tiny_config
+from pipeline_fixtures import FailingReads, balanced_rows, one_thread, tiny_config
 
 from magnet.cli import main
 from magnet.data.manifest import ManifestRow, write_manifest
-from magnet.errors import MagnetError, SlideError
-from magnet.slides.base import Slide
+from magnet.errors import MagnetError
 from magnet.slides.registry import register_scheme
 from magnet.training.loop import Trainer
 
 
-class _FailingReads(Slide):
-    backend = "test-failing"
-
-    @property
-    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
-        return ((8192, 8192),)
-
-    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
-        raise SlideError(self.path, "tile 3 is truncated (test)")
-
-
-class _InterruptingReads(_FailingReads):
+class _InterruptingReads(FailingReads):
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         raise KeyboardInterrupt
 
 
-register_scheme("badslides", _FailingReads)
+register_scheme("badslides", FailingReads)
 register_scheme("interrupting", _InterruptingReads)
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 from pipeline_fixtures import (
+    FailingReads,
     balanced_rows,
     one_line_error,
     one_thread,
@@ -24,8 +25,6 @@ import magnet.training.checkpoints
 import magnet.training.loop
 from magnet.cli import main
 from magnet.data.manifest import ManifestRow, write_manifest
-from magnet.errors import SlideError
-from magnet.slides.base import Slide
 from magnet.slides.registry import register_scheme
 from magnet.training.checkpoints import save_checkpoint
 from magnet.training.loop import Trainer
@@ -106,22 +105,9 @@ def test_evaluate_on_a_file_that_is_not_a_checkpoint(run, tmp_path: Path, conten
     assert not (tmp_path / "eval").exists()
 
 
-class _FailingReads(Slide):
-    """Opens fine (so the manifest validates) but every pixel read fails, as a truncated file would."""
-
-    backend = "test-failing"
-
-    @property
-    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
-        return ((8192, 8192),)
-
-    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
-        raise SlideError(self.path, "tile 3 is truncated (test)")
-
-
 def test_a_slide_failing_mid_training_is_logged_and_skipped(run, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    register_scheme("pipelinefailing", _FailingReads)
+    register_scheme("pipelinefailing", FailingReads)
     png = tmp_path / "tile.png"
     Image.fromarray(np.full((256, 256, 3), 200, np.uint8)).save(png)
     good = [r for r in balanced_rows() if r.split == "train"]

@@ -9,7 +9,6 @@ loss; without a validation split holding both labels, the last epoch.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -18,10 +17,10 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from magnet.baselines.selection import BestEpoch
 from magnet.baselines.tiling.config import MILConfig
 from magnet.baselines.tiling.mil import GatedAttentionMIL
 from magnet.errors import MagnetError
-from magnet.metrics.auroc import auroc
 
 __all__ = ["TrainedMIL", "fit_mil", "score_bags"]
 
@@ -47,11 +46,6 @@ def score_bags(model: GatedAttentionMIL, bags: Sequence[Tensor]) -> tuple[np.nda
     return np.asarray(logits, dtype=np.float64), attention
 
 
-def _bce(logits: np.ndarray, labels: np.ndarray) -> float:
-    # Numerically stable BCE with logits: max(z, 0) - z y + log(1 + exp(-|z|)).
-    return float(np.mean(np.maximum(logits, 0) - logits * labels + np.log1p(np.exp(-np.abs(logits)))))
-
-
 def fit_mil(
     train_bags: Sequence[Tensor],
     train_labels: Sequence[int],
@@ -67,15 +61,14 @@ def fit_mil(
         raise MagnetError(f"tiling baseline: needs positive and negative training slides ({len(train_bags)} "
                           f"slides with features, {int(y.sum())} positive)")
     y_val = np.asarray(val_labels, dtype=np.float64)
-    use_val = len(val_bags) == len(y_val) and len(np.unique(y_val)) == 2
+    if len(val_bags) != len(y_val):
+        raise ValueError(f"{len(val_bags)} validation bags but {len(y_val)} labels")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         in_dim = int(train_bags[0].shape[1])
         model = GatedAttentionMIL(in_dim, config.hidden, config.attention, config.dropout)
         optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        best: tuple[float, float] | None = None
-        best_state = copy.deepcopy(model.state_dict())
-        best_epoch = config.epochs
+        best = BestEpoch(model, y_val, config.epochs)
         history: History = []
         for epoch in range(1, config.epochs + 1):
             order = np.random.default_rng([config.seed, epoch]).permutation(len(y))
@@ -91,16 +84,10 @@ def fit_mil(
                 losses.append(loss.item())
             row: dict[str, float | None] = {"epoch": epoch, "train_loss": float(np.mean(losses)),
                                             "val_auroc": None, "val_loss": None}
-            if use_val:
-                logits, _ = score_bags(model, val_bags)
-                val_auroc, val_loss = auroc(y_val, logits), _bce(logits, y_val)
-                row["val_auroc"], row["val_loss"] = val_auroc, val_loss
-                key = (val_auroc, -val_loss)
-                if best is None or key > best:
-                    best, best_epoch, best_state = key, epoch, copy.deepcopy(model.state_dict())
+            if best.usable:
+                row.update(best.offer(epoch, score_bags(model, val_bags)[0]))
             history.append(row)
             if progress is not None:
                 progress(row)
-    if use_val:
-        model.load_state_dict(best_state)
-    return TrainedMIL(model, best_epoch, history)
+    best.restore()
+    return TrainedMIL(model, best.epoch, history)
