@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     kinds = p.add_subparsers(dest="baseline", metavar="BASELINE")
     kinds.required = True
     t = kinds.add_parser("tiling", help="tissue tiles, a frozen ImageNet encoder, gated attention MIL")
-    t.add_argument("config", help="recipe YAML (configs/tiling_camelyon.yaml)")
+    t.add_argument("config", help="recipe YAML (configs/baselines/tiling_camelyon.yaml)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe key, e.g. --set manifest=data/manifest.csv (repeatable)")
     t.add_argument("--out", default="", help="output folder (default: runs/<recipe name>)")

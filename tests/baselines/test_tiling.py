@@ -141,7 +141,7 @@ def test_lite0_network_matches_the_wheels_layout() -> None:
 
 
 def test_recipe_loads_and_refuses_bad_values() -> None:
-    recipe = REPO / "configs" / "tiling_camelyon.yaml"
+    recipe = REPO / "configs" / "baselines" / "tiling_camelyon.yaml"
     config = load_config(TilingConfig, recipe)
     assert (config.tiles.size, config.tiles.um_per_px) == (256, 0.5)
     assert config.encoder.name == "efficientnet_lite0"
@@ -156,7 +156,7 @@ def test_command_writes_evaluate_outputs(tmp_path: Path, capsys: pytest.CaptureF
     manifest = write_dataset(slides, tmp_path / "data")
     sets = ["encoder.name=small_random", "tiles.size=32", "tiles.um_per_px=16", "tiles.mask_px=256",
             "mil.epochs=2", "n_bootstrap=0", "top_k=3", f"manifest={manifest}"]
-    recipe = REPO / "configs" / "tiling_camelyon.yaml"
+    recipe = REPO / "configs" / "baselines" / "tiling_camelyon.yaml"
     args = ["baseline", "tiling", str(recipe), "--out", str(tmp_path / "run")]
     assert main([*args, *[x for s in sets for x in ("--set", s)]]) == 0
     out = tmp_path / "run"
@@ -174,7 +174,7 @@ def test_command_writes_evaluate_outputs(tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_command_without_manifest_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    recipe = REPO / "configs" / "tiling_camelyon.yaml"
+    recipe = REPO / "configs" / "baselines" / "tiling_camelyon.yaml"
     assert main(["baseline", "tiling", str(recipe), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "magnet: error: manifest: the recipe names no manifest CSV (set manifest=PATH)"

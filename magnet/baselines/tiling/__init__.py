@@ -4,7 +4,7 @@ A tissue mask from a thumbnail and a grid of tiles (``tissue``), a frozen ImageN
 tiles' features cached once per slide on disk (``features``), gated attention MIL trained on slide labels
 (``mil``, ``train``), and the test scores with the attention's top tiles as the baseline's "where" (``run``).
 ``magnet.evaluation.tiling`` writes the same outputs as ``magnet evaluate``; ``magnet baseline tiling
-RECIPE`` runs it all (``configs/tiling_camelyon.yaml``).
+RECIPE`` runs it all (``configs/baselines/tiling_camelyon.yaml``).
 """
 
 from magnet.baselines.tiling.config import EncoderConfig, MILConfig, TileConfig, TilingConfig

@@ -1,4 +1,4 @@
-"""The tiling baseline's recipe (``configs/tiling_camelyon.yaml``): tiles, encoder, MIL training, outputs.
+"""The tiling baseline's recipe (``configs/baselines/tiling_camelyon.yaml``): tiles, encoder, MIL, outputs.
 
 Every number has its domain beside it (``magnet.domains``), checked when the recipe loads, and every default
 its reason.
