@@ -5,8 +5,10 @@ In the output folder (created, or refused with one line, before any slide is rea
 selection, history, slides left out and feature-cache disk), ``predictions.csv`` (slide, probability,
 label, class, error, tiles), ``roc.png``, ``top_tiles.json`` (per test slide, the ``top_k`` most-attended
 tiles' level-0 boxes and weights: the baseline's "where"), ``mil.ckpt`` (the selected MIL head and the
-recipe) and ``config.yaml``. Feature files go to the recipe's ``cache_dir``, else ``OUT/features``. Every
-file is written atomically.
+recipe), ``config.yaml`` and ``history.jsonl`` (one line per run). Feature files go to the recipe's
+``cache_dir``, else ``OUT/features``. Every file is written atomically. The folder is locked for the run's
+life (``magnet.training.run_folder``): a second run into it is refused in one line, and a run that fails
+before writing anything removes the folder it created.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from magnet.errors import MagnetError
 from magnet.evaluation.reports import save_roc_png, write_metrics_json, write_predictions_csv
 from magnet.metrics.localisation import manifest_outlines
 from magnet.outputs import output_folder
+from magnet.training.run_folder import RunFolder
 
 __all__ = ["run_tiling_baseline"]
 
@@ -47,11 +50,30 @@ def run_tiling_baseline(
     """Train and score the baseline of ``config`` on its manifest; write the outputs into ``out_dir``."""
     if not config.manifest:
         raise MagnetError("manifest: the recipe names no manifest CSV (set manifest=PATH)")
-    out = output_folder(out_dir)
+    run_folder = RunFolder(out_dir)  # one run per folder; a second is refused in one line
+    run_folder.claim()
+    try:
+        result = _run_and_write(config, run_folder, on_epoch=on_epoch, on_slide=on_slide)
+    except BaseException:
+        run_folder.release(tidy=True)
+        raise
+    run_folder.release()
+    return result, run_folder.path
+
+
+def _run_and_write(
+    config: TilingConfig,
+    run_folder: RunFolder,
+    *,
+    on_epoch: Callable[[dict[str, float | None]], None] | None,
+    on_slide: Callable[[int, int], None] | None,
+) -> TilingResult:
+    out = run_folder.path
     cache_dir = output_folder(config.cache_dir) if config.cache_dir else output_folder(out / "features")
     rows = list(read_manifest(config.manifest, check_slides=False).rows)
     outlines = manifest_outlines(rows, Path(config.manifest).parent)
     save_config(config, out / "config.yaml")
+    run_folder.record("start", manifest=config.manifest)
     result = run_tiling(rows, config, cache_dir, outlines=outlines, on_epoch=on_epoch, on_slide=on_slide)
     good = [s for s in result.scores if s.probability is not None]
     metrics = dict(result.metrics)
@@ -71,4 +93,4 @@ def run_tiling_baseline(
         torch.save({"config": config_to_dict(config), "state_dict": result.trained.model.state_dict(),
                     "best_epoch": result.trained.best_epoch}, tmp)
     result.metrics = metrics
-    return result, out
+    return result

@@ -11,14 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from filelock import FileLock
 from PIL import Image
 
-from magnet.baselines.tiling.config import EncoderConfig, TileConfig, TilingConfig
+from magnet.baselines.tiling.clustering import InstanceClustering
+from magnet.baselines.tiling.config import EncoderConfig, MILConfig, TileConfig, TilingConfig
 from magnet.baselines.tiling.encoder import EfficientNetLite0, build_encoder
 from magnet.baselines.tiling.features import cache_path, load_features, slide_features
 from magnet.baselines.tiling.mil import GatedAttentionMIL
 from magnet.baselines.tiling.run import load_all_features
 from magnet.baselines.tiling.tissue import otsu_threshold, tile_grid, tissue_mask
+from magnet.baselines.tiling.train import fit_mil
 from magnet.cli import main
 from magnet.config_io import load_config
 from magnet.errors import ConfigError
@@ -179,3 +182,58 @@ def test_command_without_manifest_is_one_line(tmp_path: Path, capsys: pytest.Cap
     err = capsys.readouterr().err.strip()
     assert err == "magnet: error: manifest: the recipe names no manifest CSV (set manifest=PATH)"
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_instance_clustering_labels_attentions_top_and_bottom_tiles() -> None:
+    torch.manual_seed(0)
+    clustering = InstanceClustering(hidden=6, k=2)
+    hidden = torch.randn(7, 6, requires_grad=True)
+    attention = torch.tensor([0.05, 0.4, 0.02, 0.3, 0.1, 0.08, 0.05])
+    loss = clustering(hidden, attention, label=1)
+    loss.backward()
+    assert hidden.grad is not None
+    used = hidden.grad.abs().sum(1) > 0  # the two most and the two least attended tiles (2 and one 0.05)
+    assert used[[1, 3, 2]].all() and not used[[4, 5]].any() and int(used.sum()) == 4
+    assert clustering.classifiers[1].weight.grad is not None and clustering.classifiers[0].weight.grad is None
+    # Against a hand computation: top tiles are class 1, bottom tiles class 0 of the slide class's classifier.
+    ranked = torch.argsort(attention, descending=True)
+    chosen = torch.cat([ranked[:2], ranked[-2:]])
+    expected = torch.nn.functional.cross_entropy(clustering.classifiers[1](hidden[chosen]),
+                                                 torch.tensor([1, 1, 0, 0]))
+    assert torch.isclose(loss, expected)
+    one = torch.randn(1, 6, requires_grad=True)  # a one-tile bag has no pseudo-labels
+    assert float(clustering(one, torch.ones(1), label=0).detach()) == 0.0
+    assert clustering(torch.randn(3, 6), torch.rand(3), label=0).isfinite()  # k clamped to N // 2 = 1
+
+
+def test_clam_instance_loss_trains_and_is_off_by_default() -> None:
+    generator = torch.Generator().manual_seed(0)
+    bags = [torch.randn(12, 16, generator=generator) + (1.0 if i % 2 else 0.0) for i in range(8)]
+    labels = [i % 2 for i in range(8)]
+    plain = MILConfig(epochs=2, seed=3)
+    assert plain.instance_weight == 0.0
+    clam = replace(plain, instance_weight=0.3, instance_k=3)
+    first, again = fit_mil(bags, labels, bags, labels, plain), fit_mil(bags, labels, bags, labels, plain)
+    with_clustering = fit_mil(bags, labels, bags, labels, clam)
+    weights = [dict(m.model.state_dict()) for m in (first, again, with_clustering)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # same seed, same model
+    assert any(not torch.equal(weights[0][k], weights[2][k]) for k in weights[0])  # the loss changed training
+    assert all(np.isfinite(row["train_loss"]) for row in with_clustering.history)
+    with pytest.raises(ConfigError, match="instance_weight"):
+        MILConfig(instance_weight=1.0)
+
+
+def test_a_second_run_into_a_busy_folder_is_one_line(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = write_dataset(make_dataset(4, 5, size=(4096, 4096), mpp=2.0), tmp_path / "data")
+    out = tmp_path / "run"
+    out.mkdir()
+    recipe = REPO / "configs" / "baselines" / "tiling_camelyon.yaml"
+    with FileLock(out / ".magnet.lock", timeout=0):  # another run holds the folder
+        code = main(["baseline", "tiling", str(recipe), "--out", str(out), "--set", f"manifest={manifest}",
+                     "--set", "encoder.name=small_random"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"magnet: error: {out}: another magnet run is using this folder; wait for it to end or " \
+                  "train into another --out"
+    assert sorted(p.name for p in out.iterdir()) == [".magnet.lock"]  # nothing of the refused run

@@ -66,6 +66,11 @@ class MILConfig:
     lr: Annotated[float, POSITIVE] = 2e-4  # CLAM's Adam step size
     weight_decay: Annotated[float, NON_NEGATIVE] = 1e-5  # CLAM's
     seed: Annotated[int, SEED] = 0
+    #: Weight ``w`` of CLAM-SB's instance clustering loss (``magnet.baselines.tiling.clustering``): the
+    #: slide's loss is ``(1 - w) * bag + w * instance``. 0 (default): plain attention MIL; CLAM uses 0.3.
+    instance_weight: Annotated[float, Interval(0, 1, open_high=True)] = 0.0
+    #: Tiles per slide taken as attention's top and as its bottom for the clustering loss (CLAM's B = 8).
+    instance_k: Annotated[int, AtLeast(1)] = 8
 
     def __post_init__(self) -> None:
         check_domains(self)

@@ -7,8 +7,9 @@ logit is a linear classifier of the attention-weighted mean ``z = sum_k softmax(
 weights say which tiles the slide's prediction rests on: the baseline's "where".
 
 CLAM-SB (Lu et al. 2021, Nature BME) is this network plus an instance-level clustering loss on the top-
-and bottom-attended tiles; [choice] that loss is left out: the baseline is plain attention MIL on slide
-labels, which is what the paper's Table 1 compares against.
+and bottom-attended tiles; that loss is an option (``mil.instance_weight``, ``magnet.baselines.tiling.
+clustering``), off by default: plain attention MIL on slide labels is what the paper's Table 1 compares
+against.
 """
 
 from __future__ import annotations
@@ -32,10 +33,15 @@ class GatedAttentionMIL(nn.Module):
 
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
         """``features`` ``(N, D)``, ``N >= 1``, to ``(logit ()``, ``attention (N,))``."""
+        logit, attention, _ = self.attend(features)
+        return logit, attention
+
+    def attend(self, features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``forward``'s logit and attention, and the tiles' hidden features ``(N, hidden)`` they pool."""
         if features.ndim != 2 or features.shape[0] < 1:
             raise ValueError(f"expected tile features (N >= 1, D), got shape {tuple(features.shape)}")
         h = self.project(features)
         scores = self.score(self.attend_tanh(h) * self.attend_gate(h)).squeeze(1)
         attention = torch.softmax(scores, dim=0)
         logit = self.classify(attention @ h).squeeze(0)
-        return logit, attention
+        return logit, attention, h

@@ -1,10 +1,11 @@
 """Fit the gated attention MIL head on slide labels, keep the epoch with the best validation AUROC.
 
 One slide (bag) per step, as in Ilse et al. 2018 and CLAM: bags differ in size by orders of magnitude, so
-they are not batched. Binary cross-entropy on the slide logit, Adam. Every random draw (initial weights,
-slide order, dropout) derives from ``(seed, epoch)``, so a fixed seed gives the same model at the same torch
-thread count. Selection as the thumbnail baseline's: best validation AUROC, ties to the lower validation
-loss; without a validation split holding both labels, the last epoch.
+they are not batched. Binary cross-entropy on the slide logit, Adam; with ``instance_weight > 0``,
+CLAM-SB's instance clustering loss beside it (``magnet.baselines.tiling.clustering``). Every random draw
+(initial weights, slide order, dropout) derives from ``(seed, epoch)``, so a fixed seed gives the same model
+at the same torch thread count. Selection as the thumbnail baseline's: best validation AUROC, ties to the
+lower validation loss; without a validation split holding both labels, the last epoch.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from magnet.baselines.selection import BestEpoch
+from magnet.baselines.tiling.clustering import InstanceClustering
 from magnet.baselines.tiling.config import MILConfig
 from magnet.baselines.tiling.mil import GatedAttentionMIL
 from magnet.errors import MagnetError
@@ -67,7 +69,10 @@ def fit_mil(
         torch.manual_seed(config.seed)
         in_dim = int(train_bags[0].shape[1])
         model = GatedAttentionMIL(in_dim, config.hidden, config.attention, config.dropout)
-        optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        # Built only when used, so the default run draws the same random numbers as plain attention MIL.
+        clustering = InstanceClustering(config.hidden, config.instance_k) if config.instance_weight else None
+        parameters = [*model.parameters(), *(clustering.parameters() if clustering else [])]
+        optimiser = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
         best = BestEpoch(model, y_val, config.epochs)
         history: History = []
         for epoch in range(1, config.epochs + 1):
@@ -76,8 +81,11 @@ def fit_mil(
             model.train()
             losses = []
             for i in order:
-                logit, _ = model(train_bags[i].float())
+                logit, attention, hidden = model.attend(train_bags[i].float())
                 loss = F.binary_cross_entropy_with_logits(logit, torch.tensor(y[i]))
+                if clustering is not None:
+                    instance = clustering(hidden, attention, int(y[i]))
+                    loss = (1 - config.instance_weight) * loss + config.instance_weight * instance
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()

@@ -1,0 +1,270 @@
+"""Accuracy against pixels: tiling + attention MIL, the thumbnail, and MagNet on one shared test set.
+
+The paper's claim (Sections 1 and 5) is accuracy comparable to tiling from 10-300x fewer pixels. This bench
+measures that trade on one set of virtual lymph-node slides (generator version 2, where the whole-slide view
+no longer finds the lesions): every method trains on the same train split, selects on the same validation
+split and is scored on the same separate test set, and the report gives the Table-1 AUROCs with 95 %
+bootstrap intervals against the output pixels each method reads per slide.
+
+Methods (``--methods``; each is run once and its result kept in ``--out``, so the bench resumes):
+
+- ``tiling@U``: tissue mask, a grid of 224-px tiles at U um/px, frozen EfficientNet-Lite0 (ImageNet weights
+  from the ``tiling`` extra), gated attention MIL (``magnet.baselines.tiling``). Features are computed by
+  ``--stage features`` (split across processes with ``--part I/N``, each slide's cost logged), then
+  ``--stage run`` trains and scores from the cache.
+- ``thumbnail@S``: a small CNN on the whole-slide view at S² (``magnet.baselines.thumbnail``); ``meanrgb``:
+  logistic regression on the thumbnail's mean colour.
+- ``magnet-B-M``: a MagNet trained with ``configs/demo.yaml`` plus budget B's overrides, in zoom mode M
+  (``learned``, ``random``, ``fixed``, ``oracle``); budgets: ``demo`` (the demo tree: 8 final patches, each
+  1/8 of the slide) and ``deep`` (27 final patches, each 0.027 of the slide: about 2 um/px on the bench's
+  8-mm slides).
+
+Data (``--stage sets``; sizes chosen so that every method's whole pipeline fits a few hours on 2 CPU cores):
+slides of ``--size`` px at 0.25 um/px (default 32,768²: 8.2 mm, a third of a Camelyon slide's side; the
+nodes, look-alikes and lesions are those of the default slide, the tissue area about a tenth). Training:
+the train and validation splits of ``make_dataset(--train-n, --train-seed)``; test: the first
+``--test-counts`` negative, macro, micro and ITC slides of ``make_dataset(--test-pool, --test-seed)``, a
+disjoint seed used for nothing else.
+
+    B=bench/accuracy_vs_pixels.py; D=/tmp/avp
+    OMP_NUM_THREADS=1 .venv/bin/python $B --out $D --stage sets
+    OMP_NUM_THREADS=1 .venv/bin/python $B --out $D --stage features --methods tiling@8 tiling@4 --part 1/2 &
+    OMP_NUM_THREADS=1 .venv/bin/python $B --out $D --stage features --methods tiling@8 tiling@4 --part 2/2
+    OMP_NUM_THREADS=1 .venv/bin/python $B --out $D --stage run --methods tiling@8 tiling@4 thumbnail@224 \\
+        meanrgb magnet-demo-learned magnet-demo-random
+    .venv/bin/python $B --out $D --stage report     # Markdown table and docs/img/accuracy-vs-pixels.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from magnet.baselines.mean_rgb import run_mean_rgb
+from magnet.baselines.thumbnail import ThumbnailConfig, read_views, run_thumbnail, views_by_slide
+from magnet.baselines.tiling.config import EncoderConfig, TileConfig, TilingConfig
+from magnet.baselines.tiling.encoder import build_encoder
+from magnet.baselines.tiling.features import slide_features
+from magnet.data.manifest import read_manifest
+from magnet.evaluation.tiling import run_tiling_baseline
+from magnet.metrics.auroc import table1
+from magnet.synth.dataset import make_dataset, take_per_class, write_dataset
+
+sys.path.insert(0, str(Path(__file__).parent))
+import zoom_table  # noqa: E402  (the MagNet runs are the zoom table's)
+
+COLUMNS = ("macro", "micro", "itc", "macro_micro", "all")
+TILE_PX = 224
+BUDGETS: dict[str, tuple[int, list[str]]] = {  # name: (epochs, overrides of configs/demo.yaml)
+    "demo": (8, []),
+    "deep": (4, ["model.patches_per_layer=[3,3,3]", "model.min_scale=0.3", "model.max_scale=0.3",
+                 "model.random_zoom_min_scale=0.3", "model.frozen_patch=false", "model.oracle_side=0.027",
+                 "optim.head_warmup_steps=200"]),
+}
+
+
+def make_sets(args: argparse.Namespace) -> None:
+    """``OUT/data/manifest.csv`` (train, validation and test rows) and ``OUT/test/manifest.csv`` (test)."""
+    size = (args.size, args.size)
+    train = [s for s in make_dataset(args.train_n, args.train_seed, size=size) if s.split != "test"]
+    counts = dict(zip(("negative", "macro", "micro", "itc"), args.test_counts, strict=True))
+    test = take_per_class(make_dataset(args.test_pool, args.test_seed, size=size), counts)
+    write_dataset(train + test, Path(args.out) / "data")
+    write_dataset(test, Path(args.out) / "test")
+    n_train, n_val = (sum(s.split == split for s in train) for split in ("train", "validation"))
+    print(f"train {n_train}, validation {n_val}, test {len(test)} {counts}")
+
+
+def tiling_config(args: argparse.Namespace, um_per_px: float) -> TilingConfig:
+    return TilingConfig(
+        manifest=str(Path(args.out) / "data" / "manifest.csv"), cache_dir=str(Path(args.out) / "features"),
+        top_k=8, n_bootstrap=1000, tiles=TileConfig(size=TILE_PX, um_per_px=um_per_px),
+        encoder=EncoderConfig(name="efficientnet_lite0", batch_size=32),
+    )
+
+
+def compute_features(args: argparse.Namespace, um_per_px: float) -> None:
+    """This part's share of the slides' features at ``um_per_px``; each computed slide's cost logged."""
+    config = tiling_config(args, um_per_px)
+    part, parts = (int(x) for x in args.part.split("/"))
+    specs = [r.slide for r in read_manifest(config.manifest, check_slides=False).rows][part - 1 :: parts]
+    encoder = build_encoder(config.encoder.name, batch_size=config.encoder.batch_size)
+    log = Path(args.out) / f"tiling@{um_per_px:g}" / f"cost-{part}of{parts}.jsonl"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    for index, spec in enumerate(specs):
+        try:
+            item = slide_features(spec, config.tiles, encoder, config.cache_dir)
+        except Exception as exc:  # noqa: BLE001  (the run leaves the slide out and says why)
+            print(f"{spec}: {exc}", flush=True)
+            continue
+        if item.seconds > 0:
+            with log.open("a") as stream:
+                stream.write(json.dumps({"slide": spec, "tiles": len(item.coords), "seconds": item.seconds,
+                                         "decoded": item.pixels_decoded}) + "\n")
+        if index % 20 == 0:
+            print(f"tiling@{um_per_px:g} part {part}/{parts}: {index + 1}/{len(specs)}", flush=True)
+
+
+def run_method(method: str, args: argparse.Namespace) -> None:
+    folder = Path(args.out) / method
+    done = folder / "summary.json"
+    if done.exists():
+        return
+    start = time.perf_counter()
+    data = Path(args.out) / "data" / "manifest.csv"
+    test = Path(args.out) / "test" / "manifest.csv"
+    summary: dict[str, Any]
+    if method.startswith("tiling@"):
+        um = float(method.split("@")[1])
+        result, _ = run_tiling_baseline(tiling_config(args, um), folder / "run")
+        tiles = [s.n_tiles for s in result.scores if s.n_tiles]
+        summary = {"metrics": result.metrics, "um_per_px": um, "tiles": float(np.mean(tiles)),
+                   "pixels": float(np.mean(tiles)) * TILE_PX**2, "cache_bytes": result.cache_bytes}
+    elif method.startswith("thumbnail@"):
+        size = int(method.split("@")[1])
+        rows = read_manifest(data, check_slides=False).rows
+        views = read_views(list(dict.fromkeys(r.slide for r in rows)), [size], cache_dir=folder / "views")
+        fit = run_thumbnail([r for r in rows if r.split != "test"], ThumbnailConfig(size=size, seed=1),
+                            test=[r for r in rows if r.split == "test"], views=views_by_slide(views[size]))
+        summary = {"metrics": fit.metrics, "pixels": size * size, "best_epoch": fit.best_epoch}
+    elif method == "meanrgb":
+        rows = [r for r in read_manifest(data, check_slides=False).rows if r.split in ("train", "test")]
+        scored, probs = run_mean_rgb(rows)
+        metrics = table1([r.label for r in scored], list(probs), [r.lesion_class for r in scored])
+        summary = {"metrics": metrics, "pixels": 256 * 256}
+    elif method.startswith("magnet-"):
+        _, budget, mode = method.split("-")
+        epochs, overrides = BUDGETS[budget]
+        zt_args = argparse.Namespace(
+            out=str(folder), data=str(data), test=str(test), epochs=epochs, recipe="configs/demo.yaml",
+            overrides=[*overrides, "data.reader_threads=1"])
+        summary = zoom_table.run(mode, 1, zt_args)
+    else:
+        raise SystemExit(f"unknown method {method!r}")
+    summary["total_minutes"] = (time.perf_counter() - start) / 60
+    folder.mkdir(parents=True, exist_ok=True)
+    done.write_text(json.dumps(summary, default=float))
+    print(f"{method}: {summary['total_minutes']:.1f} min, AUROC M&M "
+          f"{summary['metrics']['macro_micro']['auroc']:.3f}", flush=True)
+
+
+def cell(metrics: dict[str, Any], column: str) -> str:
+    value = (metrics.get(column) or {}).get("auroc")
+    if value is None:
+        return "–"
+    lo, hi = metrics[column]["ci95"]
+    return f"{value:.2f} ({lo:.2f}–{hi:.2f})"
+
+
+def feature_cost(folder: Path) -> dict[str, float]:
+    rows = [json.loads(line) for log in folder.glob("cost-*.jsonl") for line in log.read_text().splitlines()]
+    if not rows:
+        return {}
+    return {"seconds": float(np.mean([r["seconds"] for r in rows])),
+            "decoded": float(np.mean([r["decoded"] for r in rows])), "n": len(rows)}
+
+
+def report(args: argparse.Namespace) -> None:
+    results = {}
+    for done in sorted(Path(args.out).glob("*/summary.json")):
+        results[done.parent.name] = json.loads(done.read_text())
+    print("| method | output px / slide | decoded px / slide | features s / slide | Macro | Micro | ITC "
+          "| Macro & Micro | All | hit macro / micro / ITC | minutes |")
+    print("|---" * 11 + "|")
+    for name, summary in results.items():
+        metrics = summary["metrics"]
+        local = metrics.get("localisation") or {}
+        hits = " / ".join(f"{local[k]:.2f}" if local.get(k) is not None else "–"
+                          for k in ("hit_rate_macro", "hit_rate_micro", "hit_rate_itc"))
+        cost = feature_cost(Path(args.out) / name)
+        decoded = f"{cost['decoded']:,.0f}" if cost else "–"
+        seconds = f"{cost['seconds']:.1f}" if cost else "–"
+        print(f"| {name} | {summary['pixels']:,.0f} | {decoded} | {seconds} | "
+              + " | ".join(cell(metrics, c) for c in COLUMNS)
+              + f" | {hits} | {summary['total_minutes']:.1f} |")
+    if args.figure:
+        plot(results, Path(args.figure))
+
+
+def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    families = {"tiling": ("tab:blue", "o"), "thumbnail": ("tab:green", "s"), "meanrgb": ("tab:gray", "x"),
+                "magnet-learned": ("tab:red", "D"), "magnet-random": ("tab:orange", "v"),
+                "magnet-fixed": ("tab:purple", "^"), "magnet-oracle": ("black", "*")}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, column, title in zip(axes, ("macro_micro", "all"), ("Macro & Micro", "All"), strict=True):
+        for family, (colour, marker) in families.items():
+            points = []
+            for name, summary in results.items():
+                kind = name.split("@")[0] if "@" in name else name
+                if name.startswith("magnet-"):
+                    kind = "magnet-" + name.split("-")[2]
+                if kind != family or summary["metrics"].get(column, {}).get("auroc") is None:
+                    continue
+                value = summary["metrics"][column]["auroc"]
+                lo, hi = summary["metrics"][column]["ci95"]
+                points.append((summary["pixels"], value, lo, hi, name))
+            points.sort()
+            if not points:
+                continue
+            x, y, lo, hi, names = zip(*points, strict=True)
+            ax.errorbar(x, y, yerr=[np.subtract(y, lo), np.subtract(hi, y)], color=colour, marker=marker,
+                        capsize=3, linestyle="-" if family == "tiling" else "none", label=family)
+            for xi, yi, name in zip(x, y, names, strict=True):
+                label = name.split("@")[1] + " µm/px" if name.startswith("tiling@") else name.split("-")[1] \
+                    if name.startswith("magnet-") else ""
+                if label:
+                    ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        ax.set_xscale("log")
+        ax.axhline(0.5, color="grey", linewidth=0.5, linestyle=":")
+        ax.set_xlabel("output pixels read per slide")
+        ax.set_title(f"AUROC, {title} (95 % interval)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test AUROC")
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"figure: {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("/tmp/avp"))
+    parser.add_argument("--stage", choices=("sets", "features", "run", "report"), required=True)
+    parser.add_argument("--methods", nargs="*", default=[])
+    parser.add_argument("--part", default="1/1", help="features: this process's share I/N of the slides")
+    parser.add_argument("--size", type=int, default=32768)
+    parser.add_argument("--train-n", type=int, default=260)
+    parser.add_argument("--train-seed", type=int, default=31)
+    parser.add_argument("--test-pool", type=int, default=500)
+    parser.add_argument("--test-seed", type=int, default=32)
+    parser.add_argument("--test-counts", type=int, nargs=4, default=[60, 40, 40, 40],
+                        metavar=("NEG", "MACRO", "MICRO", "ITC"))
+    parser.add_argument("--figure", help="report: also draw the figure here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.stage == "sets":
+        make_sets(args)
+    elif args.stage == "features":
+        for method in args.methods:
+            compute_features(args, float(method.split("@")[1]))
+    elif args.stage == "run":
+        for method in args.methods:
+            run_method(method, args)
+    else:
+        report(args)
+
+
+if __name__ == "__main__":
+    main()
