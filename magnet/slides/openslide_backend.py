@@ -27,6 +27,11 @@ from magnet.slides.base import NotThisFormat, Slide
 from magnet.slides.checks import check_read_args
 from magnet.slides.pixels import to_rgb_uint8
 
+#: File name extensions of the formats OpenSlide reads (https://openslide.org/formats/): Aperio, DICOM,
+#: Hamamatsu, Leica, MIRAX, Philips, Sakura, Trestle, Ventana, Zeiss and generic tiled TIFF.
+OPENSLIDE_EXTENSIONS = (".bif", ".czi", ".dcm", ".mrxs", ".ndpi", ".scn", ".svs", ".svslide", ".tif", ".tiff",
+                        ".vms", ".vmu")
+
 
 class AssociatedImages(Mapping[str, np.ndarray]):
     """A lazy ``name -> RGB uint8`` view of a library's associated images (label, macro, thumbnail...).
