@@ -94,7 +94,8 @@ class CohortRun:
         if self.plan.failed:
             parts.append(f"{len(self.plan.failed)} failed before (not retried without --retry-failed)")
         total = len(self.plan.todo) + len(self.plan.done) + len(self.plan.failed)
-        return f"{total} slide{'' if total == 1 else 's'}: {', '.join(parts)}; predictions in {self.store.csv}"
+        slides = f"{total} slide{'' if total == 1 else 's'}"
+        return f"{slides}: {', '.join(parts)}; predictions in {self.store.csv}"
 
 
 def predict_cohort(checkpoint: str | Path, slides: Sequence[str], out: str | os.PathLike[str], *,

@@ -220,8 +220,9 @@ def test_cuda_is_refused_in_one_line_where_there_is_none(checkpoint: Path,
     assert "--device cuda: CUDA is not available on this machine" in one_line_error(capsys)
 
 
-@pytest.mark.parametrize(("option", "value"), [("--batch-size", "0"), ("--workers", "0"), ("--prefetch", "-1"),
-                                               ("--workers", "two")])
+@pytest.mark.parametrize(("option", "value"),
+                         [("--batch-size", "0"), ("--workers", "0"), ("--prefetch", "-1"),
+                          ("--workers", "two")])
 def test_numeric_options_are_checked(checkpoint: Path, option: str, value: str,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     assert _predict(str(checkpoint), URI_A, option, value) == 2
