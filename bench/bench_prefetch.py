@@ -9,11 +9,16 @@ median time per setting is reported as slides per second, with the gain. Torch r
 
 Predictions are checked to be identical across settings: read-ahead may only change the time.
 
-What to expect: the gain is bounded by the share of a slide's time spent in its root reads (the only reads
-moved off the model's path; the deeper layers' reads depend on the model's zoom and stay on it) and by the
-cores free for the reader threads.
+``--latency S`` adds S seconds of waiting to every slide's opening (a ``bench-slow:`` URI scheme that sleeps,
+then opens the slide), as slides on network storage or a busy disk have; the wait uses no CPU.
 
-Usage: ``OMP_NUM_THREADS=1 .venv/bin/python bench/bench_prefetch.py [--slides 8] [--repeats 3] [--tiff]``
+What to expect: the gain is bounded by the share of a slide's time spent opening it and reading its root
+views (the only work moved off the model's path; the deeper layers' reads depend on the model's zoom and
+stay on it) and by the cores free for the reader threads: waiting (storage latency) overlaps fully, CPU work
+(decoding, rendering virtual slides) only on an idle core.
+
+Usage: ``OMP_NUM_THREADS=1 .venv/bin/python bench/bench_prefetch.py [--slides 8] [--repeats 3] [--tiff]
+[--latency 0.2]``
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import torch
 from magnet.config_io import load_config
 from magnet.inference.stream import stream_predictions
 from magnet.models.magnet import MagNet
+from magnet.slides.base import Slide
+from magnet.slides.registry import open_slide, register_scheme
 from magnet.training.recipe import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,19 +52,24 @@ def _model(tiny: bool) -> tuple[MagNet, TrainConfig]:
     return MagNet(config.model, load_weights=False).eval(), config
 
 
-def _slides(n: int, size: int, tiff: bool, folder: Path) -> list[str]:
-    uris = [f"synth:seed={100 + i},size={size}x{size}" for i in range(n)]
-    if not tiff:
-        return uris
-    from magnet.cli import main
+def _slides(n: int, size: int, tiff: bool, folder: Path, latency: float) -> list[str]:
+    specs = [f"synth:seed={100 + i},size={size}x{size},lesion=negative" for i in range(n)]
+    if tiff:
+        from magnet.slides.tiff_writer import write_pyramidal_tiff
+        from magnet.synth.slide import VirtualSlide
 
-    paths = []
-    for i, uri in enumerate(uris):
-        path = folder / f"slide{i}.tif"
-        if main(["synth", "export", uri, str(path)]) != 0:
-            raise SystemExit(f"could not export {uri}")
-        paths.append(str(path))
-    return paths
+        for i, uri in enumerate(specs):
+            write_pyramidal_tiff(VirtualSlide(uri), folder / f"slide{i}.tif")
+        specs = [str(folder / f"slide{i}.tif") for i in range(n)]
+    if latency > 0:
+
+        def slow_open(uri: str) -> Slide:
+            time.sleep(latency)
+            return open_slide(uri.split(":", 1)[1])
+
+        register_scheme("bench-slow", slow_open)
+        specs = [f"bench-slow:{s}" for s in specs]
+    return specs
 
 
 def _run(model: MagNet, config: TrainConfig, slides: list[str], *, ahead: int, workers: int,
@@ -83,13 +95,15 @@ def main() -> None:
     parser.add_argument("--ahead", type=int, default=2)
     parser.add_argument("--tiff", action="store_true", help="export the slides to pyramidal TIFFs first")
     parser.add_argument("--tiny", action="store_true", help="a smaller model than the demo recipe's")
+    parser.add_argument("--latency", type=float, default=0.0,
+                        help="seconds of storage latency added to every slide's opening (default 0)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     model, config = _model(args.tiny)
     settings = {"in place (ahead 0)": (0, 1), f"ahead {args.ahead}, {args.workers} workers":
                 (args.ahead, args.workers)}
     with tempfile.TemporaryDirectory(prefix="bench-prefetch-") as tmp:
-        slides = _slides(args.slides, args.size, args.tiff, Path(tmp))
+        slides = _slides(args.slides, args.size, args.tiff, Path(tmp), args.latency)
         _run(model, config, slides[:1], ahead=0, workers=1, batch_size=1)  # warm-up: imports, allocator
         times: dict[str, list[float]] = {name: [] for name in settings}
         reference: list[float] | None = None
@@ -103,6 +117,7 @@ def main() -> None:
                 elif probs != reference:
                     raise SystemExit(f"{name}: predictions differ from the first run")
     print(f"# bench_prefetch: {args.slides} {'TIFF' if args.tiff else 'synth:'} slides of {args.size}², "
+          f"opening latency {args.latency:g} s, "
           f"model {'tiny' if args.tiny else 'demo recipe'}, batch {args.batch_size}, "
           f"{args.repeats} rounds, torch threads 1, reader threads {config.data.reader_threads}; "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "

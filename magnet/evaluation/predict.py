@@ -17,7 +17,7 @@ slides in advance; ``ahead=0`` reads each slide when the model needs it).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from magnet.errors import ConfigError
 from magnet.evaluation.cohort_store import CohortPlan, CohortStore
+from magnet.inference.runner import SlidePrediction
 from magnet.inference.stream import stream_predictions
 from magnet.models.magnet import MagNet
 from magnet.slides.noise import terminal_stderr
@@ -51,7 +52,7 @@ def load_predictor(checkpoint: str | Path, device: torch.device | str = "cpu") -
 
 
 def _stream(model: MagNet, config: TrainConfig, slides: Sequence[str], *, batch_size: int, workers: int,
-            ahead: int, device: torch.device | str):  # type: ignore[no-untyped-def]
+            ahead: int, device: torch.device | str) -> Iterator[SlidePrediction]:
     return stream_predictions(model, slides, grey_filter=config.data.grey_filter,
                               reader_threads=config.data.reader_threads, batch_size=batch_size,
                               workers=workers, ahead=ahead, device=device)
