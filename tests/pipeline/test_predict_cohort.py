@@ -8,13 +8,23 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
-from pipeline_fixtures import one_line_error, one_thread, random_checkpoint, temp_files
+from pipeline_fixtures import (
+    PYTHON,
+    one_line_error,
+    one_thread,
+    random_checkpoint,
+    subprocess_env,
+    temp_files,
+)
 
 from magnet.cli import main
 from magnet.data.manifest import ManifestRow, write_manifest
@@ -182,6 +192,55 @@ def test_an_interrupted_cohort_keeps_the_slides_done_and_a_rerun_finishes_it(
     assert _predict(str(checkpoint), URI_A, URI_B, "--out", str(out)) == 0
     assert [r["slide"] for r in _rows(out)] == [URI_A, URI_B]
     assert "2 slides: 1 predicted, 1 done before (skipped)" in capsys.readouterr().out
+
+
+# Runs ``magnet predict ARGS`` with a ``stall:`` scheme whose opening writes MARKER and sleeps.
+STALLING_PREDICT = """
+import os, sys, time
+from magnet.slides.registry import register_scheme
+def stall(uri):
+    open(os.environ["MARKER"], "w").close()
+    time.sleep(600)
+register_scheme("stall", stall)
+from magnet.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_killed_cohort_keeps_every_slide_done_and_a_rerun_finishes_it(
+        checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, marker = tmp_path / "out", tmp_path / "stalled"
+    env = {**subprocess_env(), "MARKER": str(marker)}
+    # Reading in place (--prefetch 0): the stalling slide is opened only after the two before it are done.
+    proc = subprocess.Popen([PYTHON, "-c", STALLING_PREDICT, "predict", str(checkpoint), URI_A, URI_B,
+                             "stall:x", "--out", str(out), "--prefetch", "0", "--no-progress"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while not marker.exists():
+            if proc.poll() is not None:
+                output = proc.stdout.read().decode() if proc.stdout else ""
+                pytest.fail(f"predict ended (status {proc.returncode}) before the kill:\n{output[-3000:]}")
+            assert time.monotonic() < deadline, "the stalling slide was not reached within 180 s"
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert [r["slide"] for r in _rows(out)] == [URI_A, URI_B]
+    assert all(_slide_json(out, s)["slide"] == s for s in (URI_A, URI_B))
+    assert temp_files(out) == []
+
+    _png(tmp_path / "in" / "c.png", 3)
+    capsys.readouterr()
+    assert _predict(str(checkpoint), URI_A, URI_B, str(tmp_path / "in"), "--out", str(out)) == 0
+    assert "3 slides: 1 predicted, 2 done before (skipped)" in capsys.readouterr().out
+    assert len(_rows(out)) == 3
 
 
 # (arguments after the checkpoint, with {tmp} for the test's folder; fragment of the one-line error)
