@@ -37,6 +37,9 @@ from magnet.training.recipe import TrainConfig
 __all__ = ["CohortRun", "load_predictor", "predict", "predict_cohort"]
 
 Prediction = dict[str, Any]
+# tqdm's bar with the rate always in slides per second (tqdm's default turns it into seconds per slide
+# below 1/s) and the time left.
+_BAR = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]"
 
 
 def load_predictor(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[MagNet, TrainConfig]:
@@ -117,7 +120,7 @@ def predict_cohort(checkpoint: str | Path, slides: Sequence[str], out: str | os.
         store.bind(checkpoint)
         run = CohortRun(store, store.plan(list(slides), retry_failed=retry_failed))
         with tqdm(total=len(run.plan.todo), desc="predict", unit="slide", file=terminal_stderr(),
-                  disable=not show_progress or not run.plan.todo) as bar:
+                  disable=not show_progress or not run.plan.todo, bar_format=_BAR) as bar:
             for pred in _stream(model, config, run.plan.todo, batch_size=batch_size, workers=workers,
                                 ahead=ahead, device=device):
                 result = asdict(pred)

@@ -62,7 +62,7 @@ class PrereadSource:
 
     def read(self, rois: torch.Tensor, size: int) -> torch.Tensor:
         view = self._views.get(size)
-        if view is not None and rois.shape[0] == 1 and torch.equal(rois[0].to(torch.float64), _EYE):
+        if view is not None and rois.shape[0] == 1 and torch.equal(rois[0].detach().cpu().double(), _EYE):
             del self._views[size]  # the model reads each root view once per forward pass
             return view
         return self.reader.read(rois, size)
