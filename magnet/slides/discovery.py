@@ -5,9 +5,10 @@ folder see the same order. Hidden files and folders (a leading dot: ``.git``, ``
 temporary files) are skipped, and so are folders that belong to a slide rather than hold slides: MIRAX's
 ``<name>/`` data folder beside ``<name>.mrxs``.
 
-[choice] A DICOM whole-slide image stored as one file per level is listed once per file: telling the files
-of one series apart needs their headers, which a search does not read. Give such slides by one file each,
-or in a manifest.
+A DICOM whole-slide image is usually a folder of files, one per level (and its label and overview), all of
+one series, which OpenSlide opens from any of them. So where a folder holds several ``.dcm`` files, their
+headers are read (``dicom_series_uid``) and the first file of each series (by name) stands for the slide;
+a file whose series cannot be read is listed on its own (predicting it records why).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 from pathlib import Path
 
 from magnet.errors import MagnetError
+from magnet.slides.openslide_backend import dicom_series_uid
 from magnet.slides.registry import slide_extensions
 
 __all__ = ["find_slides", "is_slide_file"]
@@ -40,5 +42,23 @@ def find_slides(folder: str | os.PathLike[str]) -> list[Path]:
     for here, dirs, files in os.walk(root, onerror=refuse, followlinks=True):
         mrxs = {Path(f).stem for f in files if f.lower().endswith(".mrxs")}
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in mrxs)
-        found += [Path(here) / f for f in files if is_slide_file(Path(f), extensions)]
+        found += _one_file_per_dicom_series(sorted(Path(here) / f for f in files
+                                                   if is_slide_file(Path(f), extensions)))
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _one_file_per_dicom_series(files: list[Path]) -> list[Path]:
+    """``files`` (of one folder, sorted) without the ``.dcm`` files of a series already listed."""
+    dicom = [f for f in files if f.name.lower().endswith(".dcm")]
+    if len(dicom) < 2:
+        return files
+    seen: set[str] = set()
+    kept = []
+    for path in files:
+        series = dicom_series_uid(str(path)) if path in dicom else None
+        if series is not None and series in seen:
+            continue
+        if series is not None:
+            seen.add(series)
+        kept.append(path)
+    return kept

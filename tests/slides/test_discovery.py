@@ -61,3 +61,21 @@ def test_slide_names_are_safe_and_stable(tmp_path: Path) -> None:
     assert stable_slide_name(a, a) != stable_slide_name(b, b)
     assert stable_slide_name(a, a) == stable_slide_name(a, a) and stable_slide_name(a, a).startswith("CMU_1-")
     assert safe_slide_name("synth:seed=1,size=8192x8192") == "synth_seed_1_size_8192x8192"
+
+
+SHARED_SLIDES = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "slides").resolve()
+
+
+@pytest.mark.skipif(not SHARED_SLIDES.exists(),
+                    reason=f"real slides {SHARED_SLIDES} are absent (beside the repo)")
+def test_the_files_of_one_dicom_series_are_one_slide(tmp_path: Path) -> None:
+    import shutil
+
+    series = SHARED_SLIDES / "camelyon16_lowres_multiframe.dcm"
+    for name in ("level0.dcm", "level1.DCM"):  # two files of one series, as a scanner writes its levels
+        shutil.copy(series, tmp_path / name)
+    shutil.copy(SHARED_SLIDES / "TCGA-XK-AAJU-01A-01-TS1_small_nonstandard.dcm", tmp_path / "odd.dcm")
+    (tmp_path / "other").mkdir()
+    shutil.copy(series, tmp_path / "other" / "copy.dcm")  # another folder: another slide
+    found = [p.relative_to(tmp_path).as_posix() for p in find_slides(tmp_path)]
+    assert found == ["level0.dcm", "odd.dcm", "other/copy.dcm"]  # odd.dcm: no series known, kept alone
