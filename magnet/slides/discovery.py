@@ -8,7 +8,8 @@ temporary files) are skipped, and so are folders that belong to a slide rather t
 A DICOM whole-slide image is usually a folder of files, one per level (and its label and overview), all of
 one series, which OpenSlide opens from any of them. So where a folder holds several ``.dcm`` files, their
 headers are read (``dicom_series_uid``) and the first file of each series (by name) stands for the slide;
-a file whose series cannot be read is listed on its own (predicting it records why).
+a file whose series cannot be read is listed on its own (predicting it records why). OpenSlide reads the
+headers of a DICOM file's whole folder at every opening, so this costs what opening those slides costs.
 """
 
 from __future__ import annotations
