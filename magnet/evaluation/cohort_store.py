@@ -175,11 +175,18 @@ class CohortStore:
         error = " ".join(str(prediction["error"]).split())
         if not error and not math.isfinite(probability):
             error = "no probability"
-        if not error:
-            atomic_write_text(self.json_path(spec), strict_json.dumps(prediction, indent=1) + "\n")
-        self._rows[slide_identity(spec)] = {"slide": spec, "probability": None if error else probability,
-                                            "seconds": prediction["seconds"], "error": error}
-        write_predictions_csv(self._rows.values(), self.csv)
+        path = self.json_path(spec)
+        try:
+            if not error:
+                atomic_write_text(path, strict_json.dumps(prediction, indent=1) + "\n")
+            row = {"slide": spec, "probability": None if error else probability,
+                   "seconds": prediction["seconds"], "error": error}
+            self._rows[slide_identity(spec)] = row
+            path = self.csv
+            write_predictions_csv(self._rows.values(), self.csv)
+        except OSError as exc:  # a full disk, a folder removed under the run
+            raise MagnetError(f"{path}: cannot write ({exc.strerror or exc}); the slides done before are "
+                              f"in {self.csv}") from None
 
     def rows(self) -> list[dict[str, Any]]:
         """The rows of ``predictions.csv`` as recorded so far (earlier runs' included), in file order."""

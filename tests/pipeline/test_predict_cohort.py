@@ -306,3 +306,18 @@ def test_a_folder_holds_one_checkpoint_and_one_writer(checkpoint: Path, tmp_path
             CohortStore(out).claim()
     finally:
         holder.release()
+
+
+def test_a_write_that_fails_mid_run_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    store = CohortStore(tmp_path / "out")
+    store.claim()
+    try:
+        (tmp_path / "out" / "slides").rmdir()
+        (tmp_path / "out" / "slides").write_text("in the way")  # the folder replaced under the run
+        with pytest.raises(MagnetError) as info:
+            store.record({"slide": URI_A, "probability": 0.5, "seconds": 1.0, "error": ""})
+    finally:
+        store.release()
+    message = str(info.value)
+    assert message.startswith(str(tmp_path / "out" / "slides")) and "cannot write" in message
+    assert "\n" not in message
