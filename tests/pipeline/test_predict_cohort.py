@@ -131,6 +131,7 @@ def _write_garbage(path: Path) -> Path:
     return path
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # Pillow, trying the garbage file as an image
 def test_a_slide_that_fails_is_a_row_and_is_retried_only_when_asked(  # type: ignore[no-untyped-def]
         checkpoint: Path, tmp_path: Path, tiny_tiff, capsys: pytest.CaptureFixture[str]) -> None:
     broken = _write_garbage(tmp_path / "broken.svs")
