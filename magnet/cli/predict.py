@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=arg_type(int, AtLeast(1)), default=1,
                    help="slides per forward pass (default 1)")
     p.add_argument("--workers", type=arg_type(int, AtLeast(1)), default=2,
-                   help="threads that open slides and read their root views (default 2)")
+                   help="threads that open slides and read their root views ahead (default 2; unused "
+                        "with --prefetch 0)")
     p.add_argument("--prefetch", type=arg_type(int, AtLeast(0)), default=2,
                    help="slides opened and read ahead while the model computes; 0: none (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
