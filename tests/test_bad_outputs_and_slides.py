@@ -65,7 +65,7 @@ CLI_OUTPUT_CASES = [
     (["synth", "export", URI, "{bad}/slide.tif"], "is a file, not a folder"),
     (["synth", "dataset", "--n", "2", "--out", "{bad}"], "is a file, not a folder"),
     (["slide-info", URI, "--thumbnail", "{bad}/t.png"], "is a file, not a folder"),
-    (["predict", "missing.ckpt", URI, "--out", "{bad}/p.json"], "is a file, not a folder"),
+    (["predict", "missing.ckpt", URI, "--out", "{bad}/predictions"], "is a file, not a folder"),
     (["data", "camelyon", "--c16", "x", "--out", "{bad}/m.csv"], "is a file, not a folder"),
     (["demo", "--config", str(REPO_ROOT / "configs" / "demo.yaml"), "--out", "{bad}"],
      "is a file, not a folder"),

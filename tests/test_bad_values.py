@@ -343,8 +343,8 @@ def test_predict_of_a_corrupt_checkpoint_gives_null_with_the_reason(
     # Written by hand, as an older version could: save_checkpoint itself refuses non-finite weights.
     torch.save({"format": FORMAT, "config": config_to_dict(cfg), "model": state}, tmp_path / "old.ckpt")
     uri = _tiny_rows()[0].slide
-    out = tmp_path / "predictions.json"
-    assert main(["predict", str(tmp_path / "old.ckpt"), uri, "--out", str(out)]) == 1
-    (result,) = _strict_loads(out.read_text())
+    assert main(["predict", str(tmp_path / "old.ckpt"), uri]) == 1
+    captured = capsys.readouterr()
+    (result,) = _strict_loads(captured.out)
     assert result["probability"] is None and "non-finite probability (nan)" in result["error"]
-    assert "non-finite probability" in capsys.readouterr().err
+    assert "non-finite probability" in captured.err

@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder (one subfolder per slide, index.html)")
     p.add_argument("--thumbnail-size", type=arg_type(int, AtLeast(16)), default=1024,
                    help="longer side of the slide thumbnail in rois.png, pixels (default 1024)")
-    p.add_argument("--device", default="cpu", help="torch device to run the model on (default cpu)")
+    p.add_argument("--device", default="cpu",
+                   help="torch device: cpu, cuda, cuda:N, mps (default cpu; refused when absent)")
     p.set_defaults(func=run)
 
 
@@ -30,11 +31,13 @@ def run(args: argparse.Namespace) -> int:
     from magnet.errors import MagnetError
     from magnet.explain import ExplainResult, explain_slides
     from magnet.explain.report import format_probability
+    from magnet.inference.device import resolve_device
     from magnet.slides.pool import SlidePool
     from magnet.training.checkpoints import load_model
 
+    device = resolve_device(args.device)
     model, config = load_model(args.checkpoint)
-    model.to(args.device)
+    model.to(device)
     out = Path(args.out)
 
     def show(result: ExplainResult) -> None:

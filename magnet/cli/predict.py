@@ -1,9 +1,19 @@
-"""``magnet predict CHECKPOINT SLIDE... [--out predictions.json]``: one JSON object per slide.
+"""``magnet predict CHECKPOINT [SLIDE|FOLDER|URI ...] [--manifest M.csv] [--out FOLDER]``: predict a cohort.
 
-With ``--out`` the file is checked before any slide is read and rewritten (atomically) after every slide,
-so it always holds a valid JSON list of the slides done so far: an interruption or a late failure keeps
-them. Without it the list goes to standard output at the end. One status line per slide goes to standard
-error as it finishes; the exit status is 1 when a slide failed.
+Inputs are any mix of slide files, folders (searched at any depth for the slide file types) and URIs, plus
+the rows of a manifest (``magnet.evaluation.cohort_inputs``); each slide is predicted once.
+
+With ``--out FOLDER`` (``magnet.evaluation.cohort_store``): ``predictions.csv`` (slide, probability,
+seconds, error) and ``slides/<name>.json`` (the ROIs of every layer and the running probabilities) are
+written as each slide finishes, so a kill loses at most the slides in flight; a rerun skips the slides
+done (and those that failed, unless ``--retry-failed``). A progress bar shows slides per second and the
+time left; failures are listed as they happen and a summary line ends the run. Without ``--out`` the JSON
+list of every slide's prediction goes to standard output at the end and one status line per slide to
+standard error as it finishes.
+
+Either way a slide that cannot be read is a failure (its one-line reason recorded) and the run goes on; the
+exit status is 1 when a slide of the run has failed. The checkpoint, the inputs, the output folder and
+``--device`` are checked before any slide is read; each is refused in one line.
 """
 
 from __future__ import annotations
@@ -13,40 +23,88 @@ import sys
 from typing import Any
 
 from magnet import strict_json
+from magnet.domains import AtLeast, arg_type
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("predict", help="probability and ROIs per slide (JSON)")
+    p = subparsers.add_parser("predict", help="probability and ROIs per slide, over a cohort (CSV + JSON)")
     p.add_argument("checkpoint")
-    p.add_argument("slides", nargs="+", help="slide files or URIs (synth:...)")
-    p.add_argument("--out", default="", help="write the JSON list here (after every slide) instead of "
-                                             "standard output")
+    p.add_argument("slides", nargs="*",
+                   help="slide files, folders (searched at any depth) or URIs (synth:...)")
+    p.add_argument("--manifest", default=None, help="also predict the slides of this manifest CSV")
+    p.add_argument("--out", default="", help="output folder: predictions.csv and slides/<name>.json, written "
+                                             "as each slide finishes; a rerun skips the slides done "
+                                             "(default: a JSON list on standard output)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="with --out: predict again the slides that failed in an earlier run")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps (default cpu)")
+    p.add_argument("--batch-size", type=arg_type(int, AtLeast(1)), default=1,
+                   help="slides per forward pass (default 1)")
+    p.add_argument("--workers", type=arg_type(int, AtLeast(1)), default=2,
+                   help="threads that open slides and read their root views ahead (default 2; unused "
+                        "with --prefetch 0)")
+    p.add_argument("--prefetch", type=arg_type(int, AtLeast(0)), default=2,
+                   help="slides opened and read ahead while the model computes; 0: none (default 2)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from magnet.atomic import atomic_write_text
-    from magnet.evaluation.predict import predict
-    from magnet.outputs import output_file
+    from magnet.errors import MagnetError
+    from magnet.evaluation.cohort_inputs import gather_slides
+    from magnet.inference.device import resolve_device
 
-    out = output_file(args.out) if args.out else None
+    device = resolve_device(args.device)
+    if args.retry_failed and not args.out:
+        raise MagnetError("--retry-failed needs --out (the folder whose failed slides to retry)")
+    if args.out and args.out.lower().endswith((".json", ".csv")):
+        raise MagnetError(f"{args.out}: --out names a folder (predictions.csv and slides/*.json are written "
+                          "in it); give a folder name")
+    slides = gather_slides(args.slides, args.manifest)
+    options = {"batch_size": args.batch_size, "workers": args.workers, "ahead": args.prefetch,
+               "device": device}
+    if args.out:
+        return _cohort(args, slides, options)
+    return _stdout(args, slides, options)
+
+
+def _stdout(args: argparse.Namespace, slides: list[str], options: dict[str, Any]) -> int:
+    from magnet.evaluation.predict import predict
+    from magnet.slides.noise import terminal_stderr
+
+    def show(result: dict[str, Any]) -> None:
+        status = f"error: {result['error']}" if result["error"] else f"p={result['probability']:.3f}"
+        print(f"{result['slide']}: {status}  {result['seconds']:.2f} s", file=terminal_stderr())
+
+    results = predict(args.checkpoint, slides, on_result=show, **options)
+    print(strict_json.dumps(results, indent=1))
+    return 1 if any(r["error"] for r in results) else 0
+
+
+def _cohort(args: argparse.Namespace, slides: list[str], options: dict[str, Any]) -> int:
+    from tqdm import tqdm
+
+    from magnet.evaluation.predict import CohortRun, predict_cohort
+    from magnet.slides.noise import terminal_stderr
+
     done: list[dict[str, Any]] = []
 
-    def stream(batch: list[dict[str, Any]]) -> None:
-        done.extend(batch)
-        if out is not None:
-            atomic_write_text(out, strict_json.dumps(done, indent=1) + "\n")
-        for r in batch:
-            status = f"error: {r['error']}" if r["error"] else f"p={r['probability']:.3f}"
-            print(f"{r['slide']}: {status}  {r['seconds']:.2f} s", file=sys.stderr)
+    def show(result: dict[str, Any]) -> None:
+        done.append(result)
+        if result["error"]:
+            error = result["error"]  # a slide's error names it; the model's errors do not
+            line = error if error.startswith(f"{result['slide']}: ") else f"{result['slide']}: {error}"
+            tqdm.write(f"error: {line}", file=terminal_stderr())
 
     try:
-        results = predict(args.checkpoint, args.slides, on_batch=stream)
+        run: CohortRun = predict_cohort(args.checkpoint, slides, args.out, retry_failed=args.retry_failed,
+                                        show_progress=not args.no_progress, on_result=show, **options)
     except KeyboardInterrupt:
-        if out is not None:
-            print(f"magnet: {len(done)} of {len(args.slides)} slides done; their predictions are in {out}",
+        if done:
+            print(f"magnet: {len(done)} slide{'' if len(done) == 1 else 's'} done in this run; their "
+                  f"predictions are in {args.out}",
                   file=sys.stderr)
         raise
-    if out is None:
-        print(strict_json.dumps(results, indent=1))
-    return 1 if any(r["error"] for r in results) else 0
+    print(run.summary())
+    failed_before = len(run.plan.failed)
+    return 1 if run.failed or failed_before else 0

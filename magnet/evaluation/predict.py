@@ -1,28 +1,49 @@
 """``magnet predict``: probability and the ROIs of every layer for any slide ``open_slide`` reads.
 
-The model is rebuilt from the checkpoint alone. Output per slide: ``slide``, ``probability``, ``seconds``
-(wall time of that slide's forward pass, reads included) and ``layers`` (per magnifying layer, the level-0
-boxes ``[x0, y0, x1, y1]`` of its ROIs), plus ``running_probabilities`` (after each final patch, paper
-Figure 5), ``error`` (empty unless the slide failed) and ``unreadable`` (true when the slide could not be
-read, false when the model failed on it). ``on_batch`` receives each batch's results as they
-come (the command line rewrites its output file after every batch).
+The model is rebuilt from the checkpoint alone. Output per slide (``SlidePrediction`` as a dict):
+``slide``, ``probability``, ``seconds`` (that slide's opening and reads plus its share of the forward pass),
+``layers`` (per magnifying layer, the level-0 boxes ``[x0, y0, x1, y1]`` of its ROIs),
+``running_probabilities`` (after each final patch, paper Figure 5), ``slide_size``, ``mpp``, ``error``
+(empty unless the slide failed) and ``unreadable`` (true when the slide could not be read, false when the
+model failed on it).
+
+``predict`` returns the predictions of a list of slides in their order. ``predict_cohort`` runs over a
+cohort into an output folder (``magnet.evaluation.cohort_store``): each result is recorded as it comes, a
+rerun skips the slides done, and a progress bar shows slides per second and the time left. Both read the
+next slides while the model computes (``magnet.inference.prefetch``: ``workers`` reader threads, ``ahead``
+slides in advance; ``ahead=0`` reads each slide when the model needs it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import asdict
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from tqdm import tqdm
+
 from magnet.errors import ConfigError
-from magnet.inference.runner import SlidePrediction, predict_slides
-from magnet.slides.pool import SlidePool
+from magnet.evaluation.cohort_store import CohortPlan, CohortStore
+from magnet.inference.runner import SlidePrediction
+from magnet.inference.stream import stream_predictions
+from magnet.models.magnet import MagNet
+from magnet.slides.noise import terminal_stderr
 from magnet.training.checkpoints import load_model
+from magnet.training.recipe import TrainConfig
+
+__all__ = ["CohortRun", "load_predictor", "predict", "predict_cohort"]
+
+Prediction = dict[str, Any]
+# tqdm's bar with the rate always in slides per second (tqdm's default turns it into seconds per slide
+# below 1/s) and the time left.
+_BAR = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]"
 
 
-def predict(checkpoint: str | Path, slides: Sequence[str], *, batch_size: int = 1,
-            on_batch: Callable[[list[dict[str, Any]]], object] | None = None) -> list[dict[str, Any]]:
+def load_predictor(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[MagNet, TrainConfig]:
+    """The checkpoint's model on ``device``, in eval mode; an oracle-zoom checkpoint is refused (one line)."""
     model, config = load_model(checkpoint)
     if model.needs_final_rois:
         raise ConfigError(
@@ -30,13 +51,86 @@ def predict(checkpoint: str | Path, slides: Sequence[str], *, batch_size: int = 
             "lesion outlines, which magnet predict does not have; use magnet evaluate with a manifest whose "
             "'lesions' column names them"
         )
-    pool = SlidePool(grey_filter=config.data.grey_filter, threads=config.data.reader_threads)
-    def hand_over(batch: list[SlidePrediction]) -> None:
-        if on_batch is not None:
-            on_batch([asdict(p) for p in batch])
+    return model.to(device), config
 
+
+def _stream(model: MagNet, config: TrainConfig, slides: Sequence[str], *, batch_size: int, workers: int,
+            ahead: int, device: torch.device | str) -> Iterator[SlidePrediction]:
+    return stream_predictions(model, slides, grey_filter=config.data.grey_filter,
+                              reader_threads=config.data.reader_threads, batch_size=batch_size,
+                              workers=workers, ahead=ahead, device=device)
+
+
+def predict(checkpoint: str | Path, slides: Sequence[str], *, batch_size: int = 1, workers: int = 2,
+            ahead: int = 2, device: torch.device | str = "cpu",
+            on_result: Callable[[Prediction], object] | None = None) -> list[Prediction]:
+    """Predict ``slides``; the list is in their order. ``on_result`` receives each result as it comes."""
+    model, config = load_predictor(checkpoint, device)
+    results: dict[str, Prediction] = {}
+    for pred in _stream(model, config, slides, batch_size=batch_size, workers=workers, ahead=ahead,
+                        device=device):
+        results[pred.slide] = asdict(pred)
+        if on_result is not None:
+            on_result(results[pred.slide])
+    return [results[spec] for spec in slides]
+
+
+@dataclass
+class CohortRun:
+    """What a ``predict_cohort`` run did: its plan, this run's results (in the order done), the store."""
+
+    store: CohortStore
+    plan: CohortPlan
+    predictions: list[Prediction] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Prediction]:
+        """This run's failures."""
+        return [p for p in self.predictions if p["error"]]
+
+    def summary(self) -> str:
+        """One line: how many slides were predicted, skipped and failed, and where the table is."""
+        parts = [f"{len(self.predictions) - len(self.failed)} predicted"]
+        if self.plan.done:
+            parts.append(f"{len(self.plan.done)} done before (skipped)")
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed")
+        if self.plan.failed:
+            parts.append(f"{len(self.plan.failed)} failed before (not retried without --retry-failed)")
+        total = len(self.plan.todo) + len(self.plan.done) + len(self.plan.failed)
+        slides = f"{total} slide{'' if total == 1 else 's'}"
+        return f"{slides}: {', '.join(parts)}; predictions in {self.store.csv}"
+
+
+def predict_cohort(checkpoint: str | Path, slides: Sequence[str], out: str | os.PathLike[str], *,
+                   retry_failed: bool = False, batch_size: int = 1, workers: int = 2, ahead: int = 2,
+                   device: torch.device | str = "cpu", show_progress: bool = True,
+                   on_result: Callable[[Prediction], object] | None = None) -> CohortRun:
+    """Predict the slides of a cohort into the folder ``out`` (``magnet.evaluation.cohort_store``).
+
+    The folder is checked (created, locked, its earlier results read), then the checkpoint loaded and
+    compared with the folder's, before any slide is read. Slides already predicted there are skipped, and
+    so are those that failed unless ``retry_failed``. Each result is recorded as it comes, then handed to
+    ``on_result``.
+    """
+    store = CohortStore(out)
+    store.claim()
     try:
-        preds = predict_slides(model, list(slides), pool, batch_size=batch_size, on_batch=hand_over)
+        model, config = load_predictor(checkpoint, device)
+        store.bind(checkpoint)
+        run = CohortRun(store, store.plan(list(slides), retry_failed=retry_failed))
+        with tqdm(total=len(run.plan.todo), desc="predict", unit="slide", file=terminal_stderr(),
+                  disable=not show_progress or not run.plan.todo, bar_format=_BAR) as bar:
+            for pred in _stream(model, config, run.plan.todo, batch_size=batch_size, workers=workers,
+                                ahead=ahead, device=device):
+                result = asdict(pred)
+                store.record(result)
+                run.predictions.append(result)
+                bar.update(1)
+                if pred.error:
+                    bar.set_postfix(failed=len(run.failed), refresh=False)
+                if on_result is not None:
+                    on_result(result)
     finally:
-        pool.close()
-    return [asdict(p) for p in preds]
+        store.release()
+    return run

@@ -16,7 +16,6 @@ augmentation), no gradient; so the boxes and probability are those ``magnet pred
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from magnet.explain.report import write_index, write_slide_report
 from magnet.explain.result import OUTPUT_FILES, THUMBNAIL_SIZE, ExplainResult
 from magnet.models.magnet import MagNet
 from magnet.outputs import output_folder
+from magnet.slides.names import safe_slide_name
 from magnet.slides.pool import SlidePool
 from magnet.slides.reader import RegionReader
 
@@ -122,16 +122,6 @@ def explain_slides(
         if progress is not None:
             progress(result)
     return results
-
-
-def safe_slide_name(spec: str) -> str:
-    """A folder name for a slide: its file name without extension, or its URI, in ``[A-Za-z0-9._-]``."""
-    base = spec.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
-    if Path(spec).is_file():
-        base = Path(spec).stem
-    # [choice] 96 characters keep the path short on every file system while telling virtual slides apart.
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._-")[:96]
-    return name or "slide"
 
 
 def _unique(name: str, taken: set[str]) -> str:

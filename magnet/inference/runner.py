@@ -19,6 +19,7 @@ import torch
 
 from magnet.errors import ConfigError, NonFiniteError, SlideError
 from magnet.inference.oracle import OracleZoom
+from magnet.inference.prefetch import PrereadSource
 from magnet.models.magnet import MagNet
 from magnet.slides.pool import SlidePool
 from magnet.slides.reader import RegionReader
@@ -90,6 +91,25 @@ def predict_slides(
     return sorted(results, key=lambda p: order[p.slide])
 
 
+@torch.no_grad()
+def predict_sources(model: MagNet, specs: Sequence[str], sources: Sequence[RegionReader | PrereadSource], *,
+                    device: torch.device | str = "cpu") -> list[SlidePrediction]:
+    """Predict one batch of slides already opened (``sources[i]`` is the slide ``specs[i]``), in eval mode.
+
+    ``seconds`` is each slide's share of the batch's forward pass; the caller adds its opening time. A slide
+    that fails inside the forward pass gets its ``error``, as in ``predict_slides``.
+    """
+    if model.needs_final_rois:
+        raise ConfigError("model.zoom=oracle places the final patches on known lesion outlines, and none "
+                          "were given (evaluate with a manifest whose 'lesions' column names them)")
+    was_training = model.training
+    model.eval()
+    try:
+        return _predict_batch(model, list(specs), list(sources), device, time.perf_counter(), None)
+    finally:
+        model.train(was_training)
+
+
 def _predict_batch(model, specs, readers, device, t0, oracle) -> list[SlidePrediction]:  # type: ignore[no-untyped-def]
     try:
         count = model.config.patches_at(model.config.num_layers)
@@ -127,7 +147,7 @@ def _predict_batch(model, specs, readers, device, t0, oracle) -> list[SlidePredi
     return preds
 
 
-def _mean_mpp(reader: RegionReader) -> float | None:
+def _mean_mpp(reader: RegionReader | PrereadSource) -> float | None:
     mpp = reader.slide.mpp
     return None if mpp is None else (mpp[0] + mpp[1]) / 2
 

@@ -124,6 +124,11 @@ class MagNet(nn.Module):
             assert isinstance(layer, MagnifyingLayer)
             yield from layer.head_parameters()
 
+    def root_view_sizes(self) -> tuple[int, int]:
+        """The sizes at which ``forward`` reads each slide's root ROI (I0 and I'0), its first reads: a caller
+        may read them in advance (``magnet.inference.prefetch``)."""
+        return self.config.view_size, self._read_size(1)
+
     def _read_size(self, layer_index: int) -> int:
         """Size of the I' read by the parents of layer ``layer_index`` (1-based)."""
         last = layer_index == self.config.num_layers

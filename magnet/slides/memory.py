@@ -86,6 +86,10 @@ class MemorySlide(Slide):
         return out
 
 
+#: File name extensions of the plain images read as slides (TIFFs go to the slide backends).
+IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".webp")
+
+
 def open_image_file(path: str) -> MemorySlide:
     """A plain image file (PNG, JPEG, BMP, ...) of any size as an in-memory slide."""
     from PIL import Image, UnidentifiedImageError

@@ -10,6 +10,9 @@ slide and the reason. So the command line calls ``hush_libraries()`` once, and t
   terminal;
 - what C code writes to standard error while a slide is opened or read (``native_stderr_captured``, used
   by ``open_slide`` and ``RegionReader.read``) goes there too;
+- ``terminal_stderr()`` is a standard error that stays the terminal's while C output is being collected:
+  a progress bar or a status line written by the main thread while a reader thread opens a slide would
+  otherwise be collected as library noise;
 - ``noise_summary()`` reduces what was collected to one line (how many messages, and the first), which the
   command prints when it succeeds; when it fails, its one-line error is all it prints.
 
@@ -21,6 +24,7 @@ several threads at once share one redirection, undone by the last to finish.
 from __future__ import annotations
 
 import gc
+import io
 import logging
 import os
 import sys
@@ -30,7 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO
 
-__all__ = ["LIBRARY_LOGGERS", "hush_libraries", "native_stderr_captured", "noise_summary"]
+__all__ = ["LIBRARY_LOGGERS", "hush_libraries", "native_stderr_captured", "noise_summary", "terminal_stderr"]
 
 #: Loggers of the libraries under the slide backends (and ``py.warnings``, where warnings go once hushed).
 LIBRARY_LOGGERS = ("asyncio", "tifffile", "tiffslide", "zarr", "numcodecs", "imagecodecs", "PIL", "openslide",
@@ -98,6 +102,52 @@ def native_stderr_captured() -> Iterator[None]:
         yield
     finally:
         _leave()
+
+
+class _TerminalStderr(io.TextIOBase):
+    """Writes to ``sys.stderr``, or past the collector to the saved terminal while C output is collected."""
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(sys.stderr, "encoding", None) or "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        stream = sys.stderr
+        with _STATE:
+            if _saved_fd is not None and _is_fd2(stream):
+                data = text.encode(self.encoding, "replace")
+                while data:
+                    data = data[os.write(_saved_fd, data):]
+                return len(text)
+        return stream.write(text)
+
+    def flush(self) -> None:
+        try:
+            sys.stderr.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+
+
+def _is_fd2(stream: object) -> bool:
+    try:
+        return stream.fileno() == 2  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return False
+
+
+_TERMINAL = _TerminalStderr()
+
+
+def terminal_stderr() -> IO[str]:
+    """Standard error for the command's own output (progress bars, status lines) from the main thread.
+
+    It is ``sys.stderr``, except while slide libraries' C output is being collected on another thread
+    (``native_stderr_captured``): then it writes to the terminal that file descriptor 2 was before.
+    """
+    return _TERMINAL  # type: ignore[return-value]
 
 
 def _enter() -> None:

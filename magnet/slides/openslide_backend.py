@@ -25,7 +25,13 @@ import numpy as np
 from magnet.errors import SlideError
 from magnet.slides.base import NotThisFormat, Slide
 from magnet.slides.checks import check_read_args
+from magnet.slides.noise import native_stderr_captured
 from magnet.slides.pixels import to_rgb_uint8
+
+#: File name extensions of the formats OpenSlide reads (https://openslide.org/formats/): Aperio, DICOM,
+#: Hamamatsu, Leica, MIRAX, Philips, Sakura, Trestle, Ventana, Zeiss and generic tiled TIFF.
+OPENSLIDE_EXTENSIONS = (".bif", ".czi", ".dcm", ".mrxs", ".ndpi", ".scn", ".svs", ".svslide", ".tif", ".tiff",
+                        ".vms", ".vmu")
 
 
 class AssociatedImages(Mapping[str, np.ndarray]):
@@ -137,3 +143,17 @@ class OpenSlideSlide(Slide):
 def open_openslide(path: str) -> OpenSlideSlide:
     """File-backend opener for the registry."""
     return OpenSlideSlide(path)
+
+
+def dicom_series_uid(path: str) -> str | None:
+    """The DICOM SeriesInstanceUID of the whole-slide image ``path`` belongs to, or None when OpenSlide cannot
+    open it as one (not DICOM, or a file it refuses; opening it later reports why)."""
+    try:
+        with native_stderr_captured():
+            slide = OpenSlideSlide(path)
+    except Exception:  # noqa: BLE001 - any failure means "no series known"
+        return None
+    try:
+        return slide.properties.get("dicom.SeriesInstanceUID") or None
+    finally:
+        slide.close()

@@ -12,6 +12,10 @@ file, the reasons of the backends that recognised its format are reported (a bac
 ``NotThisFormat`` for a file that is not its format at all; those refusals are listed only when no backend
 recognised the file).
 
+Each file backend declares the file name extensions of its formats (``register_file_backend(...,
+extensions=...)``); ``slide_extensions()`` is their union, which ``magnet.slides.discovery`` uses to find
+the slides in a folder. Opening never looks at the extension: the backends decide by the file's content.
+
 ``slide_identity`` says which slide a spelling names, so that manifests can refuse one slide listed twice:
 a file is its resolved real path (symlinks and ``..`` followed), a URI its scheme's canonical spelling (a
 scheme may register one beside its opener; ``synth:`` URIs put their keys in a fixed order and fill in
@@ -28,10 +32,10 @@ from pathlib import Path
 
 from magnet.errors import MagnetError, SlideError
 from magnet.slides.base import NotThisFormat, Slide
-from magnet.slides.memory import open_image_file
+from magnet.slides.memory import IMAGE_EXTENSIONS, open_image_file
 from magnet.slides.noise import native_stderr_captured
-from magnet.slides.openslide_backend import open_openslide
-from magnet.slides.tiff_backend import open_tiffslide
+from magnet.slides.openslide_backend import OPENSLIDE_EXTENSIONS, open_openslide
+from magnet.slides.tiff_backend import TIFF_EXTENSIONS, open_tiffslide
 
 SchemeOpener = Callable[[str], Slide]
 FileOpener = Callable[[str], Slide]
@@ -39,7 +43,7 @@ Canonical = Callable[[str], str]
 
 
 __all__ = ["KNOWN_CANONICAL", "KNOWN_SCHEMES", "NotThisFormat", "open_slide", "register_file_backend",
-           "register_scheme", "slide_identity", "uri_scheme"]
+           "register_scheme", "slide_extensions", "slide_identity", "uri_scheme"]
 
 #: Schemes opened by a function of another package, imported on first use: ``scheme -> "module:function"``.
 KNOWN_SCHEMES: dict[str, str] = {"synth": "magnet.synth.slide:open_virtual_slide"}
@@ -54,6 +58,12 @@ _FILE_BACKENDS: list[tuple[str, FileOpener]] = [
     ("tiffslide", open_tiffslide),
     ("image", open_image_file),
 ]
+# Backend name -> the file name extensions of its formats (lower case, with the dot).
+_EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "openslide": OPENSLIDE_EXTENSIONS,
+    "tiffslide": TIFF_EXTENSIONS,
+    "image": IMAGE_EXTENSIONS,
+}
 # Two or more characters before the colon: "C:\..." is a drive letter, not a scheme.
 _URI = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+):(.*)$")
 
@@ -69,9 +79,18 @@ def register_scheme(scheme: str, opener: SchemeOpener, canonical: Canonical | No
         _CANONICAL[scheme.lower()] = canonical
 
 
-def register_file_backend(name: str, opener: FileOpener) -> None:
-    """Add a file backend; ``opener(path)`` returns a Slide or raises (any exception means "not mine")."""
+def register_file_backend(name: str, opener: FileOpener, extensions: tuple[str, ...] = ()) -> None:
+    """Add a file backend; ``opener(path)`` returns a Slide or raises (any exception means "not mine").
+
+    ``extensions`` (``".xyz"``): the file names its formats use, so that folders are searched for them.
+    """
     _FILE_BACKENDS[:] = [(n, o) for n, o in _FILE_BACKENDS if n != name] + [(name, opener)]
+    _EXTENSIONS[name] = tuple(e.lower() for e in extensions)
+
+
+def slide_extensions() -> tuple[str, ...]:
+    """The file name extensions (lower case, with the dot) of every format a file backend reads, sorted."""
+    return tuple(sorted({e for name, _ in _FILE_BACKENDS for e in _EXTENSIONS.get(name, ())}))
 
 
 def uri_scheme(spec: str) -> str | None:

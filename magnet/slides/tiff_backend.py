@@ -38,6 +38,10 @@ from magnet.slides.checks import check_read_args
 from magnet.slides.openslide_backend import AssociatedImages
 from magnet.slides.pixels import to_rgb_uint8
 
+#: File name extensions tiffslide reads: TIFF and OME-TIFF (``.ome.tif`` ends in ``.tif``), and the TIFF-based
+#: Aperio and Hamamatsu NDPI files.
+TIFF_EXTENSIONS = (".ndpi", ".svs", ".tif", ".tiff")
+
 # OME length units -> micrometres (OME data model, UnitsLength).
 _OME_UNIT_TO_UM = {"pm": 1e-6, "nm": 1e-3, "µm": 1.0, "um": 1.0, "μm": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}
 

@@ -187,3 +187,28 @@ class FailingReads(Slide):
 
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         raise SlideError(self.path, "tile 3 is truncated (test)")
+
+
+# A MagNet small enough to predict a slide in a fraction of a second, with random weights: what the tests
+# of ``magnet predict`` need (they check files, rows and reruns, not what a trained model says).
+RANDOM_MODEL: dict[str, Any] = {
+    "patches_per_layer": [2, 2], "view_size": 32, "read_size": 64, "final_size": 32, "final_read_size": 64,
+    "classifier_input_size": 32, "backbone": "small", "aux_backbone": "small", "gru_hidden": 8,
+    "head_branch_channels": 4, "aux_layers": [1], "sampler": "bilinear",
+}
+
+
+def random_checkpoint(path: Path, seed: int = 0) -> Path:
+    """Save a checkpoint of ``RANDOM_MODEL`` with weights drawn from ``seed`` at ``path``; return it."""
+    from magnet.config_io import config_from_dict
+    from magnet.models.magnet import MagNet
+    from magnet.training.checkpoints import config_dict, save_checkpoint
+
+    cfg = config_from_dict(TrainConfig, {"model": RANDOM_MODEL, "accelerator": "cpu",
+                                         "data": {"reader_threads": 1}})
+    torch.manual_seed(seed)
+    model = MagNet(cfg.model, load_weights=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(path, {"config": config_dict(cfg), "model": model.state_dict(), "epoch": 0,
+                           "best_score": 0.0, "history": []})
+    return path

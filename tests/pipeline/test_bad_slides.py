@@ -6,12 +6,12 @@ truncated file does.
 
 from __future__ import annotations
 
-import json
+import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
-from pipeline_fixtures import FailingReads, balanced_rows, one_thread, tiny_config
+from pipeline_fixtures import FailingReads, balanced_rows, one_thread, temp_files, tiny_config
 
 from magnet.cli import main
 from magnet.data.manifest import ManifestRow, write_manifest
@@ -127,11 +127,13 @@ def test_predict_keeps_the_slides_done_when_interrupted(run, tmp_path: Path,  # 
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     _, result = run
     good = balanced_rows()[0].slide
-    out = tmp_path / "predictions.json"
+    out = tmp_path / "predictions"
     with one_thread():
         code = main(["predict", str(result.run_dir / "best.ckpt"), good, "interrupting:1", "--out", str(out)])
     assert code == 130
-    (done,) = json.loads(out.read_text())  # valid JSON holding the slide finished before the interruption
-    assert done["slide"] == good and 0 <= done["probability"] <= 1
-    assert "1 of 2 slides done; their predictions are in" in capsys.readouterr().err
-    assert [p.name for p in tmp_path.iterdir()] == ["predictions.json"]  # no temporary file left
+    # The table holds the slide finished before the interruption, and its JSON is there.
+    (done,) = list(csv.DictReader((out / "predictions.csv").open(newline="")))
+    assert done["slide"] == good and 0 <= float(done["probability"]) <= 1 and not done["error"]
+    assert [p.suffix for p in (out / "slides").iterdir()] == [".json"]
+    assert "1 slide done in this run; their predictions are in" in capsys.readouterr().err
+    assert temp_files(out) == []  # no temporary file left

@@ -68,15 +68,14 @@ def _check_prediction(obj: dict, slide: str, size: tuple[int, int]) -> None:  # 
 
 
 def test_predict_json_on_a_virtual_slide_and_a_tiff(run, tmp_path: Path, tiny_tiff,  # type: ignore[no-untyped-def]
-                                                    make_image) -> None:
+                                                    make_image, capsys: pytest.CaptureFixture[str]) -> None:
     cfg, result = run
     uri = next(r.slide for r in read_manifest(cfg.data.manifest, check_slides=False).rows)
     tiff, _ = tiny_tiff("small.tif", make_image(512, 384), levels=3, compression="zlib", mpp=0.5)
-    out = tmp_path / "predictions.json"
     with one_thread():
-        code = main(["predict", str(result.run_dir / "best.ckpt"), uri, str(tiff), "--out", str(out)])
+        code = main(["predict", str(result.run_dir / "best.ckpt"), uri, str(tiff)])
     assert code == 0
-    objs = json.loads(out.read_text())
+    objs = json.loads(capsys.readouterr().out)  # without --out: the JSON list on standard output
     assert len(objs) == 2
     _check_prediction(objs[0], uri, (32768, 32768))
     _check_prediction(objs[1], str(tiff), (512, 384))

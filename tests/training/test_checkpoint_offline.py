@@ -4,6 +4,7 @@ every weight loader made to fail, and the loaded model computes exactly as the p
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 from collections.abc import Callable
@@ -80,9 +81,10 @@ def test_predict_evaluate_explain_never_load_imagenet_weights(
     model, loaded = load_model(checkpoint)
     assert loaded.model.pretrained and model.config.pretrained  # what training used
     uri = slides[1].slide
-    predictions = tmp_path / "predictions.json"
-    assert main(["predict", str(checkpoint), uri, "--out", str(predictions)]) == 0
-    assert 0.0 < json.loads(predictions.read_text())[0]["probability"] < 1.0
+    predictions = tmp_path / "predictions"
+    assert main(["predict", str(checkpoint), uri, "--out", str(predictions), "--no-progress"]) == 0
+    (row,) = list(csv.DictReader((predictions / "predictions.csv").open(newline="")))
+    assert 0.0 < float(row["probability"]) < 1.0
     assert main(["evaluate", str(checkpoint), str(manifest), "--out", str(tmp_path / "eval"),
                  "--bootstrap", "0"]) == 0
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["n_slides"] == len(slides)

@@ -1,0 +1,212 @@
+"""The output folder of ``magnet predict --out``: what was predicted for a cohort, kept across runs.
+
+Layout::
+
+    OUT/predictions.csv         slide, probability, seconds, error: one row per slide, in the order done
+    OUT/slides/<name>.json      per slide predicted: probability, ROIs of every layer (level-0 boxes),
+                                running probabilities, slide size and pixel size (``SlidePrediction``)
+    OUT/checkpoint.json         the checkpoint the predictions come from (path, SHA-256 of its bytes)
+
+``<name>`` is ``magnet.slides.names.stable_slide_name``: the slide's file name (or URI) made safe, and a
+short hash of its identity, so two slides of one file name in different folders do not collide.
+
+Each result is written as it comes: the slide's JSON first, then ``predictions.csv`` rewritten with the new
+row, both atomically (``magnet.atomic``); a kill loses at most the slides in flight, and a JSON without
+its CSV row is simply written again. A failed slide gets a row with an empty probability and its one-line
+``error``, and no JSON.
+
+**Resume.** A second run with the same ``--out`` skips the slides whose row has a probability (slides are
+matched by ``slide_identity``: a file by its real path, a URI by its canonical spelling). Failed slides are
+skipped too unless ``retry_failed``; a retried slide's row is replaced where it stood. Rows of slides that a
+run does not name are kept. A folder holding another checkpoint's predictions is refused (mixing two models
+in one table is never what a cohort wants), and so is a folder another ``magnet predict`` is writing to
+(an OS file lock, released when the process ends, as ``magnet.training.run_folder`` does for runs).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from magnet import strict_json
+from magnet.atomic import atomic_write_text
+from magnet.errors import MagnetError
+from magnet.evaluation.reports import write_predictions_csv
+from magnet.outputs import output_folder
+from magnet.slides.names import stable_slide_name
+from magnet.slides.registry import slide_identity
+
+__all__ = ["COLUMNS", "CohortPlan", "CohortStore"]
+
+COLUMNS = ("slide", "probability", "seconds", "error")
+CSV_FILE = "predictions.csv"
+SLIDES_FOLDER = "slides"
+CHECKPOINT_FILE = "checkpoint.json"
+LOCK_FILE = ".magnet.lock"
+
+
+@dataclass
+class CohortPlan:
+    """What a run over a cohort has to do: ``todo`` slides, and those skipped because a row holds them."""
+
+    todo: list[str] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)  # predicted by an earlier run
+    failed: list[str] = field(default_factory=list)  # failed in an earlier run, not retried
+
+
+class CohortStore:
+    """The folder ``OUT`` of a cohort's predictions (see the module doc): ``claim`` it, ``bind`` it to the
+    checkpoint, ``plan`` the run, ``record`` each result, ``release`` it at the end."""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        self.csv = self.folder / CSV_FILE
+        self.slides = self.folder / SLIDES_FOLDER
+        self._rows: dict[str, dict[str, Any]] = {}  # slide identity -> CSV row, in file order
+        self._lock: FileLock | None = None
+
+    # --- opening ---------------------------------------------------------------------------------
+    def claim(self) -> None:
+        """Create (or check) the folder and lock it; read what earlier runs recorded.
+
+        One-line ``MagnetError`` when the folder cannot be written, is being written by another run or holds
+        a ``predictions.csv`` that is not ours.
+        """
+        output_folder(self.folder)
+        output_folder(self.slides)
+        lock = FileLock(self.folder / LOCK_FILE, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise MagnetError(f"{self.folder}: another magnet predict is writing to this folder; wait for it "
+                              "to end or give another --out") from None
+        self._lock = lock
+        try:
+            self._rows = self._read_rows()
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def bind(self, checkpoint: str | os.PathLike[str]) -> None:
+        """Record which checkpoint the predictions come from; refuse (one line) a folder holding another's.
+
+        Identity is the checkpoint's bytes (SHA-256), so a moved or copied checkpoint is the same one.
+        """
+        record = {"checkpoint": str(Path(checkpoint).resolve()), "sha256": _sha256(Path(checkpoint))}
+        path = self.folder / CHECKPOINT_FILE
+        if path.exists():
+            try:
+                earlier = json.loads(path.read_text(encoding="utf-8"))
+                digest = earlier["sha256"]
+            except (OSError, ValueError, KeyError, TypeError):
+                raise MagnetError(f"{path}: not a magnet predict record (delete it, or give another "
+                                  "--out)") from None
+            if digest != record["sha256"]:
+                raise MagnetError(f"{self.folder}: holds the predictions of another checkpoint "
+                                  f"({earlier.get('checkpoint')}); give another --out")
+        elif self.csv.exists():
+            raise MagnetError(f"{self.csv}: was not written by magnet predict --out (no {CHECKPOINT_FILE} "
+                              "beside it); give another --out")
+        atomic_write_text(path, strict_json.dumps(record, indent=1) + "\n")
+
+    def _read_rows(self) -> dict[str, dict[str, Any]]:
+        if not self.csv.exists():
+            return {}
+        try:
+            with self.csv.open(newline="", encoding="utf-8") as handle:
+                reader = csv.DictReader(handle)
+                if tuple(reader.fieldnames or ()) != COLUMNS:
+                    raise MagnetError(f"{self.csv}: expected the columns {','.join(COLUMNS)}, found "
+                                      f"{','.join(reader.fieldnames or ()) or 'none'}")
+                raw = list(reader)
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise MagnetError(f"{self.csv}: cannot be read ({exc})") from None
+        rows: dict[str, dict[str, Any]] = {}
+        for line, cells in enumerate(raw, start=2):
+            try:
+                row = {"slide": cells["slide"], "probability": _number(cells["probability"]),
+                       "seconds": _number(cells["seconds"]), "error": cells["error"] or ""}
+            except (ValueError, TypeError):
+                raise MagnetError(f"{self.csv}: row {line}: probability and seconds must be "
+                                  "numbers") from None
+            if not row["slide"] or (row["probability"] is None and not row["error"]):
+                raise MagnetError(f"{self.csv}: row {line}: a row needs a slide and a probability or an "
+                                  "error")
+            rows[slide_identity(cells["slide"])] = row
+        return rows
+
+    # --- a run -----------------------------------------------------------------------------------
+    def plan(self, slides: list[str], *, retry_failed: bool = False) -> CohortPlan:
+        """Which of ``slides`` this run predicts, and which it skips (see the module doc)."""
+        plan = CohortPlan()
+        for spec in slides:
+            row = self._rows.get(slide_identity(spec))
+            if row is None:
+                plan.todo.append(spec)
+            elif not row["error"]:
+                plan.done.append(spec)
+            elif retry_failed:
+                plan.todo.append(spec)
+            else:
+                plan.failed.append(spec)
+        return plan
+
+    def json_path(self, spec: str) -> Path:
+        """Where the JSON of slide ``spec`` goes."""
+        return self.slides / f"{stable_slide_name(spec, slide_identity(spec))}.json"
+
+    def record(self, prediction: dict[str, Any]) -> None:
+        """Write one slide's result (``SlidePrediction`` as a dict): its JSON, then its CSV row."""
+        spec = prediction["slide"]
+        probability = prediction["probability"]
+        error = " ".join(str(prediction["error"]).split())
+        if not error and not math.isfinite(probability):
+            error = "no probability"
+        path = self.json_path(spec)
+        try:
+            if not error:
+                atomic_write_text(path, strict_json.dumps(prediction, indent=1) + "\n")
+            row = {"slide": spec, "probability": None if error else probability,
+                   "seconds": prediction["seconds"], "error": error}
+            self._rows[slide_identity(spec)] = row
+            path = self.csv
+            write_predictions_csv(self._rows.values(), self.csv)
+        except OSError as exc:  # a full disk, a folder removed under the run
+            raise MagnetError(f"{path}: cannot write ({exc.strerror or exc}); the slides done before are "
+                              f"in {self.csv}") from None
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The rows of ``predictions.csv`` as recorded so far (earlier runs' included), in file order."""
+        return list(self._rows.values())
+
+    def row(self, spec: str) -> dict[str, Any] | None:
+        """The row of slide ``spec``, or None."""
+        return self._rows.get(slide_identity(spec))
+
+
+def _number(text: str | None) -> float | None:
+    return None if text is None or not text.strip() else float(text)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise MagnetError(f"{path}: cannot read the checkpoint ({exc.strerror or exc})") from None
+    return digest.hexdigest()
