@@ -175,20 +175,21 @@ def report(args: argparse.Namespace) -> None:
     results = {}
     for done in sorted(Path(args.out).glob("*/summary.json")):
         results[done.parent.name] = json.loads(done.read_text())
-    print("| method | output px / slide | decoded px / slide | features s / slide | Macro | Micro | ITC "
-          "| Macro & Micro | All | hit macro / micro / ITC | minutes |")
-    print("|---" * 11 + "|")
+    print("| method | µm/px | output px / slide | decoded px / slide | features s / slide | Macro | Micro "
+          "| ITC | Macro & Micro | All | hit macro / micro / ITC | hit ≤ 2 µm/px | minutes |")
+    print("|---" * 13 + "|")
     for name, summary in results.items():
         metrics = summary["metrics"]
         local = metrics.get("localisation") or {}
-        hits = " / ".join(f"{local[k]:.2f}" if local.get(k) is not None else "–"
-                          for k in ("hit_rate_macro", "hit_rate_micro", "hit_rate_itc"))
+        hits, fine = (" / ".join(f"{local[k + c]:.2f}" if local.get(k + c) is not None else "–"
+                                 for c in ("macro", "micro", "itc")) for k in ("hit_rate_", "hit_rate_fine_"))
+        um = f"{local['final_um_per_px']:.1f}" if local.get("final_um_per_px") else "–"
         cost = feature_cost(Path(args.out) / name)
         decoded = f"{cost['decoded']:,.0f}" if cost else "–"
         seconds = f"{cost['seconds']:.1f}" if cost else "–"
-        print(f"| {name} | {summary['pixels']:,.0f} | {decoded} | {seconds} | "
+        print(f"| {name} | {um} | {summary['pixels']:,.0f} | {decoded} | {seconds} | "
               + " | ".join(cell(metrics, c) for c in COLUMNS)
-              + f" | {hits} | {summary['total_minutes']:.1f} |")
+              + f" | {hits} | {fine} | {summary['total_minutes']:.1f} |")
     if args.figure:
         plot(results, Path(args.figure))
 
