@@ -15,9 +15,14 @@ import os
 import uuid
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from magnet.errors import MagnetError
 
-__all__ = ["output_file", "output_folder"]
+__all__ = ["LOCK_FILE", "lock_folder", "output_file", "output_folder"]
+
+# The lock file of a folder one magnet command writes into (a training run, a cohort's predictions).
+LOCK_FILE = ".magnet.lock"
 
 
 def _reason(exc: OSError) -> str:
@@ -58,3 +63,18 @@ def output_file(path: str | os.PathLike[str]) -> Path:
         raise MagnetError(f"{target}: is a folder; give the name of a file to write")
     _create(target.parent if str(target.parent) else Path("."), target)
     return target
+
+
+def lock_folder(folder: str | os.PathLike[str], refusal: str) -> FileLock:
+    """Hold an OS lock on ``folder/.magnet.lock`` (the folder must exist) and return it; release it when done.
+
+    Another process holding it is refused at once with ``MagnetError(refusal)``. The OS drops the lock when
+    its process dies, so a killed command never leaves a folder locked; the file itself stays (removing it
+    would race with the next owner) and means nothing on its own.
+    """
+    lock = FileLock(Path(folder) / LOCK_FILE, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise MagnetError(refusal) from None
+    return lock

@@ -34,13 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
+from filelock import FileLock
 
 from magnet import strict_json
 from magnet.atomic import atomic_write_text
 from magnet.errors import MagnetError
 from magnet.evaluation.reports import write_predictions_csv
-from magnet.outputs import output_folder
+from magnet.outputs import lock_folder, output_folder
 from magnet.slides.names import stable_slide_name
 from magnet.slides.registry import slide_identity
 
@@ -50,7 +50,6 @@ COLUMNS = ("slide", "probability", "seconds", "error")
 CSV_FILE = "predictions.csv"
 SLIDES_FOLDER = "slides"
 CHECKPOINT_FILE = "checkpoint.json"
-LOCK_FILE = ".magnet.lock"
 
 
 @dataclass
@@ -82,13 +81,8 @@ class CohortStore:
         """
         output_folder(self.folder)
         output_folder(self.slides)
-        lock = FileLock(self.folder / LOCK_FILE, timeout=0)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise MagnetError(f"{self.folder}: another magnet predict is writing to this folder; wait for it "
-                              "to end or give another --out") from None
-        self._lock = lock
+        self._lock = lock_folder(self.folder, f"{self.folder}: another magnet predict is writing to this "
+                                              "folder; wait for it to end or give another --out")
         try:
             self._rows = self._read_rows()
         except BaseException:

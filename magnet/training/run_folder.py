@@ -28,20 +28,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
+from filelock import FileLock
 
 from magnet import strict_json
 from magnet.atomic import atomic_write_text
 from magnet.data.manifest import ManifestRow
-from magnet.errors import ConfigError, MagnetError
-from magnet.outputs import output_folder
+from magnet.errors import ConfigError
+from magnet.outputs import LOCK_FILE, lock_folder, output_folder
 
 __all__ = [
     "FREE_ON_RESUME", "HISTORY_FILE", "LOCK_FILE", "RunFolder", "data_fingerprint", "refuse_changes",
     "resume_changes",
 ]
 
-LOCK_FILE = ".magnet.lock"
 HISTORY_FILE = "history.jsonl"
 # Dotted keys that choose where and how fast a run computes, or how it reacts to unreadable slides, not what
 # it learns; ``model.*`` is compared on its own (a different model cannot load the weights at all).
@@ -67,13 +66,8 @@ class RunFolder:
         """Create the folder if needed (refused with one line if it cannot be written) and lock it."""
         self._created = not self.path.exists()
         output_folder(self.path)
-        lock = FileLock(self.path / LOCK_FILE, timeout=0)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise MagnetError(f"{self.path}: another magnet run is using this folder; wait for it to end or "
-                              "train into another --out") from None
-        self._lock = lock
+        self._lock = lock_folder(self.path, f"{self.path}: another magnet run is using this folder; wait for "
+                                            "it to end or train into another --out")
 
     def release(self, *, tidy: bool = False) -> None:
         """Unlock. ``tidy``: a run that failed before writing anything removes the folder it created."""

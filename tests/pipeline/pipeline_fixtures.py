@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -212,3 +215,28 @@ def random_checkpoint(path: Path, seed: int = 0) -> Path:
     save_checkpoint(path, {"config": config_dict(cfg), "model": model.state_dict(), "epoch": 0,
                            "best_score": 0.0, "history": []})
     return path
+
+
+def kill_when(proc: subprocess.Popen[bytes], ready: Callable[[], bool], what: str, *,
+              timeout: float = 180) -> None:
+    """SIGKILL ``proc`` as soon as ``ready()``; fail the test if it ends first or ``timeout`` s pass.
+
+    ``what`` names the moment waited for in the failure message. The process and its stdout pipe are always
+    cleaned up.
+    """
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if proc.poll() is not None:
+                output = proc.stdout.read().decode() if proc.stdout else ""
+                pytest.fail(f"the command ended (status {proc.returncode}) before {what}:\n{output[-3000:]}")
+            assert time.monotonic() < deadline, f"{what} did not come within {timeout:g} s"
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 from PIL import Image
 from pipeline_fixtures import (
     PYTHON,
+    kill_when,
     one_line_error,
     one_thread,
     random_checkpoint,
@@ -216,22 +216,7 @@ def test_a_killed_cohort_keeps_every_slide_done_and_a_rerun_finishes_it(
     proc = subprocess.Popen([PYTHON, "-c", STALLING_PREDICT, "predict", str(checkpoint), URI_A, URI_B,
                              "stall:x", "--out", str(out), "--prefetch", "0", "--no-progress"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 180
-        while not marker.exists():
-            if proc.poll() is not None:
-                output = proc.stdout.read().decode() if proc.stdout else ""
-                pytest.fail(f"predict ended (status {proc.returncode}) before the kill:\n{output[-3000:]}")
-            assert time.monotonic() < deadline, "the stalling slide was not reached within 180 s"
-            time.sleep(0.1)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+    kill_when(proc, marker.exists, "the stalling slide")
     assert proc.returncode == -signal.SIGKILL
     assert [r["slide"] for r in _rows(out)] == [URI_A, URI_B]
     assert all(_slide_json(out, s)["slide"] == s for s in (URI_A, URI_B))

@@ -10,10 +10,8 @@ kills the process once the marker exists and ``last.ckpt`` (polled by loading it
 from __future__ import annotations
 
 import csv
-import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ from pipeline_fixtures import (
     PYTHON,
     assert_rows_close,
     base_run,
+    kill_when,
     metric_rows,
     one_thread,
     subprocess_env,
@@ -69,22 +68,7 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path_factory: pytest.TempPat
     env = {**subprocess_env(), "STALL_AT": str(batches_per_epoch + 2), "MARKER": str(marker)}
     proc = subprocess.Popen([PYTHON, "-c", STALLING_TRAIN, "train", str(recipe), "--out", str(out),
                              "--no-progress"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 180
-        while not (marker.exists() and _checkpoint_epoch(out / "last.ckpt") >= 1):
-            if proc.poll() is not None:
-                output = proc.stdout.read().decode() if proc.stdout else ""
-                pytest.fail(f"training ended (status {proc.returncode}) before the kill:\n{output[-3000:]}")
-            assert time.monotonic() < deadline, "epoch 2 never started within 180 s"
-            time.sleep(0.1)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+    kill_when(proc, lambda: marker.exists() and _checkpoint_epoch(out / "last.ckpt") >= 1, "epoch 2")
     assert proc.returncode == -signal.SIGKILL
     assert _checkpoint_epoch(out / "last.ckpt") == 1  # killed inside epoch 2, its checkpoint is epoch 1's
     assert temp_files(out) == []
