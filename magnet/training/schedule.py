@@ -38,11 +38,12 @@ def lr_factor(epoch: int, cfg: TrainConfig) -> float:
 def param_groups(model: MagNet, cfg: TrainConfig) -> list[dict[str, Any]]:
     """Adam's groups: the heads at ``optim.head_lr`` (when set), everything else at ``optim.lr``.
 
-    Each group keeps its ``base_lr``; the epoch's rate is ``base_lr * lr_factor``.
+    Each group keeps its ``base_lr``; the epoch's rate is ``base_lr * lr_factor``. Frozen weights
+    (``model.freeze_backbone``) are in no group.
     """
     heads = list(model.head_parameters())
     head_ids = {id(p) for p in heads}
-    rest = [p for p in model.parameters() if id(p) not in head_ids]
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
     head_lr = cfg.optim.head_lr or cfg.optim.lr
     groups = [{"params": rest, "lr": cfg.optim.lr, "base_lr": cfg.optim.lr}]
     if heads:

