@@ -3,6 +3,12 @@
 Every recorded benchmark and manifest names v1 slides, so any drift in v1 pixels is a bug. The digests are
 of 96 x 64 regions at levels 0, 2 and 4 around the main lesion (or the main section's centre), for each
 lesion class and both texture sources.
+
+Byte identity holds on one kind of CPU, not across kinds: numpy's transcendental functions take other SIMD
+paths on AVX-512 machines (numpy's X86_V4 / AVX512_ICL targets) than on AVX2 ones, and a last-bit difference
+can round one 8-bit value the other way (measured: 1 of 18,432 values, by 1, on the negative slide). Where
+the two paths differ, both digests are recorded (``X86_V4_DIGESTS``); the AVX2 path's can be computed on any
+machine with ``NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL"``.
 """
 
 from __future__ import annotations
@@ -42,6 +48,15 @@ V1_DIGESTS = {
 }
 
 
+# The AVX-512 path's digest where it differs from the AVX2 path's above.
+X86_V4_DIGESTS = {
+    ("synth:seed=4,lesion=negative", 0): "9819aae4ff49c244",
+    ("synth:seed=4,lesion=negative", 2): "83ea3664a344b2e9",
+    ("synth:seed=4,lesion=negative,texture=camelyon16", 0): "6bf65f191dac43fb",
+    ("synth:seed=4,lesion=negative,texture=camelyon16", 2): "6b38348b7673aff8",
+}
+
+
 def _digest(uri: str, level: int) -> str:
     slide = VirtualSlide(uri)
     if slide.lesions:
@@ -56,7 +71,8 @@ def _digest(uri: str, level: int) -> str:
 
 @pytest.mark.parametrize(("uri", "level"), list(V1_DIGESTS))
 def test_v1_pixels_are_unchanged(uri: str, level: int) -> None:
-    assert _digest(uri, level) == V1_DIGESTS[(uri, level)]
+    accepted = {V1_DIGESTS[(uri, level)], X86_V4_DIGESTS.get((uri, level))}
+    assert _digest(uri, level) in accepted
 
 
 def test_version_1_spelled_out_is_the_same_slide() -> None:
