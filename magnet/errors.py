@@ -36,3 +36,12 @@ class NonFiniteError(MagnetError):
     a ``MagnetError`` so that it ends as one line, but not a ``SlideError``: the slide is not to blame, and
     code that skips unreadable slides must not skip it. Training adds where it happened and what to do.
     """
+
+
+class ReportedByRankZero(MagnetError):
+    """A user mistake that rank 0 of a multi-process run reports, raised on the other ranks to end them too.
+
+    The command line ends such a rank without a word and with status 0: the run's one line and exit status
+    are rank 0's (a launcher that sees a rank fail may kill the others, rank 0 among them, before it has
+    said why).
+    """

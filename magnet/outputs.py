@@ -19,7 +19,7 @@ from filelock import FileLock, Timeout
 
 from magnet.errors import MagnetError
 
-__all__ = ["LOCK_FILE", "lock_folder", "output_file", "output_folder"]
+__all__ = ["LOCK_FILE", "lock_file", "lock_folder", "output_file", "output_folder"]
 
 # The lock file of a folder one magnet command writes into (a training run, a cohort's predictions).
 LOCK_FILE = ".magnet.lock"
@@ -72,7 +72,16 @@ def lock_folder(folder: str | os.PathLike[str], refusal: str) -> FileLock:
     its process dies, so a killed command never leaves a folder locked; the file itself stays (removing it
     would race with the next owner) and means nothing on its own.
     """
-    lock = FileLock(Path(folder) / LOCK_FILE, timeout=0)
+    return lock_file(Path(folder) / LOCK_FILE, refusal)
+
+
+def lock_file(path: str | os.PathLike[str], refusal: str) -> FileLock:
+    """Hold an OS lock on the file ``path`` (created if needed), as ``lock_folder`` does on a folder's.
+
+    For the writers that share one folder, each holding a lock of its own (the ranks of a multi-process
+    ``magnet predict``).
+    """
+    lock = FileLock(path, timeout=0)
     try:
         lock.acquire()
     except Timeout:

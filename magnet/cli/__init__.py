@@ -2,10 +2,11 @@
 
 Each subcommand module exposes ``register(subparsers)`` which adds its parser and sets ``func``. The modules
 stay thin: parse, build a config, call the library. A ``MagnetError`` (a user mistake) is printed as one line
-``magnet: error: <message>`` and exits with status 2, without a traceback. Numeric options are refused
-by argparse itself (``type=arg_type(...)`` from ``magnet.domains``, the rules the config keys follow), with
-its usual ``magnet <command>: error: argument --option: ...`` line and status 2; ``main`` returns that
-status instead of exiting, like every other.
+``magnet: error: <message>`` and exits with status 2, without a traceback; when several processes run one
+command, rank 0 alone does, and the others end silently with status 0 (``ReportedByRankZero``). Numeric
+options are refused by argparse itself (``type=arg_type(...)`` from ``magnet.domains``, the rules the
+config keys follow), with its usual ``magnet <command>: error: argument --option: ...`` line and status 2;
+``main`` returns that status instead of exiting, like every other.
 
 Ctrl-C ends a command with status 130 and SIGTERM (a job scheduler, ``timeout``, ``kill``) with 143, both
 as a ``KeyboardInterrupt`` inside the command, so that every temporary file of an atomic write is removed
@@ -26,7 +27,7 @@ from contextlib import contextmanager
 from types import FrameType
 
 from magnet import __version__
-from magnet.errors import MagnetError
+from magnet.errors import MagnetError, ReportedByRankZero
 
 # Subcommand modules, in the order `magnet --help` lists them.
 SUBCOMMANDS = ("slide_info", "synth", "data", "train", "evaluate", "predict", "explain", "baseline", "demo")
@@ -79,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _sigterm_interrupts():
             code = args.func(args)
+    except ReportedByRankZero:
+        return 0
     except MagnetError as exc:
         noise_summary()  # the error is the line that matters
         print(f"magnet: error: {exc}", file=sys.stderr)

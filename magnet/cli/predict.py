@@ -14,6 +14,12 @@ standard error as it finishes.
 Either way a slide that cannot be read is a failure (its one-line reason recorded) and the run goes on; the
 exit status is 1 when a slide of the run has failed. The checkpoint, the inputs, the output folder and
 ``--device`` are checked before any slide is read; each is refused in one line.
+
+Several processes share a cohort (``magnet.evaluation.ranks``): ``--devices N`` starts N on this machine
+(``--num-nodes M`` for M machines), and under ``torchrun`` or SLURM's ``srun`` the processes the launcher
+started share it without options. Each predicts its share of the slides on its own device; rank 0 gathers
+the inputs, plans, merges the rows into ``predictions.csv``, prints the summary and returns the exit status
+(the other ranks return 0). Several processes need ``--out``.
 """
 
 from __future__ import annotations
@@ -45,6 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "with --prefetch 0)")
     p.add_argument("--prefetch", type=arg_type(int, AtLeast(0)), default=2,
                    help="slides opened and read ahead while the model computes; 0: none (default 2)")
+    p.add_argument("--devices", type=arg_type(int, AtLeast(1)), default=None,
+                   help="with --out: processes on this machine, one per device of --device's type, "
+                        "sharing the slides (default: as torchrun or srun started them, else 1)")
+    p.add_argument("--num-nodes", type=arg_type(int, AtLeast(1)), default=None,
+                   help="with --out: machines running --devices processes each (default: as torchrun or srun "
+                        "started them, else 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -60,12 +72,30 @@ def run(args: argparse.Namespace) -> int:
     if args.out and args.out.lower().endswith((".json", ".csv")):
         raise MagnetError(f"{args.out}: --out names a folder (predictions.csv and slides/*.json are written "
                           "in it); give a folder name")
-    slides = gather_slides(args.slides, args.manifest)
-    options = {"batch_size": args.batch_size, "workers": args.workers, "ahead": args.prefetch,
-               "device": device}
-    if args.out:
-        return _cohort(args, slides, options)
-    return _stdout(args, slides, options)
+    if not args.out:
+        _refuse_several_processes(args)
+        slides = gather_slides(args.slides, args.manifest)
+        return _stdout(args, slides, {"batch_size": args.batch_size, "workers": args.workers,
+                                      "ahead": args.prefetch, "device": device})
+    from magnet.evaluation.ranks import start_ranks
+
+    ranks = start_ranks(device, args.devices, args.num_nodes)
+    # Rank 0's list is the cohort (the other ranks get their shares from its plan): one scan of the folders.
+    slides = ranks.from_leader(lambda: gather_slides(args.slides, args.manifest))
+    return _cohort(args, slides, {"batch_size": args.batch_size, "workers": args.workers,
+                                  "ahead": args.prefetch, "ranks": ranks})
+
+
+def _refuse_several_processes(args: argparse.Namespace) -> None:
+    """Without --out there is no folder to share: one process, whatever the options or the launcher say."""
+    from magnet.errors import MagnetError
+    from magnet.evaluation.ranks import launcher_world
+
+    launched = launcher_world()
+    several = (args.devices or 1) * (args.num_nodes or 1) > 1 or launched not in (None, (1, 1))
+    if several:
+        raise MagnetError("several processes (--devices, --num-nodes, torchrun or srun) share a cohort "
+                          "through its --out folder; give --out")
 
 
 def _stdout(args: argparse.Namespace, slides: list[str], options: dict[str, Any]) -> int:
@@ -105,6 +135,8 @@ def _cohort(args: argparse.Namespace, slides: list[str], options: dict[str, Any]
                   f"predictions are in {args.out}",
                   file=sys.stderr)
         raise
+    if not run.ranks.is_leader:
+        return 0  # rank 0 reports for the run (and a rank ending in error would get its launcher to kill it)
     print(run.summary())
     failed_before = len(run.plan.failed)
     return 1 if run.failed or failed_before else 0

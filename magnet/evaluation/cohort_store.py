@@ -21,6 +21,13 @@ skipped too unless ``retry_failed``; a retried slide's row is replaced where it 
 run does not name are kept. A folder holding another checkpoint's predictions is refused (mixing two models
 in one table is never what a cohort wants), and so is a folder another ``magnet predict`` is writing to
 (an OS file lock, released when the process ends, as ``magnet.training.run_folder`` does for runs).
+
+**Several processes.** A store opened for rank ``k`` of ``n > 1`` (``magnet.evaluation.ranks``) records to
+its own table, ``predictions.rank<k>.csv``, and rank 0 merges them into ``predictions.csv`` at the end
+(``magnet.evaluation.cohort_parts``: who locks what, and the merge rule). Only rank 0 reads the folder,
+plans the run and binds the checkpoint; the other ranks lock their own table and write their slides. A
+table a killed multi-process run left is merged by the next run's ``plan``, whatever its number of
+processes; a one-process run on a folder without such tables writes exactly the files it always did.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,8 +47,9 @@ from filelock import FileLock
 from magnet import strict_json
 from magnet.atomic import atomic_write_text
 from magnet.errors import MagnetError
+from magnet.evaluation.cohort_parts import leftover_parts, merge_rows, part_table, rank_lock, rank_locks
 from magnet.evaluation.reports import write_predictions_csv
-from magnet.outputs import lock_folder, output_folder
+from magnet.outputs import lock_file, lock_folder, output_folder
 from magnet.slides.names import stable_slide_name
 from magnet.slides.registry import slide_identity
 
@@ -50,6 +59,7 @@ COLUMNS = ("slide", "probability", "seconds", "error")
 CSV_FILE = "predictions.csv"
 SLIDES_FOLDER = "slides"
 CHECKPOINT_FILE = "checkpoint.json"
+Row = dict[str, Any]
 
 
 @dataclass
@@ -63,28 +73,42 @@ class CohortPlan:
 
 class CohortStore:
     """The folder ``OUT`` of a cohort's predictions (see the module doc): ``claim`` it, ``bind`` it to the
-    checkpoint, ``plan`` the run, ``record`` each result, ``release`` it at the end."""
+    checkpoint, ``plan`` the run, ``record`` each result, ``release`` it at the end; under several ranks,
+    ``merge`` the rows of every rank at the end (rank 0)."""
 
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
+    def __init__(self, folder: str | os.PathLike[str], *, rank: int = 0, world_size: int = 1) -> None:
         self.folder = Path(folder)
         self.csv = self.folder / CSV_FILE
         self.slides = self.folder / SLIDES_FOLDER
-        self._rows: dict[str, dict[str, Any]] = {}  # slide identity -> CSV row, in file order
+        self.rank, self.world_size = rank, world_size
+        # Where ``record`` writes: the cohort's table, or under several ranks this rank's own.
+        self.table = self.csv if world_size == 1 else part_table(self.folder, rank)
+        self._rows: dict[str, Row] = {}  # slide identity -> CSV row, in file order (rank 0's view)
+        self._recorded: dict[str, Row] = {}  # this run's rows, in the order recorded
+        self._leftovers: list[Path] = []  # part tables of a multi-process run that did not end
         self._lock: FileLock | None = None
 
     # --- opening ---------------------------------------------------------------------------------
     def claim(self) -> None:
-        """Create (or check) the folder and lock it; read what earlier runs recorded.
+        """Create (or check) the folder and lock it; read what earlier runs recorded (rank 0).
 
         One-line ``MagnetError`` when the folder cannot be written, is being written by another run or holds
-        a ``predictions.csv`` that is not ours.
+        a ``predictions.csv`` that is not ours. A rank above 0 locks only its own table, after rank 0 has
+        claimed the folder (so a second run is refused by rank 0 before any of its ranks writes).
         """
         output_folder(self.folder)
         output_folder(self.slides)
-        self._lock = lock_folder(self.folder, f"{self.folder}: another magnet predict is writing to this "
-                                              "folder; wait for it to end or give another --out")
+        busy = (f"{self.folder}: another magnet predict is writing to this folder; wait for it to end or "
+                "give another --out")
+        if self.rank > 0:
+            self._lock = lock_file(rank_lock(self.folder, self.rank), busy)
+            return
+        self._lock = lock_folder(self.folder, busy)
         try:
-            self._rows = self._read_rows()
+            for path in rank_locks(self.folder):  # a rank of a run whose rank 0 died may still be writing
+                lock_file(path, busy).release()
+            self._rows = self._read_table(self.csv)
+            self._leftovers = leftover_parts(self.folder)
         except BaseException:
             self.release()
             raise
@@ -116,35 +140,44 @@ class CohortStore:
                               "beside it); give another --out")
         atomic_write_text(path, strict_json.dumps(record, indent=1) + "\n")
 
-    def _read_rows(self) -> dict[str, dict[str, Any]]:
-        if not self.csv.exists():
+    @staticmethod
+    def _read_table(path: Path) -> dict[str, Row]:
+        if not path.exists():
             return {}
         try:
-            with self.csv.open(newline="", encoding="utf-8") as handle:
+            with path.open(newline="", encoding="utf-8") as handle:
                 reader = csv.DictReader(handle)
                 if tuple(reader.fieldnames or ()) != COLUMNS:
-                    raise MagnetError(f"{self.csv}: expected the columns {','.join(COLUMNS)}, found "
+                    raise MagnetError(f"{path}: expected the columns {','.join(COLUMNS)}, found "
                                       f"{','.join(reader.fieldnames or ()) or 'none'}")
                 raw = list(reader)
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise MagnetError(f"{self.csv}: cannot be read ({exc})") from None
-        rows: dict[str, dict[str, Any]] = {}
+            raise MagnetError(f"{path}: cannot be read ({exc})") from None
+        rows: dict[str, Row] = {}
         for line, cells in enumerate(raw, start=2):
             try:
                 row = {"slide": cells["slide"], "probability": _number(cells["probability"]),
                        "seconds": _number(cells["seconds"]), "error": cells["error"] or ""}
             except (ValueError, TypeError):
-                raise MagnetError(f"{self.csv}: row {line}: probability and seconds must be "
-                                  "numbers") from None
+                raise MagnetError(f"{path}: row {line}: probability and seconds must be numbers") from None
             if not row["slide"] or (row["probability"] is None and not row["error"]):
-                raise MagnetError(f"{self.csv}: row {line}: a row needs a slide and a probability or an "
-                                  "error")
+                raise MagnetError(f"{path}: row {line}: a row needs a slide and a probability or an error")
             rows[slide_identity(cells["slide"])] = row
         return rows
 
     # --- a run -----------------------------------------------------------------------------------
     def plan(self, slides: list[str], *, retry_failed: bool = False) -> CohortPlan:
-        """Which of ``slides`` this run predicts, and which it skips (see the module doc)."""
+        """Which of ``slides`` this run predicts, and which it skips (see the module doc; rank 0).
+
+        The part tables a killed multi-process run left are merged into ``predictions.csv`` first (their
+        new slides in the order of ``slides``), and removed.
+        """
+        if self._leftovers:
+            left = [row for path in self._leftovers for row in self._read_table(path).values()]
+            self._rows = merge_rows(self._rows, left, slides)
+            self._write(self.csv, self._rows.values())
+            self._remove(self._leftovers)
+            self._leftovers = []
         plan = CohortPlan()
         for spec in slides:
             row = self._rows.get(slide_identity(spec))
@@ -163,24 +196,54 @@ class CohortStore:
         return self.slides / f"{stable_slide_name(spec, slide_identity(spec))}.json"
 
     def record(self, prediction: dict[str, Any]) -> None:
-        """Write one slide's result (``SlidePrediction`` as a dict): its JSON, then its CSV row."""
+        """Write one slide's result (``SlidePrediction`` as a dict): its JSON, then its CSV row (in this
+        rank's own table under several ranks)."""
         spec = prediction["slide"]
         probability = prediction["probability"]
         error = " ".join(str(prediction["error"]).split())
         if not error and not math.isfinite(probability):
             error = "no probability"
-        path = self.json_path(spec)
-        try:
-            if not error:
+        if not error:
+            path = self.json_path(spec)
+            try:
                 atomic_write_text(path, strict_json.dumps(prediction, indent=1) + "\n")
-            row = {"slide": spec, "probability": None if error else probability,
-                   "seconds": prediction["seconds"], "error": error}
-            self._rows[slide_identity(spec)] = row
-            path = self.csv
-            write_predictions_csv(self._rows.values(), self.csv)
+            except OSError as exc:  # a full disk, a folder removed under the run
+                raise MagnetError(f"{path}: cannot write ({exc.strerror or exc}); the slides done before are "
+                                  f"in {self.table}") from None
+        row = {"slide": spec, "probability": None if error else probability,
+               "seconds": prediction["seconds"], "error": error}
+        key = slide_identity(spec)
+        self._recorded[key] = row
+        if self.world_size == 1:
+            self._rows[key] = row
+        self._write(self.table, self._rows.values() if self.world_size == 1 else self._recorded.values())
+
+    def recorded(self) -> list[Row]:
+        """The rows this process recorded in this run, in the order recorded."""
+        return list(self._recorded.values())
+
+    def merge(self, rows: Iterable[Row], order: Sequence[str]) -> None:
+        """Merge every rank's ``rows`` of this run into ``predictions.csv`` and remove the part tables (rank
+        0, once the ranks are done; ``order``: the run's slides, the order new rows take)."""
+        self._rows = merge_rows(self._rows, rows, order)
+        self._write(self.csv, self._rows.values())
+        self._remove([part_table(self.folder, rank) for rank in range(self.world_size)])
+
+    def _write(self, path: Path, rows: Iterable[Row]) -> None:
+        try:
+            write_predictions_csv(rows, path)
         except OSError as exc:  # a full disk, a folder removed under the run
             raise MagnetError(f"{path}: cannot write ({exc.strerror or exc}); the slides done before are "
-                              f"in {self.csv}") from None
+                              f"in {self.table}") from None
+
+    @staticmethod
+    def _remove(paths: Iterable[Path]) -> None:
+        """Remove merged part tables; one that cannot be removed is merged again by the next run."""
+        for path in paths:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass
 
     def rows(self) -> list[dict[str, Any]]:
         """The rows of ``predictions.csv`` as recorded so far (earlier runs' included), in file order."""

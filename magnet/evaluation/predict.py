@@ -12,6 +12,12 @@ cohort into an output folder (``magnet.evaluation.cohort_store``): each result i
 rerun skips the slides done, and a progress bar shows slides per second and the time left. Both read the
 next slides while the model computes (``magnet.inference.prefetch``: ``workers`` reader threads, ``ahead``
 slides in advance; ``ahead=0`` reads each slide when the model needs it).
+
+Under several processes (``ranks``, ``magnet.evaluation.ranks``) ``predict_cohort`` shares the slides to
+predict among them: rank 0 alone reads the folder and plans the run, every rank takes every
+``world_size``-th slide of the plan from its rank on (an even share, however much an earlier run did), and
+records its slides in its own table; rank 0 merges the tables at the end. Each slide is predicted by one
+rank, and the folder ends as one process would have left it.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from tqdm import tqdm
 
 from magnet.errors import ConfigError
 from magnet.evaluation.cohort_store import CohortPlan, CohortStore
+from magnet.evaluation.ranks import Ranks
 from magnet.inference.runner import SlidePrediction
 from magnet.inference.stream import stream_predictions
 from magnet.models.magnet import MagNet
@@ -77,11 +84,17 @@ def predict(checkpoint: str | Path, slides: Sequence[str], *, batch_size: int = 
 
 @dataclass
 class CohortRun:
-    """What a ``predict_cohort`` run did: its plan, this run's results (in the order done), the store."""
+    """What a ``predict_cohort`` run did: its plan, this run's results (in the order done), the store.
+
+    Under several ranks every rank holds the whole run's: its plan, and the rows of every rank's results
+    (``slide``, ``probability``, ``seconds``, ``error``) in the order of the plan; ``ranks`` says which one
+    this is (rank 0 reports).
+    """
 
     store: CohortStore
     plan: CohortPlan
     predictions: list[Prediction] = field(default_factory=list)
+    ranks: Ranks = field(default_factory=Ranks)
 
     @property
     def failed(self) -> list[Prediction]:
@@ -90,7 +103,9 @@ class CohortRun:
 
     def summary(self) -> str:
         """One line: how many slides were predicted, skipped and failed, and where the table is."""
-        parts = [f"{len(self.predictions) - len(self.failed)} predicted"]
+        processes = self.ranks.world_size
+        parts = [f"{len(self.predictions) - len(self.failed)} predicted"
+                 + (f" by {processes} processes" if processes > 1 else "")]
         if self.plan.done:
             parts.append(f"{len(self.plan.done)} done before (skipped)")
         if self.failed:
@@ -105,24 +120,32 @@ class CohortRun:
 def predict_cohort(checkpoint: str | Path, slides: Sequence[str], out: str | os.PathLike[str], *,
                    retry_failed: bool = False, batch_size: int = 1, workers: int = 2, ahead: int = 2,
                    device: torch.device | str = "cpu", show_progress: bool = True,
-                   on_result: Callable[[Prediction], object] | None = None) -> CohortRun:
+                   on_result: Callable[[Prediction], object] | None = None,
+                   ranks: Ranks | None = None) -> CohortRun:
     """Predict the slides of a cohort into the folder ``out`` (``magnet.evaluation.cohort_store``).
 
     The folder is checked (created, locked, its earlier results read), then the checkpoint loaded and
     compared with the folder's, before any slide is read. Slides already predicted there are skipped, and
     so are those that failed unless ``retry_failed``. Each result is recorded as it comes, then handed to
-    ``on_result``.
+    ``on_result``. ``ranks``: the processes of the run (default: this one alone, on ``device``); each
+    predicts its share of the slides (see the module doc) on ``ranks.device``, and rank 0's ``slides`` are
+    the cohort.
     """
-    store = CohortStore(out)
-    store.claim()
+    ranks = ranks if ranks is not None else Ranks(device=torch.device(device))
+    device = ranks.device
+    store = CohortStore(out, rank=ranks.rank, world_size=ranks.world_size)
     try:
-        model, config = load_predictor(checkpoint, device)
-        store.bind(checkpoint)
-        run = CohortRun(store, store.plan(list(slides), retry_failed=retry_failed))
-        with tqdm(total=len(run.plan.todo), desc="predict", unit="slide", file=terminal_stderr(),
-                  disable=not show_progress or not run.plan.todo, bar_format=_BAR) as bar:
-            for pred in _stream(model, config, run.plan.todo, batch_size=batch_size, workers=workers,
-                                ahead=ahead, device=device):
+        ranks.from_leader(store.claim)  # rank 0 first: a second run is refused before any rank writes
+        ranks.agree(lambda: None if ranks.is_leader else store.claim())
+        model, config = ranks.agree(lambda: load_predictor(checkpoint, device))
+        plan = ranks.from_leader(lambda: _bind_and_plan(store, checkpoint, list(slides), retry_failed))
+        share = plan.todo[ranks.rank::ranks.world_size]
+        run = CohortRun(store, plan, ranks=ranks)
+        desc = "predict" if ranks.world_size == 1 else f"predict (rank 0 of {ranks.world_size})"
+        with tqdm(total=len(share), desc=desc, unit="slide", file=terminal_stderr(),
+                  disable=not show_progress or not share or not ranks.is_leader, bar_format=_BAR) as bar:
+            for pred in _stream(model, config, share, batch_size=batch_size, workers=workers, ahead=ahead,
+                                device=device):
                 result = asdict(pred)
                 store.record(result)
                 run.predictions.append(result)
@@ -131,6 +154,23 @@ def predict_cohort(checkpoint: str | Path, slides: Sequence[str], out: str | os.
                     bar.set_postfix(failed=len(run.failed), refresh=False)
                 if on_result is not None:
                     on_result(result)
+        if ranks.world_size > 1:
+            run.predictions = _merge_shares(store, ranks, plan)
     finally:
         store.release()
     return run
+
+
+def _bind_and_plan(store: CohortStore, checkpoint: str | Path, slides: list[str],
+                   retry_failed: bool) -> CohortPlan:
+    store.bind(checkpoint)
+    return store.plan(slides, retry_failed=retry_failed)
+
+
+def _merge_shares(store: CohortStore, ranks: Ranks, plan: CohortPlan) -> list[Prediction]:
+    """Once every rank is done, rank 0 merges their rows into ``predictions.csv``; every rank returns them
+    all, in the order of the plan."""
+    rows = [row for share in ranks.gather(store.recorded()) for row in share]
+    ranks.from_leader(lambda: store.merge(rows, plan.todo))
+    place = {spec: i for i, spec in enumerate(plan.todo)}
+    return sorted(rows, key=lambda row: place.get(row["slide"], len(place)))
