@@ -2,11 +2,13 @@
 
 Per slide, in its own folder ``DIR/<safe slide name>/`` (``safe_slide_name``):
 
-- ``rois.png``: the thumbnail with every layer's ROI boxes (``figures.draw_rois``);
+- ``rois.png``: the thumbnail with every layer's ROI boxes, the final ones numbered, and under it the slide's
+  name, a scale bar and the legend (``figures.draw_rois``);
 - ``patches.png``: the final patches in depth-first order with the running probability (paper Figure 5,
   ``figures.draw_patch_strip``);
 - ``rois.geojson``: every ROI as a polygon in level-0 pixels, for QuPath (``geojson``);
-- ``report.html``: probability, both figures and a table of the ROIs (``report``).
+- ``report.html``: the probability and what it is, both figures, the legend and a table of the ROIs
+  (``report``).
 
 ``DIR/index.html`` lists the slides with their probabilities (and errors). The model runs as at inference
 (``magnet.inference.runner``): eval mode (plain bilinear sampler, docs/method.md §3.4), identity root view (no
@@ -25,6 +27,7 @@ import torch
 from magnet.errors import ConfigError, MagnetError
 from magnet.explain.figures import draw_patch_strip, draw_rois
 from magnet.explain.geojson import write_geojson
+from magnet.explain.legend import layer_keys
 from magnet.explain.report import write_index, write_slide_report
 from magnet.explain.result import OUTPUT_FILES, THUMBNAIL_SIZE, ExplainResult
 from magnet.models.magnet import MagNet
@@ -73,11 +76,15 @@ def explain_slide(
         mpp=reader.slide.mpp,
         patches_per_layer=tuple(model.config.patches_per_layer),
         boxes=boxes,
+        final_patch_pixels=int(out.patches[-1].shape[-1]),
         files={role: folder / name for role, name in OUTPUT_FILES.items()},
         checkpoint=checkpoint,
     )
-    draw_rois(result.files["rois_png"], thumbnail, result.slide_size, boxes)
-    draw_patch_strip(result.files["patches_png"], out.patches[-1][0], running, layer=len(boxes))
+    keys = layer_keys(boxes, result.mpp, result.final_patch_pixels)
+    draw_rois(result.files["rois_png"], thumbnail, result.slide_size, boxes, mpp=result.mpp,
+              final_patch_pixels=result.final_patch_pixels, slide_name=result.display_name)
+    draw_patch_strip(result.files["patches_png"], out.patches[-1][0], running, layer=len(boxes),
+                     key=keys[-1] if keys else None, slide_name=result.display_name)
     write_geojson(result.files["geojson"], boxes, running)
     result.seconds = time.perf_counter() - t0
     write_slide_report(result.files["report"], result)

@@ -6,7 +6,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["OUTPUT_FILES", "THUMBNAIL_SIZE", "ExplainResult"]
+from magnet.slides.registry import uri_scheme
+
+__all__ = ["OUTPUT_FILES", "THUMBNAIL_SIZE", "ExplainResult", "display_slide_name"]
 
 # File names inside a slide's folder, by role.
 OUTPUT_FILES = {
@@ -32,6 +34,7 @@ class ExplainResult:
     mpp: tuple[float, float] | None = None
     patches_per_layer: tuple[int, ...] = ()
     boxes: list[list[list[float]]] = field(default_factory=list)  # per layer, per ROI: level-0 box
+    final_patch_pixels: int | None = None  # side of the final patches the classifier read, pixels
     files: dict[str, Path] = field(default_factory=dict)  # role (OUTPUT_FILES keys) -> path
     seconds: float = 0.0
     checkpoint: str = ""
@@ -40,3 +43,15 @@ class ExplainResult:
     @property
     def ok(self) -> bool:
         return not self.error
+
+    @property
+    def display_name(self) -> str:
+        """The slide as a reader names it: a file's name without its folders, a URI (``synth:...``) whole."""
+        return display_slide_name(self.slide)
+
+
+def display_slide_name(spec: str) -> str:
+    """``spec``'s last path component when it is a path, the whole ``spec`` when it is a URI."""
+    if uri_scheme(spec) is not None:
+        return spec
+    return spec.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or spec

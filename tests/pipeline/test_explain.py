@@ -49,7 +49,9 @@ def test_explain_slide_writes_figures_geojson_and_report(run, tmp_path: Path, ti
         path = explained.files[role]
         assert path.parent == tmp_path / "small" and path.read_bytes()[:8] == PNG_MAGIC
     with Image.open(explained.files["rois_png"]) as image:
-        assert max(image.size) <= 256 + 1  # the thumbnail's size: boxes are drawn on it, not around it
+        # The thumbnail's size (the slide is wider than tall): boxes are drawn on it, not around it; the name,
+        # scale bar and legend sit in a band below it.
+        assert image.size[0] <= 256 + 1
 
     collection = json.loads(explained.files["geojson"].read_text())
     assert collection["type"] == "FeatureCollection"
@@ -69,7 +71,8 @@ def test_explain_slide_writes_figures_geojson_and_report(run, tmp_path: Path, ti
     page = explained.files["report"].read_text()
     assert f"{explained.probability:.3f}" in page and str(tiff) in page
     assert 'src="rois.png"' in page and 'src="patches.png"' in page and 'href="rois.geojson"' in page
-    assert page.count("<tr>") == 1 + sum(N_PER_LAYER)  # header + one row per ROI
+    assert page.count("<tr>") == 2 + sum(N_PER_LAYER)  # legend's and regions' headers + one row per ROI
+    assert page.count('<tr class="layer-key"') == len(N_PER_LAYER)  # the legend: one row per layer
 
 
 def test_geojson_keeps_boxes_outside_the_slide_and_numbers_parents() -> None:
