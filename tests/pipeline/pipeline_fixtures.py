@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from magnet.config_io import load_config
 from magnet.data.manifest import ManifestRow, write_manifest
@@ -217,6 +218,29 @@ def random_checkpoint(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def random_png(path: Path, seed: int) -> Path:
+    """A 128 x 96 RGB image of uniform noise drawn from ``seed``, saved at ``path`` (folders made)."""
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def wait_until(proc: subprocess.Popen[bytes], ready: Callable[[], bool], what: str, *,
+               timeout: float = 180) -> None:
+    """Return once ``ready()``; fail the test if ``proc`` ends first or ``timeout`` s pass (a safeguard).
+
+    ``what`` names the moment waited for in the failure message.
+    """
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            output = proc.stdout.read().decode() if proc.stdout else ""
+            pytest.fail(f"the command ended (status {proc.returncode}) before {what}:\n{output[-3000:]}")
+        assert time.monotonic() < deadline, f"{what} did not come within {timeout:g} s"
+        time.sleep(0.1)
+
+
 def kill_when(proc: subprocess.Popen[bytes], ready: Callable[[], bool], what: str, *,
               timeout: float = 180) -> None:
     """SIGKILL ``proc`` as soon as ``ready()``; fail the test if it ends first or ``timeout`` s pass.
@@ -225,13 +249,7 @@ def kill_when(proc: subprocess.Popen[bytes], ready: Callable[[], bool], what: st
     cleaned up.
     """
     try:
-        deadline = time.monotonic() + timeout
-        while not ready():
-            if proc.poll() is not None:
-                output = proc.stdout.read().decode() if proc.stdout else ""
-                pytest.fail(f"the command ended (status {proc.returncode}) before {what}:\n{output[-3000:]}")
-            assert time.monotonic() < deadline, f"{what} did not come within {timeout:g} s"
-            time.sleep(0.1)
+        wait_until(proc, ready, what, timeout=timeout)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:

@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 from pipeline_fixtures import (
     PYTHON,
     kill_when,
     one_line_error,
     one_thread,
     random_checkpoint,
+    random_png,
     subprocess_env,
     temp_files,
 )
@@ -43,13 +43,6 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return random_checkpoint(tmp_path_factory.mktemp("model") / "random.ckpt")
 
 
-def _png(path: Path, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(path)
-    return path
-
-
 def _predict(*argv: str) -> int:
     with one_thread():
         return main(["predict", *argv, "--no-progress"])
@@ -69,12 +62,12 @@ def _slide_json(out: Path, slide: str) -> dict[str, Any]:
 def test_a_cohort_of_files_folders_uris_and_a_manifest_round_trips(  # type: ignore[no-untyped-def]
         checkpoint: Path, tmp_path: Path, tiny_tiff, capsys: pytest.CaptureFixture[str]) -> None:
     scans = tmp_path / "scans"
-    day = _png(scans / "day1" / "b.png", 1)
+    day = random_png(scans / "day1" / "b.png", 1)
     (scans / "day1" / "notes.txt").write_text("not a slide")
-    _png(scans / ".hidden" / "skipped.png", 9)  # hidden folders are not searched
+    random_png(scans / ".hidden" / "skipped.png", 9)  # hidden folders are not searched
     tiff, _ = tiny_tiff("a.tif", compression="zlib", mpp=0.5)
     os.replace(tiff, scans / "A.TIF")  # extensions match in any case
-    same_name = _png(tmp_path / "elsewhere" / "b.png", 2)  # one file name, two folders: two JSON files
+    same_name = random_png(tmp_path / "elsewhere" / "b.png", 2)  # one file name, two folders: two JSON files
     manifest = tmp_path / "manifest.csv"
     write_manifest([ManifestRow(URI_B, 1), ManifestRow(str(day), 0)], manifest)  # day: a duplicate
 
@@ -107,13 +100,13 @@ def test_a_cohort_of_files_folders_uris_and_a_manifest_round_trips(  # type: ign
 def test_a_rerun_skips_the_slides_done_and_predicts_the_new_ones(
         checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    first = _png(tmp_path / "in" / "first.png", 1)
+    first = random_png(tmp_path / "in" / "first.png", 1)
     assert _predict(str(checkpoint), str(tmp_path / "in"), URI_A, "--out", str(out)) == 0
     before = _rows(out)
     written = {p.name: p.stat().st_mtime_ns for p in (out / "slides").iterdir()}
     capsys.readouterr()
 
-    _png(tmp_path / "in" / "second.png", 2)  # the day's new scan
+    random_png(tmp_path / "in" / "second.png", 2)  # the day's new scan
     assert _predict(str(checkpoint), URI_A, str(tmp_path / "in"), "--out", str(out)) == 0
     assert "3 slides: 1 predicted, 2 done before (skipped)" in capsys.readouterr().out
     after = _rows(out)
@@ -222,7 +215,7 @@ def test_a_killed_cohort_keeps_every_slide_done_and_a_rerun_finishes_it(
     assert all(_slide_json(out, s)["slide"] == s for s in (URI_A, URI_B))
     assert temp_files(out) == []
 
-    _png(tmp_path / "in" / "c.png", 3)
+    random_png(tmp_path / "in" / "c.png", 3)
     capsys.readouterr()
     assert _predict(str(checkpoint), URI_A, URI_B, str(tmp_path / "in"), "--out", str(out)) == 0
     assert "3 slides: 1 predicted, 2 done before (skipped)" in capsys.readouterr().out

@@ -11,21 +11,19 @@ import json
 import os
 import signal
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from PIL import Image
 from pipeline_fixtures import (
     PYTHON,
     one_line_error,
     one_thread,
     random_checkpoint,
+    random_png,
     subprocess_env,
     temp_files,
+    wait_until,
 )
 
 from magnet.cli import main
@@ -66,13 +64,6 @@ sys.exit(main(sys.argv[1:]))
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return random_checkpoint(tmp_path_factory.mktemp("model") / "random.ckpt")
-
-
-def _png(path: Path, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(path)
-    return path
 
 
 def _rows(table: Path) -> list[dict[str, str]]:
@@ -117,17 +108,6 @@ def _finish(proc: subprocess.Popen[str]) -> tuple[str, str]:
         pytest.fail(f"the ranks did not finish within {LAUNCH_TIMEOUT} s (out of step?)")
 
 
-def _wait_for(proc: subprocess.Popen[bytes], ready: Callable[[], bool], what: str) -> None:
-    """Return once ``ready()``; fail if ``proc`` ends first (or, as a safeguard, after LAUNCH_TIMEOUT s)."""
-    deadline = time.monotonic() + LAUNCH_TIMEOUT
-    while not ready():
-        if proc.poll() is not None:
-            output = proc.stdout.read().decode() if proc.stdout else ""
-            pytest.fail(f"the command ended (status {proc.returncode}) before {what}:\n{output[-3000:]}")
-        assert time.monotonic() < deadline, f"{what} did not come within {LAUNCH_TIMEOUT} s"
-        time.sleep(0.1)
-
-
 def _kill_all(proc: subprocess.Popen[Any]) -> None:
     """Kill whatever is left of ``proc``'s session (its ranks), and reap it."""
     try:
@@ -144,7 +124,7 @@ def _launch(argv: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
 
 def test_two_ranks_under_torchrun_predict_what_one_process_predicts(
         checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    png = _png(tmp_path / "in" / "scan.png", 1)
+    png = random_png(tmp_path / "in" / "scan.png", 1)
     missing = tmp_path / "in" / "missing.svs"
     slides = [URIS[0], str(png), URIS[1], str(missing), URIS[2]]
     alone, shared = tmp_path / "alone", tmp_path / "shared"
@@ -194,8 +174,8 @@ def test_a_killed_rank_loses_only_its_slide_in_flight_and_a_rerun_finishes_the_c
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     marker, part0 = tmp_path / "stalled", out / "predictions.rank0.csv"
     try:
-        _wait_for(proc, lambda: marker.exists() and part0.exists() and len(_rows(part0)) == 2,
-                  "rank 1 stalling with rank 0 done")
+        wait_until(proc, lambda: marker.exists() and part0.exists() and len(_rows(part0)) == 2,
+                   "rank 1 stalling with rank 0 done", timeout=LAUNCH_TIMEOUT)
         stalled = int(marker.read_text())
         assert stalled != proc.pid, "the stalling slide was not on rank 1"
         os.kill(stalled, signal.SIGKILL)
