@@ -122,7 +122,8 @@ def compute_features(args: argparse.Namespace, um_per_px: float) -> None:
 
 
 def run_method(method: str, args: argparse.Namespace) -> None:
-    folder = Path(args.out) / method
+    # Seed 1 keeps the method's own folder (the runs recorded before --seed existed); others get their own.
+    folder = Path(args.out) / (method if args.seed == 1 else f"{method}-seed{args.seed}")
     done = folder / "summary.json"
     if done.exists():
         return
@@ -154,13 +155,13 @@ def run_method(method: str, args: argparse.Namespace) -> None:
         zt_args = argparse.Namespace(
             out=str(folder), data=str(data), test=str(test), epochs=epochs, recipe="configs/demo.yaml",
             overrides=[*overrides, "data.reader_threads=1"])
-        summary = zoom_table.run(mode, 1, zt_args)
+        summary = zoom_table.run(mode, args.seed, zt_args)
     else:
         raise SystemExit(f"unknown method {method!r}")
     summary["total_minutes"] = (time.perf_counter() - start) / 60
     folder.mkdir(parents=True, exist_ok=True)
     done.write_text(json.dumps(summary, default=float))
-    print(f"{method}: {summary['total_minutes']:.1f} min, AUROC M&M "
+    print(f"{folder.name}: {summary['total_minutes']:.1f} min, AUROC M&M "
           f"{summary['metrics']['macro_micro']['auroc']:.3f}", flush=True)
 
 
@@ -254,6 +255,8 @@ def main() -> None:
     parser.add_argument("--stage", choices=("sets", "features", "run", "report"), required=True)
     parser.add_argument("--methods", nargs="*", default=[])
     parser.add_argument("--part", default="1/1", help="features: this process's share I/N of the slides")
+    parser.add_argument("--seed", type=int, default=1,
+                        help="run: the MagNet methods' training seed (other methods ignore it)")
     parser.add_argument("--size", type=int, default=32768)
     parser.add_argument("--train-n", type=int, default=260)
     parser.add_argument("--train-seed", type=int, default=31)
