@@ -218,6 +218,11 @@ def random_checkpoint(path: Path, seed: int = 0) -> Path:
     return path
 
 
+# How long a test waits for a child process's moment before it fails: a safeguard against a hang, not a
+# speed limit, so generous (an epoch of a test run took over 3 minutes on a 2-core machine under load).
+SAFEGUARD_SECONDS = 900.0
+
+
 def random_png(path: Path, seed: int) -> Path:
     """A 128 x 96 RGB image of uniform noise drawn from ``seed``, saved at ``path`` (folders made)."""
     rng = np.random.default_rng(seed)
@@ -227,7 +232,7 @@ def random_png(path: Path, seed: int) -> Path:
 
 
 def wait_until(proc: subprocess.Popen[bytes], ready: Callable[[], bool], what: str, *,
-               timeout: float = 180) -> None:
+               timeout: float = SAFEGUARD_SECONDS) -> None:
     """Return once ``ready()``; fail the test if ``proc`` ends first or ``timeout`` s pass (a safeguard).
 
     ``what`` names the moment waited for in the failure message.
@@ -242,7 +247,7 @@ def wait_until(proc: subprocess.Popen[bytes], ready: Callable[[], bool], what: s
 
 
 def kill_when(proc: subprocess.Popen[bytes], ready: Callable[[], bool], what: str, *,
-              timeout: float = 180) -> None:
+              timeout: float = SAFEGUARD_SECONDS) -> None:
     """SIGKILL ``proc`` as soon as ``ready()``; fail the test if it ends first or ``timeout`` s pass.
 
     ``what`` names the moment waited for in the failure message. The process and its stdout pipe are always

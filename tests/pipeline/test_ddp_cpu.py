@@ -84,7 +84,7 @@ def test_two_cpu_processes_with_ddp_share_the_epoch(tmp_path: Path) -> None:
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     try:
-        stdout, stderr = proc.communicate(timeout=int(os.environ.get("PIPELINE_DDP_TIMEOUT", "180")))
+        stdout, stderr = proc.communicate(timeout=int(os.environ.get("PIPELINE_DDP_TIMEOUT", "900")))
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()

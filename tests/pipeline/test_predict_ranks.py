@@ -32,7 +32,7 @@ from magnet.evaluation.cohort_store import COLUMNS, CohortStore
 
 URIS = [f"synth:seed={seed},size=2048x2048,lesion=negative" for seed in range(1, 6)]
 # Generous: two ranks start in seconds, but the machines running the tests may be busy.
-LAUNCH_TIMEOUT = int(os.environ.get("PIPELINE_DDP_TIMEOUT", "300"))
+LAUNCH_TIMEOUT = int(os.environ.get("PIPELINE_DDP_TIMEOUT", "900"))
 
 # Runs ``magnet ARGS`` with each slide a rank records listed in RECORD_DIR/rank<k>.txt, and a ``stall:``
 # scheme whose opening writes its process id to MARKER (atomically) and sleeps.
