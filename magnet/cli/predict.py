@@ -89,11 +89,9 @@ def run(args: argparse.Namespace) -> int:
 def _refuse_several_processes(args: argparse.Namespace) -> None:
     """Without --out there is no folder to share: one process, whatever the options or the launcher say."""
     from magnet.errors import MagnetError
-    from magnet.evaluation.ranks import launcher_world
+    from magnet.evaluation.ranks import requested_world
 
-    launched = launcher_world()
-    several = (args.devices or 1) * (args.num_nodes or 1) > 1 or launched not in (None, (1, 1))
-    if several:
+    if requested_world(args.devices, args.num_nodes) is not None:
         raise MagnetError("several processes (--devices, --num-nodes, torchrun or srun) share a cohort "
                           "through its --out folder; give --out")
 

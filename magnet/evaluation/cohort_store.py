@@ -32,6 +32,7 @@ processes; a one-process run on a folder without such tables writes exactly the 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -207,9 +208,8 @@ class CohortStore:
             path = self.json_path(spec)
             try:
                 atomic_write_text(path, strict_json.dumps(prediction, indent=1) + "\n")
-            except OSError as exc:  # a full disk, a folder removed under the run
-                raise MagnetError(f"{path}: cannot write ({exc.strerror or exc}); the slides done before are "
-                                  f"in {self.table}") from None
+            except OSError as exc:
+                raise self._cannot_write(path, exc) from None
         row = {"slide": spec, "probability": None if error else probability,
                "seconds": prediction["seconds"], "error": error}
         key = slide_identity(spec)
@@ -232,18 +232,20 @@ class CohortStore:
     def _write(self, path: Path, rows: Iterable[Row]) -> None:
         try:
             write_predictions_csv(rows, path)
-        except OSError as exc:  # a full disk, a folder removed under the run
-            raise MagnetError(f"{path}: cannot write ({exc.strerror or exc}); the slides done before are "
-                              f"in {self.table}") from None
+        except OSError as exc:
+            raise self._cannot_write(path, exc) from None
+
+    def _cannot_write(self, path: Path, exc: OSError) -> MagnetError:
+        """The one line for a write that failed (a full disk, a folder removed under the run)."""
+        return MagnetError(f"{path}: cannot write ({exc.strerror or exc}); the slides done before are in "
+                           f"{self.table}")
 
     @staticmethod
     def _remove(paths: Iterable[Path]) -> None:
         """Remove merged part tables; one that cannot be removed is merged again by the next run."""
         for path in paths:
-            try:
+            with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)
-            except OSError:
-                pass
 
     def rows(self) -> list[dict[str, Any]]:
         """The rows of ``predictions.csv`` as recorded so far (earlier runs' included), in file order."""

@@ -35,7 +35,7 @@ import torch
 
 from magnet.errors import MagnetError, ReportedByRankZero
 
-__all__ = ["SHARE_WAIT", "Ranks", "start_ranks"]
+__all__ = ["SHARE_WAIT", "Ranks", "launcher_world", "requested_world", "start_ranks"]
 
 T = TypeVar("T")
 
@@ -125,11 +125,10 @@ def start_ranks(device: torch.device, devices: int | None = None, num_nodes: int
     ``devices`` and ``num_nodes``: the command's ``--devices`` and ``--num-nodes`` (None: not given).
     Impossible settings are a one-line ``MagnetError``.
     """
-    launched = launcher_world()
-    per_node = devices or (launched[0] if launched else 1)
-    nodes = num_nodes or (launched[1] if launched else 1)
-    if per_node * nodes == 1 and (launched is None or launched == (1, 1)):
+    world = requested_world(devices, num_nodes)
+    if world is None:
         return Ranks(device=device)
+    per_node, nodes = world
     if device.index is not None:
         raise MagnetError(f"--device {device}: with several processes each computes on the device of its "
                           f"local rank; give --device {device.type}")
@@ -146,6 +145,14 @@ def start_ranks(device: torch.device, devices: int | None = None, num_nodes: int
         raise MagnetError(f"--devices {per_node} --num-nodes {nodes} --device {device.type}: "
                           f"{_first_sentence(exc)}") from None
     return Ranks(fabric.global_rank, fabric.world_size, fabric.device, share_group)
+
+
+def requested_world(devices: int | None, num_nodes: int | None) -> tuple[int, int] | None:
+    """``(processes per machine, machines)`` of a run of several processes: the options given, the rest
+    from the launcher's environment; None for a run of one process."""
+    launched = launcher_world() or (1, 1)
+    per_node, nodes = devices or launched[0], num_nodes or launched[1]
+    return None if per_node * nodes == 1 and launched == (1, 1) else (per_node, nodes)
 
 
 def launcher_world() -> tuple[int, int] | None:
