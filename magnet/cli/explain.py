@@ -32,12 +32,13 @@ def run(args: argparse.Namespace) -> int:
     from magnet.explain import ExplainResult, explain_slides
     from magnet.explain.report import format_probability
     from magnet.inference.device import resolve_device
+    from magnet.inference.fast_model import inference_copy
     from magnet.slides.pool import SlidePool
     from magnet.training.checkpoints import load_model
 
     device = resolve_device(args.device)
     model, config = load_model(args.checkpoint)
-    model.to(device)
+    model = inference_copy(model).to(device)  # same predictions, faster
     out = Path(args.out)
 
     def show(result: ExplainResult) -> None:

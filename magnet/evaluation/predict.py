@@ -34,6 +34,7 @@ from tqdm import tqdm
 from magnet.errors import ConfigError
 from magnet.evaluation.cohort_store import CohortPlan, CohortStore
 from magnet.evaluation.ranks import Ranks
+from magnet.inference.fast_model import inference_copy
 from magnet.inference.runner import SlidePrediction
 from magnet.inference.stream import stream_predictions
 from magnet.models.magnet import MagNet
@@ -50,7 +51,8 @@ _BAR = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fm
 
 
 def load_predictor(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[MagNet, TrainConfig]:
-    """The checkpoint's model on ``device``, in eval mode; an oracle-zoom checkpoint is refused (one line)."""
+    """The checkpoint's model on ``device``, in eval mode and prepared for inference
+    (``magnet.inference.fast_model``); an oracle-zoom checkpoint is refused (one line)."""
     model, config = load_model(checkpoint)
     if model.needs_final_rois:
         raise ConfigError(
@@ -58,7 +60,7 @@ def load_predictor(checkpoint: str | Path, device: torch.device | str = "cpu") -
             "lesion outlines, which magnet predict does not have; use magnet evaluate with a manifest whose "
             "'lesions' column names them"
         )
-    return model.to(device), config
+    return inference_copy(model).to(device), config
 
 
 def _stream(model: MagNet, config: TrainConfig, slides: Sequence[str], *, batch_size: int, workers: int,

@@ -56,7 +56,7 @@ def explain_slide(
     model.eval()
     try:
         with torch.no_grad():
-            out = model([reader])
+            out = model([reader], auxiliary=False)
     finally:
         model.train(was_training)
     probability = float(torch.sigmoid(out.logit.float())[0])

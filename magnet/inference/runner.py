@@ -114,7 +114,7 @@ def _predict_batch(model, specs, readers, device, t0, oracle) -> list[SlidePredi
     try:
         count = model.config.patches_at(model.config.num_layers)
         final = None if oracle is None else oracle.rois(specs, readers, count)
-        out = model(readers, final_rois=final)
+        out = model(readers, final_rois=final, auxiliary=False)  # a prediction needs no aux logit
     except NonFiniteError as exc:  # the model's fault: every slide of the batch gets the reason
         reason = f"the model produced non-finite values ({exc}); its weights are likely corrupt"
         return [SlidePrediction(slide=spec, error=reason) for spec in specs]

@@ -143,8 +143,12 @@ class MagNet(nn.Module):
         root_rois: Tensor | None = None,
         generator: torch.Generator | None = None,
         final_rois: Tensor | None = None,
+        auxiliary: bool = True,
     ) -> MagNetOutput:
         """Classify the slides ``sources`` (B of them); ``root_rois`` ``(B, 3, 3)`` defaults to identity.
+
+        ``auxiliary=False`` leaves the auxiliary classifiers out (``aux_logits`` stays empty): only the
+        training losses use them (paper §3.3), and for ``magnet3`` they are about a third of a forward pass.
 
         ``final_rois`` ``(B, N_L, 3, 3)``: the last layer's canvas ROIs when the zoom mode needs them
         (``needs_final_rois``: zoom="oracle"; refused otherwise; ``magnet.inference.oracle.OracleZoom`` builds
@@ -198,7 +202,7 @@ class MagNet(nn.Module):
         output.logit = final.logit
         output.running_logits = final.running_logits
         output.patch_logits = final.patch_logits
-        for layer_index in self.config.aux_layers:
+        for layer_index in self.config.aux_layers if auxiliary else ():
             aux = self.aux_classifiers[f"layer{layer_index}"]
             output.aux_logits[layer_index] = aux(output.patches[layer_index - 1])
         return output
