@@ -50,8 +50,9 @@ Prediction = dict[str, Any]
 _BAR = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]"
 
 
-def load_predictor(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[MagNet, TrainConfig]:
-    """The checkpoint's model on ``device``, in eval mode and prepared for inference
+def load_predictor(checkpoint: str | Path, device: torch.device | str = "cpu",
+                   precision: str = "fp32") -> tuple[MagNet, TrainConfig]:
+    """The checkpoint's model on ``device``, in eval mode and prepared for inference at ``precision``
     (``magnet.inference.fast_model``); an oracle-zoom checkpoint is refused (one line)."""
     model, config = load_model(checkpoint)
     if model.needs_final_rois:
@@ -60,7 +61,7 @@ def load_predictor(checkpoint: str | Path, device: torch.device | str = "cpu") -
             "lesion outlines, which magnet predict does not have; use magnet evaluate with a manifest whose "
             "'lesions' column names them"
         )
-    return inference_copy(model).to(device), config
+    return inference_copy(model, precision).to(device), config
 
 
 def _stream(model: MagNet, config: TrainConfig, slides: Sequence[str], *, batch_size: int, workers: int,
@@ -71,10 +72,10 @@ def _stream(model: MagNet, config: TrainConfig, slides: Sequence[str], *, batch_
 
 
 def predict(checkpoint: str | Path, slides: Sequence[str], *, batch_size: int = 1, workers: int = 2,
-            ahead: int = 2, device: torch.device | str = "cpu",
+            ahead: int = 2, device: torch.device | str = "cpu", precision: str = "fp32",
             on_result: Callable[[Prediction], object] | None = None) -> list[Prediction]:
     """Predict ``slides``; the list is in their order. ``on_result`` receives each result as it comes."""
-    model, config = load_predictor(checkpoint, device)
+    model, config = load_predictor(checkpoint, device, precision)
     results: dict[str, Prediction] = {}
     for pred in _stream(model, config, slides, batch_size=batch_size, workers=workers, ahead=ahead,
                         device=device):
@@ -121,7 +122,7 @@ class CohortRun:
 
 def predict_cohort(checkpoint: str | Path, slides: Sequence[str], out: str | os.PathLike[str], *,
                    retry_failed: bool = False, batch_size: int = 1, workers: int = 2, ahead: int = 2,
-                   device: torch.device | str = "cpu", show_progress: bool = True,
+                   device: torch.device | str = "cpu", precision: str = "fp32", show_progress: bool = True,
                    on_result: Callable[[Prediction], object] | None = None,
                    ranks: Ranks | None = None) -> CohortRun:
     """Predict the slides of a cohort into the folder ``out`` (``magnet.evaluation.cohort_store``).
@@ -139,7 +140,7 @@ def predict_cohort(checkpoint: str | Path, slides: Sequence[str], out: str | os.
     try:
         ranks.from_leader(store.claim)  # rank 0 first: a second run is refused before any rank writes
         ranks.agree(lambda: None if ranks.is_leader else store.claim())
-        model, config = ranks.agree(lambda: load_predictor(checkpoint, device))
+        model, config = ranks.agree(lambda: load_predictor(checkpoint, device, precision))
         plan = ranks.from_leader(lambda: _bind_and_plan(store, checkpoint, list(slides), retry_failed))
         share = plan.todo[ranks.rank::ranks.world_size]
         run = CohortRun(store, plan, ranks=ranks)

@@ -13,6 +13,10 @@ heads are rewritten:
 - **Channels-last memory format** for the CNN's weights and input: oneDNN (CPU) and cuDNN (GPU) run their
   fastest convolution kernels on NHWC tensors; the NCHW default costs a layout conversion around each one.
   For the classifier only: the heads' grouped convolutions ran slower channels-last on a CPU.
+- ``precision="bf16"`` [choice, off by default]: the classifier CNN alone runs under bfloat16 autocast
+  (heads, sampler and ROIs stay float32, so the boxes do not move); its features return as float32. Fast
+  on GPUs and on CPUs with native bfloat16 (AVX512-BF16, AMX); slow elsewhere. Probabilities move by
+  bfloat16's rounding (8 bits of mantissa), so it is a user's explicit choice, never the default.
 
 Measured effect and the speed of ``magnet predict``: docs/BENCHMARKS.md ("Per-slide inference speed").
 Outputs agree with the unprepared model to float rounding (tests/inference/test_fast_model.py). The
@@ -27,10 +31,13 @@ import torch
 from torch import Tensor, fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from magnet.errors import ConfigError
 from magnet.models.magnet import MagNet
 from magnet.models.magnifying import MagnifyingLayer
 
-__all__ = ["fold_batch_norms", "inference_copy"]
+__all__ = ["PRECISIONS", "fold_batch_norms", "inference_copy"]
+
+PRECISIONS = ("fp32", "bf16")
 
 
 class _ConvLeafTracer(fx.Tracer):
@@ -89,15 +96,33 @@ class _ChannelsLast(nn.Module):
         return out
 
 
-def inference_copy(model: MagNet) -> MagNet:
-    """An evaluation-mode copy of ``model``: classifier CNN folded and channels-last, heads folded.
+class _Bfloat16(nn.Module):
+    """Runs ``network`` under bfloat16 autocast on its input's device; float32 out."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, images: Tensor) -> Tensor:
+        with torch.autocast(images.device.type, dtype=torch.bfloat16):
+            out: Tensor = self.network(images)
+        return out.float()
+
+
+def inference_copy(model: MagNet, precision: str = "fp32") -> MagNet:
+    """An evaluation-mode copy of ``model``: classifier CNN folded and channels-last, heads folded;
+    ``precision="bf16"`` runs that CNN in bfloat16 (see above).
 
     For prediction only: the copy's networks are traced graphs that ``load_state_dict`` of a checkpoint
     does not fit, and their batch norms are gone, so it must not be trained.
     """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision={precision!r}: must be one of {', '.join(PRECISIONS)}")
     fast = copy.deepcopy(model).eval()
     backbone = fast.classifier.backbone
     backbone.encoder = _ChannelsLast(fold_batch_norms(backbone.encoder))
+    if precision == "bf16":
+        backbone.encoder = _Bfloat16(backbone.encoder)
     for layer in fast.layers:
         assert isinstance(layer, MagnifyingLayer)
         heads = layer.heads

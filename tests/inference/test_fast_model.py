@@ -106,3 +106,24 @@ def test_inference_copy_predicts_what_the_model_predicts_and_leaves_it_alone(bac
     for ours, theirs in zip(got.rois, expected.rois, strict=True):
         assert torch.allclose(ours, theirs, atol=1e-5)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_bfloat16_copy_moves_only_the_classifier() -> None:
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    sources = [TensorRegionSource(torch.rand(3, 512, 512, generator=torch.Generator().manual_seed(3)))]
+    with torch.no_grad():
+        full = inference_copy(model)(sources, auxiliary=False)
+        half = inference_copy(model, "bf16")(sources, auxiliary=False)
+    assert half.logit.dtype == torch.float32
+    # The heads and the sampler stay float32: the same boxes, bit for bit.
+    assert all(torch.equal(a, b) for a, b in zip(half.rois, full.rois, strict=True))
+    # bfloat16 keeps 8 bits of mantissa: the probability moves, but by its rounding only.
+    assert (torch.sigmoid(half.logit) - torch.sigmoid(full.logit)).abs().max().item() < 0.05
+
+
+def test_an_unknown_precision_is_refused_in_one_line() -> None:
+    from magnet.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="precision='fp16': must be one of fp32, bf16"):
+        inference_copy(build_model("tiny"), "fp16")
