@@ -10,14 +10,18 @@ Layout::
 ``<name>`` is ``magnet.slides.names.stable_slide_name``: the slide's file name (or URI) made safe, and a
 short hash of its identity, so two slides of one file name in different folders do not collide.
 
-Each result is written as it comes: the slide's JSON first, then ``predictions.csv`` rewritten with the new
-row, both atomically (``magnet.atomic``); a kill loses at most the slides in flight, and a JSON without
-its CSV row is simply written again. A failed slide gets a row with an empty probability and its one-line
-``error``, and no JSON.
+Each result is written as it comes: the slide's JSON first (atomically, ``magnet.atomic``), then its row
+appended to ``predictions.csv`` and flushed to disk, so a slide costs one line of writing however large
+the cohort (rewriting the table per slide made a run quadratic in its size). A kill loses at most the
+slides in flight: a JSON without its CSV row is simply written again, and a row cut short by the kill (no
+line end) is dropped when the table is read. A failed slide gets a row with an empty probability and its
+one-line ``error``, and no JSON. The table is rewritten whole (atomically) only when a run starts on a
+table that needs it (a cut row, a slide listed twice) and when a run ends after retrying slides.
 
 **Resume.** A second run with the same ``--out`` skips the slides whose row has a probability (slides are
 matched by ``slide_identity``: a file by its real path, a URI by its canonical spelling). Failed slides are
-skipped too unless ``retry_failed``; a retried slide's row is replaced where it stood. Rows of slides that a
+skipped too unless ``retry_failed``; a retried slide's new row is appended and, once read or compacted,
+replaces the old one where it stood (the last row of a slide wins). Rows of slides that a
 run does not name are kept. A folder holding another checkpoint's predictions is refused (mixing two models
 in one table is never what a cohort wants), and so is a folder another ``magnet predict`` is writing to
 (an OS file lock, released when the process ends, as ``magnet.training.run_folder`` does for runs).
@@ -35,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -49,7 +54,7 @@ from magnet import strict_json
 from magnet.atomic import atomic_write_text
 from magnet.errors import MagnetError
 from magnet.evaluation.cohort_parts import leftover_parts, merge_rows, part_table, rank_lock, rank_locks
-from magnet.evaluation.reports import write_predictions_csv
+from magnet.evaluation.reports import csv_cell, write_predictions_csv
 from magnet.outputs import lock_file, lock_folder, output_folder
 from magnet.slides.names import stable_slide_name
 from magnet.slides.registry import slide_identity
@@ -88,6 +93,7 @@ class CohortStore:
         self._recorded: dict[str, Row] = {}  # this run's rows, in the order recorded
         self._leftovers: list[Path] = []  # part tables of a multi-process run that did not end
         self._lock: FileLock | None = None
+        self._retried = False  # a slide of the table recorded again (a retry): ``finish`` compacts
 
     # --- opening ---------------------------------------------------------------------------------
     def claim(self) -> None:
@@ -108,7 +114,9 @@ class CohortStore:
         try:
             for path in rank_locks(self.folder):  # a rank of a run whose rank 0 died may still be writing
                 lock_file(path, busy).release()
-            self._rows = self._read_table(self.csv)
+            self._rows, untidy = self._read_table(self.csv)
+            if untidy:  # a cut last row or a slide twice: appending must start from a whole table
+                self._write(self.csv, self._rows.values())
             self._leftovers = leftover_parts(self.folder)
         except BaseException:
             self.release()
@@ -142,16 +150,19 @@ class CohortStore:
         atomic_write_text(path, strict_json.dumps(record, indent=1) + "\n")
 
     @staticmethod
-    def _read_table(path: Path) -> dict[str, Row]:
+    def _read_table(path: Path) -> tuple[dict[str, Row], bool]:
+        """The rows of a table by slide identity (the last row of a slide wins, in the place of its first),
+        and whether the file needs rewriting: a row cut short by a kill (dropped) or a slide listed twice."""
         if not path.exists():
-            return {}
+            return {}, False
         try:
-            with path.open(newline="", encoding="utf-8") as handle:
-                reader = csv.DictReader(handle)
-                if tuple(reader.fieldnames or ()) != COLUMNS:
-                    raise MagnetError(f"{path}: expected the columns {','.join(COLUMNS)}, found "
-                                      f"{','.join(reader.fieldnames or ()) or 'none'}")
-                raw = list(reader)
+            text = path.read_text(encoding="utf-8")
+            whole = text[: text.rfind("\n") + 1]  # a last line without its line end was cut by a kill
+            reader = csv.DictReader(io.StringIO(whole, newline=""))
+            if tuple(reader.fieldnames or ()) != COLUMNS:
+                raise MagnetError(f"{path}: expected the columns {','.join(COLUMNS)}, found "
+                                  f"{','.join(reader.fieldnames or ()) or 'none'}")
+            raw = list(reader)
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise MagnetError(f"{path}: cannot be read ({exc})") from None
         rows: dict[str, Row] = {}
@@ -164,7 +175,7 @@ class CohortStore:
             if not row["slide"] or (row["probability"] is None and not row["error"]):
                 raise MagnetError(f"{path}: row {line}: a row needs a slide and a probability or an error")
             rows[slide_identity(cells["slide"])] = row
-        return rows
+        return rows, len(whole) < len(text) or len(rows) < len(raw)
 
     # --- a run -----------------------------------------------------------------------------------
     def plan(self, slides: list[str], *, retry_failed: bool = False) -> CohortPlan:
@@ -174,7 +185,7 @@ class CohortStore:
         new slides in the order of ``slides``), and removed.
         """
         if self._leftovers:
-            left = [row for path in self._leftovers for row in self._read_table(path).values()]
+            left = [row for path in self._leftovers for row in self._read_table(path)[0].values()]
             self._rows = merge_rows(self._rows, left, slides)
             self._write(self.csv, self._rows.values())
             self._remove(self._leftovers)
@@ -213,10 +224,17 @@ class CohortStore:
         row = {"slide": spec, "probability": None if error else probability,
                "seconds": prediction["seconds"], "error": error}
         key = slide_identity(spec)
+        self._retried |= key in self._rows or key in self._recorded
         self._recorded[key] = row
         if self.world_size == 1:
             self._rows[key] = row
-        self._write(self.table, self._rows.values() if self.world_size == 1 else self._recorded.values())
+        self._append(self.table, row)
+
+    def finish(self) -> None:
+        """End of a one-process run: a table holding a retried slide twice is rewritten with its last row."""
+        if self.world_size == 1 and self._retried:
+            self._write(self.csv, self._rows.values())
+            self._retried = False
 
     def recorded(self) -> list[Row]:
         """The rows this process recorded in this run, in the order recorded."""
@@ -232,6 +250,21 @@ class CohortStore:
     def _write(self, path: Path, rows: Iterable[Row]) -> None:
         try:
             write_predictions_csv(rows, path)
+        except OSError as exc:
+            raise self._cannot_write(path, exc) from None
+
+    def _append(self, path: Path, row: Row) -> None:
+        """One row at the end of ``path`` (a new file gets the header first), flushed to disk."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        if not path.exists() or path.stat().st_size == 0:
+            writer.writerow(COLUMNS)
+        writer.writerow([csv_cell(row[key]) for key in COLUMNS])
+        try:
+            with path.open("a", encoding="utf-8", newline="") as handle:
+                handle.write(buffer.getvalue())
+                handle.flush()
+                os.fsync(handle.fileno())
         except OSError as exc:
             raise self._cannot_write(path, exc) from None
 

@@ -159,6 +159,8 @@ def predict_cohort(checkpoint: str | Path, slides: Sequence[str], out: str | os.
                     on_result(result)
         if ranks.world_size > 1:
             run.predictions = _merge_shares(store, ranks, plan)
+        else:
+            store.finish()
     finally:
         store.release()
     return run

@@ -71,11 +71,12 @@ def write_predictions_csv(rows: Iterable[Mapping[str, Any]], path: str | os.Path
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
-        writer.writerow([_cell(row.get(key)) for key in columns])
+        writer.writerow([csv_cell(row.get(key)) for key in columns])
     atomic_write_text(path, buffer.getvalue(), newline="")
 
 
-def _cell(value: Any) -> str:
+def csv_cell(value: Any) -> str:
+    """A value as its CSV text: None empty, floats at full precision (``repr``)."""
     if value is None:
         return ""
     if isinstance(value, (float, np.floating)):

@@ -300,3 +300,70 @@ def test_a_write_that_fails_mid_run_is_one_line_naming_the_file(tmp_path: Path) 
     message = str(info.value)
     assert message.startswith(str(tmp_path / "out" / "slides")) and "cannot write" in message
     assert "\n" not in message
+
+
+def _recorded(store: CohortStore, spec: str, probability: float | None, error: str = "") -> None:
+    store.record({"slide": spec, "probability": float("nan") if probability is None else probability,
+                  "seconds": 1.0, "error": error})
+
+
+def _table(folder: Path) -> list[dict[str, str]]:
+    with (folder / "predictions.csv").open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_each_result_is_appended_not_a_rewrite_of_the_table(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    store = CohortStore(out)
+    store.claim()
+    try:
+        _recorded(store, URI_A, 0.25)
+        table = out / "predictions.csv"
+        inode, first = table.stat().st_ino, table.read_bytes()
+        _recorded(store, URI_B, None, "could not be read")
+        # The same file grew by one line: the earlier rows were not written again.
+        assert table.stat().st_ino == inode and table.read_bytes().startswith(first)
+        store.finish()
+    finally:
+        store.release()
+    assert [(r["slide"], r["probability"], r["error"]) for r in _table(out)] == [
+        (URI_A, "0.25", ""), (URI_B, "", "could not be read")]
+
+
+def test_a_row_cut_by_a_kill_is_dropped_and_the_table_made_whole(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    store = CohortStore(out)
+    store.claim()
+    _recorded(store, URI_A, 0.25)
+    store.release()
+    with (out / "predictions.csv").open("a", encoding="utf-8") as handle:
+        handle.write(f"{URI_B},0.7")  # killed in the middle of appending B's row: no line end
+    again = CohortStore(out)
+    again.claim()
+    try:
+        assert again.plan([URI_A, URI_B]).todo == [URI_B]  # B is predicted again, not read as 0.7
+        _recorded(again, URI_B, 0.75)
+    finally:
+        again.release()
+    assert [(r["slide"], r["probability"]) for r in _table(out)] == [(URI_A, "0.25"), (URI_B, "0.75")]
+
+
+def test_a_retried_slide_keeps_its_place_with_its_new_row(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = CohortStore(out)
+    first.claim()
+    _recorded(first, URI_A, None, "a read failed")
+    _recorded(first, URI_B, 0.5)
+    first.finish()
+    first.release()
+    second = CohortStore(out)
+    second.claim()
+    try:
+        assert second.plan([URI_A, URI_B], retry_failed=True).todo == [URI_A]
+        _recorded(second, URI_A, 0.125)
+        assert [r["slide"] for r in second.rows()] == [URI_A, URI_B]
+        second.finish()
+    finally:
+        second.release()
+    assert [(r["slide"], r["probability"], r["error"]) for r in _table(out)] == [
+        (URI_A, "0.125", ""), (URI_B, "0.5", "")]
