@@ -51,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "with --prefetch 0)")
     p.add_argument("--prefetch", type=arg_type(int, AtLeast(0)), default=2,
                    help="slides opened and read ahead while the model computes; 0: none (default 2)")
+    p.add_argument("--in-flight", type=arg_type(int, AtLeast(1)), default=1,
+                   help="batches predicted at once, each on its own thread, so that one's reads overlap "
+                        "another's compute (default 1)")
     p.add_argument("--devices", type=arg_type(int, AtLeast(1)), default=None,
                    help="with --out: processes on this machine, one per device of --device's type, "
                         "sharing the slides (default: as torchrun or srun started them, else 1)")
@@ -78,15 +81,19 @@ def run(args: argparse.Namespace) -> int:
     if not args.out:
         _refuse_several_processes(args)
         slides = gather_slides(args.slides, args.manifest)
-        return _stdout(args, slides, {"batch_size": args.batch_size, "workers": args.workers,
-                                      "ahead": args.prefetch, "device": device, "precision": args.precision})
+        return _stdout(args, slides, {**_speed(args), "device": device})
     from magnet.evaluation.ranks import start_ranks
 
     ranks = start_ranks(device, args.devices, args.num_nodes)
     # Rank 0's list is the cohort (the other ranks get their shares from its plan): one scan of the folders.
     slides = ranks.from_leader(lambda: gather_slides(args.slides, args.manifest))
-    return _cohort(args, slides, {"batch_size": args.batch_size, "workers": args.workers,
-                                  "ahead": args.prefetch, "precision": args.precision, "ranks": ranks})
+    return _cohort(args, slides, {**_speed(args), "ranks": ranks})
+
+
+def _speed(args: argparse.Namespace) -> dict[str, Any]:
+    """The options that set the speed of a run (and, for --precision, the rounding of its numbers)."""
+    return {"batch_size": args.batch_size, "workers": args.workers, "ahead": args.prefetch,
+            "in_flight": args.in_flight, "precision": args.precision}
 
 
 def _refuse_several_processes(args: argparse.Namespace) -> None:

@@ -65,20 +65,20 @@ def load_predictor(checkpoint: str | Path, device: torch.device | str = "cpu",
 
 
 def _stream(model: MagNet, config: TrainConfig, slides: Sequence[str], *, batch_size: int, workers: int,
-            ahead: int, device: torch.device | str) -> Iterator[SlidePrediction]:
+            ahead: int, in_flight: int, device: torch.device | str) -> Iterator[SlidePrediction]:
     return stream_predictions(model, slides, grey_filter=config.data.grey_filter,
                               reader_threads=config.data.reader_threads, batch_size=batch_size,
-                              workers=workers, ahead=ahead, device=device)
+                              workers=workers, ahead=ahead, in_flight=in_flight, device=device)
 
 
 def predict(checkpoint: str | Path, slides: Sequence[str], *, batch_size: int = 1, workers: int = 2,
-            ahead: int = 2, device: torch.device | str = "cpu", precision: str = "fp32",
+            ahead: int = 2, in_flight: int = 1, device: torch.device | str = "cpu", precision: str = "fp32",
             on_result: Callable[[Prediction], object] | None = None) -> list[Prediction]:
     """Predict ``slides``; the list is in their order. ``on_result`` receives each result as it comes."""
     model, config = load_predictor(checkpoint, device, precision)
     results: dict[str, Prediction] = {}
     for pred in _stream(model, config, slides, batch_size=batch_size, workers=workers, ahead=ahead,
-                        device=device):
+                        in_flight=in_flight, device=device):
         results[pred.slide] = asdict(pred)
         if on_result is not None:
             on_result(results[pred.slide])
@@ -122,6 +122,7 @@ class CohortRun:
 
 def predict_cohort(checkpoint: str | Path, slides: Sequence[str], out: str | os.PathLike[str], *,
                    retry_failed: bool = False, batch_size: int = 1, workers: int = 2, ahead: int = 2,
+                   in_flight: int = 1,
                    device: torch.device | str = "cpu", precision: str = "fp32", show_progress: bool = True,
                    on_result: Callable[[Prediction], object] | None = None,
                    ranks: Ranks | None = None) -> CohortRun:
@@ -148,7 +149,7 @@ def predict_cohort(checkpoint: str | Path, slides: Sequence[str], out: str | os.
         with tqdm(total=len(share), desc=desc, unit="slide", file=terminal_stderr(),
                   disable=not show_progress or not share or not ranks.is_leader, bar_format=_BAR) as bar:
             for pred in _stream(model, config, share, batch_size=batch_size, workers=workers, ahead=ahead,
-                                device=device):
+                                in_flight=in_flight, device=device):
                 result = asdict(pred)
                 store.record(result)
                 run.predictions.append(result)

@@ -6,11 +6,20 @@ reader threads, ``magnet.inference.prefetch``) into the model ``batch_size`` at 
 with its ``error`` (``unreadable`` true); the others wait for their batch. So the order of the stream is
 the order of the slides except that failures may come earlier. ``seconds`` of a prediction is its slide's
 opening and root reads plus its share of the batch's forward pass.
+
+``in_flight`` batches are predicted at once, each on its own thread [choice]. Reading ahead covers only a
+slide's opening and root views; the reads of the deeper layers wait for the layer before them, so with one
+batch in flight the model idles while they decode. With two, one batch's reads overlap the other's compute
+(slide decoding and torch both release the GIL). The model is in evaluation mode and computes without
+state, so concurrent forward passes give the predictions one at a time would; predictions still come out
+in the order of their batches. Measured in docs/BENCHMARKS.md ("Per-slide inference speed").
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
@@ -23,19 +32,23 @@ __all__ = ["stream_predictions"]
 
 def stream_predictions(model: MagNet, slides: Sequence[str], *, grey_filter: bool = True,
                        reader_threads: int = 1, batch_size: int = 1, workers: int = 2, ahead: int = 2,
-                       device: torch.device | str = "cpu") -> Iterator[SlidePrediction]:
+                       in_flight: int = 1, device: torch.device | str = "cpu") -> Iterator[SlidePrediction]:
     """Yield one ``SlidePrediction`` per slide of ``slides`` (see the module doc for the order).
 
     ``workers`` threads open slides ``ahead`` slides in advance (``ahead=0``: no overlap of reads and
-    compute). Closing the generator early (an interruption) closes every slide it opened.
+    compute); ``in_flight`` batches are predicted at once. Closing the generator early (an interruption)
+    waits for the batches in flight and closes every slide it opened.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size < 1 or in_flight < 1:
+        raise ValueError(f"batch_size and in_flight must be >= 1, got {batch_size} and {in_flight}")
     feeder = SlideFeeder(slides, root_sizes=model.root_view_sizes(), grey_filter=grey_filter,
                          reader_threads=reader_threads, workers=workers, ahead=ahead)
     batch: list[Loaded] = []
+    pending: deque[Future[list[SlidePrediction]]] = deque()
+    was_training = model.training
+    model.eval()  # once for all threads: a thread switching modes would switch them for the others too
     try:
-        with feeder:
+        with feeder, ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="magnet-model") as pool:
             for loaded in feeder:
                 if loaded.source is None:
                     yield SlidePrediction(slide=loaded.slide, error=loaded.error, unreadable=True,
@@ -43,17 +56,26 @@ def stream_predictions(model: MagNet, slides: Sequence[str], *, grey_filter: boo
                     continue
                 batch.append(loaded)
                 if len(batch) == batch_size:
-                    yield from _run(model, batch, device)
+                    pending.append(pool.submit(_run, model, batch, device))
+                    batch = []
+                    while len(pending) >= in_flight:  # the oldest first, so the order of batches is kept
+                        yield from pending.popleft().result()
             if batch:
-                yield from _run(model, batch, device)
+                pending.append(pool.submit(_run, model, batch, device))
+                batch = []
+            while pending:
+                yield from pending.popleft().result()
     finally:
+        for future in pending:  # an early close: the batches in flight end (their slides closed by _run)
+            future.exception()
         for loaded in batch:
             if loaded.source is not None:
                 loaded.source.close()
+        model.train(was_training)
 
 
 def _run(model: MagNet, batch: list[Loaded], device: torch.device | str) -> list[SlidePrediction]:
-    """Predict ``batch`` and close its slides; the list is emptied (its slides are no longer held)."""
+    """Predict ``batch`` and close its slides."""
     try:
         preds = predict_sources(model, [b.slide for b in batch], [b.source for b in batch],  # type: ignore[misc]
                                 device=device)
@@ -63,5 +85,4 @@ def _run(model: MagNet, batch: list[Loaded], device: torch.device | str) -> list
             loaded.source.close()
     for pred, loaded in zip(preds, batch, strict=True):
         pred.seconds += loaded.seconds
-    batch.clear()
     return preds

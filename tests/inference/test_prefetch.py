@@ -92,6 +92,26 @@ def test_reading_ahead_gives_the_predictions_of_reading_in_place(model: MagNet, 
     assert ahead_of == plain  # bitwise: the same reads, the same batches
 
 
+@pytest.mark.parametrize(("batch_size", "in_flight"), [(1, 2), (2, 2), (1, 3)])
+def test_batches_in_flight_at_once_give_the_predictions_of_one_at_a_time(model: MagNet, batch_size: int,
+                                                                         in_flight: int) -> None:
+    model.train()  # a caller's model in training mode: the stream predicts in evaluation mode and restores it
+    alone = [_key(p) for p in stream_predictions(model, URIS, batch_size=batch_size, ahead=0)]
+    together = [_key(p) for p in stream_predictions(model, URIS, batch_size=batch_size, ahead=2,
+                                                    in_flight=in_flight)]
+    assert model.training
+    model.eval()
+    assert together == alone  # in the order of the slides, bitwise
+
+
+def test_closing_the_stream_early_closes_the_slides_of_the_batches_in_flight(model: MagNet) -> None:
+    _Counted.open_now = 0
+    stream = stream_predictions(model, [f"counted:{i}" for i in range(8)], batch_size=1, in_flight=3)
+    assert not next(stream).error
+    stream.close()
+    assert _Counted.open_now == 0
+
+
 def test_a_preread_root_view_is_what_the_reader_reads_and_is_used_once() -> None:
     reader = RegionReader(open_slide(URIS[0]), threads=1)
     source = PrereadSource(reader)
@@ -124,8 +144,9 @@ def test_the_feeder_holds_at_most_ahead_slides_and_closes_what_it_opened() -> No
 def test_a_slide_that_fails_is_a_prediction_with_its_error(model: MagNet) -> None:
     _Counted.open_now = 0
     uris = ["counted:a", "counted:bad", "counted:b", "counted:bad2", "nowhere/missing.svs"]
-    for ahead in (0, 2):
-        preds = {p.slide: p for p in stream_predictions(model, uris, batch_size=2, ahead=ahead)}
+    for ahead, in_flight in ((0, 1), (2, 1), (2, 2)):
+        preds = {p.slide: p for p in stream_predictions(model, uris, batch_size=2, ahead=ahead,
+                                                        in_flight=in_flight)}
         assert sorted(preds) == sorted(uris)
         assert not preds["counted:a"].error and not preds["counted:b"].error
         assert preds["counted:bad"].error == "counted:bad: tile 0 is truncated (test)"
