@@ -2,7 +2,8 @@
 
 Virtual slides are read on the CPU through ``RegionReader`` exactly as in training ("reads included"); a
 second row per model reads from slides held on the GPU (``TensorRegionSource``) to show the model's own
-cost. bf16 autocast, as the Camelyon recipes. Prints a Markdown table for docs/BENCHMARKS.md.
+cost. Training under bf16 autocast, as the Camelyon recipes; inference as `magnet predict --precision bf16`
+runs it (`magnet.inference.fast_model`), a batch per forward. Prints a Markdown table for docs/BENCHMARKS.md.
 
     python3 bench/gpu_step.py [--models tiny magnet3 magnet4] [--steps 5]
 """
@@ -14,6 +15,7 @@ import time
 
 import torch
 
+from magnet.inference.fast_model import inference_copy
 from magnet.models.registry import build_model
 from magnet.slides.reader import RegionReader
 from magnet.slides.registry import open_slide
@@ -59,15 +61,18 @@ def bench(name: str, kind: str, steps: int, device: torch.device) -> dict[str, f
         _sync(device)
         if step:
             times.append(time.perf_counter() - t0)
-    model.eval()
+    # Inference as magnet predict runs it: the inference copy, the classifier's CNN in bf16 on a GPU
+    # (--precision bf16), no auxiliary classifiers; the whole batch per forward, per-slide time reported.
+    fast = inference_copy(model, "bf16" if device.type == "cuda" else "fp32")
     infer = []
-    with torch.no_grad(), autocast:
-        for _ in range(3):
+    with torch.no_grad():
+        for _ in range(4):  # the first warms up
             _sync(device)
             t0 = time.perf_counter()
-            model(sources[:1])
+            fast(sources, auxiliary=False)
             _sync(device)
-            infer.append(time.perf_counter() - t0)
+            infer.append((time.perf_counter() - t0) / batch)
+    infer = infer[1:]
     step_s = sorted(times)[len(times) // 2]
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     return {"model": name, "source": kind, "batch": batch, "step_s": step_s,
