@@ -12,7 +12,7 @@ slide's opening and root views; the reads of the deeper layers wait for the laye
 batch in flight the model idles while they decode. With two, one batch's reads overlap the other's compute
 (slide decoding and torch both release the GIL). The model is in evaluation mode and computes without
 state, so concurrent forward passes give the predictions one at a time would; predictions still come out
-in the order of their batches. Measured in docs/BENCHMARKS.md ("Per-slide inference speed").
+in the order of their batches. Measured in docs/BENCHMARKS.md ("Two slides in flight, 200 slides").
 """
 
 from __future__ import annotations
