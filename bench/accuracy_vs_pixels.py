@@ -19,7 +19,9 @@ Methods (``--methods``; each is run once and its result kept in ``--out``, so th
   1/8 of the slide), ``deep`` (27 final patches, each 0.027 of the slide: about 2 um/px on the bench's
   8-mm slides) and ``lite0`` (``deep`` with the classifier's CNN the frozen ImageNet EfficientNet-Lite0 of
   the tiling baseline, ``model.freeze_backbone``; needs the ``tiling`` extra); ``lite0value`` adds the heads'
-  value target (``loss.head_value``): the heads learn where the pretrained classifier finds tumour.
+  value target (``loss.head_value``): the heads learn where the pretrained classifier finds tumour;
+  ``lite0tissue`` is ``lite0value`` with strips that share each view's tissue
+  (``model.sibling_layout=tissue_strips``).
 
 Data (``--stage sets``; sizes chosen so that every method's whole pipeline fits a few hours on 2 CPU cores):
 slides of ``--size`` px at 0.25 um/px (default 32,768²: 8.2 mm, a third of a Camelyon slide's side; the
@@ -76,6 +78,7 @@ BUDGETS: dict[str, tuple[int, list[str]]] = {  # name: (epochs, overrides of con
     "deep": (4, DEEP),
     "lite0": (4, DEEP + LITE0),
     "lite0value": (4, DEEP + LITE0 + ["loss.head_value=1.0"]),
+    "lite0tissue": (4, DEEP + LITE0 + ["loss.head_value=1.0", "model.sibling_layout=tissue_strips"]),
 }
 
 

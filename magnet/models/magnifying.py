@@ -135,11 +135,12 @@ class MagnifyingLayer(nn.Module):
         """The raw score maps (before the temperature) of parent images: what head MIL pools."""
         return self.head_maps(images).scores
 
-    def mil_logit(self, scores: Tensor) -> Tensor:
-        """Head-MIL slide logit ``(B,)`` of raw score maps (``zoom_levers.HeadMilPool``)."""
+    def mil_logit(self, scores: Tensor, masks: Tensor | None = None) -> Tensor:
+        """Head-MIL slide logit ``(B,)`` of raw score maps (``zoom_levers.HeadMilPool``); ``masks``: the
+        layout's ``view_masks`` of the parent views, needed where the strips depend on the view."""
         if self.head_mil_pool is None or self.mil_bias is None:
             raise ValueError(f"layer {self.layer_index} has no head MIL (config head_mil, learned zoom)")
-        return self.head_mil_pool(scores, self.layout, self.mil_bias)
+        return self.head_mil_pool(scores, self.layout, self.mil_bias, masks)
 
     def theta_from_maps(self, prob: Tensor) -> Tensor:
         """Theta ``(..., K_heads, 3)`` of probability maps ``(..., K_heads, V, V)`` (eqs. 1-4, offsets)."""

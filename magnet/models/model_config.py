@@ -37,7 +37,7 @@ __all__ = [
 BackboneName = Literal["inception_v3", "resnet18", "efficientnet_lite0", "small"]
 AuxBackboneName = Literal["resnet18", "small"]
 Zoom = Literal["learned", "fixed", "random", "oracle"]
-SiblingLayoutName = Literal["offset", "strips"]
+SiblingLayoutName = Literal["offset", "strips", "tissue_strips"]
 Readout = Literal["gru", "max", "lse"]
 BACKBONES: tuple[BackboneName, ...] = get_args(BackboneName)
 AUX_BACKBONES: tuple[AuxBackboneName, ...] = get_args(AuxBackboneName)
@@ -87,8 +87,15 @@ class MagNetConfig:
     # theta. "strips": each headed child's map is confined to its own strip of the parent (K_heads strips,
     # side by side along x at odd layers, along y at even ones) and the offsets are 0: siblings partition
     # the parent and a box always goes where its head's map points (with offsets it goes tanh(mu +
-    # atanh(o)), away from where the head looks), which head_mil needs.
+    # atanh(o)), away from where the head looks), which head_mil needs. "tissue_strips": strips as above
+    # whose edges sit, per parent view, at the quantiles of the view's tissue along the cut (and trimmed
+    # across it to the strip's tissue), so each head gets ~1/K_heads of the tissue: with equal strips a
+    # strip of glass put its box on glass (docs/method.md §9, docs/BENCHMARKS.md: 12 of 27 final boxes of
+    # an ITC slide). A view without tissue falls back to equal strips.
     sibling_layout: SiblingLayoutName = "offset"
+    # [choice] sibling_layout="tissue_strips": a view pixel is tissue when max(RGB) - min(RGB) reaches this
+    # (0-255 scale): the grey filter's rule and threshold (paper §4.2), so glass and black canvas are not.
+    tissue_strip_threshold: Annotated[float, Interval(0, 255)] = 15.0
     # Paper §4.3: the first patch of layer 2 is frozen to the parent's whole view (identity theta, no head).
     frozen_patch: bool = True
     # [choice] where the boxes come from (docs/method.md §8: controls at the same pixel budget, same patch
@@ -112,7 +119,7 @@ class MagNetConfig:
     # pixel-level tumour-score maps; their log-sum-exp pool over the layer's heads and pixels is a slide
     # logit trained against the slide label (loss.head_mil), so the heads learn *what* to look at from the
     # label directly, not only through the sampler's local gradient. The sparsemax map of a score map
-    # peaks where the score does, so the box follows. Needs sibling_layout="strips".
+    # peaks where the score does, so the box follows. Needs sibling_layout="strips" or "tissue_strips".
     head_mil: bool = False
     # [choice] r of the LSE pool (1/r) log mean exp(r z) (Pinheiro & Collobert, CVPR 2015): large r is a max
     # (one pixel gets the gradient), small r a mean (a lesion of a few pixels is drowned).
@@ -226,10 +233,10 @@ class MagNetConfig:
                 f"random_zoom_min_scale={self.random_zoom_min_scale}: "
                 f"must lie in [min_scale={self.min_scale}, max_scale={self.max_scale}]"
             )
-        if self.head_mil and self.sibling_layout != "strips":
+        if self.head_mil and self.sibling_layout == "offset":
             raise ConfigError(
-                "head_mil=True needs sibling_layout=strips: with offsets a box does not go where its head "
-                "looks, so the score map would not steer the zoom"
+                "head_mil=True needs sibling_layout=strips or tissue_strips: with offsets a box does not go "
+                "where its head looks, so the score map would not steer the zoom"
             )
         if self.backbone == "inception_v3" and self.classifier_size < INCEPTION_MIN_SIZE:
             raise ConfigError(

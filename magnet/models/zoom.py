@@ -8,7 +8,8 @@ same pixels per slide.
   sparsemax and theta is read off the probability map (eqs. 1-4). The only mode that evaluates, and trains,
   the heads; with head MIL it also gives the layer's slide logit (docs/method.md §9).
 - ``fixed`` (docs/method.md §8, a control): theta of a flat map on each head's strip plus the sibling
-  offsets, i.e. what heads with exactly flat logits give; independent of the image and of training.
+  offsets, i.e. what heads with exactly flat logits give; independent of training, and of the image except
+  where the strips follow the view's tissue (``sibling_layout=tissue_strips``).
 - ``random`` (§8, a control): s log-uniform in [random_zoom_min_scale, max_scale], t uniform in
   (-1, 1) * (1 - s) so the box lies inside its parent, drawn afresh each call.
 - ``oracle`` (§8, a control): layers 1..L-1 as ``fixed``; the final ROIs come from outside, placed by
@@ -71,8 +72,8 @@ class ZoomSite(Protocol):
     def head_maps(self, images: Tensor) -> HeadMaps:
         """The heads' maps of parent images ``(B, N_p, 3, V, V)``."""
 
-    def mil_logit(self, scores: Tensor) -> Tensor:
-        """The head-MIL slide logit of raw score maps."""
+    def mil_logit(self, scores: Tensor, masks: Tensor | None = None) -> Tensor:
+        """The head-MIL slide logit of raw score maps (``masks``: the layout's masks of their views)."""
 
     def theta_from_maps(self, prob: Tensor) -> Tensor:
         """Theta ``(..., K_heads, 3)`` of probability maps ``(..., K_heads, V, V)``."""
@@ -106,11 +107,9 @@ class ZoomStrategy(ABC):
         return f"{type(self).__name__}()"
 
 
-def _flat_prob(site: ZoomSite, images: Tensor) -> tuple[Tensor, Tensor]:
-    """Each headed child's flat map ``(K_heads, V, V)`` and its copy for every slide and parent."""
-    batch, parents = images.shape[:2]
-    per_head = site.layout.flat_maps().to(images.device)
-    return per_head, per_head.repeat(parents, 1, 1).unsqueeze(0).expand(batch, -1, -1, -1)
+def _flat_prob(site: ZoomSite, images: Tensor) -> Tensor:
+    """Each headed child's flat map on its strip of its parent's view ``(B, N_p * K_heads, V, V)``."""
+    return site.layout.flat_maps(site.layout.view_masks(images)).to(images.device)
 
 
 class LearnedZoom(ZoomStrategy):
@@ -122,26 +121,27 @@ class LearnedZoom(ZoomStrategy):
     def place(self, site: ZoomSite, images: Tensor, generator: torch.Generator | None) -> Placement:
         batch, parents = images.shape[:2]
         maps = site.head_maps(images)
+        masks = site.layout.view_masks(images)  # of the view itself, before any head input transform
         # Float32 for the sparsemax threshold and the moments, whatever autocast does around it.
-        prob = spatial_sparsemax(site.layout.confine(maps.logits).float())
+        prob = spatial_sparsemax(site.layout.confine(maps.logits, masks=masks).float())
         theta = site.theta_from_maps(prob.view(batch, parents, site.num_heads_per_parent, *prob.shape[-2:]))
-        head_logit = site.mil_logit(maps.scores) if site.head_mil else None
+        head_logit = site.mil_logit(maps.scores, masks) if site.head_mil else None
         return Placement(theta=theta, prob=prob, head_logit=head_logit, scores=maps.scores)
 
 
 class FixedZoom(ZoomStrategy):
-    """The untrained heads' layout: theta of a flat map plus the sibling offsets (docs/method.md §8)."""
+    """The untrained heads' layout: theta of a flat map plus the sibling offsets (docs/method.md §8). The
+    flat map lies on each head's strip of its parent's view: the same for every view, except where the
+    layout's strips follow the view's tissue (``sibling_layout=tissue_strips``)."""
 
     name: ClassVar[Zoom] = "fixed"
 
     def place(self, site: ZoomSite, images: Tensor, generator: torch.Generator | None) -> Placement:
         batch, parents = images.shape[:2]
-        per_head, flat = _flat_prob(site, images)
-        theta = site.theta_from_maps(per_head.unsqueeze(0))  # (1, K_heads, 3): every slide and parent alike
-        heads = site.num_heads_per_parent
-        return Placement(
-            theta=theta.view(1, 1, heads, 3).expand(batch, parents, heads, 3).contiguous(), prob=flat
-        )
+        flat = _flat_prob(site, images)
+        per_parent = flat.reshape(batch, parents, site.num_heads_per_parent, *flat.shape[-2:])
+        theta = site.theta_from_maps(per_parent)
+        return Placement(theta=theta, prob=flat)
 
 
 class RandomZoom(ZoomStrategy):
@@ -160,7 +160,7 @@ class RandomZoom(ZoomStrategy):
 
     def place(self, site: ZoomSite, images: Tensor, generator: torch.Generator | None) -> Placement:
         batch, parents = images.shape[:2]
-        _, flat = _flat_prob(site, images)
+        flat = _flat_prob(site, images)
         shape = (batch, parents, site.num_heads_per_parent)
         device = generator.device if generator is not None else images.device
         draws = torch.rand((*shape, 3), generator=generator, device=device).to(images.device)

@@ -5,7 +5,8 @@ one of each part and never tests the key itself:
 
 - head input (``head_highpass``): what the heads see of a parent, its view I or I's local contrast;
 - sibling layout (``sibling_layout``): how the headed children of a parent start apart, by initial offsets
-  in theta (docs/method.md §2.4) or by a strip of the parent's map per head;
+  in theta (docs/method.md §2.4), by an equal strip of the parent's map per head, or by a strip per head
+  holding an equal share of the parent view's tissue (``magnet.layers.tissue``);
 - theta gradient (``theta_grad``, ``theta_grad_blur``): how the losses reach theta through the sampler, in
   full (the paper), not at all, or from a blurred I';
 - head-MIL pool (``head_mil``, ``head_mil_sharpness``): a slide logit from the heads' score maps.
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from magnet.layers.blur import gaussian_blur, low_pass_gradient
+from magnet.layers.tissue import tissue_pixels, tissue_strip_masks
 from magnet.models.model_config import MagNetConfig, SiblingLayoutName
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "LocalContrast",
     "LowPassThetaGradient",
     "SiblingLayout",
+    "TissueStripLayout",
     "ThetaGradient",
     "build_sibling_layout",
     "head_input",
@@ -117,8 +120,10 @@ class SiblingLayout(nn.Module):
     """How the headed children of one parent start apart (docs/method.md §2.4; strips: §9).
 
     ``offsets`` ``(K_heads, 2)``: each child's initial offset o_k, t = tanh(mu + atanh(o_k)).
-    ``masks`` ``(K_heads, V, V)``: the pixels of the parent's map that each head may put probability on.
-    Both are non-persistent buffers: they follow the module's device and stay out of checkpoints.
+    ``masks`` ``(K_heads, V, V)``: the pixels of the parent's map that each head may put probability on, the
+    same for every view. Both are non-persistent buffers: they follow the module's device and stay out of
+    checkpoints. ``view_masks`` gives the masks of given parent views ``(B, N_p * K_heads, V, V)``; a layout
+    whose masks depend on the view (``TissueStripLayout``) needs them passed to ``confine``/``flat_maps``.
     """
 
     offsets: Tensor
@@ -135,42 +140,92 @@ class SiblingLayout(nn.Module):
     def heads_per_parent(self) -> int:
         return int(self.masks.shape[0])
 
-    def confine(self, maps: Tensor, fill: float = _OUTSIDE_STRIP) -> Tensor:
+    def view_masks(self, images: Tensor) -> Tensor:
+        """``(B, N_p * K_heads, V, V)`` booleans for parent views ``(B, N_p, 3, V, V)``: here the fixed masks
+        for every slide and parent (an expanded view, no copy)."""
+        batch, parents = images.shape[:2]
+        per_slide = self.masks.to(images.device).repeat(parents, 1, 1)
+        return per_slide.unsqueeze(0).expand(batch, -1, -1, -1)
+
+    def confine(self, maps: Tensor, fill: float = _OUTSIDE_STRIP, masks: Tensor | None = None) -> Tensor:
         """Maps ``(B, N_p * K_heads, V, V)`` with ``fill`` outside each head's strip (head n*K_heads + k
-        has strip k)."""
+        has strip k), the strips of ``masks`` (``view_masks``) where given."""
         if not self.confined:
             return maps
-        parents = maps.shape[1] // max(self.heads_per_parent, 1)
-        return maps.masked_fill(~self.masks.repeat(parents, 1, 1), fill)
+        if masks is None:
+            parents = maps.shape[1] // max(self.heads_per_parent, 1)
+            masks = self.masks.repeat(parents, 1, 1)
+        return maps.masked_fill(~masks, fill)
 
-    def flat_maps(self) -> Tensor:
-        """``(K_heads, V, V)``: each headed child's flat map, uniform on its strip (or the whole map)."""
-        mask = self.masks.float()
+    def flat_maps(self, masks: Tensor | None = None) -> Tensor:
+        """Each headed child's flat map, uniform on its strip: ``(K_heads, V, V)``, or the shape of ``masks``
+        (``view_masks``) where given."""
+        mask = (self.masks if masks is None else masks).float()
         return mask / mask.sum(dim=(-2, -1), keepdim=True)
 
     def extra_repr(self) -> str:
         return f"heads_per_parent={self.heads_per_parent}, strips={self.confined}"
 
 
-def _offset_layout(
-    num_heads: int, layer_index: int, size: int, offset: float, has_frozen: bool
-) -> SiblingLayout:
+class TissueStripLayout(SiblingLayout):
+    """Strips that share the tissue of each parent view [choice, config ``sibling_layout=tissue_strips``,
+    docs/method.md §9]: like equal strips (no offsets, cut along x at odd layers and y at even ones), but the
+    edges sit at the quantiles of the view's tissue mass along the cut, so each head's strip holds about
+    1/K_heads of the tissue and none is all glass (``magnet.layers.tissue``). Tissue is read off the view I
+    the heads' input is made from (before any local contrast), pixels whose spread max(RGB) - min(RGB)
+    reaches ``threshold`` of 255. ``masks`` holds the equal strips, what a view without tissue gets.
+    """
+
+    def __init__(self, num_heads: int, layer_index: int, size: int, threshold: float) -> None:
+        super().__init__(torch.zeros(num_heads, 2), strip_masks(num_heads, layer_index, size))
+        self.along_x = layer_index % 2 == 1
+        self.threshold = threshold
+
+    def view_masks(self, images: Tensor) -> Tensor:
+        if not self.confined:  # one head: it has the whole view
+            return super().view_masks(images)
+        tissue = tissue_pixels(images, self.threshold)  # (B, N_p, V, V)
+        masks = tissue_strip_masks(tissue, self.heads_per_parent, self.along_x)  # (B, N_p, K, V, V)
+        return masks.flatten(1, 2)
+
+    def confine(self, maps: Tensor, fill: float = _OUTSIDE_STRIP, masks: Tensor | None = None) -> Tensor:
+        if masks is None and self.confined:
+            raise ValueError("tissue strips depend on the view: pass masks=layout.view_masks(images)")
+        return super().confine(maps, fill, masks)
+
+    def flat_maps(self, masks: Tensor | None = None) -> Tensor:
+        if masks is None and self.confined:
+            raise ValueError("tissue strips depend on the view: pass masks=layout.view_masks(images)")
+        return super().flat_maps(masks)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, tissue_threshold={self.threshold:g}"
+
+
+def _offset_layout(config: MagNetConfig, num_heads: int, layer_index: int, has_frozen: bool) -> SiblingLayout:
     """Siblings start on offset boxes and every head sees the whole map (docs/method.md §2.4)."""
-    offsets = sibling_offsets(num_heads, offset, layer_index, has_frozen)
-    return SiblingLayout(offsets, torch.ones(num_heads, size, size, dtype=torch.bool))
+    offsets = sibling_offsets(num_heads, config.sibling_offset, layer_index, has_frozen)
+    return SiblingLayout(offsets, torch.ones(num_heads, config.view_size, config.view_size, dtype=torch.bool))
 
 
-def _strip_layout(
-    num_heads: int, layer_index: int, size: int, offset: float, has_frozen: bool
-) -> SiblingLayout:
+def _strip_layout(config: MagNetConfig, num_heads: int, layer_index: int, has_frozen: bool) -> SiblingLayout:
     """Each head has its strip; no offsets, so a box goes exactly where its head's map points (head MIL
     needs that: the score map must steer the zoom)."""
-    return SiblingLayout(torch.zeros(num_heads, 2), strip_masks(num_heads, layer_index, size))
+    return SiblingLayout(torch.zeros(num_heads, 2), strip_masks(num_heads, layer_index, config.view_size))
 
 
-SIBLING_LAYOUT_BUILDERS: Mapping[SiblingLayoutName, Callable[[int, int, int, float, bool], SiblingLayout]] = {
+def _tissue_strip_layout(
+    config: MagNetConfig, num_heads: int, layer_index: int, has_frozen: bool
+) -> SiblingLayout:
+    """Strips with an equal share of each view's tissue (``TissueStripLayout``)."""
+    return TissueStripLayout(num_heads, layer_index, config.view_size, config.tissue_strip_threshold)
+
+
+LayoutBuilder = Callable[[MagNetConfig, int, int, bool], SiblingLayout]  # (config, K_heads, layer, frozen)
+SIBLING_LAYOUT_BUILDERS: Mapping[SiblingLayoutName, LayoutBuilder] = {
     "offset": _offset_layout,
     "strips": _strip_layout,
+    "tissue_strips": _tissue_strip_layout,
 }
 
 
@@ -178,8 +233,7 @@ def build_sibling_layout(
     config: MagNetConfig, layer_index: int, num_heads: int, has_frozen: bool
 ) -> SiblingLayout:
     """The layout named by ``config.sibling_layout`` for ``num_heads`` headed children per parent."""
-    build = SIBLING_LAYOUT_BUILDERS[config.sibling_layout]
-    return build(num_heads, layer_index, config.view_size, config.sibling_offset, has_frozen)
+    return SIBLING_LAYOUT_BUILDERS[config.sibling_layout](config, num_heads, layer_index, has_frozen)
 
 
 # --- theta gradient ----------------------------------------------------------------------------------------
@@ -241,8 +295,15 @@ class HeadMilPool:
     def __init__(self, sharpness: float) -> None:
         self.sharpness = sharpness
 
-    def __call__(self, scores: Tensor, layout: SiblingLayout, bias: Tensor) -> Tensor:
+    def __call__(
+        self, scores: Tensor, layout: SiblingLayout, bias: Tensor, masks: Tensor | None = None
+    ) -> Tensor:
+        """``masks``: the layout's ``view_masks`` of the views the scores are of (needed where they depend
+        on the view)."""
         r = self.sharpness
-        inside = layout.confine(scores.float() * r, fill=float("-inf")).flatten(1)  # (B, heads * V * V)
-        count = float(layout.masks.sum()) * (scores.shape[1] // layout.heads_per_parent)
-        return (torch.logsumexp(inside, dim=1) - math.log(count)) / r + bias
+        inside = layout.confine(scores.float() * r, fill=float("-inf"), masks=masks).flatten(1)
+        if masks is None:
+            count = float(layout.masks.sum()) * (scores.shape[1] // layout.heads_per_parent)
+            return (torch.logsumexp(inside, dim=1) - math.log(count)) / r + bias
+        log_count = masks.flatten(1).sum(dim=1).to(inside.dtype).log()  # pixels inside, per slide
+        return (torch.logsumexp(inside, dim=1) - log_count) / r + bias

@@ -83,7 +83,7 @@ def warm_up_heads(
         pick = torch.randint(views.shape[0], (batch_size,), generator=generator)
         index = int(torch.randint(8, (1,), generator=generator))
         images = dihedral_views(views[pick], index)[:, None]  # (B, 1 parent, 3, V, V)
-        logit = layer.mil_logit(layer.score_maps(images))
+        logit = layer.mil_logit(layer.score_maps(images), layer.layout.view_masks(images))
         loss = F.binary_cross_entropy_with_logits(logit, labels[pick].float())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -26,6 +26,7 @@ LEVERS: dict[str, dict[str, object]] = {
     "paper": {},
     "strips": {"sibling_layout": "strips"},
     "head_mil": HEAD_MIL,
+    "tissue_strips": {"sibling_layout": "tissue_strips", "head_mil": True},
     "highpass": {"head_highpass": 2.0},
     "no_theta_grad": {**HEAD_MIL, "theta_grad": False},
     "theta_grad_blur": {"theta_grad_blur": 1.0},
