@@ -83,10 +83,10 @@ def test_forward_without_auxiliary_classifiers_gives_the_same_prediction() -> No
     assert all(torch.equal(a, b) for a, b in zip(full.rois, lean.rois, strict=True))
 
 
-@pytest.mark.parametrize("backbone", ["small", "inception_v3"])
-def test_inference_copy_predicts_what_the_model_predicts_and_leaves_it_alone(backbone: str) -> None:
+@pytest.mark.parametrize("overrides", [{}, {"backbone": "inception_v3", "classifier_input_size": 80},
+                                       {"sibling_layout": "tissue_strips"}])
+def test_inference_copy_predicts_what_the_model_predicts_and_leaves_it_alone(overrides: dict) -> None:
     torch.manual_seed(0)
-    overrides = {"backbone": backbone, "classifier_input_size": 80} if backbone != "small" else {}
     model = build_model("tiny", **overrides)
     _randomise_batch_norms(model)
     model.train()
