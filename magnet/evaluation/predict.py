@@ -65,7 +65,7 @@ def _stream(model: MagNet, config: TrainConfig, slides: Sequence[str], *, batch_
             ahead: int, device: torch.device | str) -> Iterator[SlidePrediction]:
     return stream_predictions(model, slides, grey_filter=config.data.grey_filter,
                               reader_threads=config.data.reader_threads, batch_size=batch_size,
-                              workers=workers, ahead=ahead, device=device)
+                              workers=workers, ahead=ahead, device=device, stain_norm=config.data.stain_norm)
 
 
 def predict(checkpoint: str | Path, slides: Sequence[str], *, batch_size: int = 1, workers: int = 2,
