@@ -57,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-nodes", type=arg_type(int, AtLeast(1)), default=None,
                    help="with --out: machines running --devices processes each (default: as torchrun or srun "
                         "started them, else 1)")
+    p.add_argument("--stain-norm", choices=("none", "reinhard"), default=None,
+                   help="stain normalisation of every read (default: the checkpoint's data.stain_norm); "
+                   "reinhard moves each slide's colours to the reference statistics (Reinhard et al. 2001)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -76,14 +79,15 @@ def run(args: argparse.Namespace) -> int:
         _refuse_several_processes(args)
         slides = gather_slides(args.slides, args.manifest)
         return _stdout(args, slides, {"batch_size": args.batch_size, "workers": args.workers,
-                                      "ahead": args.prefetch, "device": device})
+                                      "ahead": args.prefetch, "device": device,
+                                      "stain_norm": args.stain_norm})
     from magnet.evaluation.ranks import start_ranks
 
     ranks = start_ranks(device, args.devices, args.num_nodes)
     # Rank 0's list is the cohort (the other ranks get their shares from its plan): one scan of the folders.
     slides = ranks.from_leader(lambda: gather_slides(args.slides, args.manifest))
     return _cohort(args, slides, {"batch_size": args.batch_size, "workers": args.workers,
-                                  "ahead": args.prefetch, "ranks": ranks})
+                                  "ahead": args.prefetch, "ranks": ranks, "stain_norm": args.stain_norm})
 
 
 def _refuse_several_processes(args: argparse.Namespace) -> None:

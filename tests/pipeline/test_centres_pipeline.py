@@ -79,3 +79,18 @@ def test_evaluate_reports_auroc_per_centre(run, tmp_path: Path,  # type: ignore[
     for centre in ("a", "b"):
         entry = metrics["by_centre"][centre]
         assert entry["n_slides"] == 6 and entry["all"]["n_pos"] == 3 and 0 <= entry["all"]["auroc"] <= 1
+
+
+def test_predict_normalises_stain_when_asked(run, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    cfg, result = run
+    uri = next(r.slide for r in read_manifest(cfg.data.manifest, check_slides=False).rows) + ",centre=dark"
+    probabilities = {}
+    for norm in ("none", "reinhard"):
+        with one_thread():
+            assert main(["predict", str(result.run_dir / "best.ckpt"), uri, "--stain-norm", norm]) == 0
+        (obj,) = json.loads(capsys.readouterr().out)
+        assert not obj["error"] and 0.0 < obj["probability"] < 1.0
+        probabilities[norm] = obj["probability"]
+    assert probabilities["none"] != probabilities["reinhard"]  # the model saw other colours
+    assert main(["predict", str(result.run_dir / "best.ckpt"), uri, "--stain-norm", "macenko"]) == 2
+    assert "invalid choice: 'macenko'" in capsys.readouterr().err
