@@ -35,7 +35,7 @@ class ColourAugmentConfig:
     applied to every read of that slide (root, every layer, final patches) by ``magnet.slides.colour``.
     All zero: off, the pixels the model reads are the slide's. Why: a model trained at one centre's stain
     and scanner fails at another's (docs/BENCHMARKS.md, "Stain and scanner shift"); Tellez et al. 2019
-    found HED jitter plus brightness/contrast/saturation the strongest single remedy."""
+    found colour augmentation (HSV or HED) the most important factor for generalising across centres."""
 
     # s: each of the H, E, DAB concentrations is scaled by alpha ~ U(1 - s, 1 + s) (Tellez et al. 2018)
     hed_scale: Annotated[float, FRACTION] = 0.0
