@@ -92,7 +92,8 @@ def median_speed(folder: Path) -> float | None:
     table = folder / "metrics.csv"
     if not table.exists():
         return None
-    speeds = [float(r["train_slides_per_s"]) for r in csv.DictReader(table.open()) if r.get("train_slides_per_s")]
+    rows = csv.DictReader(table.open())
+    speeds = [float(r["train_slides_per_s"]) for r in rows if r.get("train_slides_per_s")]
     return float(np.median(speeds)) if speeds else None
 
 
