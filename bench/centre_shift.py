@@ -33,7 +33,7 @@ import numpy as np
 
 from magnet.config_io import load_config
 from magnet.evaluation.evaluate import evaluate
-from magnet.synth.dataset import make_dataset, take_per_class, write_dataset
+from magnet.synth.dataset import DEFAULT_VERSION, make_dataset, take_per_class, write_dataset
 from magnet.synth.uri import parse_size
 from magnet.training.loop import train
 from magnet.training.recipe import TrainConfig
@@ -48,7 +48,7 @@ LEVERS = {"none": [], "augment": AUGMENT, "reinhard": ["data.stain_norm=reinhard
 def make_sets(args: argparse.Namespace) -> dict[str, Path]:
     out, size = Path(args.out), parse_size(args.size)
     assert size is not None
-    common: dict[str, Any] = {"size": size, "texture": args.texture}
+    common: dict[str, Any] = {"size": size, "texture": args.texture, "version": args.version}
     manifests = {"train": out / "data-train" / "manifest.csv"}
     if not manifests["train"].exists():
         write_dataset(make_dataset(args.n_train, args.data_seed, centres=tuple(args.train_centres), **common),
@@ -116,6 +116,8 @@ def main() -> None:
     parser.add_argument("--recipe", default="configs/demo.yaml")
     parser.add_argument("--texture", default="camelyon16", help="procedural or camelyon16 (default)")
     parser.add_argument("--size", default="100000x100000", help="level-0 size of every slide, WxH")
+    parser.add_argument("--version", type=int, default=DEFAULT_VERSION,
+                        help=f"virtual-slide generator version (default {DEFAULT_VERSION})")
     parser.add_argument("--n-train", type=int, default=400)
     parser.add_argument("--data-seed", type=int, default=1)
     parser.add_argument("--test-seed", type=int, default=2)
@@ -138,7 +140,7 @@ def main() -> None:
     results = {lever: [run(lever, seed, sets, args) for seed in args.seeds] for lever in args.levers}
 
     print(f"\ntrain {sets['train']} (centres {' '.join(args.train_centres)}); in-centre "
-          f"{args.train_centres[0]}, held-out {args.held_out}; test counts {args.test_counts}; "
+          f"{args.train_centres[0]}, held-out {args.held_out}; version {args.version}; test counts {args.test_counts}; "
           f"seeds {args.seeds}, {args.epochs} epochs; overrides {' '.join(args.overrides) or '-'}")
     print("| lever | seed | test | Macro & Micro | All | Macro | hit macro | hit micro | train slides/s |")
     print("|---" * 9 + "|")
