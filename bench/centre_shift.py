@@ -140,8 +140,8 @@ def main() -> None:
     results = {lever: [run(lever, seed, sets, args) for seed in args.seeds] for lever in args.levers}
 
     print(f"\ntrain {sets['train']} (centres {' '.join(args.train_centres)}); in-centre "
-          f"{args.train_centres[0]}, held-out {args.held_out}; version {args.version}; test counts {args.test_counts}; "
-          f"seeds {args.seeds}, {args.epochs} epochs; overrides {' '.join(args.overrides) or '-'}")
+          f"{args.train_centres[0]}, held-out {args.held_out}; version {args.version}; "
+          f"test counts {args.test_counts}; seeds {args.seeds}, {args.epochs} epochs; overrides {' '.join(args.overrides) or '-'}")
     print("| lever | seed | test | Macro & Micro | All | Macro | hit macro | hit micro | train slides/s |")
     print("|---" * 9 + "|")
     for lever, runs in results.items():
