@@ -141,7 +141,8 @@ def main() -> None:
 
     print(f"\ntrain {sets['train']} (centres {' '.join(args.train_centres)}); in-centre "
           f"{args.train_centres[0]}, held-out {args.held_out}; version {args.version}; "
-          f"test counts {args.test_counts}; seeds {args.seeds}, {args.epochs} epochs; overrides {' '.join(args.overrides) or '-'}")
+          f"test counts {args.test_counts}; seeds {args.seeds}, {args.epochs} epochs; "
+          f"overrides {' '.join(args.overrides) or '-'}")
     print("| lever | seed | test | Macro & Micro | All | Macro | hit macro | hit micro | train slides/s |")
     print("|---" * 9 + "|")
     for lever, runs in results.items():
