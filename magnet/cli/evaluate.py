@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from magnet.domains import NON_NEGATIVE, AtLeast, arg_type
-from magnet.metrics.auroc import format_table1
+from magnet.metrics.auroc import format_by_group, format_table1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=arg_type(int, AtLeast(1)), default=4)
     p.add_argument("--bootstrap", type=arg_type(int, NON_NEGATIVE), default=1000,
                    help="bootstrap resamples for the 95 %% intervals (0: none)")
+    p.add_argument("--stain-norm", choices=("none", "reinhard"), default=None,
+                   help="stain normalisation of every read (default: the checkpoint's data.stain_norm); "
+                   "reinhard moves each slide's colours to the reference statistics (Reinhard et al. 2001)")
     p.add_argument("--allow-failures", action="store_true",
                    help="exit 0 even when some slides could not be read (they are left out of the metrics)")
     p.set_defaults(func=run)
@@ -34,8 +37,10 @@ def run(args: argparse.Namespace) -> int:
 
     out = args.out or str(Path(args.checkpoint).parent / f"eval-{args.split or 'all'}")
     result = evaluate(args.checkpoint, args.manifest, out, split=args.split,
-                      batch_size=args.batch_size, n_bootstrap=args.bootstrap)
+                      batch_size=args.batch_size, n_bootstrap=args.bootstrap, stain_norm=args.stain_norm)
     print(format_table1(result.metrics))
+    if result.metrics.get("by_centre"):
+        print(format_by_group(result.metrics["by_centre"]))
     if result.metrics.get("localisation"):
         print(format_localisation(result.metrics["localisation"]))
     print(f"outputs: {result.out_dir} (metrics.json, predictions.csv, roc.png)")

@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from magnet.explain.report import format_probability
     from magnet.inference.device import resolve_device
     from magnet.inference.fast_model import inference_copy
+    from magnet.slides.colour import normaliser
     from magnet.slides.pool import SlidePool
     from magnet.training.checkpoints import load_model
 
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         elif len(args.slides) > 1:  # a single slide's error is the command's one-line error
             print(f"{result.slide}: error: {result.error}", file=sys.stderr)
 
-    pool = SlidePool(grey_filter=config.data.grey_filter, threads=config.data.reader_threads)
+    pool = SlidePool(grey_filter=config.data.grey_filter, threads=config.data.reader_threads,
+                     wrap=normaliser(config.data.stain_norm))
     try:
         results = explain_slides(model, args.slides, pool, out, thumbnail_size=args.thumbnail_size,
                                  checkpoint=str(args.checkpoint), progress=show)

@@ -63,6 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="bf16: the classifier CNN in bfloat16 (GPUs, CPUs with AVX512-BF16/AMX; "
                         "probabilities move by its rounding); default fp32")
+    p.add_argument("--stain-norm", choices=("none", "reinhard"), default=None,
+                   help="stain normalisation of every read (default: the checkpoint's data.stain_norm); "
+                   "reinhard moves each slide's colours to the reference statistics (Reinhard et al. 2001)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -91,9 +94,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _speed(args: argparse.Namespace) -> dict[str, Any]:
-    """The options that set the speed of a run (and, for --precision, the rounding of its numbers)."""
+    """The options of how slides are read and computed: the speed of a run, and for --precision and
+    --stain-norm the pixels or the rounding of its numbers."""
     return {"batch_size": args.batch_size, "workers": args.workers, "ahead": args.prefetch,
-            "in_flight": args.in_flight, "precision": args.precision}
+            "in_flight": args.in_flight, "precision": args.precision, "stain_norm": args.stain_norm}
 
 
 def _refuse_several_processes(args: argparse.Namespace) -> None:

@@ -68,6 +68,14 @@ def register(subparsers: Any) -> None:
         help="generator version: 1 the original, 2 lymph-node anatomy with look-alikes "
         "(default: 2)",
     )
+    dataset.add_argument(
+        "--centres",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="spread the slides over these stain-and-scanner centres, round-robin (magnet.synth.centres: "
+        "reference, purple, pale, dark, blurry); the manifest gets a centre column",
+    )
     dataset.set_defaults(func=run_dataset)
 
     export = actions.add_parser("export", help="write a virtual slide as a pyramidal TIFF")
@@ -104,6 +112,7 @@ def run_dataset(args: argparse.Namespace) -> int:
         mpp=args.mpp,
         texture_dir=args.texture_dir,
         version=DEFAULT_VERSION if args.version is None else args.version,
+        centres=args.centres,
     )
     manifest = write_dataset(slides, args.out)
     counts = {c: sum(s.lesion_class == c for s in slides) for c in LESION_CLASSES}

@@ -5,10 +5,13 @@ Layouts read (as distributed by the challenges; only file names and label files 
 - Camelyon16: ``training/normal/normal_NNN.tif`` (label 0), ``training/tumor/tumor_NNN.tif`` (label 1, size
   class unknown: the training set comes with outlines, not classes), ``testing/images/test_NNN.tif`` with
   labels in ``testing/reference.csv``: rows ``test_001,Tumor,Macro,...`` or ``test_002,Normal,...``.
-- Camelyon17: ``patient_PPP_node_N.tif`` anywhere under the root (usually in ``center_C/`` folders) with
+- Camelyon17: ``patient_PPP_node_N.tif`` anywhere under the root (usually in ``center_C/`` folders, whose
+  number ``C`` becomes the row's ``centre``, 0..4) with
   ``stage_labels.csv``: rows ``patient_000_node_0.tif,negative|itc|micro|macro``; the per-patient rows
   ``patient_000.zip,pN0`` are ignored. Only labelled slides are used (the challenge's test patients have
   no public labels).
+  Camelyon16 rows get no ``centre`` (an empty cell): its slides come from two hospitals (Litjens et al.
+  2018), but the files read here carry no centre field, and we do not guess one from slide numbers.
 
 Protocols (``build_camelyon_manifest``):
 
@@ -166,7 +169,7 @@ def camelyon17_rows(
         center = _CENTER_DIR.match(path.parent.name)
         extra = {"dataset": "camelyon17"}
         if center is not None:
-            extra["center"] = center.group(1)
+            extra["centre"] = center.group(1)  # the manifest's centre column: per-centre metrics
         rows.append(
             ManifestRow(
                 slide=os.path.abspath(path),

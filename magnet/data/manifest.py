@@ -12,6 +12,9 @@ column                    required  meaning
                                     docs/method.md §5); empty when unknown (e.g. Camelyon16 training tumours)
 ``split``                 no        ``train``, ``validation`` or ``test``; empty when the slide is in none
 ``patient``               no        patient id, so that splits can keep a patient's nodes together
+``centre``                no        the centre (stain and scanner) a slide comes from, for per-centre
+                                    metrics; kept in ``extra``, read by ``ManifestRow.centre`` (which also
+                                    reads a ``center`` column, the spelling of older manifests)
 anything else             no        kept, in ``ManifestRow.extra``, and written back by ``write_manifest``
 ========================  ========  =========================================================================
 
@@ -64,6 +67,11 @@ class ManifestRow:
     split: str | None = None
     patient: str | None = None
     extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def centre(self) -> str | None:
+        """The slide's centre (``centre`` or ``center`` column); None when the manifest does not say."""
+        return self.extra.get("centre") or self.extra.get("center") or None
 
 
 @dataclass

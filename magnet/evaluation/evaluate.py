@@ -5,7 +5,8 @@ Macro & Micro, All), with a 95 % stratified bootstrap interval (``magnet.metrics
 output folder: ``metrics.json`` (keys ``macro``, ``micro``, ``itc``, ``macro_micro``, ``all``, ``n_slides``),
 ``predictions.csv`` (slide, probability, label, class, error), ``roc.png``. Slides that fail to read are
 listed in the predictions with their error and left out of the metrics (their count is ``n_failed``; the
-command line says so and exits 1 unless told ``--allow-failures``).
+command line says so and exits 1 unless told ``--allow-failures``). When the manifest names each slide's
+centre (a ``centre`` column), ``metrics.json`` also has ``by_centre``: the same columns per centre.
 
 The output folder is created (or refused) before any slide is read, and ``predictions.csv`` is rewritten
 atomically after every batch, so an interruption or a failure late in the run keeps the slides done.
@@ -26,7 +27,7 @@ from magnet.evaluation.reports import save_roc_png, write_metrics_json, write_pr
 from magnet.inference.fast_model import inference_copy
 from magnet.inference.oracle import OracleZoom
 from magnet.inference.runner import SlidePrediction, predict_slides
-from magnet.metrics.auroc import table1
+from magnet.metrics.auroc import table1, table1_by_group
 from magnet.metrics.localisation import (
     FINE_UM_PER_PX,
     localisation_summary,
@@ -34,6 +35,7 @@ from magnet.metrics.localisation import (
     slide_localisation,
 )
 from magnet.outputs import output_folder
+from magnet.slides.colour import normaliser
 from magnet.slides.pool import SlidePool
 from magnet.training.checkpoints import load_model
 
@@ -107,10 +109,16 @@ class Evaluation:
 
 
 def evaluate(checkpoint: str | Path, manifest: str | Path, out_dir: str | Path, *, split: str = "",
-             batch_size: int = 4, n_bootstrap: int = 1000, show_progress: bool = True) -> Evaluation:
-    """Evaluate ``checkpoint`` on the rows of ``manifest`` (only ``split`` when given)."""
+             batch_size: int = 4, n_bootstrap: int = 1000, show_progress: bool = True,
+             stain_norm: str | None = None) -> Evaluation:
+    """Evaluate ``checkpoint`` on the rows of ``manifest`` (only ``split`` when given).
+
+    ``stain_norm`` (``none``, ``reinhard``) replaces the checkpoint's ``data.stain_norm``: e.g. a model
+    trained at one centre evaluated on another's slides normalised towards the reference colours.
+    """
     model, config = load_model(checkpoint)
     model = inference_copy(model)  # same predictions, faster (magnet.inference.fast_model)
+    norm = config.data.stain_norm if stain_norm is None else stain_norm
     rows = list(read_manifest(manifest, check_slides=False).rows)
     if split:
         rows = [r for r in rows if r.split == split]
@@ -128,7 +136,8 @@ def evaluate(checkpoint: str | Path, manifest: str | Path, out_dir: str | Path, 
         done.extend(batch)
         write_predictions_csv([_prediction_row(by_slide[p.slide], p) for p in done], out / "predictions.csv")
 
-    pool = SlidePool(grey_filter=config.data.grey_filter, threads=config.data.reader_threads)
+    pool = SlidePool(grey_filter=config.data.grey_filter, threads=config.data.reader_threads,
+                     wrap=normaliser(norm))
     try:
         with tqdm(total=len(rows), desc="evaluate", unit="slide", disable=not show_progress) as bar:
             preds = predict_slides(model, [r.slide for r in rows], pool, batch_size=batch_size,
@@ -141,6 +150,11 @@ def evaluate(checkpoint: str | Path, manifest: str | Path, out_dir: str | Path, 
                           f"{out / 'predictions.csv'})")
     result = table1([r.label for r, _ in good], [p.probability for _, p in good], _classes(good),
                     n_bootstrap=n_bootstrap)
+    centres = [r.centre for r, _ in good]
+    if any(centres):  # the manifest names centres: the same columns per centre (docs/method.md §10)
+        result["by_centre"] = table1_by_group(centres, [r.label for r, _ in good],
+                                              [p.probability for _, p in good], _classes(good),
+                                              n_bootstrap=n_bootstrap)
     result["n_failed"] = len(rows) - len(good)
     result["localisation"] = _localisation(good, outlines, config.model.final_size)
     result["checkpoint"] = str(checkpoint)

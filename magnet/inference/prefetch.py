@@ -28,6 +28,7 @@ import torch
 
 from magnet.errors import MagnetError
 from magnet.slides.base import Slide
+from magnet.slides.colour import normaliser
 from magnet.slides.reader import RegionReader
 from magnet.slides.registry import open_slide
 
@@ -100,7 +101,7 @@ class SlideFeeder:
     """
 
     def __init__(self, slides: Sequence[str], *, root_sizes: Sequence[int], grey_filter: bool = True,
-                 reader_threads: int = 1, workers: int = 2, ahead: int = 2) -> None:
+                 reader_threads: int = 1, workers: int = 2, ahead: int = 2, stain_norm: str = "none") -> None:
         if workers < 1 or ahead < 0 or reader_threads < 1:
             raise ValueError(f"need workers >= 1, ahead >= 0, reader_threads >= 1; got {workers}, {ahead}, "
                              f"{reader_threads}")
@@ -108,6 +109,7 @@ class SlideFeeder:
         self.root_sizes = tuple(root_sizes)
         self.grey_filter = grey_filter
         self.reader_threads = reader_threads
+        self.normalise = normaliser(stain_norm)  # stain normalisation of every read (None: off)
         self.ahead = ahead
         self._pool = (ThreadPoolExecutor(max_workers=workers, thread_name_prefix="slide-feeder") if ahead
                       else None)
@@ -141,8 +143,8 @@ class SlideFeeder:
         t0 = time.perf_counter()
         source = None
         try:
-            source = PrereadSource(RegionReader(open_slide(spec), grey_filter=self.grey_filter,
-                                                threads=self.reader_threads))
+            reader = RegionReader(open_slide(spec), grey_filter=self.grey_filter, threads=self.reader_threads)
+            source = PrereadSource(reader if self.normalise is None else self.normalise(reader))
             if preread:
                 source.preread(self.root_sizes)
         except Exception as exc:  # noqa: BLE001 - a bad slide is a failure row, never the end of the cohort

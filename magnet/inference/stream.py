@@ -32,7 +32,8 @@ __all__ = ["stream_predictions"]
 
 def stream_predictions(model: MagNet, slides: Sequence[str], *, grey_filter: bool = True,
                        reader_threads: int = 1, batch_size: int = 1, workers: int = 2, ahead: int = 2,
-                       in_flight: int = 1, device: torch.device | str = "cpu") -> Iterator[SlidePrediction]:
+                       in_flight: int = 1, device: torch.device | str = "cpu",
+                       stain_norm: str = "none") -> Iterator[SlidePrediction]:
     """Yield one ``SlidePrediction`` per slide of ``slides`` (see the module doc for the order).
 
     ``workers`` threads open slides ``ahead`` slides in advance (``ahead=0``: no overlap of reads and
@@ -42,7 +43,7 @@ def stream_predictions(model: MagNet, slides: Sequence[str], *, grey_filter: boo
     if batch_size < 1 or in_flight < 1:
         raise ValueError(f"batch_size and in_flight must be >= 1, got {batch_size} and {in_flight}")
     feeder = SlideFeeder(slides, root_sizes=model.root_view_sizes(), grey_filter=grey_filter,
-                         reader_threads=reader_threads, workers=workers, ahead=ahead)
+                         reader_threads=reader_threads, workers=workers, ahead=ahead, stain_norm=stain_norm)
     batch: list[Loaded] = []
     pending: deque[Future[list[SlidePrediction]]] = deque()
     was_training = model.training

@@ -164,3 +164,39 @@ def format_table1(result: Mapping[str, Any], *, name: str = "model", decimals: i
     n_neg, n_slides = result["all"]["n_neg"], result["n_slides"]
     footer = f"AUROC of all {n_neg} negative slides against each column's positives; {n_slides} slides."
     return "\n".join([render(header), *(render(row) for row in lines), footer])
+
+
+def table1_by_group(
+    groups: Sequence[str | None],
+    labels: Sequence[int] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    lesion_classes: Sequence[str | None] | None = None,
+    *,
+    n_bootstrap: int = 1000,
+) -> dict[str, dict[str, Any]]:
+    """``table1`` of each group's slides (e.g. per centre), by group name; slides of no group are left out.
+
+    A group with positives but no negatives (or the reverse) gets ``None`` columns, as ``table1`` does:
+    per-class columns need each class's positives in that group.
+    """
+    y, s = _labels_and_scores(labels, scores)
+    classes = [None] * len(y) if lesion_classes is None else list(lesion_classes)
+    if not (len(groups) == len(y) == len(classes)):
+        raise ValueError(f"{len(groups)} groups, {len(y)} labels and {len(classes)} lesion classes")
+    result: dict[str, dict[str, Any]] = {}
+    for name in sorted({g for g in groups if g}):
+        members = [i for i, g in enumerate(groups) if g == name]
+        result[name] = table1(y[members], s[members], [classes[i] for i in members], n_bootstrap=n_bootstrap)
+    return result
+
+
+def format_by_group(by_group: Mapping[str, Mapping[str, Any]], *, title: str = "centre") -> str:
+    """One line per group: its AUROC per Table-1 column (– where undefined) and its slide count."""
+    lines = []
+    for name, result in by_group.items():
+        cells = "  ".join(
+            f"{label} " + ("–" if result[key]["auroc"] is None else f"{result[key]['auroc']:.3f}")
+            for key, label, _ in TABLE1_COLUMNS
+        )
+        lines.append(f"{title} {name} ({result['n_slides']} slides): {cells}")
+    return "\n".join(lines)

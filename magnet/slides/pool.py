@@ -7,15 +7,23 @@ tile index, so readers are kept in a small LRU. Virtual slides are cheap either 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
 
 from magnet.slides.reader import RegionReader
 from magnet.slides.registry import open_slide
 
 
 class SlidePool:
-    """An LRU of open slides, each wrapped in a ``RegionReader``."""
+    """An LRU of open slides, each wrapped in a ``RegionReader``.
 
-    def __init__(self, *, grey_filter: bool = True, threads: int = 2, max_open: int = 64) -> None:
+    ``wrap`` (optional) maps each reader to the source handed out, e.g. a stain normaliser
+    (``magnet.slides.colour.normaliser``); it keeps the reader's attributes (``slide``, counters).
+    """
+
+    def __init__(self, *, grey_filter: bool = True, threads: int = 2, max_open: int = 64,
+                 wrap: Callable[[RegionReader], Any] | None = None) -> None:
+        self.wrap = wrap
         self.grey_filter = grey_filter
         self.threads = threads
         self.max_open = max(1, max_open)
@@ -27,6 +35,8 @@ class SlidePool:
         if reader is None:
             slide = open_slide(spec)
             reader = RegionReader(slide, grey_filter=self.grey_filter, threads=self.threads)
+            if self.wrap is not None:
+                reader = self.wrap(reader)
         self._readers[spec] = reader
         while len(self._readers) > self.max_open:
             _, old = self._readers.popitem(last=False)

@@ -5,6 +5,11 @@ about 40 % macro, 35 % micro, 25 % ITC): 64 % negative, 14.4 % macro, 12.6 % mic
 class are rounded by largest remainder so that they sum to ``n``; splits are stratified by class (each class
 split 70/15/15 into train/validation/test, our choice: enough validation positives to select a checkpoint).
 Everything is a function of ``seed``: the same arguments give byte-identical files.
+
+``centres`` spreads the slides over named stain-and-scanner profiles (``magnet.synth.centres``) round-robin
+by slide index: slide ``i`` gets ``centres[i % len(centres)]``. The centre changes only the look, never the
+layout, so ``make_dataset(n, seed, centres=("purple",))`` is ``make_dataset(n, seed)`` seen at another
+centre: the same slides and labels (a held-out-centre test set). The manifest then has a ``centre`` column.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from magnet.data.lesions import LESIONS_FILE, write_lesions
 from magnet.data.manifest import ManifestRow, write_manifest
 from magnet.errors import ConfigError, SlideError
 from magnet.outputs import output_folder
+from magnet.synth.centres import CENTRES
 from magnet.synth.slide import VirtualSlide
 from magnet.synth.uri import CLASS_MIX, DEFAULT_MPP, DEFAULT_SIZE, TEXTURES, VERSIONS, SynthSpec
 
@@ -46,6 +52,7 @@ class DatasetSlide:
     split: str
     lesions: list[dict[str, object]]  # {"class", "extent_um", "polygon": [[x, y], ...]} per lesion
     version: int = DEFAULT_VERSION  # generator version
+    centre: str | None = None  # stain-and-scanner profile; None: the data set names no centres
 
 
 def _largest_remainder(n: int, shares: Sequence[float]) -> list[int]:
@@ -65,6 +72,7 @@ def make_dataset(
     mpp: float = DEFAULT_MPP,
     texture_dir: str | None = None,
     version: int = DEFAULT_VERSION,
+    centres: Sequence[str] | None = None,
 ) -> list[DatasetSlide]:
     """The slides of a data set of ``n`` virtual slides (geometry only: fast, no pixels rendered)."""
     if n < 1:
@@ -77,6 +85,12 @@ def make_dataset(
         raise ConfigError(f"texture: must be one of {', '.join(TEXTURES)}, got {texture!r}")
     if version not in VERSIONS:
         raise ConfigError(f"version: must be one of {', '.join(map(str, VERSIONS))}, got {version!r}")
+    if centres is not None:
+        if not centres:
+            raise ConfigError("centres: give at least one centre name (or none at all)")
+        unknown = [c for c in centres if c not in CENTRES]
+        if unknown:
+            raise ConfigError(f"centres: unknown centre {unknown[0]!r} (known: {', '.join(CENTRES)})")
     rng = np.random.default_rng([seed, 0xDA7A])
     classes = np.repeat(list(CLASS_MIX), _largest_remainder(n, list(CLASS_MIX.values())))
     rng.shuffle(classes)
@@ -90,7 +104,9 @@ def make_dataset(
         splits[members] = labels
     slides = []
     for index in range(n):
-        slide = _open_fitting(seed, index, n, size, str(classes[index]), mpp, texture, texture_dir, version)
+        centre = None if centres is None else centres[index % len(centres)]
+        slide = _open_fitting(seed, index, n, size, str(classes[index]), mpp, texture, texture_dir, version,
+                              centre or "reference")
         outlines = [
             {
                 "class": lesion.lesion_class,
@@ -100,7 +116,8 @@ def make_dataset(
             for lesion in slide.layout.lesions
         ]
         slides.append(
-            DatasetSlide(slide.path, slide.label, slide.lesion_class, str(splits[index]), outlines, version)
+            DatasetSlide(slide.path, slide.label, slide.lesion_class, str(splits[index]), outlines, version,
+                         centre)
         )
     return slides
 
@@ -115,13 +132,15 @@ def _open_fitting(
     texture: str,
     texture_dir: str | None,
     version: int = DEFAULT_VERSION,
+    centre: str = "reference",
 ) -> VirtualSlide:
     """Slide ``index``; on a small slide where a lesion does not fit the tissue, the next alternate seed."""
     error: SlideError | None = None
     for attempt in range(MAX_ALTERNATES):
         slide_seed = seed * SEED_STRIDE + (index + attempt * n) % SEED_STRIDE
         try:
-            return VirtualSlide(SynthSpec(slide_seed, size, lesion, mpp, texture, texture_dir, version).uri)
+            spec = SynthSpec(slide_seed, size, lesion, mpp, texture, texture_dir, version, centre)
+            return VirtualSlide(spec.uri)
         except SlideError as exc:
             error = exc
     assert error is not None
@@ -142,6 +161,7 @@ def write_dataset(slides: Sequence[DatasetSlide], out_dir: str | os.PathLike[str
                 "n_lesions": str(len(s.lesions)),
                 "largest_extent_um": f"{s.lesions[0]['extent_um']:.2f}" if s.lesions else "",
                 "generator_version": str(s.version),
+                **({} if s.centre is None else {"centre": s.centre}),
             },
         )
         for s in slides

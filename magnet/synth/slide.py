@@ -27,6 +27,7 @@ from magnet.errors import SlideError
 from magnet.slides.base import Slide
 from magnet.synth.anatomy import NodeLayout, make_node_layout
 from magnet.synth.cells import cell_bank
+from magnet.synth.centres import Centre, apply_centre, centre_named
 from magnet.synth.layout import Layout, make_layout
 from magnet.synth.lookalikes import Lookalike
 from magnet.synth.node_colours import BANKS as NODE_BANKS
@@ -100,6 +101,7 @@ class VirtualSlide(Slide):
         self.layout: Layout = self._generator.layout(self.spec)
         self._downsamples = pyramid_downsamples(self.spec.size)
         self._renderer = self._generator.renderer(self.spec, self.layout)
+        self.centre: Centre = centre_named(self.spec.centre)
 
     # --- geometry and metadata --------------------------------------------------------------------------
     @property
@@ -163,6 +165,19 @@ class VirtualSlide(Slide):
             raise SlideError(self.path, f"downsample must be >= 1, got {downsample}")
         if width <= 0 or height <= 0:
             raise SlideError(self.path, f"region size must be positive, got {width}x{height}")
+        if self.centre.is_identity:
+            return self._render_plain(x0, y0, downsample, width, height)
+        # The centre's look (magnet.synth.centres) on a region grown by the blur's reach, then cropped, so
+        # that a region's edge is blurred with the pixels beyond it, as a larger read would be.
+        m = self.centre.margin_px(self.spec.mpp, downsample)
+        plain = self._render_plain(x0 - m * downsample, y0 - m * downsample, downsample, width + 2 * m,
+                                   height + 2 * m)
+        looked = apply_centre(plain, self.centre, slide_seed=self.spec.seed, mpp=self.spec.mpp,
+                              downsample=downsample, location=(x0, y0))
+        return np.ascontiguousarray(looked[m : m + height, m : m + width])
+
+    def _render_plain(self, x0: float, y0: float, downsample: float, width: int, height: int) -> np.ndarray:
+        """The region as the generator renders it, before any centre's look."""
         self._banks()
         assert self._renderer.banks is not None
         scales = self._renderer.banks["normal"].scales

@@ -1,4 +1,4 @@
-"""Virtual-slide URIs: ``synth:seed=17,size=100000x100000,lesion=micro[,mpp=..,texture=..,version=..]``.
+"""Virtual-slide URIs: ``synth:seed=17,size=100000x100000,lesion=micro[,mpp=..,version=..,centre=..]``.
 
 Parsing is strict (docs/virtual-slides.md): an unknown or repeated key, a malformed value or a missing
 ``seed`` raises ``SlideError(uri, reason)`` with a one-line reason. ``lesion`` may be left out; the class is
@@ -10,6 +10,10 @@ lesion), which is what ``VirtualSlide.path`` and the manifests carry.
 renderer, 2 the lymph-node anatomy with look-alikes (docs/virtual-slides.md, "Version 2"). The canonical URI
 writes ``version=2`` and never ``version=1``, so every URI written before versions existed keeps its meaning.
 New data sets are version 2 unless told otherwise (``magnet.synth.dataset.DEFAULT_VERSION``).
+
+``centre`` names a stain-and-scanner profile (``magnet.synth.centres``) applied to every region the slide
+renders. Absent means ``reference``, the identity; the canonical URI leaves ``centre=reference`` out, so a
+URI written before centres existed, and the same slide with ``centre=reference``, are one slide.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 from magnet.data.lesions import LESION_CLASSES
 from magnet.errors import SlideError
 from magnet.slides.registry import uri_scheme
+from magnet.synth.centres import CENTRES, DEFAULT_CENTRE
 
 SCHEME = "synth"
 # The class mix of Camelyon17's public training part (Bandi et al. 2019: 318 of 500 nodes negative, positives
@@ -37,7 +42,7 @@ DEFAULT_MPP = 0.25
 MIN_SIDE, MAX_SIDE = 256, 2_000_000
 # Generator versions: 1 the original, 2 lymph-node anatomy and look-alikes.
 VERSIONS = (1, 2)
-_KEYS = ("seed", "size", "lesion", "mpp", "texture", "texture_dir", "version")
+_KEYS = ("seed", "size", "lesion", "mpp", "texture", "texture_dir", "version", "centre")
 _SIZE = re.compile(r"([0-9]+)x([0-9]+)")
 
 
@@ -60,6 +65,7 @@ class SynthSpec:
     texture: str = "procedural"
     texture_dir: str | None = None
     version: int = 1
+    centre: str = DEFAULT_CENTRE
 
     @property
     def uri(self) -> str:
@@ -72,6 +78,8 @@ class SynthSpec:
             parts.append(f"texture_dir={self.texture_dir}")
         if self.version != 1:
             parts.append(f"version={self.version}")
+        if self.centre != DEFAULT_CENTRE:
+            parts.append(f"centre={self.centre}")
         return f"{SCHEME}:" + ",".join(parts)
 
     @property
@@ -152,7 +160,10 @@ def parse_uri(uri: str) -> SynthSpec:
                 text, f"version must be one of {', '.join(map(str, VERSIONS))}, got {values['version']!r}"
             )
         version = int(values["version"])
-    return SynthSpec(seed, size, lesion, mpp, texture, texture_dir, version)
+    centre = values.get("centre", DEFAULT_CENTRE)
+    if centre not in CENTRES:
+        raise SlideError(text, f"centre must be one of {', '.join(CENTRES)}, got {centre!r}")
+    return SynthSpec(seed, size, lesion, mpp, texture, texture_dir, version, centre)
 
 
 def canonical_uri(uri: str) -> str:

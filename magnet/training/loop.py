@@ -47,6 +47,7 @@ from magnet.metrics.localisation import LesionAreas, manifest_outlines
 from magnet.models import zoom_strategy
 from magnet.models.magnet import MagNet
 from magnet.models.magnifying import MagnifyingLayer
+from magnet.slides.colour import normaliser
 from magnet.slides.pool import SlidePool
 from magnet.slides.registry import slide_identity
 from magnet.training.checkpoints import (
@@ -57,6 +58,7 @@ from magnet.training.checkpoints import (
     load_weights,
     save_checkpoint,
 )
+from magnet.training.colour_augment import SlideJitters
 from magnet.training.diagnostics import ZoomDiagnostics
 from magnet.training.failures import SlideFailures
 from magnet.training.finite import check_step, non_finite_forward
@@ -167,7 +169,9 @@ class Trainer:
             "validation": SlideFailures("validation", len(self.val_rows), share, echo=self._echo),
         }
         self.pool = SlidePool(grey_filter=cfg.data.grey_filter, threads=cfg.data.reader_threads,
-                              max_open=cfg.data.max_open_slides)
+                              max_open=cfg.data.max_open_slides, wrap=normaliser(cfg.data.stain_norm))
+        self.jitters = SlideJitters(cfg.data.colour, cfg.seed)  # colour augmentation (off by default)
+        self.slide_ids = {row.slide: i for i, row in enumerate(self.train_rows)}
         # A resumed model takes every weight from its checkpoint: no ImageNet weights to read (offline).
         model = build_offline(cfg.model) if resume else MagNet(cfg.model)
         optimizer = torch.optim.Adam(param_groups(model, cfg), weight_decay=cfg.optim.weight_decay)
@@ -310,7 +314,8 @@ class Trainer:
             rows, maps = [r for r, _ in kept], [m for _, m in kept]
             noise = epoch_generator(cfg.seed, epoch, salt=step + 1)
             try:
-                sources = [self.pool.get(r.slide) for r in rows]
+                sources = self.jitters.wrap([self.pool.get(r.slide) for r in rows],
+                                            [self.slide_ids[r.slide] for r in rows], epoch)
                 roots = torch.stack([dihedral_matrix(m) for m in maps]).to(device)
                 labels = torch.tensor([float(r.label) for r in rows], device=device)
                 final = None if self.oracle is None else self.oracle.rois(

@@ -12,12 +12,49 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Literal
 
-from magnet.domains import FRACTION, NON_NEGATIVE, POSITIVE, SEED, AtLeast, DomainError, check_domains
+from magnet.domains import (
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    SEED,
+    AtLeast,
+    DomainError,
+    Interval,
+    check_domains,
+)
 from magnet.errors import ConfigError
 from magnet.models.model_config import MagNetConfig
 from magnet.training.losses import LossWeights
+
+
+@dataclass
+class ColourAugmentConfig:
+    """[choice, docs/method.md §10] Stain and colour augmentation: one draw per training slide and epoch,
+    applied to every read of that slide (root, every layer, final patches) by ``magnet.slides.colour``.
+    All zero: off, the pixels the model reads are the slide's. Why: a model trained at one centre's stain
+    and scanner fails at another's (docs/BENCHMARKS.md, "Stain and scanner shift"); Tellez et al. 2019
+    found colour augmentation (HSV or HED) the most important factor for generalising across centres."""
+
+    # s: each of the H, E, DAB concentrations is scaled by alpha ~ U(1 - s, 1 + s) (Tellez et al. 2018)
+    hed_scale: Annotated[float, FRACTION] = 0.0
+    # b: ... and shifted by beta ~ U(-b, b) (optical-density units)
+    hed_shift: Annotated[float, Interval(0, 0.5)] = 0.0
+    brightness: Annotated[float, FRACTION] = 0.0  # gain ~ U(1 - x, 1 + x)
+    contrast: Annotated[float, FRACTION] = 0.0  # factor about mid-grey ~ U(1 - x, 1 + x)
+    saturation: Annotated[float, FRACTION] = 0.0  # factor about each pixel's luma ~ U(1 - x, 1 + x)
+    # a scanner's softness: Gaussian sigma ~ U(0, x) output pixels, per slide (each read is blurred)
+    blur_px: Annotated[float, Interval(0, 5)] = 0.0
+    # a scanner's compression: JPEG quality ~ U(x, 100) per slide; 0: none
+    jpeg_min_quality: Annotated[int, Interval(0, 100)] = 0
+
+    def __post_init__(self) -> None:
+        check_domains(self)
+
+    @property
+    def enabled(self) -> bool:
+        return any(getattr(self, name) for name in self.__dataclass_fields__)
 
 
 @dataclass
@@ -35,6 +72,11 @@ class DataConfig:
     # skipped, and listed after each epoch; the run stops when more than this share of a split has failed
     # (a wrong mount or a truncated copy, not the odd corrupt file). 0: stop at the first failure.
     max_failed_share: Annotated[float, FRACTION] = 0.05
+    # [choice, docs/method.md §10] stain and colour augmentation of training reads (all zero: off)
+    colour: ColourAugmentConfig = field(default_factory=ColourAugmentConfig)
+    # [choice, docs/method.md §10] stain normalisation of every read, in training and at inference:
+    # "reinhard" moves each slide's colour statistics to a fixed target (Reinhard et al. 2001); "none": off
+    stain_norm: Literal["none", "reinhard"] = "none"
 
     def __post_init__(self) -> None:
         check_domains(self)

@@ -95,7 +95,7 @@ def test_camelyon17_rows(tmp_path: Path) -> None:
     first = rows[0]
     assert Path(first.slide).name == "patient_000_node_0.tif"
     assert first.patient == "camelyon17_patient_000"
-    assert first.extra == {"dataset": "camelyon17", "center": "0"}
+    assert first.extra == {"dataset": "camelyon17", "centre": "0"} and first.centre == "0"
     assert all((r.label == 0) == (r.lesion_class == "negative") for r in rows)
 
 

@@ -49,6 +49,7 @@ def test_reads_rows_resolves_paths_and_keeps_extras(tmp_path: Path) -> None:
     assert c.slide == "/abs/c.tif" and c.lesion_class is None and c.patient is None
     assert d.slide == "synth:seed=3" and d.label == 1 and d.lesion_class == "itc"
     assert a.extra == {"center": "0"} and d.extra == {"center": ""}
+    assert a.centre == "0" and d.centre is None  # the older spelling of the column is read too
     assert [r.slide for r in manifest.split("test")] == ["/abs/c.tif", "synth:seed=3"]
     assert manifest.split("train") == [a]
     with pytest.raises(MagnetError, match="unknown split 'val'"):

@@ -167,3 +167,19 @@ def test_predictions_csv_and_metrics_json(tmp_path: Path) -> None:
     write_metrics_json({"x": float("nan")}, tmp_path / "nan.json")  # strict JSON: "no number" is null
     assert (tmp_path / "nan.json").read_text() == '{\n  "x": null\n}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "nan.json", "predictions.csv"]
+
+
+def test_table1_by_group_scores_each_group_alone() -> None:
+    from magnet.metrics.auroc import format_by_group, table1_by_group
+
+    groups = ["a", "a", "a", "b", "b", "b", None]
+    labels = [0, 1, 1, 0, 0, 1, 1]
+    scores = [0.2, 0.9, 0.1, 0.5, 0.7, 0.6, 0.0]
+    classes = ["negative", "macro", "micro", "negative", "negative", "macro", "macro"]
+    by = table1_by_group(groups, labels, scores, classes, n_bootstrap=0)
+    assert set(by) == {"a", "b"}  # the slide of no group is left out
+    a = by["a"]
+    assert a["all"]["auroc"] == 0.5 and a["macro"]["auroc"] == 1.0 and a["micro"]["auroc"] == 0.0
+    assert by["b"]["all"]["auroc"] == 0.5 and by["b"]["micro"]["auroc"] is None and by["b"]["n_slides"] == 3
+    text = format_by_group(by)
+    assert text.splitlines()[1].startswith("centre b (3 slides): Macro 0.500") and "Micro –" in text

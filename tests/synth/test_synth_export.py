@@ -31,3 +31,16 @@ def test_export_round_trip(tmp_path: Path) -> None:
             # JPEG at quality 90 with 2x2 chroma subsampling: small mean error, same picture.
             assert np.abs(got - want).mean() < 4.0, level
             assert np.abs(got.mean((0, 1)) - want.mean((0, 1))).max() < 1.5, level
+
+
+def test_export_renders_the_centre(tmp_path: Path) -> None:
+    uri = URI + ",centre=dark"
+    assert main(["synth", "export", uri, str(tmp_path / "dark.tif")]) == 0
+    dark, plain = VirtualSlide(uri), VirtualSlide(URI)
+    level = dark.level_count - 1
+    size = dark.level_dimensions[level]
+    with open_slide(tmp_path / "dark.tif") as exported:
+        got = exported.read_region((0, 0), level, size).astype(float)
+    want = dark.read_region((0, 0), level, size).astype(float)
+    other = plain.read_region((0, 0), level, size).astype(float)
+    assert np.abs(got - want).mean() < 4.0 < np.abs(got - other).mean()
