@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -37,26 +38,10 @@ from magnet.models.registry import build_model
 from magnet.slides.reader import RegionReader
 from magnet.slides.registry import open_slide
 
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_model import TimedSource  # noqa: E402
+
 WAYS = ("plain", "no aux", "prepared", "prepared bf16")
-
-
-class TimedReader:
-    """A RegionSource that adds the seconds spent in ``read`` to ``seconds``."""
-
-    def __init__(self, reader: RegionReader) -> None:
-        self.reader = reader
-        self.seconds = 0.0
-
-    @property
-    def slide_size(self) -> tuple[int, int]:
-        return self.reader.slide_size
-
-    def read(self, rois: torch.Tensor, size: int) -> torch.Tensor:
-        start = time.perf_counter()
-        try:
-            return self.reader.read(rois, size)
-        finally:
-            self.seconds += time.perf_counter() - start
 
 
 def one_slide(model: MagNet, tiff: Path, auxiliary: bool, reader_threads: int) -> dict[str, float]:
@@ -64,13 +49,13 @@ def one_slide(model: MagNet, tiff: Path, auxiliary: bool, reader_threads: int) -
     slide = open_slide(str(tiff))
     reader = RegionReader(slide, threads=reader_threads)
     opened = time.perf_counter()
-    timed = TimedReader(reader)
+    clock = [0.0]
     with torch.no_grad():
-        model([timed], auxiliary=auxiliary)
+        model([TimedSource(reader, clock)], auxiliary=auxiliary)
     done = time.perf_counter()
     reader.close()
     slide.close()
-    return {"open": opened - start, "reads": timed.seconds, "model": done - opened - timed.seconds,
+    return {"open": opened - start, "reads": clock[0], "model": done - opened - clock[0],
             "total": done - start, "decoded": float(reader.pixels_decoded)}
 
 

@@ -59,7 +59,9 @@ def fold_batch_norms(network: nn.Module) -> nn.Module:
         graph = _ConvLeafTracer().trace(network)
     except Exception:  # data-dependent control flow: leave it unfused
         return network
-    folded = fx.GraphModule(copy.deepcopy(network), graph)
+    # The graph module holds new parent modules around ``network``'s own leaves; a folded convolution is a
+    # new module (``fuse_conv_bn_eval`` copies it), so ``network`` is never changed and needs no copy.
+    folded = fx.GraphModule(network, graph)
     modules = dict(folded.named_modules())
     for node in list(folded.graph.nodes):
         if node.op != "call_module" or not isinstance(modules[node.target], nn.BatchNorm2d):

@@ -41,6 +41,7 @@ __all__ = [
     "ReinhardSource",
     "ReinhardTarget",
     "jitter_images",
+    "jpeg_roundtrip",
     "lab_stats",
 ]
 
@@ -116,16 +117,18 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return flat.reshape(n, c, h, w)
 
 
+def jpeg_roundtrip(pixels: np.ndarray, quality: int) -> np.ndarray:
+    """uint8 RGB ``(H, W, 3)`` compressed as JPEG at ``quality`` and decoded again, as a scanner stores it."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=int(quality))
+    buffer.seek(0)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
 def _jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
-    out = torch.empty_like(x)
     pixels = (x * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    for i, image in enumerate(pixels):
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="JPEG", quality=int(quality))
-        buffer.seek(0)
-        decoded = np.asarray(Image.open(buffer).convert("RGB"))
-        out[i] = torch.from_numpy(decoded.copy()).permute(2, 0, 1).float() / 255.0
-    return out
+    decoded = np.stack([jpeg_roundtrip(image, quality) for image in pixels])
+    return torch.from_numpy(decoded).permute(0, 3, 1, 2).float() / 255.0
 
 
 class _Wrapped:
@@ -162,6 +165,8 @@ _RGB_TO_LMS = torch.tensor(
 _LMS_TO_LAB = torch.diag(torch.tensor([3**-0.5, 6**-0.5, 2**-0.5], dtype=torch.float64)) @ torch.tensor(
     [[1.0, 1.0, 1.0], [1.0, 1.0, -2.0], [1.0, -1.0, 0.0]], dtype=torch.float64
 )
+_LAB_TO_LMS = torch.linalg.inv(_LMS_TO_LAB)
+_LMS_TO_RGB = torch.linalg.inv(_RGB_TO_LMS)
 _EPS = 1.0 / 255.0  # keeps log finite for a zero channel
 
 
@@ -171,8 +176,8 @@ def _to_lab(x: torch.Tensor) -> torch.Tensor:
 
 
 def _from_lab(lab: torch.Tensor) -> torch.Tensor:
-    lms = 10 ** torch.einsum("nchw,dc->ndhw", lab, torch.linalg.inv(_LMS_TO_LAB))
-    return torch.einsum("nchw,dc->ndhw", lms, torch.linalg.inv(_RGB_TO_LMS)).float()
+    lms = 10 ** torch.einsum("nchw,dc->ndhw", lab, _LAB_TO_LMS)
+    return torch.einsum("nchw,dc->ndhw", lms, _LMS_TO_RGB).float()
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,11 @@ Camelyon17's five centres (Bandi et al. 2019, IEEE TMI 38(2), Fig. 2), and model
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
 
+from magnet.slides.colour import jpeg_roundtrip
 from magnet.synth.stain import E_OD, H_OD
 
 
@@ -122,17 +122,8 @@ def apply_centre(
         out = out + np.random.default_rng(key).normal(0.0, centre.noise / downsample, out.shape)
     pixels = np.clip(np.rint(out), 0, 255).astype(np.uint8)
     if centre.jpeg_quality is not None:
-        pixels = _jpeg(pixels, centre.jpeg_quality)
+        pixels = jpeg_roundtrip(pixels, centre.jpeg_quality)
     return pixels
-
-
-def _jpeg(pixels: np.ndarray, quality: int) -> np.ndarray:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
-    buffer.seek(0)
-    return np.asarray(Image.open(buffer).convert("RGB"))
 
 
 CENTRES: dict[str, Centre] = {
