@@ -53,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="slides opened and read ahead while the model computes; 0: none (default 2)")
     p.add_argument("--in-flight", type=arg_type(int, AtLeast(1)), default=1,
                    help="batches predicted at once, each on its own thread, so that one's reads overlap "
-                        "another's compute (default 1)")
+                        "another's compute; they share the recipe's reader threads (default 1; 2 on a CPU: "
+                        "×1.4 slides/s for a small model on 2 cores)")
     p.add_argument("--devices", type=arg_type(int, AtLeast(1)), default=None,
                    help="with --out: processes on this machine, one per device of --device's type, "
                         "sharing the slides (default: as torchrun or srun started them, else 1)")

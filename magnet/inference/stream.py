@@ -12,7 +12,10 @@ slide's opening and root views; the reads of the deeper layers wait for the laye
 batch in flight the model idles while they decode. With two, one batch's reads overlap the other's compute
 (slide decoding and torch both release the GIL). The model is in evaluation mode and computes without
 state, so concurrent forward passes give the predictions one at a time would; predictions still come out
-in the order of their batches. Measured in docs/BENCHMARKS.md ("Two slides in flight, 200 slides").
+in the order of their batches. The slides in flight share the reader threads (``reader_threads //
+in_flight`` each, at least one): the slides are then the parallelism, and more threads than cores only fight
+for the GIL (2 in flight on 2 cores: 21–23 slides/s with one reader thread each, 18–19 with two). Measured
+in docs/BENCHMARKS.md ("Two slides in flight, 200 slides").
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import torch
 
 from magnet.inference.prefetch import Loaded, SlideFeeder
-from magnet.inference.runner import SlidePrediction, predict_sources
+from magnet.inference.runner import SlidePrediction, evaluation_mode, predict_sources
 from magnet.models.magnet import MagNet
 
 __all__ = ["stream_predictions"]
@@ -37,17 +40,24 @@ def stream_predictions(model: MagNet, slides: Sequence[str], *, grey_filter: boo
     """Yield one ``SlidePrediction`` per slide of ``slides`` (see the module doc for the order).
 
     ``workers`` threads open slides ``ahead`` slides in advance (``ahead=0``: no overlap of reads and
-    compute); ``in_flight`` batches are predicted at once. Closing the generator early (an interruption)
-    waits for the batches in flight and closes every slide it opened.
+    compute); ``in_flight`` batches are predicted at once, sharing ``reader_threads`` (each slide's
+    reads). Closing the generator early (an interruption) waits for the batches in flight and closes every
+    slide it opened.
     """
     if batch_size < 1 or in_flight < 1:
         raise ValueError(f"batch_size and in_flight must be >= 1, got {batch_size} and {in_flight}")
     feeder = SlideFeeder(slides, root_sizes=model.root_view_sizes(), grey_filter=grey_filter,
-                         reader_threads=reader_threads, workers=workers, ahead=ahead, stain_norm=stain_norm)
+                         reader_threads=max(1, reader_threads // in_flight), workers=workers, ahead=ahead,
+                         stain_norm=stain_norm)
+    # Eval mode once for all threads: a thread switching modes would switch them for the others too.
+    with evaluation_mode(model):
+        yield from _stream(model, feeder, batch_size, in_flight, device)
+
+
+def _stream(model: MagNet, feeder: SlideFeeder, batch_size: int, in_flight: int,
+            device: torch.device | str) -> Iterator[SlidePrediction]:
     batch: list[Loaded] = []
     pending: deque[Future[list[SlidePrediction]]] = deque()
-    was_training = model.training
-    model.eval()  # once for all threads: a thread switching modes would switch them for the others too
     try:
         with feeder, ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="magnet-model") as pool:
             for loaded in feeder:
@@ -72,7 +82,6 @@ def stream_predictions(model: MagNet, slides: Sequence[str], *, grey_filter: boo
         for loaded in batch:
             if loaded.source is not None:
                 loaded.source.close()
-        model.train(was_training)
 
 
 def _run(model: MagNet, batch: list[Loaded], device: torch.device | str) -> list[SlidePrediction]:

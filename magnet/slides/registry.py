@@ -10,7 +10,8 @@ the most pyramid levels (OpenSlide sees only the base level of an OME-TIFF SubIF
 all of them). Every failure is a ``SlideError`` naming the file and the reason; when no backend opens the
 file, the reasons of the backends that recognised its format are reported (a backend raises
 ``NotThisFormat`` for a file that is not its format at all; those refusals are listed only when no backend
-recognised the file).
+recognised the file). A backend that declares a cheap bound on the levels it would see is not opened when
+one before it already sees as many (it would lose the tie anyway).
 
 Each file backend declares the file name extensions of its formats (``register_file_backend(...,
 extensions=...)``); ``slide_extensions()`` is their union, which ``magnet.slides.discovery`` uses to find
@@ -35,7 +36,7 @@ from magnet.slides.base import NotThisFormat, Slide
 from magnet.slides.memory import IMAGE_EXTENSIONS, open_image_file
 from magnet.slides.noise import native_stderr_captured
 from magnet.slides.openslide_backend import OPENSLIDE_EXTENSIONS, open_openslide
-from magnet.slides.tiff_backend import TIFF_EXTENSIONS, open_tiffslide
+from magnet.slides.tiff_backend import TIFF_EXTENSIONS, open_tiffslide, tiffslide_level_bound
 
 SchemeOpener = Callable[[str], Slide]
 FileOpener = Callable[[str], Slide]
@@ -64,6 +65,13 @@ _EXTENSIONS: dict[str, tuple[str, ...]] = {
     "tiffslide": TIFF_EXTENSIONS,
     "image": IMAGE_EXTENSIONS,
 }
+# Backend name -> a cheap upper bound on the levels it would see in a file (without opening it). A backend
+# whose bound is no more than the levels of one already opened cannot win, so it is not opened: tiffslide's
+# set-up cost ten times OpenSlide's on every generic TIFF of a cohort, for nothing.
+_LEVEL_BOUNDS: dict[str, Callable[[str], int]] = {
+    "tiffslide": tiffslide_level_bound,
+    "image": lambda path: 1,  # a plain image is one level
+}
 # Two or more characters before the colon: "C:\..." is a drive letter, not a scheme.
 _URI = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+):(.*)$")
 
@@ -79,13 +87,19 @@ def register_scheme(scheme: str, opener: SchemeOpener, canonical: Canonical | No
         _CANONICAL[scheme.lower()] = canonical
 
 
-def register_file_backend(name: str, opener: FileOpener, extensions: tuple[str, ...] = ()) -> None:
+def register_file_backend(name: str, opener: FileOpener, extensions: tuple[str, ...] = (),
+                          level_bound: Callable[[str], int] | None = None) -> None:
     """Add a file backend; ``opener(path)`` returns a Slide or raises (any exception means "not mine").
 
     ``extensions`` (``".xyz"``): the file names its formats use, so that folders are searched for them.
+    ``level_bound(path)``: optional, a cheap upper bound on the levels ``opener`` would see, so that the
+    backend is not opened where one before it already sees as many.
     """
     _FILE_BACKENDS[:] = [(n, o) for n, o in _FILE_BACKENDS if n != name] + [(name, opener)]
     _EXTENSIONS[name] = tuple(e.lower() for e in extensions)
+    _LEVEL_BOUNDS.pop(name, None)
+    if level_bound is not None:
+        _LEVEL_BOUNDS[name] = level_bound
 
 
 def slide_extensions() -> tuple[str, ...]:
@@ -161,6 +175,9 @@ def _open_slide(text: str) -> Slide:
     failures: list[str] = []  # "my format, but I cannot read it"
     opened: list[Slide] = []
     for name, opener in _FILE_BACKENDS:
+        bound = _LEVEL_BOUNDS.get(name)
+        if opened and bound is not None and bound(text) <= max(s.level_count for s in opened):
+            continue  # it cannot see more levels than a backend that opened the file: it would lose the tie
         try:
             opened.append(opener(text))
         except NotThisFormat as exc:

@@ -104,6 +104,24 @@ def test_batches_in_flight_at_once_give_the_predictions_of_one_at_a_time(model: 
     assert together == alone  # in the order of the slides, bitwise
 
 
+@pytest.mark.parametrize(("reader_threads", "in_flight", "per_slide"),
+                         [(2, 1, 2), (2, 2, 1), (4, 2, 2), (1, 3, 1)])
+def test_the_batches_in_flight_share_the_reader_threads(model: MagNet, monkeypatch, reader_threads: int,
+                                                       in_flight: int, per_slide: int) -> None:
+    import magnet.inference.stream as stream_module
+
+    seen: list[int] = []
+
+    class Spy(SlideFeeder):
+        def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            seen.append(kwargs["reader_threads"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(stream_module, "SlideFeeder", Spy)
+    preds = list(stream_predictions(model, URIS[:2], reader_threads=reader_threads, in_flight=in_flight))
+    assert seen == [per_slide] and len(preds) == 2 and not any(p.error for p in preds)
+
+
 def test_closing_the_stream_early_closes_the_slides_of_the_batches_in_flight(model: MagNet) -> None:
     _Counted.open_now = 0
     stream = stream_predictions(model, [f"counted:{i}" for i in range(8)], batch_size=1, in_flight=3)

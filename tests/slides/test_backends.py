@@ -1,7 +1,8 @@
 """OpenSlide and tiffslide backends on tiny pyramidal TIFFs written by the tests (conftest ``tiny_tiff``).
 
-Covers: backend choice by level count, level sizes and downsamples, mpp, exact pixels on lossless files,
-outside/negative reads black, RGBA/grey/16-bit/float conversion, concurrent reads equal serial reads.
+Covers: backend choice by level count (a backend that cannot see more levels is not opened), level
+sizes and downsamples, mpp, exact pixels on lossless files, outside/negative reads black, RGBA/grey/16-bit/
+float conversion, concurrent reads equal serial reads.
 """
 
 from __future__ import annotations
@@ -38,6 +39,32 @@ def test_subifd_pyramid_goes_to_tiffslide(tiny_tiff) -> None:
         assert slide.backend == "tiffslide"
         assert slide.level_dimensions == ((128, 96), (64, 48), (32, 24))
         assert slide.mpp is None
+
+
+def test_a_backend_that_cannot_see_more_levels_is_not_opened(tiny_tiff, tmp_path: Path, monkeypatch) -> None:
+    from magnet.slides import registry
+    from magnet.slides.tiff_backend import tiffslide_level_bound
+
+    pages, _ = tiny_tiff(name="pages.tif")
+    subifds, _ = tiny_tiff(name="subifds.tif", layout="subifds", compression="jpeg")
+    assert tiffslide_level_bound(str(pages)) == 3 and tiffslide_level_bound(str(subifds)) == 3
+    not_tiff = tmp_path / "not.tif"
+    not_tiff.write_bytes(b"plain text, not a TIFF")
+    assert tiffslide_level_bound(str(not_tiff)) > 1000  # unknown: the opener must decide and say why
+    calls: list[str] = []
+
+    def counted(name: str, opener):  # type: ignore[no-untyped-def]
+        def open_counted(path: str):  # type: ignore[no-untyped-def]
+            calls.append(name)
+            return opener(path)
+        return open_counted
+
+    monkeypatch.setattr(registry, "_FILE_BACKENDS", [(n, counted(n, o)) for n, o in registry._FILE_BACKENDS])
+    with open_slide(pages) as slide:  # OpenSlide sees all 3 levels: tiffslide could only tie
+        assert slide.backend == "openslide" and calls == ["openslide"]
+    calls.clear()
+    with open_slide(subifds) as slide:  # OpenSlide sees 1 of 3: tiffslide is opened and wins
+        assert slide.backend == "tiffslide" and calls == ["openslide", "tiffslide"]
 
 
 @pytest.mark.parametrize("backend", sorted(BACKENDS))

@@ -16,6 +16,7 @@ from magnet.errors import SlideError
 from magnet.geometry import compose, dihedral_matrix, roi_matrix
 from magnet.slides.base import Slide
 from magnet.slides.memory import MemorySlide
+from magnet.slides.pixels import to_rgb_uint8
 from magnet.slides.reader import DIHEDRAL_FLAT, RegionReader, apply_dihedral
 from magnet.slides.tiff_writer import write_pyramidal_tiff
 
@@ -379,3 +380,16 @@ def test_fast_grey_filter_equals_the_reference() -> None:
 def test_apply_dihedral_rejects_other_matrices() -> None:
     with pytest.raises(ValueError, match="not one of the 8"):
         apply_dihedral(np.zeros((4, 4, 3)), (1, 1, 0, 1))
+
+
+def test_opaque_rgba_is_its_rgb_and_partly_transparent_rgba_is_composited() -> None:
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (40, 50, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    opaque = to_rgb_uint8(rgba)
+    assert opaque.flags.c_contiguous and np.array_equal(opaque, rgba[..., :3])
+    rgba[5, 7, 3] = 128  # one pixel half transparent: the whole image goes through the composite
+    rgba[0, 0, 3] = 0
+    mixed = to_rgb_uint8(rgba)
+    expected = (rgba[..., :3].astype(np.uint16) * rgba[..., 3:] + 127) // 255
+    assert np.array_equal(mixed, expected) and not mixed[0, 0].any()
