@@ -348,3 +348,17 @@ def test_predict_of_a_corrupt_checkpoint_gives_null_with_the_reason(
     (result,) = _strict_loads(captured.out)
     assert result["probability"] is None and "non-finite probability (nan)" in result["error"]
     assert "non-finite probability" in captured.err
+
+
+def test_cli_choices_are_the_library_s_own_lists() -> None:
+    """The command line spells its choices out (so that ``magnet --help`` need not import torch); they must
+    stay the lists the library accepts."""
+    from magnet.cli import build_parser
+    from magnet.inference.fast_model import PRECISIONS
+    from magnet.slides.colour import STAIN_NORMS
+
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    choices = {(name, a.dest): tuple(a.choices) for name in ("predict", "evaluate")
+               for a in commands[name]._actions if a.choices is not None}
+    assert choices[("predict", "precision")] == PRECISIONS
+    assert choices[("predict", "stain_norm")] == STAIN_NORMS == choices[("evaluate", "stain_norm")]

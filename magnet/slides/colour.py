@@ -28,7 +28,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -36,6 +36,8 @@ from PIL import Image
 
 __all__ = [
     "HED_FROM_RGB_OD",
+    "STAIN_NORMS",
+    "StainNorm",
     "ColourJitter",
     "JitteredSource",
     "ReinhardSource",
@@ -43,6 +45,8 @@ __all__ = [
     "jitter_images",
     "jpeg_roundtrip",
     "lab_stats",
+    "od_to_rgb",
+    "rgb_to_od",
 ]
 
 # Ruifrok & Johnston (2001): unit OD vectors of haematoxylin, eosin and DAB (rows).
@@ -71,12 +75,23 @@ class ColourJitter:
         return self == ColourJitter()
 
 
+def rgb_to_od(rgb: np.ndarray) -> np.ndarray:
+    """Optical density of 0–255 RGB: ``-ln((I + 1) / 256)``, 0 for white, ~5.5 for black (the +1 keeps
+    black finite). ``_od`` is the same transform on float images in [0, 1]."""
+    return -np.log((np.asarray(rgb, dtype=np.float64) + 1.0) / 256.0)
+
+
+def od_to_rgb(od: np.ndarray) -> np.ndarray:
+    """Inverse of ``rgb_to_od`` (float, not clipped)."""
+    return 256.0 * np.exp(-od) - 1.0
+
+
 def _od(x: torch.Tensor) -> torch.Tensor:
-    return -torch.log((x.double() * 255.0 + 1.0) / 256.0)
+    return -torch.log((x.double() * 255.0 + 1.0) / 256.0)  # rgb_to_od of x * 255
 
 
 def _from_od(od: torch.Tensor) -> torch.Tensor:
-    return ((256.0 * torch.exp(-od) - 1.0) / 255.0).float()
+    return ((256.0 * torch.exp(-od) - 1.0) / 255.0).float()  # od_to_rgb / 255
 
 
 def jitter_images(images: torch.Tensor, jitter: ColourJitter) -> torch.Tensor:
@@ -238,10 +253,15 @@ class ReinhardSource(_Wrapped):
 REINHARD_TARGET = ReinhardTarget((-0.352, -0.0202, 0.0157), (0.056, 0.0061, 0.0045))
 
 
+#: The ``stain_norm`` settings (recipe key, ``--stain-norm``): "none", or "reinhard" (Reinhard et al. 2001).
+StainNorm = Literal["none", "reinhard"]
+STAIN_NORMS: tuple[str, ...] = get_args(StainNorm)
+
+
 def normaliser(name: str) -> Callable[[Any], Any] | None:
     """The source wrapper of a ``stain_norm`` setting: None for ``"none"``."""
     if name == "none":
         return None
     if name == "reinhard":
         return lambda source: ReinhardSource(source, REINHARD_TARGET)
-    raise ValueError(f"unknown stain normalisation {name!r} (known: none, reinhard)")
+    raise ValueError(f"unknown stain normalisation {name!r} (known: {', '.join(STAIN_NORMS)})")

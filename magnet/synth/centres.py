@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from magnet.slides.colour import jpeg_roundtrip
+from magnet.slides.colour import jpeg_roundtrip, od_to_rgb, rgb_to_od
 from magnet.synth.stain import E_OD, H_OD
 
 
@@ -47,16 +47,6 @@ def stain_matrix(h_od: np.ndarray, e_od: np.ndarray) -> np.ndarray:
 
 
 REFERENCE_MATRIX = stain_matrix(H_OD, E_OD)
-
-
-def rgb_to_od(rgb: np.ndarray) -> np.ndarray:
-    """Optical density of uint8-range RGB: ``-ln((I + 1) / 256)``, 0 for white, ~5.5 for black."""
-    return -np.log((np.asarray(rgb, dtype=np.float64) + 1.0) / 256.0)
-
-
-def od_to_rgb(od: np.ndarray) -> np.ndarray:
-    """Inverse of ``rgb_to_od`` (float, not clipped)."""
-    return 256.0 * np.exp(-od) - 1.0
 
 
 @dataclass(frozen=True)

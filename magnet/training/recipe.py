@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated
 
 from magnet.domains import (
     FRACTION,
@@ -26,6 +26,7 @@ from magnet.domains import (
 )
 from magnet.errors import ConfigError
 from magnet.models.model_config import MagNetConfig
+from magnet.slides.colour import StainNorm
 from magnet.training.losses import LossWeights
 
 
@@ -76,7 +77,7 @@ class DataConfig:
     colour: ColourAugmentConfig = field(default_factory=ColourAugmentConfig)
     # [choice, docs/method.md §10] stain normalisation of every read, in training and at inference:
     # "reinhard" moves each slide's colour statistics to a fixed target (Reinhard et al. 2001); "none": off
-    stain_norm: Literal["none", "reinhard"] = "none"
+    stain_norm: StainNorm = "none"
 
     def __post_init__(self) -> None:
         check_domains(self)

@@ -12,8 +12,9 @@ from PIL import Image
 from magnet.cli import main
 from magnet.data.manifest import read_manifest
 from magnet.errors import ConfigError, SlideError
+from magnet.slides.colour import od_to_rgb, rgb_to_od
 from magnet.synth import VirtualSlide, parse_uri
-from magnet.synth.centres import CENTRES, REFERENCE_MATRIX, Centre, apply_centre, od_to_rgb, rgb_to_od
+from magnet.synth.centres import CENTRES, REFERENCE_MATRIX, Centre, apply_centre
 from magnet.synth.dataset import make_dataset, write_dataset
 from magnet.synth.stain import E_OD, H_OD
 
