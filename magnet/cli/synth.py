@@ -93,6 +93,12 @@ def register(subparsers: Any) -> None:
         default=90,
         help="JPEG quality 1..100 (default 90)",
     )
+    export.add_argument(
+        "--workers",
+        type=arg_type(int, AtLeast(1)),
+        default=1,
+        help="processes rendering the tiles (default 1); the file is the same with any number",
+    )
     export.set_defaults(func=run_export)
 
 
@@ -127,6 +133,7 @@ def run_export(args: argparse.Namespace) -> int:
     from magnet.synth.slide import VirtualSlide
 
     slide = VirtualSlide(args.uri)
-    write_pyramidal_tiff(slide, args.out, tile_size=args.tile_size, quality=args.quality)
+    write_pyramidal_tiff(slide, args.out, tile_size=args.tile_size, quality=args.quality,
+                         workers=args.workers)
     print(f"wrote {args.out} ({slide.path}, levels {slide.level_dimensions})")
     return 0

@@ -12,7 +12,11 @@ Layout (what OpenSlide's generic-tiff reader expects, https://openslide.org/form
 
 The writer streams: each level is produced tile by tile with ``slide.read_region`` at that level and handed
 to tifffile as an iterator, so no whole level is ever held in memory (the benchmark writes a
-40,000 x 40,000 slide this way). The file appears atomically: it is written to a temporary file in the target
+40,000 x 40,000 slide this way). With ``workers > 1`` the tiles are read in that many processes, each
+opening the slide again from its path (``open_slide``), a row of tiles per job and at most two jobs per
+process ahead of the writer, so the file is the same, only sooner: rendering a virtual slide is nearly all
+of an export's time (a 100,000² slide is minutes of one core), and it is pure CPU work that threads would
+serialise on the GIL. The file appears atomically: it is written to a temporary file in the target
 folder and renamed over the target only when complete (``magnet.atomic``); on any error, Ctrl-C included,
 the temporary file is removed (the command line turns a SIGTERM into the same interruption).
 """
@@ -20,7 +24,12 @@ the temporary file is removed (the command line turns a SIGTERM into the same in
 from __future__ import annotations
 
 import math
+import multiprocessing
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -36,22 +45,59 @@ from magnet.slides.base import Slide
 _BIGTIFF_ABOVE_BYTES = 2**31
 
 
-def _tiles(slide: Slide, level: int, tile_size: int) -> Iterator[np.ndarray]:
-    """Tiles of one level in row-major order, each ``(tile_size, tile_size, 3)`` (edges padded black)."""
-    width, height = slide.level_dimensions[level]
+def _tile_row(slide: Slide, level: int, tile_size: int, ty: int) -> list[np.ndarray]:
+    """The tiles of one row of a level (top edge ``ty``), each ``(tile_size, tile_size, 3)``, edges black."""
+    width = slide.level_dimensions[level][0]
     down = slide.level_downsamples[level]
-    for ty in range(0, height, tile_size):
-        for tx in range(0, width, tile_size):
-            # ``location`` is in level-0 pixels. ceil keeps floor(location / down) == tx for backends that
-            # floor (memory), and is exact when the downsample is an integer (the usual case).
-            location = (math.ceil(tx * down - 1e-9), math.ceil(ty * down - 1e-9))
-            tile = slide.read_region(location, level, (tile_size, tile_size))
-            if tile.shape != (tile_size, tile_size, 3) or tile.dtype != np.uint8:
-                raise MagnetError(
-                    f"{slide.path}: read_region returned {tile.shape} {tile.dtype}, "
-                    f"expected ({tile_size}, {tile_size}, 3) uint8"
-                )
-            yield tile
+    row = []
+    for tx in range(0, width, tile_size):
+        # ``location`` is in level-0 pixels. ceil keeps floor(location / down) == tx for backends that
+        # floor (memory), and is exact when the downsample is an integer (the usual case).
+        location = (math.ceil(tx * down - 1e-9), math.ceil(ty * down - 1e-9))
+        tile = slide.read_region(location, level, (tile_size, tile_size))
+        if tile.shape != (tile_size, tile_size, 3) or tile.dtype != np.uint8:
+            raise MagnetError(
+                f"{slide.path}: read_region returned {tile.shape} {tile.dtype}, "
+                f"expected ({tile_size}, {tile_size}, 3) uint8"
+            )
+        row.append(tile)
+    return row
+
+
+def _tiles(slide: Slide, level: int, tile_size: int) -> Iterator[np.ndarray]:
+    """Tiles of one level in row-major order."""
+    for ty in range(0, slide.level_dimensions[level][1], tile_size):
+        yield from _tile_row(slide, level, tile_size, ty)
+
+
+_worker_slides: dict[str, Slide] = {}  # in a worker process: the slide it opened, by path
+
+
+def _tile_row_in_worker(path: str, level: int, tile_size: int, ty: int) -> list[np.ndarray]:
+    if path not in _worker_slides:
+        from magnet.slides.registry import open_slide
+
+        _worker_slides[path] = open_slide(path)
+    return _tile_row(_worker_slides[path], level, tile_size, ty)
+
+
+def _tiles_in_processes(pool: ProcessPoolExecutor, workers: int, slide: Slide, level: int,
+                        tile_size: int) -> Iterator[np.ndarray]:
+    """``_tiles``, the rows read by ``pool``'s processes, in order, at most ``2 * workers`` rows ahead."""
+    rows = iter(range(0, slide.level_dimensions[level][1], tile_size))
+    pending: deque[Future[list[np.ndarray]]] = deque()
+    try:
+        for ty in rows:
+            pending.append(pool.submit(_tile_row_in_worker, slide.path, level, tile_size, ty))
+            if len(pending) >= 2 * workers:
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()
+    except BrokenProcessPool:  # killed (out of memory?) or unable to start: nothing is written
+        raise MagnetError(f"{slide.path}: a process rendering tiles died; try fewer workers") from None
+    finally:
+        for future in pending:
+            future.cancel()
 
 
 def _check_levels(slide: Slide, levels: Sequence[int] | None) -> list[int]:
@@ -72,6 +118,7 @@ def write_pyramidal_tiff(
     tile_size: int = 256,
     quality: int = 90,
     levels: Sequence[int] | None = None,
+    workers: int = 1,
 ) -> None:
     """Write ``slide`` to ``path`` as a JPEG-tiled pyramidal TIFF (OpenSlide "generic tiled TIFF").
 
@@ -82,16 +129,26 @@ def write_pyramidal_tiff(
         quality: JPEG quality 1..100.
         levels: indices of the slide's levels to write, strictly increasing (default: all). The first one
             becomes the file's base level; its mpp is the slide's mpp times that level's downsample.
+        workers: processes reading the tiles (default 1: this one). Above 1 the slide must be one that
+            ``open_slide(slide.path)`` opens again (a file or a URI such as ``synth:``); the file written is
+            the same.
     """
     if tile_size <= 0 or tile_size % 16:
         raise MagnetError(f"{path}: tile_size must be a positive multiple of 16, got {tile_size}")
     if not 1 <= quality <= 100:
         raise MagnetError(f"{path}: JPEG quality must be in 1..100, got {quality}")
+    if workers < 1:
+        raise MagnetError(f"{path}: workers must be >= 1, got {workers}")
     chosen = _check_levels(slide, levels)
+    if workers > 1:
+        _check_reopens(slide)
     target = output_file(path)
 
     raw_bytes = sum(w * h * 3 for w, h in (slide.level_dimensions[v] for v in chosen))
-    with atomic_path(target) as tmp_name:
+    # Spawned, not forked: the caller may hold threads (torch, readers) that a fork would copy mid-lock.
+    pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            if workers > 1 else None)
+    with atomic_path(target) as tmp_name, _shut_down_on_exit(pool):
         with tifffile.TiffWriter(tmp_name, bigtiff=raw_bytes > _BIGTIFF_ABOVE_BYTES) as writer:
             for page, level in enumerate(chosen):
                 width, height = slide.level_dimensions[level]
@@ -101,8 +158,10 @@ def write_pyramidal_tiff(
                     scale = slide.level_downsamples[level]
                     extra["resolution"] = (1e4 / (slide.mpp[0] * scale), 1e4 / (slide.mpp[1] * scale))
                     extra["resolutionunit"] = "CENTIMETER"
+                tiles = (_tiles(slide, level, tile_size) if pool is None
+                         else _tiles_in_processes(pool, workers, slide, level, tile_size))
                 writer.write(
-                    _tiles(slide, level, tile_size),
+                    tiles,
                     shape=(height, width, 3),
                     dtype=np.uint8,
                     tile=(tile_size, tile_size),
@@ -113,3 +172,28 @@ def write_pyramidal_tiff(
                     metadata=None,  # no tifffile JSON description: readers must see a plain TIFF
                     **extra,  # type: ignore[arg-type]
                 )
+
+
+def _check_reopens(slide: Slide) -> None:
+    """Refuse, before anything is written, a slide the worker processes could not open from its path."""
+    from magnet.slides.registry import open_slide
+
+    try:
+        again = open_slide(slide.path)
+    except MagnetError as exc:
+        raise MagnetError(
+            f"{slide.path}: workers > 1 need a slide that opens again from its path ({exc})"
+        ) from None
+    with again:
+        if again.level_dimensions != slide.level_dimensions:
+            raise MagnetError(f"{slide.path}: workers > 1 need a slide that opens again from its path (it "
+                              f"opens with levels {again.level_dimensions}, not {slide.level_dimensions})")
+
+
+@contextmanager
+def _shut_down_on_exit(pool: ProcessPoolExecutor | None) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)

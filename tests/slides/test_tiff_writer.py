@@ -108,6 +108,8 @@ def test_failure_leaves_no_file_and_keeps_old_one(tmp_path: Path) -> None:
         ({"levels": [1, 0]}, "strictly increasing"),
         ({"levels": [0, 7]}, "out of range"),
         ({"levels": []}, "no levels"),
+        ({"workers": 0}, "workers must be >= 1"),
+        ({"workers": 2}, "need a slide that opens again from its path"),  # an in-memory slide has none
     ],
 )
 def test_bad_arguments(tmp_path: Path, kwargs: dict, message: str) -> None:
@@ -115,3 +117,14 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict, message: str) -> None:
     with pytest.raises(MagnetError, match=message):
         write_pyramidal_tiff(slide, tmp_path / "bad.tif", **kwargs)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tiles_rendered_in_worker_processes_write_the_same_file(tmp_path: Path) -> None:
+    from magnet.synth.slide import VirtualSlide
+
+    slide = VirtualSlide("synth:seed=5,size=2048x1536,lesion=negative,version=2")
+    one, two = tmp_path / "one.tif", tmp_path / "two.tif"
+    write_pyramidal_tiff(slide, one, tile_size=256)
+    write_pyramidal_tiff(slide, two, tile_size=256, workers=2)
+    assert one.read_bytes() == two.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.tif", "two.tif"]  # no temporary file left
