@@ -3,7 +3,8 @@
 - ``magnet synth dataset --n 400 --seed 0 --out DIR [--size WxH] [--texture procedural|camelyon16]
   [--version 1|2]``
   writes ``DIR/manifest.csv`` and ``DIR/lesions.json`` (no pixels);
-- ``magnet synth export URI OUT.tif`` writes a virtual slide as a JPEG-tiled pyramidal TIFF.
+- ``magnet synth export URI OUT.tif [--workers N]`` writes a virtual slide as a JPEG-tiled pyramidal TIFF
+  (its tiles rendered in N processes).
 """
 
 from __future__ import annotations
