@@ -24,6 +24,10 @@ class SlideError(MagnetError):
         self.reason = reason
         super().__init__(f"{path}: {reason}")
 
+    def __reduce__(self) -> tuple[type[SlideError], tuple[str, str]]:
+        # Rebuilt from (path, reason), not from the message: a worker process's error crosses back whole.
+        return type(self), (self.path, self.reason)
+
 
 class ConfigError(MagnetError):
     """A config file or override is invalid."""

@@ -14,11 +14,12 @@ The writer streams: each level is produced tile by tile with ``slide.read_region
 to tifffile as an iterator, so no whole level is ever held in memory (the benchmark writes a
 40,000 x 40,000 slide this way). With ``workers > 1`` the tiles are read in that many processes, each
 opening the slide again from its path (``open_slide``), a row of tiles per job and at most two jobs per
-process ahead of the writer, so the file is the same, only sooner: rendering a virtual slide is nearly all
-of an export's time (a 100,000² slide is minutes of one core), and it is pure CPU work that threads would
-serialise on the GIL. The file appears atomically: it is written to a temporary file in the target
-folder and renamed over the target only when complete (``magnet.atomic``); on any error, Ctrl-C included,
-the temporary file is removed (the command line turns a SIGTERM into the same interruption).
+process ahead of the writer, so the file is the same, sooner on large slides (each worker first pays a
+start of seconds): rendering a virtual slide is nearly all of an export's time (a 100,000² slide is
+minutes of one core), and it is pure CPU work that threads would serialise on the GIL. A tile a worker
+cannot read fails the export with that worker's error. The file appears atomically: it is written to a
+temporary file in the target folder and renamed over the target only when complete (``magnet.atomic``); on
+any error, Ctrl-C included, the temporary file is removed (the command line turns a SIGTERM into the same interruption).
 """
 
 from __future__ import annotations

@@ -128,3 +128,13 @@ def test_tiles_rendered_in_worker_processes_write_the_same_file(tmp_path: Path) 
     write_pyramidal_tiff(slide, two, tile_size=256, workers=2)
     assert one.read_bytes() == two.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.tif", "two.tif"]  # no temporary file left
+
+
+def test_a_slide_error_crosses_a_process_boundary_whole() -> None:
+    import pickle
+
+    from magnet.errors import SlideError
+
+    again = pickle.loads(pickle.dumps(SlideError("a.tif", "tile 3 is truncated")))
+    assert isinstance(again, SlideError) and (again.path, again.reason) == ("a.tif", "tile 3 is truncated")
+    assert str(again) == "a.tif: tile 3 is truncated"
