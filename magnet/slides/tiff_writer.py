@@ -19,7 +19,8 @@ start of seconds): rendering a virtual slide is nearly all of an export's time (
 minutes of one core), and it is pure CPU work that threads would serialise on the GIL. A tile a worker
 cannot read fails the export with that worker's error. The file appears atomically: it is written to a
 temporary file in the target folder and renamed over the target only when complete (``magnet.atomic``); on
-any error, Ctrl-C included, the temporary file is removed (the command line turns a SIGTERM into the same interruption).
+any error, Ctrl-C included, the temporary file is removed (the command line turns a SIGTERM into the same
+interruption).
 """
 
 from __future__ import annotations
