@@ -54,7 +54,7 @@ from magnet import strict_json
 from magnet.atomic import atomic_write_text
 from magnet.errors import MagnetError
 from magnet.evaluation.cohort_parts import leftover_parts, merge_rows, part_table, rank_lock, rank_locks
-from magnet.evaluation.reports import csv_cell, write_predictions_csv
+from magnet.evaluation.reports import csv_lines, write_predictions_csv
 from magnet.outputs import lock_file, lock_folder, output_folder
 from magnet.slides.names import stable_slide_name
 from magnet.slides.registry import slide_identity
@@ -255,14 +255,10 @@ class CohortStore:
 
     def _append(self, path: Path, row: Row) -> None:
         """One row at the end of ``path`` (a new file gets the header first), flushed to disk."""
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        if not path.exists() or path.stat().st_size == 0:
-            writer.writerow(COLUMNS)
-        writer.writerow([csv_cell(row[key]) for key in COLUMNS])
+        text = csv_lines([row], COLUMNS, header=not path.exists() or path.stat().st_size == 0)
         try:
             with path.open("a", encoding="utf-8", newline="") as handle:
-                handle.write(buffer.getvalue())
+                handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
         except OSError as exc:

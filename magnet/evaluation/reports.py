@@ -67,15 +67,21 @@ def write_predictions_csv(rows: Iterable[Mapping[str, Any]], path: str | os.Path
     columns: list[str] = []
     for row in rows:
         columns += [key for key in row if key not in columns]
+    atomic_write_text(path, csv_lines(rows, columns), newline="")
+
+
+def csv_lines(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], *, header: bool = True) -> str:
+    """``rows`` as CSV text in ``columns`` (a missing key empty), after a header line when ``header``."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
+    if header:
+        writer.writerow(columns)
     for row in rows:
-        writer.writerow([csv_cell(row.get(key)) for key in columns])
-    atomic_write_text(path, buffer.getvalue(), newline="")
+        writer.writerow([_cell(row.get(key)) for key in columns])
+    return buffer.getvalue()
 
 
-def csv_cell(value: Any) -> str:
+def _cell(value: Any) -> str:
     """A value as its CSV text: None empty, floats at full precision (``repr``)."""
     if value is None:
         return ""

@@ -86,10 +86,9 @@ def _tile_row_in_worker(path: str, level: int, tile_size: int, ty: int) -> list[
 def _tiles_in_processes(pool: ProcessPoolExecutor, workers: int, slide: Slide, level: int,
                         tile_size: int) -> Iterator[np.ndarray]:
     """``_tiles``, the rows read by ``pool``'s processes, in order, at most ``2 * workers`` rows ahead."""
-    rows = iter(range(0, slide.level_dimensions[level][1], tile_size))
     pending: deque[Future[list[np.ndarray]]] = deque()
     try:
-        for ty in rows:
+        for ty in range(0, slide.level_dimensions[level][1], tile_size):
             pending.append(pool.submit(_tile_row_in_worker, slide.path, level, tile_size, ty))
             if len(pending) >= 2 * workers:
                 yield from pending.popleft().result()
