@@ -14,14 +14,15 @@ Methods (``--methods``; each is run once and its result kept in ``--out``, so th
   ``--stage run`` trains and scores from the cache.
 - ``thumbnail@S``: a small CNN on the whole-slide view at S² (``magnet.baselines.thumbnail``); ``meanrgb``:
   logistic regression on the thumbnail's mean colour.
-- ``magnet-B-M``: a MagNet trained with ``configs/demo.yaml`` plus budget B's overrides, in zoom mode M
+- ``magnet-B-M``: a MagNet trained with ``configs/demo_v1.yaml`` plus budget B's overrides, in zoom mode M
   (``learned``, ``random``, ``fixed``, ``oracle``); budgets: ``demo`` (the demo tree: 8 final patches, each
   1/8 of the slide), ``deep`` (27 final patches, each 0.027 of the slide: about 2 um/px on the bench's
   8-mm slides) and ``lite0`` (``deep`` with the classifier's CNN the frozen ImageNet EfficientNet-Lite0 of
   the tiling baseline, ``model.freeze_backbone``; needs the ``tiling`` extra); ``lite0value`` adds the heads'
   value target (``loss.head_value``): the heads learn where the pretrained classifier finds tumour;
   ``lite0tissue`` is ``lite0value`` with strips that share each view's tissue
-  (``model.sibling_layout=tissue_strips``).
+  (``model.sibling_layout=tissue_strips``); ``lite0explore`` adds exploration in training
+  (``model.explore=0.25``: a quarter of the boxes go to random places of their strips).
 
 Data (``--stage sets``; sizes chosen so that every method's whole pipeline fits a few hours on 2 CPU cores):
 slides of ``--size`` px at 0.25 um/px (default 32,768²: 8.2 mm, a third of a Camelyon slide's side; the
@@ -73,12 +74,14 @@ DEEP = ["model.patches_per_layer=[3,3,3]", "model.min_scale=0.3", "model.max_sca
 # encoder); the auxiliary classifiers stay the small CNN from scratch.
 LITE0 = ["model.backbone=efficientnet_lite0", "model.pretrained=true", "model.aux_pretrained=false",
          "model.freeze_backbone=true"]
-BUDGETS: dict[str, tuple[int, list[str]]] = {  # name: (epochs, overrides of configs/demo.yaml)
+BUDGETS: dict[str, tuple[int, list[str]]] = {  # name: (epochs, overrides of configs/demo_v1.yaml)
     "demo": (8, []),
     "deep": (4, DEEP),
     "lite0": (4, DEEP + LITE0),
     "lite0value": (4, DEEP + LITE0 + ["loss.head_value=1.0"]),
     "lite0tissue": (4, DEEP + LITE0 + ["loss.head_value=1.0", "model.sibling_layout=tissue_strips"]),
+    "lite0explore": (4, DEEP + LITE0 + ["loss.head_value=1.0", "model.sibling_layout=tissue_strips",
+                                        "model.explore=0.25"]),
 }
 
 
@@ -156,7 +159,7 @@ def run_method(method: str, args: argparse.Namespace) -> None:
         _, budget, mode = method.split("-")
         epochs, overrides = BUDGETS[budget]
         zt_args = argparse.Namespace(
-            out=str(folder), data=str(data), test=str(test), epochs=epochs, recipe="configs/demo.yaml",
+            out=str(folder), data=str(data), test=str(test), epochs=epochs, recipe="configs/demo_v1.yaml",
             overrides=[*overrides, "data.reader_threads=1"])
         summary = zoom_table.run(mode, args.seed, zt_args)
     else:

@@ -1,6 +1,6 @@
 """Benchmark ``magnet predict``'s read-ahead: slides opened and root views read while the model computes.
 
-Runs a MagNet with random weights (the CPU demo recipe's model, ``configs/demo.yaml``, or ``--tiny``) over
+Runs a MagNet with random weights (the CPU demo recipe's model, ``configs/demo_v1.yaml``, or ``--tiny``) over
 ``--slides`` virtual slides (``synth:`` URIs; with ``--tiff`` exported to pyramidal JPEG TIFFs first, so that
 opening a file and decoding tiles are part of the work) through ``magnet.inference.stream``: once reading
 each slide in place (``ahead=0``, the model waits for every read) and once reading ahead (``ahead`` slides,
@@ -55,7 +55,7 @@ TINY = ["model.variant=tiny", "model.view_size=32", "model.read_size=64", "model
 
 def _model(tiny: bool) -> tuple[MagNet, TrainConfig]:
     overrides = ["data.manifest=unused.csv", *(TINY if tiny else [])]
-    config = load_config(TrainConfig, REPO / "configs" / "demo.yaml", overrides)
+    config = load_config(TrainConfig, REPO / "configs" / "demo_v1.yaml", overrides)
     torch.manual_seed(0)
     return inference_copy(MagNet(config.model, load_weights=False)), config
 

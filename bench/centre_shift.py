@@ -113,7 +113,7 @@ def hit(metrics: dict[str, Any], cls: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="/tmp/centre-shift")
-    parser.add_argument("--recipe", default="configs/demo.yaml")
+    parser.add_argument("--recipe", default="configs/demo_v1.yaml")
     parser.add_argument("--texture", default="camelyon16", help="procedural or camelyon16 (default)")
     parser.add_argument("--size", default="100000x100000", help="level-0 size of every slide, WxH")
     parser.add_argument("--version", type=int, default=DEFAULT_VERSION,

@@ -1,7 +1,7 @@
 """Zoom controls in one run (docs/method.md §8): learned zoom vs the fixed layout vs random zoom vs oracle
 zoom (final patches on the lesions, ``magnet.inference.oracle``) vs mean RGB, same data.
 
-Trains the demo recipe (``configs/demo.yaml``, the ``tiny`` MagNet on 2 CPU cores) once per zoom mode on
+Trains the demo recipe (``configs/demo_v1.yaml``, the ``tiny`` MagNet on 2 CPU cores) once per zoom mode on
 one virtual data set, evaluates each best checkpoint on the test split (Table-1 AUROCs with bootstrap
 intervals, hit rate, final patch size, pixels are the same budget in every mode), and scores the mean-RGB
 baseline on the same split. Prints a Markdown table for docs/BENCHMARKS.md.
@@ -50,7 +50,7 @@ def main() -> None:
     for mode in args.modes:
         overrides = [f"data.manifest={manifest}", f"seed={args.seed}", f"optim.epochs={args.epochs}",
                      f"model.zoom={mode}", *args.overrides]
-        cfg = load_config(TrainConfig, "configs/demo.yaml", overrides)
+        cfg = load_config(TrainConfig, "configs/demo_v1.yaml", overrides)
         start = time.perf_counter()
         result = train(cfg, out / mode, resume=(out / mode / "last.ckpt").exists(), show_progress=False)
         minutes = (time.perf_counter() - start) / 60

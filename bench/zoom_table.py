@@ -133,7 +133,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="training manifest (train + validation splits); default: made")
     parser.add_argument("--test", help="test manifest (every row is scored); default: made")
-    parser.add_argument("--recipe", default="configs/demo.yaml")
+    parser.add_argument("--recipe", default="configs/demo_v1.yaml")
     parser.add_argument("--texture", default="procedural", help="made data sets: procedural or camelyon16")
     parser.add_argument("--version", type=int, default=DEFAULT_VERSION,
                         help=f"made data sets: virtual-slide generator version (default {DEFAULT_VERSION})")

