@@ -2,9 +2,12 @@
 # The one device check, for sessions lent a GPU machine (device tool). Run from the repository root:
 #   1. here, once:  bash bench/gpu_wheels.sh        (wheels the GPU image lacks, into .whl/, git-ignored)
 #   2. device run:  command "bash bench/gpu.sh", carry [".whl"], timeout_s 540
+#   3. if device time is left (or first, when the steps are already recorded):
+#                   command "bash bench/gpu.sh train", carry [".whl"], timeout_s 600
 # It installs the carried wheels, runs the test suite (CUDA tests included), then times training and
-# inference steps per model variant on the card. Results go to $OUT/gpu.log; copy them, with the card
-# name, into docs/BENCHMARKS.md.
+# inference steps per model variant on the card; "train" instead trains magnet3 on virtual slides for a few
+# minutes (bench/gpu_train.py: AUROCs, slides/s, peak memory). Results go to $OUT/gpu.log; copy them, with
+# the card name, into docs/BENCHMARKS.md.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -18,6 +21,10 @@ fi
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
-  timeout 240 python3 -m pytest -q -x tests/gpu tests/models tests/layers -p no:cacheprovider
-  timeout 240 python3 bench/gpu_step.py --steps 5
+  if [ "${1:-steps}" = train ]; then
+    timeout 560 python3 bench/gpu_train.py --out /tmp/gpu_train  # checkpoints stay on the machine
+  else
+    timeout 240 python3 -m pytest -q -x tests/gpu tests/models tests/layers -p no:cacheprovider
+    timeout 240 python3 bench/gpu_step.py --steps 5
+  fi
 } 2>&1 | tee "$OUT/gpu.log"

@@ -1,0 +1,70 @@
+"""GPU check: a short training run of the paper's magnet3 on virtual slides, then its test AUROCs.
+
+The steps of ``bench/gpu_step.py`` time one batch; this trains for real: ``configs/magnet3_camelyon.yaml``
+(P = [2, 3, 3], InceptionV3 classifier, ResNet-18 auxiliaries, Adam 3e-5, batch 16, bf16) on ``--n``
+version-2 virtual slides of ``--size``² for ``--epochs`` epochs, reads on the CPU through the reader threads
+as in any training run, then evaluates the best checkpoint on a class-enriched test set (40 negative, 20 per
+lesion class, the next data-set seed). ImageNet weights are off (``model.pretrained=false``): the device
+machine cannot download torchvision's files, and the point is speed and memory; an untrained paper recipe is
+expected near chance on these slides. Prints one Markdown row: AUROCs, training slides/s, minutes, peak GPU
+memory. Sized to stay under 9 minutes on an H100/H200 with 16 CPU cores (an estimate: no run yet).
+
+    python3 bench/gpu_train.py [--n 200] [--epochs 3] [--out /tmp/out/gpu_train]
+    python3 bench/gpu_train.py --accelerator cpu --n 12 --epochs 1 --size 24576 --test-counts 2 1 1 1 \\
+        --set model.variant=tiny precision=32-true     # the same path on a CPU, in a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+import torch
+
+from magnet.config_io import load_config
+from magnet.data.lesions import LESION_CLASSES
+from magnet.evaluation.evaluate import evaluate
+from magnet.synth.dataset import make_dataset, with_enriched_test, write_dataset
+from magnet.training.loop import train
+from magnet.training.recipe import TrainConfig
+
+COLUMNS = ("macro", "micro", "itc", "macro_micro", "all")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("/tmp/out/gpu_train"))
+    parser.add_argument("--n", type=int, default=200, help="virtual slides to train and validate on")
+    parser.add_argument("--size", type=int, default=32768)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--test-counts", type=int, nargs=4, default=[40, 20, 20, 20])
+    parser.add_argument("--accelerator", default="gpu")
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    size = (args.size, args.size)
+    slides = make_dataset(args.n, 0, size=size)
+    counts = dict(zip(LESION_CLASSES, args.test_counts, strict=True))
+    slides = with_enriched_test(slides, counts, 1, size=size)
+    manifest = write_dataset(slides, args.out / "data")
+    overrides = [f"data.manifest={manifest}", f"optim.epochs={args.epochs}", "model.pretrained=false",
+                 f"accelerator={args.accelerator}", "data.reader_threads=12", *args.overrides]
+    cfg = load_config(TrainConfig, "configs/magnet3_camelyon.yaml", overrides)
+    start = time.perf_counter()
+    train(cfg, args.out / "run", show_progress=False)
+    minutes = (time.perf_counter() - start) / 60
+    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
+    with open(args.out / "run" / "metrics.csv", newline="") as f:
+        speeds = [float(row["train_slides_per_s"]) for row in csv.DictReader(f)]
+    metrics = evaluate(args.out / "run" / "best.ckpt", manifest, args.out / "eval-test", split="test").metrics
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    print(f"{device}; {args.n} slides of {args.size}^2, {args.epochs} epochs, test {sum(args.test_counts)}")
+    print("| " + " | ".join(("model", *COLUMNS, "train slides/s", "train min", "peak GPU GiB")) + " |")
+    aurocs = [f"{metrics[c]['auroc']:.2f}" for c in COLUMNS]
+    print(f"| {cfg.model.variant} | " + " | ".join(aurocs)
+          + f" | {min(speeds):.1f}–{max(speeds):.1f} | {minutes:.1f} | {peak:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
