@@ -94,7 +94,7 @@ def test_manifest_records_the_generator_version(tmp_path: Path, capsys: pytest.C
         make_dataset(3, version=3)
 
 
-@pytest.mark.parametrize("counts", [{"negative": 40, "macro": 20, "micro": 20, "itc": 20},
+@pytest.mark.parametrize("counts", [{"negative": 12, "macro": 6, "micro": 6, "itc": 6},
                                     {"negative": 1, "macro": 1, "micro": 1, "itc": 1}, {"itc": 7}])
 def test_an_enriched_test_set_replaces_the_test_split_with_the_counts_asked_for(counts: dict) -> None:
     from magnet.synth.dataset import with_enriched_test
