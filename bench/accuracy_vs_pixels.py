@@ -60,7 +60,7 @@ from magnet.baselines.tiling.features import slide_features
 from magnet.data.manifest import read_manifest
 from magnet.evaluation.tiling import run_tiling_baseline
 from magnet.metrics.auroc import table1
-from magnet.synth.dataset import make_dataset, take_per_class, write_dataset
+from magnet.synth.dataset import make_dataset, with_enriched_test, write_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))
 import zoom_table  # noqa: E402  (the MagNet runs are the zoom table's)
@@ -88,12 +88,13 @@ BUDGETS: dict[str, tuple[int, list[str]]] = {  # name: (epochs, overrides of con
 def make_sets(args: argparse.Namespace) -> None:
     """``OUT/data/manifest.csv`` (train, validation and test rows) and ``OUT/test/manifest.csv`` (test)."""
     size = (args.size, args.size)
-    train = [s for s in make_dataset(args.train_n, args.train_seed, size=size) if s.split != "test"]
     counts = dict(zip(("negative", "macro", "micro", "itc"), args.test_counts, strict=True))
-    test = take_per_class(make_dataset(args.test_pool, args.test_seed, size=size), counts)
-    write_dataset(train + test, Path(args.out) / "data")
+    slides = make_dataset(args.train_n, args.train_seed, size=size)
+    slides = with_enriched_test(slides, counts, args.test_seed, pool=args.test_pool, size=size)
+    test = [s for s in slides if s.split == "test"]
+    write_dataset(slides, Path(args.out) / "data")
     write_dataset(test, Path(args.out) / "test")
-    n_train, n_val = (sum(s.split == split for s in train) for split in ("train", "validation"))
+    n_train, n_val = (sum(s.split == split for s in slides) for split in ("train", "validation"))
     print(f"train {n_train}, validation {n_val}, test {len(test)} {counts}")
 
 
