@@ -57,6 +57,7 @@ from magnet.baselines.thumbnail import ThumbnailConfig, read_views, run_thumbnai
 from magnet.baselines.tiling.config import EncoderConfig, TileConfig, TilingConfig
 from magnet.baselines.tiling.encoder import build_encoder
 from magnet.baselines.tiling.features import slide_features
+from magnet.data.lesions import LESION_CLASSES
 from magnet.data.manifest import read_manifest
 from magnet.evaluation.tiling import run_tiling_baseline
 from magnet.metrics.auroc import table1
@@ -88,7 +89,7 @@ BUDGETS: dict[str, tuple[int, list[str]]] = {  # name: (epochs, overrides of con
 def make_sets(args: argparse.Namespace) -> None:
     """``OUT/data/manifest.csv`` (train, validation and test rows) and ``OUT/test/manifest.csv`` (test)."""
     size = (args.size, args.size)
-    counts = dict(zip(("negative", "macro", "micro", "itc"), args.test_counts, strict=True))
+    counts = dict(zip(LESION_CLASSES, args.test_counts, strict=True))
     slides = make_dataset(args.train_n, args.train_seed, size=size)
     slides = with_enriched_test(slides, counts, args.test_seed, pool=args.test_pool, size=size)
     test = [s for s in slides if s.split == "test"]

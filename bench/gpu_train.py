@@ -17,7 +17,6 @@ memory. Sized to stay under 9 minutes on an H100/H200 with 16 CPU cores (an esti
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
@@ -26,11 +25,10 @@ import torch
 from magnet.config_io import load_config
 from magnet.data.lesions import LESION_CLASSES
 from magnet.evaluation.evaluate import evaluate
+from magnet.metrics.auroc import TABLE1_COLUMNS
 from magnet.synth.dataset import make_dataset, with_enriched_test, write_dataset
 from magnet.training.loop import train
 from magnet.training.recipe import TrainConfig
-
-COLUMNS = ("macro", "micro", "itc", "macro_micro", "all")
 
 
 def main() -> None:
@@ -52,16 +50,16 @@ def main() -> None:
                  f"accelerator={args.accelerator}", "data.reader_threads=12", *args.overrides]
     cfg = load_config(TrainConfig, "configs/magnet3_camelyon.yaml", overrides)
     start = time.perf_counter()
-    train(cfg, args.out / "run", show_progress=False)
+    history = train(cfg, args.out / "run", show_progress=False).history
     minutes = (time.perf_counter() - start) / 60
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
-    with open(args.out / "run" / "metrics.csv", newline="") as f:
-        speeds = [float(row["train_slides_per_s"]) for row in csv.DictReader(f)]
+    speeds = [row["train_slides_per_s"] for row in history]
     metrics = evaluate(args.out / "run" / "best.ckpt", manifest, args.out / "eval-test", split="test").metrics
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     print(f"{device}; {args.n} slides of {args.size}^2, {args.epochs} epochs, test {sum(args.test_counts)}")
-    print("| " + " | ".join(("model", *COLUMNS, "train slides/s", "train min", "peak GPU GiB")) + " |")
-    aurocs = [f"{metrics[c]['auroc']:.2f}" for c in COLUMNS]
+    columns = [key for key, _, _ in TABLE1_COLUMNS]
+    print("| " + " | ".join(("model", *columns, "train slides/s", "train min", "peak GPU GiB")) + " |")
+    aurocs = [f"{metrics[c]['auroc']:.2f}" for c in columns]
     print(f"| {cfg.model.variant} | " + " | ".join(aurocs)
           + f" | {min(speeds):.1f}–{max(speeds):.1f} | {minutes:.1f} | {peak:.1f} |")
 

@@ -51,7 +51,7 @@ class Classifier(nn.Module):
     ``frozen`` [choice]: the CNN keeps its weights and batch-norm statistics; gradients still pass through it
     to the patches (and so to the zoom), but none reach its weights. Being a constant function, it runs as
     a prepared copy (batch norms folded, channels-last; ``magnet.models.constant_cnn``): the same features,
-    2-3 x faster for EfficientNet-Lite0 on a CPU. The copy is not part of the state dict.
+    about 2 x faster for EfficientNet-Lite0 on a CPU. The copy is not part of the state dict.
     """
 
     def __init__(

@@ -15,7 +15,7 @@ and its forward pass over the final patches was half of a CPU training step.
 
 Both keep the function: outputs agree with the original to float rounding, and gradients still flow to the
 input (tests/models/test_constant_cnn.py). On 216 patches of 112² on 2 CPU cores, EfficientNet-Lite0 took
-1.9-2.2 s as it is and 0.75-0.97 s prepared (docs/BENCHMARKS.md, "A frozen classifier CNN, prepared once").
+2.0-2.2 s as it is and 0.97-1.02 s prepared (docs/BENCHMARKS.md, "A frozen classifier CNN, prepared once").
 """
 
 from __future__ import annotations
