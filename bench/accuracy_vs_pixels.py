@@ -22,7 +22,10 @@ Methods (``--methods``; each is run once and its result kept in ``--out``, so th
   value target (``loss.head_value``): the heads learn where the pretrained classifier finds tumour;
   ``lite0tissue`` is ``lite0value`` with strips that share each view's tissue
   (``model.sibling_layout=tissue_strips``); ``lite0explore`` adds exploration in training
-  (``model.explore=0.25``: a quarter of the boxes go to random places of their strips).
+  (``model.explore=0.25``: a quarter of the boxes go to random places of their strips); ``lite0four`` is
+  ``lite0tissue`` with four first-layer strips (36 final patches at the same 2 um/px); ``lite0first`` is
+  ``lite0tissue`` with s = 0.45, 0.3, 0.2 per layer (``model.layer_scales``: a first-layer box takes more of
+  its strip, the final boxes keep their 0.027 of the slide).
 
 Data (``--stage sets``; sizes chosen so that every method's whole pipeline fits a few hours on 2 CPU cores):
 slides of ``--size`` px at 0.25 um/px (default 32,768²: 8.2 mm, a third of a Camelyon slide's side; the
@@ -83,6 +86,10 @@ BUDGETS: dict[str, tuple[int, list[str]]] = {  # name: (epochs, overrides of con
     "lite0tissue": (4, DEEP + LITE0 + ["loss.head_value=1.0", "model.sibling_layout=tissue_strips"]),
     "lite0explore": (4, DEEP + LITE0 + ["loss.head_value=1.0", "model.sibling_layout=tissue_strips",
                                         "model.explore=0.25"]),
+    "lite0four": (4, DEEP + LITE0 + ["loss.head_value=1.0", "model.sibling_layout=tissue_strips",
+                                     "model.patches_per_layer=[4,3,3]"]),
+    "lite0first": (4, DEEP + LITE0 + ["loss.head_value=1.0", "model.sibling_layout=tissue_strips",
+                                      "model.layer_scales=[0.45,0.3,0.2]"]),
 }
 
 

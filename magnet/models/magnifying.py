@@ -89,8 +89,8 @@ class MagnifyingLayer(nn.Module):
         self.num_frozen = 1 if config.has_frozen_patch(layer_index) else 0
         self.num_heads_per_parent = num_children - self.num_frozen
         self.out_size = config.final_size if layer_index == config.num_layers else config.view_size
-        self.min_scale = config.min_scale
-        self.max_scale = config.max_scale
+        self.min_scale, self.max_scale = config.scales_at(layer_index)
+        self.random_scales = config.random_scales_at(layer_index)
         self.spread = config.spread
         self.zoom = zoom_strategy(config) if zoom is None else zoom
         self.heads = LocalisationHeads(

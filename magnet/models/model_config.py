@@ -75,6 +75,11 @@ class MagNetConfig:
     # the identity start of docs/method.md §2.3, under which untrained heads never zoom (final patches =
     # whole slide, docs/BENCHMARKS.md); 0.5 starts every layer at half its parent's side.
     max_scale: Annotated[float, UNIT_SCALE] = 1.0
+    # [choice] a fixed zoom per layer (docs/method.md §9): layer l's s is layer_scales[l-1] in every zoom mode
+    # (it replaces min_scale, max_scale and random_zoom_min_scale there; one value per layer). The final
+    # boxes' side is their product, so a tree can take more of its parent at layer 1, where a box must hold
+    # a whole share of the tissue, and less further down, at the same final um/px. Empty = off.
+    layer_scales: Annotated[tuple[float, ...], Each(UNIT_SCALE)] = ()
     # [choice] "calibrated": s = sqrt(1.5 E||x - mu||^2) so a flat map is the identity view
     # (docs/method.md §2.3); "expected_l2": the paper's literal wording.
     spread: Spread = "calibrated"
@@ -188,6 +193,7 @@ class MagNetConfig:
         # Accept lists (YAML) and store tuples, so equal configs compare equal.
         self.patches_per_layer = tuple(_int_list("patches_per_layer", self.patches_per_layer))
         self.aux_layers = tuple(_int_list("aux_layers", self.aux_layers))
+        self.layer_scales = tuple(self.layer_scales)
         self._validate()
 
     @property
@@ -212,6 +218,19 @@ class MagNetConfig:
             count *= p
         return count
 
+    def scales_at(self, layer: int) -> tuple[float, float]:
+        """(floor, ceiling) of s at layer ``layer`` (1-based): (min_scale, max_scale), or the layer's fixed
+        s twice where ``layer_scales`` is given."""
+        if self.layer_scales:
+            return self.layer_scales[layer - 1], self.layer_scales[layer - 1]
+        return self.min_scale, self.max_scale
+
+    def random_scales_at(self, layer: int) -> tuple[float, float]:
+        """The random control's range of s at layer ``layer``: log-uniform between the two."""
+        if self.layer_scales:
+            return self.layer_scales[layer - 1], self.layer_scales[layer - 1]
+        return self.random_zoom_min_scale, self.max_scale
+
     def has_frozen_patch(self, layer: int) -> bool:
         """Whether the first child of each parent at ``layer`` (1-based) is the frozen identity patch."""
         return self.frozen_patch and layer == 2
@@ -234,6 +253,11 @@ class MagNetConfig:
             )
         if not self.min_scale <= self.max_scale <= 1:
             raise ConfigError(f"max_scale={self.max_scale}: must lie in [min_scale={self.min_scale}, 1]")
+        if self.layer_scales and len(self.layer_scales) != self.num_layers:
+            raise ConfigError(
+                f"layer_scales={list(self.layer_scales)}: needs one s per layer "
+                f"({self.num_layers} for patches_per_layer={list(self.patches_per_layer)}), or none"
+            )
         if self.explore > 0 and self.zoom != "learned":
             raise ConfigError(f"explore={self.explore}: only the learned zoom explores (zoom={self.zoom!r})")
         if not self.min_scale <= self.random_zoom_min_scale <= self.max_scale:

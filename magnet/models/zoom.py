@@ -67,6 +67,7 @@ class ZoomSite(Protocol):
 
     num_heads_per_parent: int
     layout: SiblingLayout
+    random_scales: tuple[float, float]  # the random control's range of s at this layer
     training: bool  # the module's mode: exploration happens in training only
 
     @property
@@ -191,18 +192,11 @@ class FixedZoom(ZoomStrategy):
 
 
 class RandomZoom(ZoomStrategy):
-    """Random boxes inside the parent (docs/method.md §8): s log-uniform in [min_scale, max_scale], t uniform
-    in (-1, 1) * (1 - s); drawn from the forward's generator (on its own device) or torch's global RNG."""
+    """Random boxes inside the parent (docs/method.md §8): s log-uniform in the layer's ``random_scales``
+    ([random_zoom_min_scale, max_scale], or the layer's fixed s under ``layer_scales``), t uniform in
+    (-1, 1) * (1 - s); drawn from the forward's generator (on its own device) or torch's global RNG."""
 
     name = "random"
-
-    def __init__(self, min_scale: float, max_scale: float) -> None:
-        self.min_scale = min_scale
-        self.max_scale = max_scale
-
-    @classmethod
-    def from_config(cls, config: MagNetConfig) -> ZoomStrategy:
-        return cls(config.random_zoom_min_scale, config.max_scale)
 
     def place(self, site: ZoomSite, images: Tensor, generator: torch.Generator | None) -> Placement:
         batch, parents = images.shape[:2]
@@ -211,13 +205,10 @@ class RandomZoom(ZoomStrategy):
         device = generator.device if generator is not None else images.device
         draws = torch.rand((*shape, 3), generator=generator, device=device).to(images.device)
         # log-uniform in (min, max]: exp(log max + u (log min - log max)), u in [0, 1)
-        low, high = math.log(self.min_scale), math.log(self.max_scale)
+        low, high = (math.log(s) for s in site.random_scales)
         scale = torch.exp(high + draws[..., :1] * (low - high))
         translation = (2 * draws[..., 1:] - 1) * (1 - scale)
         return Placement(theta=torch.cat([scale, translation], dim=-1), prob=flat)
-
-    def __repr__(self) -> str:
-        return f"RandomZoom(min_scale={self.min_scale}, max_scale={self.max_scale})"
 
 
 class GivenFinalZoom(FixedZoom):

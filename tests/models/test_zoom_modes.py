@@ -121,6 +121,31 @@ def test_max_scale_makes_the_untrained_layout_zoom() -> None:
         model_config("tiny", max_scale=0.01)
 
 
+@pytest.mark.parametrize("zoom", ["learned", "fixed", "random"])
+def test_layer_scales_fix_each_layers_zoom_and_the_final_side(zoom: str) -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    scales = (0.6, 0.5, 0.25)
+    model = build_model("tiny", zoom=zoom, gru_hidden=16, frozen_patch=False, patches_per_layer=(2, 2, 2),
+                        layer_scales=scales, sibling_layout="strips", **SIZES).eval()
+    with torch.no_grad():
+        out = model([textured_source(seed=3)], generator=torch.Generator().manual_seed(0))
+    for theta, scale in zip(out.thetas, scales, strict=True):
+        assert torch.allclose(theta[..., 0], torch.full_like(theta[..., 0], scale), atol=1e-6)
+    # A final box's half side, in canvas units of the root's, is the product of the layers' s.
+    root_half = out.root_rois[0, 0, 0]
+    final_half = out.rois[-1][0, :, 0, 0] / root_half
+    assert torch.allclose(final_half, torch.full_like(final_half, math.prod(scales)), atol=1e-6)
+
+
+def test_layer_scales_need_one_value_per_layer() -> None:
+    with pytest.raises(ConfigError, match=r"layer_scales=\[0.5, 0.5\]: needs one s per layer \(3"):
+        small_config(patches_per_layer=(2, 2, 2), layer_scales=(0.5, 0.5))
+    with pytest.raises(ConfigError, match="layer_scales"):
+        small_config(patches_per_layer=(2, 2, 2), layer_scales=(0.5, 0.5, 0.0))
+    assert small_config().scales_at(2) == (0.05, 1.0)  # off: min_scale and max_scale at every layer
+
+
 def _exploring_pair(explore: float) -> tuple[MagnifyingLayer, MagnifyingLayer]:
     """Two layers with the same heads: learned, and learned with exploration."""
     layers = []
