@@ -25,8 +25,10 @@ Methods (``--methods``; each is run once and its result kept in ``--out``, so th
   (``model.explore=0.25``: a quarter of the boxes go to random places of their strips); ``lite0four`` is
   ``lite0tissue`` with four first-layer strips (36 final patches at the same 2 um/px); ``lite0first`` is
   ``lite0tissue`` with s = 0.45, 0.3, 0.2 per layer (``model.layer_scales``: a first-layer box takes more of
-  its strip, the final boxes keep their 0.027 of the slide). ``magnet3`` is ``configs/magnet3_camelyon.yaml``
-  (the paper's 3-layer tree with the levers) set for these slides and 2 CPU cores (see ``BUDGETS``).
+  its strip, the final boxes keep their 0.027 of the slide); ``lite0attention`` is ``lite0tissue`` with the
+  per-patch logits pooled by gated attention (``model.readout=attention``) instead of log-mean-exp.
+  ``magnet3`` is ``configs/magnet3_camelyon.yaml`` (the paper's 3-layer tree with the levers) set for these
+  slides and 2 CPU cores (see ``BUDGETS``).
 
 Data (``--stage sets``; sizes chosen so that every method's whole pipeline fits a few hours on 2 CPU cores):
 slides of ``--size`` px at 0.25 um/px (default 32,768²: 8.2 mm, a third of a Camelyon slide's side; the
@@ -96,6 +98,8 @@ BUDGETS: dict[str, tuple[int, list[str]]] = {  # name: (epochs, overrides of con
                                      "model.patches_per_layer=[4,3,3]"]),
     "lite0first": (4, DEEP + LITE0 + ["loss.head_value=1.0", "model.sibling_layout=tissue_strips",
                                       "model.layer_scales=[0.45,0.3,0.2]"]),
+    "lite0attention": (4, DEEP + LITE0 + ["loss.head_value=1.0", "model.sibling_layout=tissue_strips",
+                                          "model.readout=attention"]),
     # The Camelyon recipe's own tree on these 8-mm slides, on 2 CPU cores: the bilinear sampler, batch 8,
     # float32.
     "magnet3": (3, [*MAGNET3_ON_VIRTUAL, "model.sampler=bilinear", "accelerator=cpu", "precision=32-true",

@@ -8,6 +8,13 @@
   patch and the slide logit is their max or log-mean-exp (multiple-instance pooling: one patch on a lesion
   can decide alone, where a GRU from scratch must first learn to remember it); the running logits are the
   pool over the first n patches.
+  ``readout="attention"`` [choice]: additive attention MIL (Javed et al. 2022, "Additive MIL: intrinsically
+  interpretable multiple instance learning for pathology", NeurIPS): the same per-patch logits, weighted by
+  gated attention over the patches' CNN features (Ilse et al. 2018, ICML: ``w^T (tanh(V x) * sigmoid(U x))``,
+  softmaxed over the patches) and summed. The weights can put the whole decision on one patch, as max does,
+  while the gradient reaches every patch, as log-mean-exp's does; each patch keeps its own logit (head value
+  reads it). The tiling baseline's gated attention (``magnet.baselines.tiling.mil``) pools features
+  instead, so it has no per-tile logit.
 - :class:`AuxiliaryClassifier`: a CNN (paper: ResNet-18) on every patch of one magnifying layer, the mean of
   the patch features, a linear layer, 1 logit.
 
@@ -28,14 +35,18 @@ from magnet.models.backbones import build_backbone
 from magnet.models.constant_cnn import PreparedCopy
 from magnet.models.model_config import READOUTS
 
-__all__ = ["Classifier", "ClassifierOutput", "AuxiliaryClassifier", "pool_running"]
+__all__ = [
+    "AuxiliaryClassifier", "Classifier", "ClassifierOutput", "GatedPatchAttention", "attention_running",
+    "pool_running",
+]
 
 
 @dataclass
 class ClassifierOutput:
     logit: Tensor  # (B,) the slide's logit: the last step's
     running_logits: Tensor  # (B, N) logit after each of the N patches (depth-first order)
-    patch_logits: Tensor | None = None  # (B, N) each patch's own logit (readout max / lse; None for the GRU)
+    patch_logits: Tensor | None = None  # (B, N) each patch's own logit (None for the GRU)
+    attention: Tensor | None = None  # (B, N) the patches' attention weights, summing to 1 (readout attention)
 
 
 def _resize(patches: Tensor, size: int) -> Tensor:
@@ -47,7 +58,8 @@ def _resize(patches: Tensor, size: int) -> Tensor:
 class Classifier(nn.Module):
     """CNN per patch -> GRU(``gru_hidden``) -> FC 512 -> FC 256 -> 1 logit at every step (paper §3.2).
 
-    ``readout`` "max" / "lse" [choice]: CNN per patch -> FC 512 -> FC 256 -> 1 logit per patch, pooled.
+    ``readout`` "max" / "lse" / "attention" [choice]: CNN per patch -> FC 512 -> FC 256 -> 1 logit per
+    patch, pooled (attention: weighted by :class:`GatedPatchAttention` of the CNN features).
     ``frozen`` [choice]: the CNN keeps its weights and batch-norm statistics; gradients still pass through it
     to the patches (and so to the zoom), but none reach its weights. Being a constant function, it runs as
     a prepared copy (batch norms folded, channels-last; ``magnet.models.constant_cnn``): the same features,
@@ -76,6 +88,7 @@ class Classifier(nn.Module):
             self.backbone.requires_grad_(False).eval()
         features = self.backbone.feature_dim
         self.gru = nn.GRU(features, gru_hidden, batch_first=True) if readout == "gru" else None
+        self.attention = GatedPatchAttention(features) if readout == "attention" else None
         width = gru_hidden if self.gru is not None else features
         # Paper §3.2: "two layers with 512 and 256 hidden neurons" then the prediction.
         self.head = nn.Sequential(
@@ -100,8 +113,37 @@ class Classifier(nn.Module):
             running = self.head(states).squeeze(-1)  # (B, N)
             return ClassifierOutput(logit=running[:, -1], running_logits=running)
         patch_logits = self.head(features).squeeze(-1)
+        if self.attention is not None:
+            scores = self.attention(features)
+            running = attention_running(patch_logits, scores)
+            return ClassifierOutput(logit=running[:, -1], running_logits=running, patch_logits=patch_logits,
+                                    attention=torch.softmax(scores, dim=1))
         running = pool_running(patch_logits, self.readout)
         return ClassifierOutput(logit=running[:, -1], running_logits=running, patch_logits=patch_logits)
+
+
+class GatedPatchAttention(nn.Module):
+    """Gated attention scores ``(B, N)`` of patch features ``(B, N, D)``: ``w^T (tanh(V x) * sigmoid(U x))``
+    (Ilse et al. 2018); softmaxed over the N patches by the caller."""
+
+    def __init__(self, features: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.tanh_branch = nn.Linear(features, hidden)
+        self.gate_branch = nn.Linear(features, hidden)
+        self.score = nn.Linear(hidden, 1)
+
+    def forward(self, features: Tensor) -> Tensor:
+        gated = torch.tanh(self.tanh_branch(features)) * torch.sigmoid(self.gate_branch(features))
+        return self.score(gated).squeeze(-1)
+
+
+def attention_running(patch_logits: Tensor, scores: Tensor) -> Tensor:
+    """Running attention pool ``(B, N)``: entry n is sum_{i <= n} softmax(scores_0..n)_i * logit_i, the
+    slide's logit had it seen patches 0..n only (a masked softmax per prefix; N is a few dozen)."""
+    count = patch_logits.shape[1]
+    seen = torch.ones(count, count, dtype=torch.bool, device=scores.device).tril()  # [n, i]: i <= n
+    masked = scores.unsqueeze(1).masked_fill(~seen, float("-inf"))  # (B, N, N)
+    return (torch.softmax(masked, dim=-1) * patch_logits.unsqueeze(1)).sum(-1)
 
 
 def pool_running(patch_logits: Tensor, readout: str) -> Tensor:

@@ -54,7 +54,7 @@ class MagNetOutput:
     head_logits: dict[int, Tensor] = field(default_factory=dict)
     # layer -> (B, N_{l-1} * K_heads, V, V) the heads' raw score maps (learned zoom only)
     scores: dict[int, Tensor] = field(default_factory=dict)
-    # (B, N_L) each final patch's own logit (readout max / lse; None for the GRU)
+    # (B, N_L) each final patch's own logit (readout max / lse / attention; None for the GRU)
     patch_logits: Tensor | None = None
     # (B, 3, 3) the root ROIs (float64, detached): the parents of layer 1
     root_rois: Tensor | None = None

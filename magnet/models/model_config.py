@@ -38,7 +38,7 @@ BackboneName = Literal["inception_v3", "resnet18", "efficientnet_lite0", "small"
 AuxBackboneName = Literal["resnet18", "small"]
 Zoom = Literal["learned", "fixed", "random", "oracle"]
 SiblingLayoutName = Literal["offset", "strips", "tissue_strips"]
-Readout = Literal["gru", "max", "lse"]
+Readout = Literal["gru", "max", "lse", "attention"]
 BACKBONES: tuple[BackboneName, ...] = get_args(BackboneName)
 AUX_BACKBONES: tuple[AuxBackboneName, ...] = get_args(AuxBackboneName)
 ZOOMS: tuple[Zoom, ...] = get_args(Zoom)
@@ -174,7 +174,9 @@ class MagNetConfig:
     classifier_input_size: Annotated[int, AtLeast(1)] | None = None
     # How the classifier turns the final patches into the slide logit. "gru": the paper's GRU over the
     # patch sequence (§3.2). [choice] (docs/method.md §9) "max" / "lse": a logit per patch (the same FC head
-    # on the CNN features, no GRU) and their max / log-mean-exp, so one patch on the lesion can decide alone.
+    # on the CNN features, no GRU) and their max / log-mean-exp, so one patch on the lesion can decide alone;
+    # "attention": the same per-patch logits summed with gated attention weights (additive attention MIL,
+    # magnet.models.classifier).
     readout: Readout = "gru"
     # [choice] GRU hidden size; the paper does not give it (docs/method.md §4).
     gru_hidden: Annotated[int, AtLeast(1)] = 512

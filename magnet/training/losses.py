@@ -16,7 +16,7 @@ total = w_final * CE(final logit) + w_aux * sum_l CE(aux logit of layer l) + w_p
 - Head value [choice, not the paper, docs/method.md §9, off by default]: L_value = mean over slides, final
   patches and the layers with heads of CE(the ancestor head's score at the patch's centre, sg(the
   classifier's probability for the patch)) (``magnet.models.head_value``): the heads learn where the
-  classifier finds tumour. Needs per-patch logits (``model.readout`` max or lse) and learned zoom.
+  classifier finds tumour. Needs per-patch logits (``model.readout`` max, lse or attention) and learned zoom.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def head_value_loss(output: MagNetOutput) -> Tensor:
     """CE of every ancestor head's score at its final patches' centres against the classifier's detached
     probabilities for those patches (``magnet.models.head_value``)."""
     if output.patch_logits is None:
-        raise ValueError("loss.head_value needs a logit per final patch: model.readout max or lse")
+        raise ValueError("loss.head_value needs a logit per final patch: model.readout max, lse or attention")
     scores, mask = ancestor_scores(output)  # (B, M, N_L), (M, N_L)
     target = torch.sigmoid(output.patch_logits.detach().float()).unsqueeze(1).expand_as(scores)
     per_patch = F.binary_cross_entropy_with_logits(scores.float(), target, reduction="none")

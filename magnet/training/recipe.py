@@ -125,8 +125,8 @@ class TrainConfig:
             _check_devices_text(self.devices)
         if self.loss.head_value > 0 and self.model.readout == "gru":
             raise ConfigError(
-                "loss.head_value > 0 needs a logit per final patch: set model.readout to max or lse "
-                "(the GRU gives one for the whole sequence)"
+                "loss.head_value > 0 needs a logit per final patch: set model.readout to max, lse or "
+                "attention (the GRU gives one for the whole sequence)"
             )
 
 

@@ -75,7 +75,7 @@ def test_head_value_weight_adds_the_term_and_zero_leaves_it_out() -> None:
 def test_head_value_needs_patch_logits() -> None:
     _, out = _forward(readout="gru")
     assert out.patch_logits is None
-    with pytest.raises(ValueError, match="readout max or lse"):
+    with pytest.raises(ValueError, match="readout max, lse or attention"):
         head_value_loss(out)
     with pytest.raises(ConfigError, match="loss.head_value"):
         TrainConfig(model=small_config(readout="gru"), loss=LossWeights(head_value=1.0))

@@ -11,7 +11,7 @@ from model_fixtures import parent_inputs, small_config, textured_source
 from magnet.errors import ConfigError
 from magnet.layers.blur import gaussian_blur, low_pass_gradient
 from magnet.models import Classifier, MagnifyingLayer, build_model
-from magnet.models.classifier import pool_running
+from magnet.models.classifier import attention_running, pool_running
 from magnet.models.zoom_levers import strip_masks
 from magnet.training.losses import magnet_loss
 
@@ -26,7 +26,7 @@ def test_pool_running_max_and_log_mean_exp() -> None:
     assert torch.allclose(pool_running(torch.full((1, 5), 0.3), "lse"), torch.full((1, 5), 0.3))
 
 
-@pytest.mark.parametrize("readout", ["max", "lse"])
+@pytest.mark.parametrize("readout", ["max", "lse", "attention"])
 def test_pooled_classifier_has_no_gru_and_every_patch_counts(readout: str) -> None:
     torch.manual_seed(0)
     classifier = Classifier("small", gru_hidden=16, input_size=32, readout=readout)
@@ -42,6 +42,29 @@ def test_pooled_classifier_has_no_gru_and_every_patch_counts(readout: str) -> No
     assert patches.grad is not None
     touched = patches.grad.abs().flatten(2).sum(-1) > 0  # (B, N)
     assert int(touched.sum()) >= (2 if readout == "max" else 10)
+
+
+def test_attention_running_is_the_weighted_sum_over_each_prefix() -> None:
+    torch.manual_seed(0)
+    logits, scores = torch.randn(3, 6), torch.randn(3, 6)
+    reference = torch.stack(
+        [(torch.softmax(scores[:, : n + 1], dim=1) * logits[:, : n + 1]).sum(1) for n in range(6)], dim=1
+    )
+    assert torch.allclose(attention_running(logits, scores), reference, atol=1e-6)
+    # The first step is the first patch's logit; one dominant score hands the slide that patch's logit.
+    assert torch.allclose(attention_running(logits, scores)[:, 0], logits[:, 0])
+    dominant = scores.clone()
+    dominant[:, 2] = 60.0
+    assert torch.allclose(attention_running(logits, dominant)[:, -1], logits[:, 2], atol=1e-5)
+
+
+def test_attention_readout_weights_sum_to_one_and_the_slide_logit_follows_them() -> None:
+    torch.manual_seed(0)
+    classifier = Classifier("small", input_size=32, readout="attention")
+    out = classifier(torch.rand(2, 4, 3, 32, 32))
+    assert out.attention is not None and out.patch_logits is not None
+    assert torch.allclose(out.attention.sum(1), torch.ones(2))
+    assert torch.allclose(out.logit, (out.attention * out.patch_logits).sum(1), atol=1e-6)
 
 
 def test_readout_is_validated() -> None:
