@@ -230,7 +230,7 @@ class MagNetConfig:
     def random_scales_at(self, layer: int) -> tuple[float, float]:
         """The random control's range of s at layer ``layer``: log-uniform between the two."""
         if self.layer_scales:
-            return self.layer_scales[layer - 1], self.layer_scales[layer - 1]
+            return self.scales_at(layer)
         return self.random_zoom_min_scale, self.max_scale
 
     def has_frozen_patch(self, layer: int) -> bool:
