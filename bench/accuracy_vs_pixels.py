@@ -28,7 +28,8 @@ Methods (``--methods``; each is run once and its result kept in ``--out``, so th
   its strip, the final boxes keep their 0.027 of the slide); ``lite0attention`` is ``lite0tissue`` with the
   per-patch logits pooled by gated attention (``model.readout=attention``) instead of log-mean-exp.
   ``magnet3`` is ``configs/magnet3_camelyon.yaml`` (the paper's 3-layer tree with the levers) set for these
-  slides and 2 CPU cores (see ``BUDGETS``).
+  slides and 2 CPU cores (see ``BUDGETS``). ``magnet3refit`` and ``lite0refit`` are ``magnet3`` and
+  ``lite0tissue`` with the readout fitted again after training (``refit.epochs=20``).
 
 Data (``--stage sets``; sizes chosen so that every method's whole pipeline fits a few hours on 2 CPU cores):
 slides of ``--size`` px at 0.25 um/px (default 32,768²: 8.2 mm, a third of a Camelyon slide's side; the
@@ -105,8 +106,12 @@ BUDGETS: dict[str, tuple[int, list[str]]] = {  # name: (epochs, overrides of con
     "magnet3": (3, [*MAGNET3_ON_VIRTUAL, "model.sampler=bilinear", "accelerator=cpu", "precision=32-true",
                     "optim.batch_size=8"]),
 }
+# ... and each with its readout fitted again after training on the best checkpoint's cached final-patch
+# features (refit.epochs, magnet.training.readout_refit).
+BUDGETS["magnet3refit"] = (3, [*BUDGETS["magnet3"][1], "refit.epochs=20"])
+BUDGETS["lite0refit"] = (4, [*BUDGETS["lite0tissue"][1], "refit.epochs=20"])
 # The recipe each budget's overrides apply to (configs/demo_v1.yaml where not named here).
-RECIPES = {"magnet3": "configs/magnet3_camelyon.yaml"}
+RECIPES = {"magnet3": "configs/magnet3_camelyon.yaml", "magnet3refit": "configs/magnet3_camelyon.yaml"}
 
 
 def make_sets(args: argparse.Namespace) -> None:

@@ -104,10 +104,22 @@ class Classifier(nn.Module):
 
     def forward(self, patches: Tensor) -> ClassifierOutput:
         """``patches`` ``(B, N, 3, S, S)`` in [0, 1], in depth-first order."""
+        return self.read_out(self.features(patches))
+
+    def features(self, patches: Tensor) -> Tensor:
+        """The CNN's features ``(B, N, D)`` of ``patches`` ``(B, N, 3, S, S)``."""
         batch, count = patches.shape[:2]
         images = _resize(patches.flatten(0, 1), self.input_size)
         backbone = self._prepared_backbone.of(self.backbone) if self.frozen else self.backbone
-        features = backbone(images).view(batch, count, -1)
+        return backbone(images).view(batch, count, -1)
+
+    def readout_parameters(self) -> list[nn.Parameter]:
+        """Every parameter after the CNN (GRU or attention, and the FC head): what ``read_out`` learns."""
+        backbone = {id(p) for p in self.backbone.parameters()}
+        return [p for p in self.parameters() if id(p) not in backbone]
+
+    def read_out(self, features: Tensor) -> ClassifierOutput:
+        """Patch features ``(B, N, D)`` (``features``) to the slide's logits."""
         if self.gru is not None:
             states, _ = self.gru(features)  # (B, N, hidden)
             running = self.head(states).squeeze(-1)  # (B, N)

@@ -84,10 +84,14 @@ class EfficientNetLite0(nn.Module):
         self._bn1 = nn.BatchNorm2d(LITE0_FEATURES, eps=TF_BN_EPS)
 
     def forward(self, images: Tensor) -> Tensor:
+        return self.feature_map(images).mean(dim=(2, 3))
+
+    def feature_map(self, images: Tensor) -> Tensor:
+        """The 1280-channel map before the average pool: ``(N, 1280, H / 32, W / 32)``."""
         x = F.relu6(self._bn0(self._conv_stem((images * 255.0 - 127.0) / 128.0)))
         for block in self._blocks:
             x = block(x)
-        return F.relu6(self._bn1(self._conv_head(x))).mean(dim=(2, 3))
+        return F.relu6(self._bn1(self._conv_head(x)))
 
 
 def lite0_imagenet_weights() -> dict[str, Tensor]:

@@ -154,6 +154,24 @@ class MagNet(nn.Module):
         (``needs_final_rois``: zoom="oracle"; refused otherwise; ``magnet.inference.oracle.OracleZoom`` builds
         them, with the root's dihedral map).
         """
+        output = self.zoom_in(sources, root_rois, generator, final_rois)
+        final = self.classifier(output.patches[-1])
+        output.logit = final.logit
+        output.running_logits = final.running_logits
+        output.patch_logits = final.patch_logits
+        for layer_index in self.config.aux_layers if auxiliary else ():
+            aux = self.aux_classifiers[f"layer{layer_index}"]
+            output.aux_logits[layer_index] = aux(output.patches[layer_index - 1])
+        return output
+
+    def zoom_in(
+        self,
+        sources: Sequence[RegionSource],
+        root_rois: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        final_rois: Tensor | None = None,
+    ) -> MagNetOutput:
+        """``forward`` up to the final patches: every layer's ROIs, boxes and patches; no logits yet."""
         batch = len(sources)
         if batch == 0:
             raise ValueError("MagNet.forward needs at least one slide")
@@ -197,14 +215,6 @@ class MagNet(nn.Module):
                 if given is None or layer.layer_index + 1 < self.config.num_layers:  # given: reads its own
                     reads = read_views(sources, rois, self._read_size(layer.layer_index + 1), device)
                 parent_rois = rois
-
-        final = self.classifier(output.patches[-1])
-        output.logit = final.logit
-        output.running_logits = final.running_logits
-        output.patch_logits = final.patch_logits
-        for layer_index in self.config.aux_layers if auxiliary else ():
-            aux = self.aux_classifiers[f"layer{layer_index}"]
-            output.aux_logits[layer_index] = aux(output.patches[layer_index - 1])
         return output
 
     def _read_given_layer(

@@ -7,7 +7,8 @@ reads the slides itself through ``RegionReader``s), back-propagate the loss of `
 ``best.ckpt`` on a better validation AUROC) atomically (``checkpoints``); append a row to ``metrics.csv``
 and TensorBoard (``run_log``, with the zoom ``diagnostics``). A non-finite loss or weight stops the run
 at once (``finite``), before anything of that epoch is saved. Before epoch 1 the first layer's heads may be
-warmed up alone on cached root views (``warmup``, docs/method.md §9).
+warmed up alone on cached root views (``warmup``, docs/method.md §9); after the last, the readout of
+``best.ckpt`` may be fitted again on its cached final-patch features (``readout_refit``, ``refit.epochs``).
 
 The run folder is locked for the run's lifetime, and a resume that would change what the run learns is
 refused unless allowed (``run_folder``). A slide that cannot be read is logged once and left out, the rest
@@ -28,7 +29,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,7 @@ from magnet.training.diagnostics import ZoomDiagnostics
 from magnet.training.failures import SlideFailures
 from magnet.training.finite import check_step, non_finite_forward
 from magnet.training.losses import magnet_loss
+from magnet.training.readout_refit import refit_checkpoint
 from magnet.training.recipe import TrainConfig
 from magnet.training.run_folder import (
     RunFolder,
@@ -437,7 +439,7 @@ class Trainer:
         log = RunLog(self.run_dir, cfg.model.num_layers, echo=self.show_progress) if fabric.is_global_zero \
             else None
         start = time.perf_counter()
-        interrupted = False
+        interrupted, first_epoch = False, self.epoch
         try:
             for epoch in range(self.epoch, cfg.optim.epochs):
                 row: dict[str, Any] = {"epoch": epoch + 1, **self._train_epoch(epoch)}
@@ -456,6 +458,11 @@ class Trainer:
                     self._save(improved)
                     log.epoch_done(self.history)
                 fabric.barrier()
+            # After the last epoch, when this call trained (a resume of a finished run does not refit again)
+            if cfg.refit.epochs and self.epoch == cfg.optim.epochs and self.epoch > first_epoch:
+                if fabric.is_global_zero:
+                    self._refit_readout()
+                fabric.barrier()
         except KeyboardInterrupt:
             interrupted = True
             if fabric.is_global_zero:
@@ -467,6 +474,20 @@ class Trainer:
             self.pool.close()
             self.folder.release()
         return TrainResult(self.run_dir, self.epoch, self.best_score, self.history, interrupted)
+
+    def _refit_readout(self) -> None:
+        """The readout of ``best.ckpt`` fitted again on its final-patch features (``readout_refit``)."""
+        if not self.val_rows:
+            self._echo("readout refit: skipped (no validation slides to choose its epoch)")
+            return
+        usable = {split: [r for r in rows if r.slide not in self.failures[split]]
+                  for split, rows in (("train", self.train_rows), ("validation", self.val_rows))}
+        result = refit_checkpoint(self.run_dir / "best.ckpt", usable["train"], usable["validation"],
+                                  self.pool, device=self.fabric.device, oracle=self.oracle, echo=self._echo)
+        self.folder.record("readout refit", **asdict(result))
+        self._echo(f"readout refit: validation AUROC {result.val_auroc_before:.3f} -> "
+                   f"{result.val_auroc_after:.3f} (epoch {result.best_epoch} of {result.epochs}, "
+                   f"{result.seconds:.0f} s) in {self.run_dir / 'best.ckpt'}")
 
     def _save(self, improved: bool) -> None:
         payload = {

@@ -105,11 +105,25 @@ class OptimConfig:
 
 
 @dataclass
+class RefitConfig:
+    """[choice, docs/method.md §9] After training, the classifier's readout fitted again on the best
+    checkpoint's final-patch features, the zoom fixed (``magnet.training.readout_refit``). 0 epochs: off."""
+
+    epochs: Annotated[int, NON_NEGATIVE] = 0  # passes over the cached training features, one slide a step
+    lr: Annotated[float, POSITIVE] = 1e-4  # Adam
+    weight_decay: Annotated[float, NON_NEGATIVE] = 1e-4
+
+    def __post_init__(self) -> None:
+        check_domains(self)
+
+
+@dataclass
 class TrainConfig:
     model: MagNetConfig = field(default_factory=MagNetConfig)
     loss: LossWeights = field(default_factory=LossWeights)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    refit: RefitConfig = field(default_factory=RefitConfig)
     seed: Annotated[int, SEED] = 0  # seeds initialisation, shuffling, augmentation and sampler noise
     accelerator: str = "auto"  # Lightning Fabric: cpu, gpu, auto
     # Devices per node: a count (``--set devices=2``) or a Lightning string ("auto", "0,1"; "-1": all).

@@ -1,0 +1,118 @@
+"""Readout refit (``refit.epochs``, magnet.training.readout_refit): the readout fitted again on cached
+final-patch features, nothing else changed, the best validation epoch kept, bad slides left out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from pipeline_fixtures import dataset, one_thread, temp_files, tiny_config
+
+from magnet.data.manifest import ManifestRow, read_manifest
+from magnet.metrics.auroc import auroc
+from magnet.models.classifier import Classifier
+from magnet.slides.pool import SlidePool
+from magnet.training.checkpoints import load_checkpoint, load_model
+from magnet.training.loop import train
+from magnet.training.readout_refit import CachedFeatures, final_patch_features, refit_readout
+
+
+def separable(count: int, seed: int) -> CachedFeatures:
+    """Bags of 6 patch features (D = 64): a positive bag's last patch is shifted along a fixed direction
+    (the last, so that a GRU need not remember it)."""
+    g = torch.Generator().manual_seed(seed)
+    features = torch.randn(count, 6, 64, generator=g)
+    labels = (torch.arange(count) % 2).float()
+    direction = torch.zeros(64)
+    direction[:8] = 3.0
+    features[labels == 1, -1] += direction
+    return CachedFeatures(features, labels, [f"s{i}" for i in range(count)], {})
+
+
+@pytest.mark.parametrize("readout", ["lse", "attention", "gru"])
+def test_refit_learns_the_readout_and_leaves_the_cnn(readout: str) -> None:
+    torch.manual_seed(0)
+    classifier = Classifier("small", gru_hidden=16, input_size=32, readout=readout)
+    cnn = {k: v.clone() for k, v in classifier.backbone.state_dict().items()}
+    with one_thread():
+        result = refit_readout(classifier, separable(64, 1), separable(32, 2), epochs=6, lr=1e-3,
+                               weight_decay=0.0, seed=3)
+    assert result.val_auroc_after >= result.val_auroc_before
+    assert result.val_auroc_after > 0.95 and 1 <= result.best_epoch <= 6
+    assert (result.n_train, result.n_validation) == (64, 32)
+    for key, value in classifier.backbone.state_dict().items():
+        assert torch.equal(value, cnn[key]), key
+    # The classifier keeps the best epoch's readout: its validation AUROC is the one reported.
+    test = separable(32, 2)
+    with torch.no_grad():
+        logits = classifier.read_out(test.features).logit
+    assert auroc(test.labels.tolist(), logits.tolist()) == pytest.approx(result.val_auroc_after)
+
+
+def test_refit_keeps_the_given_readout_when_no_epoch_beats_it() -> None:
+    torch.manual_seed(0)
+    classifier = Classifier("small", input_size=32, readout="lse")
+    before = {k: v.clone() for k, v in classifier.state_dict().items()}
+    result = refit_readout(classifier, separable(16, 1), separable(8, 2), epochs=0, lr=1e-3,
+                           weight_decay=0.0, seed=0)
+    assert result.best_epoch == 0 and result.val_auroc_after == result.val_auroc_before
+    for key, value in classifier.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_refit_needs_both_labels() -> None:
+    classifier = Classifier("small", input_size=32, readout="lse")
+    one_label = separable(8, 1)
+    one_label.labels[:] = 1
+    with pytest.raises(ValueError, match="validation slides need both labels"):
+        refit_readout(classifier, separable(8, 2), one_label, epochs=1, lr=1e-3, weight_decay=0.0, seed=0)
+
+
+def test_features_are_the_classifier_input_and_a_bad_slide_is_left_out(tmp_path: Path) -> None:
+    manifest = dataset(tmp_path / "data")
+    model, _ = load_model(train_tiny(manifest, tmp_path / "run", "refit.epochs=0") / "best.ckpt")
+    rows = [r for r in read_manifest(manifest, check_slides=False).rows if r.split == "validation"]
+    bad = ManifestRow(slide=str(tmp_path / "missing.tif"), label=1, split="validation")
+    pool = SlidePool(grey_filter=True, threads=1)
+    with one_thread():
+        cached = final_patch_features(model, [rows[0], bad, *rows[1:]], pool, batch_size=2)
+        readers = [pool.get(r.slide) for r in rows]
+        with torch.no_grad():
+            out = model(readers, auxiliary=False)
+            expected = model.classifier.read_out(cached.features).logit
+    assert cached.slides == [r.slide for r in rows] and list(cached.skipped) == [bad.slide]
+    assert "missing.tif" in cached.skipped[bad.slide]
+    assert cached.labels.tolist() == [float(r.label) for r in rows]
+    torch.testing.assert_close(expected, out.logit, rtol=1e-4, atol=1e-5)
+
+
+def train_tiny(manifest: Path, out: Path, *overrides: str) -> Path:
+    cfg = tiny_config(manifest, "model.readout=lse", "model.aux_layers=[]", "optim.epochs=2", *overrides)
+    with one_thread():
+        train(cfg, out, show_progress=False)
+    return out
+
+
+def test_training_ends_with_the_refit_written_into_best_ckpt(tmp_path: Path) -> None:
+    manifest = dataset(tmp_path / "data")
+    plain = train_tiny(manifest, tmp_path / "plain", "refit.epochs=0")
+    run = train_tiny(manifest, tmp_path / "refit", "refit.epochs=3")  # the same training, then the refit
+    payload = load_checkpoint(run / "best.ckpt")
+    result = payload["readout_refit"]
+    assert result["epochs"] == 3 and 0 <= result["best_epoch"] <= 3
+    assert result["val_auroc_after"] >= result["val_auroc_before"]
+    rows = read_manifest(manifest, check_slides=False).rows
+    assert result["n_train"] == sum(r.split == "train" for r in rows)
+    assert result["n_validation"] == sum(r.split == "validation" for r in rows)
+    events = [json.loads(line)["event"] for line in (run / "history.jsonl").read_text().splitlines()]
+    assert events[-1] == "readout refit"
+    assert "readout_refit" not in load_checkpoint(plain / "best.ckpt")
+    assert "readout_refit" not in load_checkpoint(run / "last.ckpt")
+    assert temp_files(run) == []
+    # Only the readout may differ from the same run without the refit.
+    base = load_checkpoint(plain / "best.ckpt")["model"]
+    changed = [key for key, value in payload["model"].items() if not torch.equal(value, base[key])]
+    assert all(key.startswith("classifier.head.") for key in changed), changed
+    assert bool(changed) == (result["best_epoch"] > 0)
