@@ -8,7 +8,8 @@ reads the slides itself through ``RegionReader``s), back-propagate the loss of `
 and TensorBoard (``run_log``, with the zoom ``diagnostics``). A non-finite loss or weight stops the run
 at once (``finite``), before anything of that epoch is saved. Before epoch 1 the first layer's heads may be
 warmed up alone on cached root views (``warmup``, docs/method.md §9); after the last, the readout of
-``best.ckpt`` may be fitted again on its cached final-patch features (``readout_refit``, ``refit.epochs``).
+``best.ckpt`` may be fitted again on its cached final-patch features (``readout_refit``, ``refit.epochs``;
+the checkpoint before the refit is kept as ``best-trained.ckpt``).
 
 The run folder is locked for the run's lifetime, and a resume that would change what the run learns is
 refused unless allowed (``run_folder``). A slide that cannot be read is logged once and left out, the rest
@@ -27,6 +28,7 @@ all validation slides (duplicated work, kept simple; the numbers are identical o
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -64,7 +66,7 @@ from magnet.training.diagnostics import ZoomDiagnostics
 from magnet.training.failures import SlideFailures
 from magnet.training.finite import check_step, non_finite_forward
 from magnet.training.losses import magnet_loss
-from magnet.training.readout_refit import refit_checkpoint
+from magnet.training.readout_refit import TRAINED_CHECKPOINT, refit_checkpoint
 from magnet.training.recipe import TrainConfig
 from magnet.training.run_folder import (
     RunFolder,
@@ -482,6 +484,8 @@ class Trainer:
             return
         usable = {split: [r for r in rows if r.slide not in self.failures[split]]
                   for split, rows in (("train", self.train_rows), ("validation", self.val_rows))}
+        # The best checkpoint as training left it stays beside the refitted one (compare, or go back).
+        shutil.copyfile(self.run_dir / "best.ckpt", self.run_dir / TRAINED_CHECKPOINT)
         result = refit_checkpoint(self.run_dir / "best.ckpt", usable["train"], usable["validation"],
                                   self.pool, device=self.fabric.device, oracle=self.oracle, echo=self._echo)
         self.folder.record("readout refit", **asdict(result))

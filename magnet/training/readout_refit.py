@@ -50,7 +50,13 @@ from magnet.training.checkpoints import (
     save_checkpoint,
 )
 
-__all__ = ["CachedFeatures", "RefitResult", "final_patch_features", "refit_checkpoint", "refit_readout"]
+__all__ = [
+    "TRAINED_CHECKPOINT", "CachedFeatures", "RefitResult", "final_patch_features", "refit_checkpoint",
+    "refit_readout",
+]
+
+# In a run folder: the best checkpoint as training left it, kept when the refit rewrites best.ckpt.
+TRAINED_CHECKPOINT = "best-trained.ckpt"
 
 
 @dataclass

@@ -110,9 +110,12 @@ def test_training_ends_with_the_refit_written_into_best_ckpt(tmp_path: Path) -> 
     assert events[-1] == "readout refit"
     assert "readout_refit" not in load_checkpoint(plain / "best.ckpt")
     assert "readout_refit" not in load_checkpoint(run / "last.ckpt")
+    trained = load_checkpoint(run / "best-trained.ckpt")  # best.ckpt as training left it, kept
+    assert "readout_refit" not in trained and not (plain / "best-trained.ckpt").exists()
     assert temp_files(run) == []
     # Only the readout may differ from the same run without the refit.
     base = load_checkpoint(plain / "best.ckpt")["model"]
+    assert all(torch.equal(value, base[key]) for key, value in trained["model"].items())
     changed = [key for key, value in payload["model"].items() if not torch.equal(value, base[key])]
     assert all(key.startswith("classifier.head.") for key in changed), changed
     assert bool(changed) == (result["best_epoch"] > 0)
