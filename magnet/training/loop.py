@@ -28,7 +28,6 @@ all validation slides (duplicated work, kept simple; the numbers are identical o
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -66,7 +65,7 @@ from magnet.training.diagnostics import ZoomDiagnostics
 from magnet.training.failures import SlideFailures
 from magnet.training.finite import check_step, non_finite_forward
 from magnet.training.losses import magnet_loss
-from magnet.training.readout_refit import TRAINED_CHECKPOINT, refit_checkpoint
+from magnet.training.readout_refit import TRAINED_CHECKPOINT, refit_run
 from magnet.training.recipe import TrainConfig
 from magnet.training.run_folder import (
     RunFolder,
@@ -484,10 +483,8 @@ class Trainer:
             return
         usable = {split: [r for r in rows if r.slide not in self.failures[split]]
                   for split, rows in (("train", self.train_rows), ("validation", self.val_rows))}
-        # The best checkpoint as training left it stays beside the refitted one (compare, or go back).
-        shutil.copyfile(self.run_dir / "best.ckpt", self.run_dir / TRAINED_CHECKPOINT)
-        result = refit_checkpoint(self.run_dir / "best.ckpt", usable["train"], usable["validation"],
-                                  self.pool, device=self.fabric.device, oracle=self.oracle, echo=self._echo)
+        result = refit_run(self.run_dir, usable["train"], usable["validation"], self.pool,
+                           device=self.fabric.device, oracle=self.oracle, echo=self._echo)
         self.folder.record("readout refit", **asdict(result))
         self._echo(f"readout refit: validation AUROC {result.val_auroc_before:.3f} -> "
                    f"{result.val_auroc_after:.3f} (epoch {result.best_epoch} of {result.epochs}, "
@@ -507,6 +504,8 @@ class Trainer:
         save_checkpoint(self.run_dir / "last.ckpt", payload)
         if improved or not (self.run_dir / "best.ckpt").exists():
             save_checkpoint(self.run_dir / "best.ckpt", payload)
+            # A new best: the unrefitted copy an earlier readout refit kept is stale now.
+            (self.run_dir / TRAINED_CHECKPOINT).unlink(missing_ok=True)
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, allow_changes: bool = False,

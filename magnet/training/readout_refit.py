@@ -23,10 +23,9 @@ per tile, then attention MIL trained on them); here the "tiles" are the zoom's f
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +44,16 @@ from magnet.slides.pool import SlidePool
 from magnet.training.checkpoints import (
     build_offline,
     checkpoint_config,
+    config_dict,
     load_checkpoint,
     load_weights,
     save_checkpoint,
 )
+from magnet.training.recipe import RefitConfig
 
 __all__ = [
-    "TRAINED_CHECKPOINT", "CachedFeatures", "RefitResult", "final_patch_features", "refit_checkpoint",
-    "refit_readout",
+    "TRAINED_CHECKPOINT", "CachedFeatures", "RefitResult", "final_patch_features", "refit_readout",
+    "refit_run",
 ]
 
 # In a run folder: the best checkpoint as training left it, kept when the refit rewrites best.ckpt.
@@ -157,17 +158,25 @@ def refit_readout(classifier: Classifier, train: CachedFeatures, val: CachedFeat
                        seconds=time.perf_counter() - start)
 
 
-def refit_checkpoint(path: str | Path, train_rows: Sequence[ManifestRow], val_rows: Sequence[ManifestRow],
-                     pool: SlidePool, *, device: torch.device | str = "cpu", oracle: OracleZoom | None = None,
-                     echo: Callable[[str], Any] = print) -> RefitResult:
-    """Refit the readout of the checkpoint ``path`` (its ``refit`` settings) and write it back atomically.
+def refit_run(run_dir: str | Path, train_rows: Sequence[ManifestRow], val_rows: Sequence[ManifestRow],
+              pool: SlidePool, *, settings: RefitConfig | None = None, device: torch.device | str = "cpu",
+              oracle: OracleZoom | None = None, echo: Callable[[str], Any] = print) -> RefitResult:
+    """Refit the readout of the run ``run_dir`` and write it as its ``best.ckpt`` (atomically).
 
-    The checkpoint gains ``readout_refit`` (the ``RefitResult``); everything else in it is kept.
+    The refit starts from the best checkpoint as training left it: ``best-trained.ckpt`` when an earlier
+    refit kept it, else ``best.ckpt``, which is first copied there. ``settings`` (default: the checkpoint's
+    ``refit``) are stored in the refitted checkpoint's config, and its ``readout_refit`` holds the result.
     """
-    payload = load_checkpoint(path)
-    config = checkpoint_config(payload, path)
+    run_dir = Path(run_dir)
+    trained, best = run_dir / TRAINED_CHECKPOINT, run_dir / "best.ckpt"
+    payload = load_checkpoint(trained if trained.exists() else best)
+    config = checkpoint_config(payload, best)
+    if settings is not None:
+        config = replace(config, refit=settings)
+    if not trained.exists():
+        save_checkpoint(trained, payload)
     model = build_offline(config.model)
-    load_weights(model, payload["model"], path)
+    load_weights(model, payload["model"], best)
     model.to(device)
     batch = config.optim.batch_size
     train = final_patch_features(model, train_rows, pool, batch_size=batch, oracle=oracle)
@@ -177,9 +186,6 @@ def refit_checkpoint(path: str | Path, train_rows: Sequence[ManifestRow], val_ro
     refit = config.refit
     result = refit_readout(model.classifier, train, val, epochs=refit.epochs, lr=refit.lr,
                            weight_decay=refit.weight_decay, seed=config.seed)
-    if not math.isfinite(result.val_auroc_after):
-        raise ValueError("readout refit: validation AUROC is not finite")
-    payload["model"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    payload["readout_refit"] = asdict(result)
-    save_checkpoint(path, payload)
+    save_checkpoint(best, {**payload, "config": config_dict(config), "readout_refit": asdict(result),
+                           "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}})
     return result

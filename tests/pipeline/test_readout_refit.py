@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from pipeline_fixtures import dataset, one_thread, temp_files, tiny_config
+from pipeline_fixtures import dataset, one_line_error, one_thread, temp_files, tiny_config
 
+from magnet.cli import main
 from magnet.data.manifest import ManifestRow, read_manifest
 from magnet.metrics.auroc import auroc
 from magnet.models.classifier import Classifier
@@ -119,3 +120,29 @@ def test_training_ends_with_the_refit_written_into_best_ckpt(tmp_path: Path) -> 
     changed = [key for key, value in payload["model"].items() if not torch.equal(value, base[key])]
     assert all(key.startswith("classifier.head.") for key in changed), changed
     assert bool(changed) == (result["best_epoch"] > 0)
+
+
+def test_magnet_refit_refits_a_finished_run_from_its_trained_checkpoint(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    manifest = dataset(tmp_path / "data")
+    run = train_tiny(manifest, tmp_path / "run", "refit.epochs=0")
+    trained = load_checkpoint(run / "best.ckpt")
+    with one_thread():
+        assert main(["refit", str(run), "--set", "refit.epochs=2"]) == 0
+    assert "readout refit: validation AUROC" in capsys.readouterr().out
+    first = load_checkpoint(run / "best.ckpt")
+    assert first["readout_refit"]["epochs"] == 2 and first["config"]["refit"]["epochs"] == 2
+    kept = load_checkpoint(run / "best-trained.ckpt")
+    assert all(torch.equal(value, trained["model"][key]) for key, value in kept["model"].items())
+    with one_thread():  # a second refit starts again from the trained checkpoint, not from the first refit
+        assert main(["refit", str(run), "--set", "refit.epochs=1"]) == 0
+    second = load_checkpoint(run / "best.ckpt")["readout_refit"]
+    assert second["epochs"] == 1
+    assert second["val_auroc_before"] == first["readout_refit"]["val_auroc_before"]
+    assert temp_files(run) == []
+
+
+def test_magnet_refit_refuses_other_keys_and_a_folder_without_a_run(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["refit", str(tmp_path), "--set", "optim.lr=1"]) == 2
+    assert "only refit.* keys" in one_line_error(capsys)
+    assert main(["refit", str(tmp_path / "nothing")]) == 2
+    assert "best.ckpt: no such checkpoint file" in one_line_error(capsys)
