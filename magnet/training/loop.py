@@ -483,8 +483,12 @@ class Trainer:
             return
         usable = {split: [r for r in rows if r.slide not in self.failures[split]]
                   for split, rows in (("train", self.train_rows), ("validation", self.val_rows))}
-        result = refit_run(self.run_dir, usable["train"], usable["validation"], self.pool,
-                           device=self.fabric.device, oracle=self.oracle, echo=self._echo)
+        try:
+            result = refit_run(self.run_dir, usable["train"], usable["validation"], self.pool,
+                               device=self.fabric.device, oracle=self.oracle, echo=self._echo)
+        except MagnetError as exc:  # e.g. one label among the validation slides: training's outputs stand
+            self._echo(f"readout refit: skipped ({exc})")
+            return
         self.folder.record("readout refit", **asdict(result))
         self._echo(f"readout refit: validation AUROC {result.val_auroc_before:.3f} -> "
                    f"{result.val_auroc_after:.3f} (epoch {result.best_epoch} of {result.epochs}, "

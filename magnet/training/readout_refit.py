@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from magnet.data.manifest import ManifestRow
-from magnet.errors import SlideError
+from magnet.errors import MagnetError, SlideError
 from magnet.inference.oracle import OracleZoom
 from magnet.inference.runner import evaluation_mode
 from magnet.metrics.auroc import auroc
@@ -127,11 +127,11 @@ def refit_readout(classifier: Classifier, train: CachedFeatures, val: CachedFeat
     """Fit ``classifier``'s readout on cached features; keep the epoch of best validation AUROC.
 
     Epoch 0 is the readout as given. ``classifier`` is changed in place. Both sets need positive and
-    negative slides.
+    negative slides (``MagnetError`` otherwise).
     """
     for name, data in (("training", train), ("validation", val)):
         if len(set(data.labels.tolist())) < 2:
-            raise ValueError(f"readout refit: the {name} slides need both labels")
+            raise MagnetError(f"readout refit: the {name} slides need both labels")
     device = next(classifier.parameters()).device
     train_features, train_labels = train.features.to(device), train.labels.to(device)
     val_data = CachedFeatures(val.features.to(device), val.labels, val.slides, val.skipped)

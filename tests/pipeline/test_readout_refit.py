@@ -12,6 +12,7 @@ from pipeline_fixtures import dataset, one_line_error, one_thread, temp_files, t
 
 from magnet.cli import main
 from magnet.data.manifest import ManifestRow, read_manifest
+from magnet.errors import MagnetError
 from magnet.metrics.auroc import auroc
 from magnet.models.classifier import Classifier
 from magnet.slides.pool import SlidePool
@@ -67,7 +68,7 @@ def test_refit_needs_both_labels() -> None:
     classifier = Classifier("small", input_size=32, readout="lse")
     one_label = separable(8, 1)
     one_label.labels[:] = 1
-    with pytest.raises(ValueError, match="validation slides need both labels"):
+    with pytest.raises(MagnetError, match="validation slides need both labels"):
         refit_readout(classifier, separable(8, 2), one_label, epochs=1, lr=1e-3, weight_decay=0.0, seed=0)
 
 
