@@ -20,6 +20,10 @@ that the zoom did reach.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/readout_probe.py --checkpoint RUN/best.ckpt \\
         --train /tmp/avp/data/manifest.csv --test /tmp/avp/test/manifest.csv --out /tmp/probe
+
+Each readout starts from fresh weights, except ``patch-lse`` with ``--warm``: from the checkpoint's own head,
+which is what ``refit.epochs`` (``magnet.training.readout_refit``) does inside a run. The features are
+cached in ``--out`` on the first call, so later calls with other readouts or seeds only fit.
 """
 
 from __future__ import annotations
