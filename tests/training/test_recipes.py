@@ -67,6 +67,7 @@ def test_camelyon_recipes_place_every_final_patch_at_2_um_per_pixel(name: str) -
     cfg = load_config(TrainConfig, path, ["model.backbone=efficientnet_lite0", "model.final_size=64",
                                           "model.final_read_size=128", "model.classifier_input_size=64"])
     assert cfg.model.head_mil and cfg.loss.head_value > 0 and cfg.model.sibling_layout == "tissue_strips"
+    assert cfg.refit.epochs > 0  # the readout refitted on the final patches after training
     model = build_model(cfg.model).eval()
     # A virtual slide of a Camelyon slide's size: 50 mm on its longer side at 0.25 um/px.
     with torch.no_grad():
