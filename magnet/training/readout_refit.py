@@ -13,7 +13,8 @@ one evaluation forward pass, and an epoch over cached features takes about a sec
 
 Why it is ours and not the paper's: the paper trains 200 epochs (§4.3), where the readout has every step it
 needs. On virtual slides at 2 um/px, refitting the readout of a 3-epoch magnet3 run (frozen Lite0) on its
-own final patches raised test Macro & Micro AUROC from 0.87 to 0.94 (docs/BENCHMARKS.md, "The readout
+own final patches raised test Macro & Micro AUROC from 0.87 to 0.94 on one training seed; on another no
+pass beat the trained readout on validation and nothing changed (docs/BENCHMARKS.md, "The readout
 refitted on the final patches").
 
 Caching features in evaluation mode is the tiling pipelines' practice (CLAM, Lu et al. 2021: features once
