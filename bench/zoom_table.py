@@ -40,6 +40,7 @@ from magnet.evaluation.evaluate import evaluate
 from magnet.metrics.auroc import table1
 from magnet.models.model_config import MagNetConfig
 from magnet.synth.dataset import DEFAULT_VERSION, make_dataset, take_per_class, write_dataset
+from magnet.training.checkpoints import load_checkpoint
 from magnet.training.loop import train
 from magnet.training.readout_refit import TRAINED_CHECKPOINT
 from magnet.training.recipe import TrainConfig
@@ -84,8 +85,9 @@ def run(mode: str, seed: int, args: argparse.Namespace) -> dict:  # type: ignore
     summary = {"metrics": metrics, "minutes": minutes, "pixels": pixels_per_slide(cfg.model)}
     trained = result.run_dir / TRAINED_CHECKPOINT
     if trained.exists():  # a readout refit ran: score the checkpoint before it too, on the same test set
-        summary["metrics_trained"] = evaluate(trained, args.test, folder / "eval-trained",
-                                              show_progress=False).metrics
+        kept_trained = load_checkpoint(result.run_dir / "best.ckpt")["readout_refit"]["best_epoch"] == 0
+        summary["metrics_trained"] = metrics if kept_trained else evaluate(  # pass 0: the same weights
+            trained, args.test, folder / "eval-trained", show_progress=False).metrics
     done.write_text(json.dumps(summary))
     print(f"{mode} seed {seed}: {minutes:.1f} min, AUROC all {metrics['all']['auroc']:.3f}", flush=True)
     return summary

@@ -73,6 +73,5 @@ def run(args: argparse.Namespace) -> int:
     finally:
         pool.close()
         lock.release()
-    print(f"readout refit: validation AUROC {result.val_auroc_before:.3f} -> {result.val_auroc_after:.3f} "
-          f"(epoch {result.best_epoch} of {result.epochs}, {result.seconds:.0f} s) in {folder / 'best.ckpt'}")
+    print(result.summary(folder / "best.ckpt"))
     return 0

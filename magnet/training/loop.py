@@ -490,9 +490,7 @@ class Trainer:
             self._echo(f"readout refit: skipped ({exc})")
             return
         self.folder.record("readout refit", **asdict(result))
-        self._echo(f"readout refit: validation AUROC {result.val_auroc_before:.3f} -> "
-                   f"{result.val_auroc_after:.3f} (epoch {result.best_epoch} of {result.epochs}, "
-                   f"{result.seconds:.0f} s) in {self.run_dir / 'best.ckpt'}")
+        self._echo(result.summary(self.run_dir / "best.ckpt"))
 
     def _save(self, improved: bool) -> None:
         payload = {

@@ -23,7 +23,6 @@ per tile, then attention MIL trained on them); here the "tiles" are the zoom's f
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -81,6 +80,11 @@ class RefitResult:
     n_validation: int
     seconds: float
 
+    def summary(self, checkpoint: str | Path) -> str:
+        """One line for the user: the validation AUROC before and after, and where it was written."""
+        return (f"readout refit: validation AUROC {self.val_auroc_before:.3f} -> {self.val_auroc_after:.3f} "
+                f"(epoch {self.best_epoch} of {self.epochs}, {self.seconds:.0f} s) in {checkpoint}")
+
 
 @torch.no_grad()
 def final_patch_features(model: MagNet, rows: Sequence[ManifestRow], pool: SlidePool, *, batch_size: int,
@@ -123,6 +127,11 @@ def _val_auroc(classifier: Classifier, data: CachedFeatures) -> float:
     return float(auroc(data.labels.tolist(), scores.tolist()))
 
 
+def _copies(params: list[torch.nn.Parameter]) -> list[Tensor]:
+    """The readout's parameters copied: the CNN never changes, so it is not copied at each new best."""
+    return [param.detach().clone() for param in params]
+
+
 def refit_readout(classifier: Classifier, train: CachedFeatures, val: CachedFeatures, *, epochs: int,
                   lr: float, weight_decay: float, seed: int) -> RefitResult:
     """Fit ``classifier``'s readout on cached features; keep the epoch of best validation AUROC.
@@ -142,7 +151,7 @@ def refit_readout(classifier: Classifier, train: CachedFeatures, val: CachedFeat
     start = time.perf_counter()
     classifier.eval()  # the frozen CNN is not run; the readout has no dropout or batch norm
     before = best = _val_auroc(classifier, val_data)
-    best_epoch, best_state = 0, copy.deepcopy(classifier.state_dict())
+    best_epoch, best_state = 0, _copies(params)
     for epoch in range(1, epochs + 1):
         for i in torch.randperm(len(train_labels), generator=generator).tolist():
             logit = classifier.read_out(train_features[i:i + 1]).logit
@@ -152,8 +161,10 @@ def refit_readout(classifier: Classifier, train: CachedFeatures, val: CachedFeat
             optimiser.step()
         score = _val_auroc(classifier, val_data)
         if score > best:
-            best, best_epoch, best_state = score, epoch, copy.deepcopy(classifier.state_dict())
-    classifier.load_state_dict(best_state)
+            best, best_epoch, best_state = score, epoch, _copies(params)
+    with torch.no_grad():
+        for param, kept in zip(params, best_state, strict=True):
+            param.copy_(kept)
     return RefitResult(epochs=epochs, best_epoch=best_epoch, val_auroc_before=before, val_auroc_after=best,
                        n_train=len(train_labels), n_validation=len(val.labels),
                        seconds=time.perf_counter() - start)
