@@ -19,7 +19,7 @@ from pathlib import Path
 from magnet.domains import NON_NEGATIVE, AtLeast, arg_type
 from magnet.errors import MagnetError
 from magnet.outputs import output_folder
-from magnet.synth.uri import VERSIONS
+from magnet.synth.uri import DEFAULT_VERSION, VERSIONS
 
 # Sized so that the whole demo runs in about 7 minutes on a quiet 2-core machine (docs/BENCHMARKS.md, "The
 # demo"); the test set is enriched so that each class's AUROC rests on 20 positives, not the 5-9 of a 15 %
@@ -42,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="test slides of each class, from data-set seed SEED + 1 (default %(default)s)")
     p.add_argument("--seed", type=arg_type(int, NON_NEGATIVE), default=0)
     p.add_argument("--version", type=int, choices=VERSIONS, default=None,
-                   help="virtual-slide generator version (default 2; 1 reproduces demos recorded before it)")
+                   help=f"virtual-slide generator version (default {DEFAULT_VERSION}; older versions "
+                   "reproduce demos recorded before it)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe key (repeatable)")
     p.set_defaults(func=run)
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from magnet.data.lesions import LESION_CLASSES
     from magnet.evaluation.evaluate import evaluate, failure_summary, format_localisation
     from magnet.metrics.auroc import format_table1
-    from magnet.synth.dataset import DEFAULT_VERSION, make_dataset, with_enriched_test, write_dataset
+    from magnet.synth.dataset import make_dataset, with_enriched_test, write_dataset
     from magnet.training.loop import train
     from magnet.training.recipe import TrainConfig
 

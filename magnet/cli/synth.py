@@ -1,7 +1,7 @@
 """``magnet synth``: virtual lymph-node slides (docs/virtual-slides.md).
 
 - ``magnet synth dataset --n 400 --seed 0 --out DIR [--size WxH] [--texture procedural|camelyon16]
-  [--version 1|2]``
+  [--version 1|2|3]``
   writes ``DIR/manifest.csv`` and ``DIR/lesions.json`` (no pixels);
 - ``magnet synth export URI OUT.tif [--workers N]`` writes a virtual slide as a JPEG-tiled pyramidal TIFF
   (its tiles rendered in N processes).
@@ -14,7 +14,7 @@ from typing import Any
 
 from magnet.domains import NON_NEGATIVE, POSITIVE, AtLeast, Interval, MultipleOf, arg_type
 from magnet.errors import ConfigError
-from magnet.synth.uri import DEFAULT_MPP, DEFAULT_SIZE, TEXTURES, VERSIONS, parse_size
+from magnet.synth.uri import DEFAULT_MPP, DEFAULT_SIZE, DEFAULT_VERSION, TEXTURES, VERSIONS, parse_size
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -66,8 +66,8 @@ def register(subparsers: Any) -> None:
         type=int,
         choices=VERSIONS,
         default=None,
-        help="generator version: 1 the original, 2 lymph-node anatomy with look-alikes "
-        "(default: 2)",
+        help="generator version: 1 the original, 2 lymph-node anatomy with look-alikes, 3 the same with "
+        f"the look-alikes placed blind to the lesions (default: {DEFAULT_VERSION})",
     )
     dataset.add_argument(
         "--centres",
@@ -115,7 +115,7 @@ def register(subparsers: Any) -> None:
 def run_dataset(args: argparse.Namespace) -> int:
     from magnet.data.lesions import LESION_CLASSES
     from magnet.outputs import output_folder
-    from magnet.synth.dataset import DEFAULT_VERSION, make_dataset, with_enriched_test, write_dataset
+    from magnet.synth.dataset import make_dataset, with_enriched_test, write_dataset
 
     output_folder(args.out)
     if args.texture_dir is not None and args.texture != "camelyon16":

@@ -162,7 +162,36 @@ def _place(
 
 
 def make_node_layout(spec: SynthSpec) -> NodeLayout:
-    """Draw the whole version-2 geometry of slide ``spec`` (no pixels)."""
+    """Draw the whole version-2 geometry of slide ``spec`` (no pixels).
+
+    Version 2 places the lesions first and the look-alikes clear of them, so a lesion can crowd out a
+    look-alike; above all the large reactive germinal centre, which then stands on fewer positive slides than
+    negative ones (a slide-level clue; version 3 below, docs/virtual-slides.md).
+    """
+    layout, hilum_angles = _nodes(spec)
+    taken: list[tuple[float, float, float]] = []
+    _move_lesions_to_cortex(spec, layout, taken)
+    _place_lookalikes(spec, layout, taken, hilum_angles)
+    return layout
+
+
+def make_node_layout_v3(spec: SynthSpec) -> NodeLayout:
+    """Draw the whole version-3 geometry of slide ``spec``: version 2 with the look-alikes placed blind to the
+    lesions, then the lesions moved clear of them.
+
+    Everything but the lesions and their lymphoid rims is then what the negative slide of the same seed has
+    (for micro and ITC slides; a macro slide's largest section is drawn rounder and larger, as in version 1),
+    so nothing outside a lesion tells a small-lesion slide from a negative one.
+    """
+    layout, hilum_angles = _nodes(spec)
+    taken: list[tuple[float, float, float]] = []
+    _place_lookalikes(spec, layout, taken, hilum_angles)
+    _move_lesions_to_cortex(spec, layout, taken)
+    return layout
+
+
+def _nodes(spec: SynthSpec) -> tuple[NodeLayout, list[float]]:
+    """Version 1's geometry with each section made a node (medulla, hilum, vessels, perinodal fat)."""
     um = spec.mpp
     base = make_layout(spec)
     layout = NodeLayout(
@@ -181,15 +210,25 @@ def make_node_layout(spec: SynthSpec) -> NodeLayout:
         layout.nodes.append(node)
         layout.fat.extend(_perinodal_fat(fat_rng, section, hilum_angle))
         hilum_angles.append(hilum_angle)
-    # Circumscribed circles (x, y, radius) of what is placed: lesions, follicles, look-alikes.
-    taken = [(s.cx, s.cy, s.r_max) for s in (lesion.shape for lesion in layout.lesions)]
-    margin = MARGIN_UM / um
-    cortex_edge = (CAPSULE_UM + SINUS_UM + 30.0) / um  # capsule + sinus + a few cells
+    return layout, hilum_angles
 
-    def add(kind: str, shape: StarShape, extent_px: float) -> None:  # extent: blob() made it exact
-        layout.lookalikes.append(Lookalike(kind, shape, extent_px * um))
-        taken.append((shape.cx, shape.cy, shape.r_max))
 
+def _cortex_edge(um: float) -> float:
+    return (CAPSULE_UM + SINUS_UM + 30.0) / um  # capsule + sinus + a few cells
+
+
+def _move_lesions_to_cortex(
+    spec: SynthSpec, layout: NodeLayout, taken: list[tuple[float, float, float]]
+) -> None:
+    """Move most lesions up to micro size into the outer node, clear of ``taken``, and give every lesion
+    larger than ITC its lymphoid rim; the lesions' circles are appended to ``taken``.
+
+    ``taken`` holds the circumscribed circles (x, y, radius) of what is already placed. A lesion that finds
+    no room stays where version 1 put it (in version 3 it may then overlap a look-alike, drawn over it).
+    """
+    um = spec.mpp
+    first = len(taken)
+    taken.extend((s.cx, s.cy, s.r_max) for s in (lesion.shape for lesion in layout.lesions))
     # Metastases arrive through the afferent lymphatics into the subcapsular sinus and grow into the cortex:
     # most lesions up to micro size move to the outer node, where the follicles are, so that position in the
     # node is no clue at low power. Same shapes and sizes as version 1, so the same classes.
@@ -198,16 +237,31 @@ def make_node_layout(spec: SynthSpec) -> NodeLayout:
         if lesion.extent_um > LESION_SITES[0] or rng.random() >= LESION_SITES[1]:
             continue
         section = min(layout.sections, key=lambda s: np.hypot(s.cx - lesion.shape.cx, s.cy - lesion.shape.cy))
-        others = [t for i, t in enumerate(taken) if i != index]
-        placed = _place(rng, section, lesion.shape, (0.5, 0.95), cortex_edge, others, margin)
+        others = [t for i, t in enumerate(taken) if i != first + index]
+        placed = _place(rng, section, lesion.shape, (0.5, 0.95), _cortex_edge(um), others, MARGIN_UM / um)
         if placed is not None:
             layout.lesions[index] = Lesion(placed, lesion.extent_um)
-            taken[index] = (placed.cx, placed.cy, placed.r_max)
+            taken[first + index] = (placed.cx, placed.cy, placed.r_max)
     rng = _rng(spec.seed, "rims")
     for lesion in layout.lesions:
         draw, scale = rng.random(), rng.uniform(*LESION_RIM[1])
         if lesion.extent_um > 200.0 and draw < LESION_RIM[0]:
             layout.mantles.append(lesion.shape.scaled(scale))
+
+
+def _place_lookalikes(
+    spec: SynthSpec, layout: NodeLayout, taken: list[tuple[float, float, float]], hilum_angles: list[float]
+) -> None:
+    """The reactive germinal centre, the follicles, sinus histiocytes and large cells, each clear of
+    ``taken`` (circumscribed circles of what is already placed), to which they are appended."""
+    um = spec.mpp
+    margin = MARGIN_UM / um
+    cortex_edge = _cortex_edge(um)
+
+    def add(kind: str, shape: StarShape, extent_px: float) -> None:  # extent: blob() made it exact
+        layout.lookalikes.append(Lookalike(kind, shape, extent_px * um))
+        taken.append((shape.cx, shape.cy, shape.r_max))
+
     # One confluent reactive germinal centre of macro size in the largest node, when it has room.
     rng = _rng(spec.seed, "reactive")
     extent = draw_extent(rng, "germinal_centre", "macro") / um
@@ -272,4 +326,3 @@ def make_node_layout(spec: SynthSpec) -> NodeLayout:
         placed = _place(rng, section, shape, (0.2, 0.8), cortex_edge, taken, margin)
         if placed is not None:
             add("large_cells", placed, extent)
-    return layout

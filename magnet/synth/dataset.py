@@ -29,18 +29,20 @@ from magnet.errors import ConfigError, SlideError
 from magnet.outputs import output_folder
 from magnet.synth.centres import CENTRES
 from magnet.synth.slide import VirtualSlide
-from magnet.synth.uri import CLASS_MIX, DEFAULT_MPP, DEFAULT_SIZE, TEXTURES, VERSIONS, SynthSpec
+from magnet.synth.uri import (
+    CLASS_MIX,
+    DEFAULT_MPP,
+    DEFAULT_SIZE,
+    DEFAULT_VERSION,
+    TEXTURES,
+    VERSIONS,
+    SynthSpec,
+)
 
 SPLIT_FRACTIONS = {"train": 0.70, "validation": 0.15, "test": 0.15}
 # Slide seeds of data set ``seed`` are seed * SEED_STRIDE + index: readable, and distinct across data sets
 # of fewer than a million slides.
 SEED_STRIDE = 1_000_000
-# The generator version a new data set is written with unless told otherwise: 2, lymph-node anatomy with
-# look-alikes, on which a lesion cannot be told from benign tissue without magnification (docs/BENCHMARKS.md,
-# "Resolution curve"). Version 1 stays available (``version=1``) and renders as it always did; benchmarks
-# recorded before the switch name it. The manifest records the version of every slide
-# (``generator_version``), and the URIs say it too (``version=2``; a URI without the key is version 1).
-DEFAULT_VERSION = 2
 # On small slides a lesion of the drawn class may not fit the drawn tissue; then the slide takes an
 # alternate seed (index + k * n), at most this many tries.
 MAX_ALTERNATES = 10

@@ -10,9 +10,10 @@ Ground truth: ``lesion_class`` ("negative", "macro", "micro", "itc"; Camelyon17 
 lesion), ``lesions`` (outlines as ``(K, 2)`` float arrays of level-0 ``(x, y)``), ``label`` (0/1) and, in
 version 2, ``lookalikes`` (benign mimics of lesions, lookalikes.py).
 
-The generator version of the URI (``version=1`` by default, ``version=2``) picks the layout, renderer and
-texture banks: ``_GENERATORS`` below, one entry per version, each built from its own modules (version 1:
-layout.py, render.py; version 2: anatomy.py, lookalikes.py, node_render.py).
+The generator version of the URI (``version=1`` by default, ``version=2``, ``version=3``) picks the layout,
+renderer and texture banks: ``_GENERATORS`` below, one entry per version, each built from its own modules
+(version 1: layout.py, render.py; versions 2 and 3: anatomy.py, lookalikes.py, node_render.py; they differ
+in the order lesions and look-alikes are placed).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 
 from magnet.errors import SlideError
 from magnet.slides.base import Slide
-from magnet.synth.anatomy import NodeLayout, make_node_layout
+from magnet.synth.anatomy import NodeLayout, make_node_layout, make_node_layout_v3
 from magnet.synth.cells import cell_bank
 from magnet.synth.centres import Centre, apply_centre, centre_named
 from magnet.synth.layout import Layout, make_layout
@@ -82,6 +83,7 @@ class Generator:
 _GENERATORS = {
     1: Generator(make_layout, _v1_renderer, _v1_banks),
     2: Generator(make_node_layout, _v2_renderer, _v2_banks),
+    3: Generator(make_node_layout_v3, _v2_renderer, _v2_banks),
 }
 
 

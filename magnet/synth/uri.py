@@ -7,9 +7,10 @@ slide. ``SynthSpec.uri`` is the canonical spelling (fixed key order, defaults le
 lesion), which is what ``VirtualSlide.path`` and the manifests carry.
 
 ``version`` names the generator: 1 (the default, also when the key is absent) is the original layout and
-renderer, 2 the lymph-node anatomy with look-alikes (docs/virtual-slides.md, "Version 2"). The canonical URI
-writes ``version=2`` and never ``version=1``, so every URI written before versions existed keeps its meaning.
-New data sets are version 2 unless told otherwise (``magnet.synth.dataset.DEFAULT_VERSION``).
+renderer, 2 the lymph-node anatomy with look-alikes (docs/virtual-slides.md, "Version 2"), 3 the same with
+the look-alikes placed blind to the lesions ("Version 3"). The canonical URI writes ``version=2`` / ``3`` and
+never ``version=1``, so every URI written before versions existed keeps its meaning. New data sets are
+version 3 unless told otherwise (``DEFAULT_VERSION``).
 
 ``centre`` names a stain-and-scanner profile (``magnet.synth.centres``) applied to every region the slide
 renders. Absent means ``reference``, the identity; the canonical URI leaves ``centre=reference`` out, so a
@@ -40,8 +41,16 @@ DEFAULT_SIZE = (100_000, 100_000)
 DEFAULT_MPP = 0.25
 # Smallest slide: below this the pyramid and the tissue layout degenerate; largest: int32-safe maths.
 MIN_SIDE, MAX_SIDE = 256, 2_000_000
-# Generator versions: 1 the original, 2 lymph-node anatomy and look-alikes.
-VERSIONS = (1, 2)
+# Generator versions: 1 the original, 2 lymph-node anatomy and look-alikes, 3 look-alikes blind to lesions.
+VERSIONS = (1, 2, 3)
+# The generator version a new data set is written with unless told otherwise: 3, lymph-node anatomy with
+# look-alikes, on which a lesion cannot be told from benign tissue without magnification (docs/BENCHMARKS.md,
+# "Resolution curve"), and on which nothing outside the lesion differs between a small-lesion slide and a
+# negative one (version 2's positives lost look-alikes to their lesions: docs/virtual-slides.md, "Version 3").
+# Versions 1 and 2 stay available (``version=1``, ``version=2``) and render as they always did; benchmarks
+# recorded before each switch name them. The manifest records the version of every slide
+# (``generator_version``), and the URIs say it too (``version=3``; a URI without the key is version 1).
+DEFAULT_VERSION = 3
 _KEYS = ("seed", "size", "lesion", "mpp", "texture", "texture_dir", "version", "centre")
 _SIZE = re.compile(r"([0-9]+)x([0-9]+)")
 

@@ -78,11 +78,11 @@ def test_cli_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_manifest_records_the_generator_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # New data sets are version 2 unless told otherwise; version 1 stays one flag away.
-    rows = read_manifest(write_dataset(make_dataset(6, seed=3, size=(40000, 40000)), tmp_path / "v2"))
-    assert {r.extra["generator_version"] for r in rows} == {"2"}
-    assert all(r.slide.endswith(",version=2") for r in rows)
-    assert VirtualSlide(next(iter(rows)).slide).version == 2
+    # New data sets are version 3 unless told otherwise; versions 1 and 2 stay one flag away.
+    rows = read_manifest(write_dataset(make_dataset(6, seed=3, size=(40000, 40000)), tmp_path / "v3"))
+    assert {r.extra["generator_version"] for r in rows} == {"3"}
+    assert all(r.slide.endswith(",version=3") for r in rows)
+    assert VirtualSlide(next(iter(rows)).slide).version == 3
     out = tmp_path / "v1"
     args = ["synth", "dataset", "--n", "6", "--size", "40000x40000", "--version", "1", "--out", str(out)]
     assert main(args) == 0
@@ -91,7 +91,7 @@ def test_manifest_records_the_generator_version(tmp_path: Path, capsys: pytest.C
     assert all("version" not in r.slide for r in rows)  # as every URI written before versions existed
     assert VirtualSlide(next(iter(rows)).slide).version == 1
     with pytest.raises(ConfigError, match="version"):
-        make_dataset(3, version=3)
+        make_dataset(3, version=4)
 
 
 @pytest.mark.parametrize("counts", [{"negative": 12, "macro": 6, "micro": 6, "itc": 6},
