@@ -1,10 +1,11 @@
 """Accuracy against pixels: tiling + attention MIL, the thumbnail, and MagNet on one shared test set.
 
 The paper's claim (Sections 1 and 5) is accuracy comparable to tiling from 10-300x fewer pixels. This bench
-measures that trade on one set of virtual lymph-node slides (generator version 2, where the whole-slide view
-no longer finds the lesions): every method trains on the same train split, selects on the same validation
-split and is scored on the same separate test set, and the report gives the Table-1 AUROCs with 95 %
-bootstrap intervals against the output pixels each method reads per slide.
+measures that trade on one set of virtual lymph-node slides (generator ``--version``, 3 by default; 2 for the
+sets recorded before 2026-12-03; on both the whole-slide view no longer finds the lesions): every method
+trains on the same train split, selects on the same validation split and is scored on the same separate test
+set, and the report gives the Table-1 AUROCs with 95 % bootstrap intervals against the output pixels each
+method reads per slide.
 
 Methods (``--methods``; each is run once and its result kept in ``--out``, so the bench resumes):
 
@@ -69,6 +70,7 @@ from magnet.data.manifest import read_manifest
 from magnet.evaluation.tiling import run_tiling_baseline
 from magnet.metrics.auroc import table1
 from magnet.synth.dataset import make_dataset, with_enriched_test, write_dataset
+from magnet.synth.uri import DEFAULT_VERSION, VERSIONS
 
 sys.path.insert(0, str(Path(__file__).parent))
 import zoom_table  # noqa: E402  (the MagNet runs are the zoom table's)
@@ -118,8 +120,9 @@ def make_sets(args: argparse.Namespace) -> None:
     """``OUT/data/manifest.csv`` (train, validation and test rows) and ``OUT/test/manifest.csv`` (test)."""
     size = (args.size, args.size)
     counts = dict(zip(LESION_CLASSES, args.test_counts, strict=True))
-    slides = make_dataset(args.train_n, args.train_seed, size=size)
-    slides = with_enriched_test(slides, counts, args.test_seed, pool=args.test_pool, size=size)
+    slides = make_dataset(args.train_n, args.train_seed, size=size, version=args.version)
+    slides = with_enriched_test(slides, counts, args.test_seed, pool=args.test_pool, size=size,
+                                version=args.version)
     test = [s for s in slides if s.split == "test"]
     write_dataset(slides, Path(args.out) / "data")
     write_dataset(test, Path(args.out) / "test")
@@ -295,6 +298,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1,
                         help="run: the MagNet methods' training seed (other methods ignore it)")
     parser.add_argument("--size", type=int, default=32768)
+    parser.add_argument("--version", type=int, choices=VERSIONS, default=DEFAULT_VERSION,
+                        help="sets: virtual-slide generator version")
     parser.add_argument("--train-n", type=int, default=260)
     parser.add_argument("--train-seed", type=int, default=31)
     parser.add_argument("--test-pool", type=int, default=500)
