@@ -1,4 +1,4 @@
-"""Lymph-node anatomy of version 2: the geometry of each section, drawn from the slide's seed (no pixels).
+"""Lymph-node anatomy of versions 2 and 3: the geometry of each section, from the slide's seed (no pixels).
 
 Version 2 keeps version 1's sections, lesion shapes and sizes, folds, pen marks and scanner artefacts
 (layout.py: the same random streams give the same ones), moves most lesions up to micro size into the outer

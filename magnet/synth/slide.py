@@ -8,7 +8,7 @@ exact powers the renderer uses (level sizes are floored, so sizes alone would gi
 
 Ground truth: ``lesion_class`` ("negative", "macro", "micro", "itc"; Camelyon17 rules on the largest
 lesion), ``lesions`` (outlines as ``(K, 2)`` float arrays of level-0 ``(x, y)``), ``label`` (0/1) and, in
-version 2, ``lookalikes`` (benign mimics of lesions, lookalikes.py).
+versions 2 and 3, ``lookalikes`` (benign mimics of lesions, lookalikes.py).
 
 The generator version of the URI (``version=1`` by default, ``version=2``, ``version=3``) picks the layout,
 renderer and texture banks: ``_GENERATORS`` below, one entry per version, each built from its own modules
