@@ -62,7 +62,7 @@ import torch
 
 from magnet.baselines.mean_rgb import run_mean_rgb
 from magnet.baselines.thumbnail import ThumbnailConfig, read_views, run_thumbnail, views_by_slide
-from magnet.baselines.tiling.config import EncoderConfig, TileConfig, TilingConfig
+from magnet.baselines.tiling.config import EncoderConfig, MILConfig, TileConfig, TilingConfig
 from magnet.baselines.tiling.encoder import build_encoder
 from magnet.baselines.tiling.features import slide_features
 from magnet.data.lesions import LESION_CLASSES
@@ -135,6 +135,7 @@ def tiling_config(args: argparse.Namespace, um_per_px: float) -> TilingConfig:
         manifest=str(Path(args.out) / "data" / "manifest.csv"), cache_dir=str(Path(args.out) / "features"),
         top_k=8, n_bootstrap=1000, tiles=TileConfig(size=TILE_PX, um_per_px=um_per_px),
         encoder=EncoderConfig(name="efficientnet_lite0", batch_size=32),
+        mil=MILConfig(seed=args.seed - 1),  # --seed 1 is the MIL seed 0 the first runs used
     )
 
 
@@ -180,7 +181,7 @@ def run_method(method: str, args: argparse.Namespace) -> None:
         size = int(method.split("@")[1])
         rows = read_manifest(data, check_slides=False).rows
         views = read_views(list(dict.fromkeys(r.slide for r in rows)), [size], cache_dir=folder / "views")
-        fit = run_thumbnail([r for r in rows if r.split != "test"], ThumbnailConfig(size=size, seed=1),
+        fit = run_thumbnail([r for r in rows if r.split != "test"], ThumbnailConfig(size=size, seed=args.seed),
                             test=[r for r in rows if r.split == "test"], views=views_by_slide(views[size]))
         summary = {"metrics": fit.metrics, "pixels": size * size, "best_epoch": fit.best_epoch}
     elif method == "meanrgb":
