@@ -181,7 +181,8 @@ def run_method(method: str, args: argparse.Namespace) -> None:
         size = int(method.split("@")[1])
         rows = read_manifest(data, check_slides=False).rows
         views = read_views(list(dict.fromkeys(r.slide for r in rows)), [size], cache_dir=folder / "views")
-        fit = run_thumbnail([r for r in rows if r.split != "test"], ThumbnailConfig(size=size, seed=args.seed),
+        fit = run_thumbnail([r for r in rows if r.split != "test"],
+                            ThumbnailConfig(size=size, seed=args.seed),
                             test=[r for r in rows if r.split == "test"], views=views_by_slide(views[size]))
         summary = {"metrics": fit.metrics, "pixels": size * size, "best_epoch": fit.best_epoch}
     elif method == "meanrgb":
