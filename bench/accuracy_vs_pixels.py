@@ -298,7 +298,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=[])
     parser.add_argument("--part", default="1/1", help="features: this process's share I/N of the slides")
     parser.add_argument("--seed", type=int, default=1,
-                        help="run: the MagNet methods' training seed (other methods ignore it)")
+                        help="run: the training seed of MagNet, the tiling MIL and the thumbnail CNN "
+                        "(mean RGB ignores it)")
     parser.add_argument("--size", type=int, default=32768)
     parser.add_argument("--version", type=int, choices=VERSIONS, default=DEFAULT_VERSION,
                         help="sets: virtual-slide generator version")
