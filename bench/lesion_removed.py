@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from magnet.evaluation.evaluate import evaluate
+from magnet.evaluation.reports import write_predictions_csv
 from magnet.metrics.auroc import TABLE1_COLUMNS, table1
 from magnet.synth import slide as synth_slide
 
@@ -63,14 +64,10 @@ def main() -> None:
     args = parser.parse_args()
 
     with args.test.open(newline="") as stream:
-        reader = csv.DictReader(stream)
-        fields, rows = reader.fieldnames, [r for r in reader if r["lesion_class"] in args.classes]
+        rows = [r for r in csv.DictReader(stream) if r["lesion_class"] in args.classes]
     args.out.mkdir(parents=True, exist_ok=True)
     subset = args.out / "manifest.csv"
-    with subset.open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_predictions_csv(rows, subset)  # any rows: the manifest's columns in their order
     shutil.copy(args.test.parent / "lesions.json", args.out / "lesions.json")
 
     without_lesions()
@@ -79,10 +76,7 @@ def main() -> None:
     as_is = read_predictions(args.predictions)
     combined = [r for r in as_is if r["class"] == "negative"] + list(removed.values())
     (args.out / "removed").mkdir(exist_ok=True)
-    with (args.out / "removed" / "predictions.csv").open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=list(as_is[0].keys()))
-        writer.writeheader()
-        writer.writerows(combined)
+    write_predictions_csv(combined, args.out / "removed" / "predictions.csv")
 
     for name, table in (("as is", as_is), ("lesions removed", combined)):
         metrics = table1([int(r["label"]) for r in table], [float(r["probability"]) for r in table],
