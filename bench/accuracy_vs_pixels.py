@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -70,7 +71,7 @@ from magnet.data.manifest import read_manifest
 from magnet.evaluation.tiling import run_tiling_baseline
 from magnet.metrics.auroc import table1
 from magnet.synth.dataset import make_dataset, with_enriched_test, write_dataset
-from magnet.synth.uri import DEFAULT_VERSION, VERSIONS
+from magnet.synth.uri import DEFAULT_VERSION, VERSIONS, parse_uri
 
 sys.path.insert(0, str(Path(__file__).parent))
 import zoom_table  # noqa: E402  (the MagNet runs are the zoom table's)
@@ -84,11 +85,24 @@ DEEP = ["model.patches_per_layer=[3,3,3]", "model.min_scale=0.3", "model.max_sca
 # encoder); the auxiliary classifiers stay the small CNN from scratch.
 LITE0 = ["model.backbone=efficientnet_lite0", "model.pretrained=true", "model.aux_pretrained=false",
          "model.freeze_backbone=true"]
-# configs/magnet3_camelyon.yaml set for these 8-mm slides: Lite0 for InceptionV3 (its weights work offline)
-# and final boxes of 0.055 of the slide (448 um) read at 224 px, 2 um/px as the recipe's are on a 50-mm
-# Camelyon slide.
-MAGNET3_ON_VIRTUAL = ["model.backbone=efficientnet_lite0", "model.layer_scales=[0.5,0.33,0.33]",
-                      "model.oracle_side=0.054"]
+# configs/magnet3_camelyon.yaml set for these slides: Lite0 for InceptionV3 (its weights work offline) and
+# final boxes of about 448 um read at 224 px, 2 um/px as the recipe's are on a 50-mm Camelyon slide
+# (magnet3_scales gives the zoom per layer for the sets' slide side; 0.5, 0.33, 0.33 on 8-mm slides).
+MAGNET3_ON_VIRTUAL = ["model.backbone=efficientnet_lite0"]
+FINAL_SIDE_UM = 448.0
+
+
+def magnet3_scales(side_um: float) -> list[str]:
+    """The magnet3 tree's zoom per layer on slides of ``side_um``: the first layer halves the slide (as on
+    8-mm slides), the next two share the rest equally, so the final boxes are ``FINAL_SIDE_UM`` wide."""
+    rest = round(math.sqrt(FINAL_SIDE_UM / (0.5 * side_um)), 2)
+    return [f"model.layer_scales=[0.5,{rest},{rest}]", f"model.oracle_side={round(0.5 * rest * rest, 3)}"]
+
+
+def slide_side_um(manifest: Path) -> float:
+    """The longer side (um) of the first slide of a manifest of virtual slides."""
+    spec = parse_uri(read_manifest(manifest, check_slides=False).rows[0].slide)
+    return max(spec.size) * spec.mpp
 BUDGETS: dict[str, tuple[int, list[str]]] = {  # name: (epochs, overrides of configs/demo_v1.yaml)
     "demo": (8, []),
     "deep": (4, DEEP),
@@ -193,6 +207,8 @@ def run_method(method: str, args: argparse.Namespace) -> None:
     elif method.startswith("magnet-"):
         _, budget, mode = method.split("-")
         epochs, overrides = BUDGETS[budget]
+        if budget.startswith("magnet3"):
+            overrides = [*overrides, *magnet3_scales(slide_side_um(data))]
         zt_args = argparse.Namespace(
             out=str(folder), data=str(data), test=str(test), epochs=epochs,
             recipe=RECIPES.get(budget, "configs/demo_v1.yaml"),

@@ -1,0 +1,241 @@
+"""Where do a MagNet's final patches go on virtual slides, and what does its readout make of what they show?
+
+A diagnosis for a learned zoom that loses to its fixed layout. On virtual lymph nodes (generator version 2
+or 3) every slide holds benign look-alikes of metastases (``magnet.synth.lookalikes``: germinal centres, one
+reactive germinal centre of macro size, histiocyte clusters, large benign cells), coloured like the
+carcinoma so that only cells tell them apart. A zoom that learned "go where it looks like tumour" may send
+its final patches to the look-alikes of *negative* slides too; a readout that cannot tell a look-alike from
+a lesion then scores those negatives high, and a fixed layout, which lands on look-alikes only by chance,
+can win. This bench measures each step of that chain from the slides' own geometry (never used in
+training):
+
+1. **Where**: each final patch is labelled by what it overlaps (exact box-outline test): ``lesion`` first,
+   else the look-alike kind it overlaps most (``reactive_centre`` is the macro-size germinal centre), else
+   ``tissue``; the share of final patches per label, by slide class.
+2. **Which patch decides**: the label of each slide's highest-scoring patch (``patch_logits``; the
+   log-mean-exp readout is led by it), by slide class.
+3. **What**: the mean patch logit per label on the test slides, and a linear probe on the frozen classifier
+   CNN's pooled features of the final patches (logistic regression fitted on the training slides' patches,
+   AUROC on the test slides' patches): lesion against each look-alike kind and against tissue. A probe
+   near 0.5 says the features themselves do not separate the two, whatever the readout.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/patch_targets.py --out /tmp/targets \\
+        --checkpoint learned=RUN_A/best.ckpt --checkpoint fixed=RUN_B/best.ckpt \\
+        --checkpoint learned-as-fixed=RUN_A/best.ckpt@fixed \\
+        --train /tmp/avp3/data/manifest.csv --test /tmp/avp3/test/manifest.csv
+
+Patch features and labels are cached per checkpoint in ``--out`` (one evaluation pass over the slides), so a
+second call only reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.path import Path as OutlinePath
+from matplotlib.transforms import Bbox
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+from magnet.data.manifest import read_manifest
+from magnet.slides.pool import SlidePool
+from magnet.training.checkpoints import (
+    build_offline,
+    checkpoint_config,
+    load_checkpoint,
+    load_model,
+    load_weights,
+)
+
+LABELS = ("lesion", "reactive_centre", "germinal_centre", "histiocyte_cluster", "large_cells", "tissue")
+CLASSES = ("negative", "macro", "micro", "itc")
+
+
+def outlines(slide) -> dict[str, list[OutlinePath]]:  # type: ignore[no-untyped-def]
+    """The slide's lesion and look-alike outlines by label (level-0 pixels)."""
+    found: dict[str, list[OutlinePath]] = {label: [] for label in LABELS[:-1]}
+    for polygon in slide.lesions:
+        found["lesion"].append(OutlinePath(np.vstack([polygon, polygon[:1]]), closed=True))
+    for item in slide.lookalikes:
+        kind = "reactive_centre" if item.kind == "germinal_centre" and item.mimics == "macro" else item.kind
+        polygon = item.polygon
+        found[kind].append(OutlinePath(np.vstack([polygon, polygon[:1]]), closed=True))
+    return found
+
+
+def box_label(box: np.ndarray, found: dict[str, list[OutlinePath]], grid: int = 24) -> str:
+    """``lesion`` if the box touches one; else the look-alike kind covering most of it; else ``tissue``."""
+    bbox = Bbox.from_extents(*box)
+    touching = {label: [p for p in paths if p.intersects_bbox(bbox, filled=True)]
+                for label, paths in found.items()}
+    if touching["lesion"]:
+        return "lesion"
+    xs = np.linspace(box[0], box[2], grid + 2)[1:-1]
+    ys = np.linspace(box[1], box[3], grid + 2)[1:-1]
+    points = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
+    best, best_share = "tissue", -1.0
+    for label, paths in touching.items():
+        if not paths:
+            continue
+        share = float(np.mean(np.any([p.contains_points(points) for p in paths], axis=0)))
+        if share > best_share:  # a touching outline smaller than the grid still wins over plain tissue
+            best, best_share = label, share
+    return best
+
+
+def load_with_zoom(checkpoint: Path, zoom: str):  # type: ignore[no-untyped-def]
+    """The checkpoint's model, in eval mode; with ``zoom`` (fixed, random) its final patches are placed by
+    that control instead of the trained zoom, and read by the same classifier."""
+    if not zoom:
+        return load_model(checkpoint)
+    payload = load_checkpoint(checkpoint)
+    config = checkpoint_config(payload, checkpoint)
+    model = build_offline(replace(config.model, zoom=zoom))
+    load_weights(model, payload["model"], checkpoint)
+    return model.eval(), config
+
+
+@torch.no_grad()
+def extract(checkpoint: Path, zoom: str, manifest_path: Path, splits: set[str], cache: Path,
+            batch: int) -> dict:
+    if cache.exists():
+        return torch.load(cache, weights_only=False)  # type: ignore[no-any-return]
+    model, config = load_with_zoom(checkpoint, zoom)
+    rows = [r for r in read_manifest(manifest_path, check_slides=False).rows if r.split in splits]
+    pool = SlidePool(grey_filter=config.data.grey_filter, threads=1, max_open=4)
+    slides: list[dict] = []
+    t0 = time.perf_counter()
+    for i in range(0, len(rows), batch):
+        chunk = rows[i:i + batch]
+        readers = [pool.get(r.slide) for r in chunk]
+        out = model.zoom_in(readers)  # the forward pass up to the final patches, then the classifier once
+        features = model.classifier.features(out.patches[-1])  # (B, N, D): what the readout reads
+        read = model.classifier.read_out(features)
+        if read.patch_logits is None:
+            raise SystemExit("patch_targets: the readout must give per-patch logits (not the GRU)")
+        for j, (row, reader) in enumerate(zip(chunk, readers, strict=True)):
+            found = outlines(reader.slide)
+            boxes = out.boxes_level0[-1][j].double().cpu().numpy()
+            slides.append({
+                "slide": row.slide, "split": row.split, "class": row.lesion_class or "negative",
+                "label": row.label, "probability": float(torch.sigmoid(read.logit[j])),
+                "patch_logits": read.patch_logits[j].float().cpu().numpy(),
+                "targets": [box_label(b, found) for b in boxes],
+                "features": features[j].float().cpu().numpy().astype(np.float16),
+            })
+        pool.close()
+        if (i // batch) % 10 == 0:
+            print(f"{cache.stem}: {i + len(chunk)}/{len(rows)} slides, {time.perf_counter() - t0:.0f} s",
+                  flush=True)
+    data = {"slides": slides}
+    torch.save(data, cache)
+    return data
+
+
+def where(slides: list[dict]) -> dict[str, dict[str, float]]:
+    """Share of final patches per target label, by slide class."""
+    table = {}
+    for cls in CLASSES:
+        counts = Counter(t for s in slides if s["class"] == cls for t in s["targets"])
+        total = sum(counts.values())
+        if total:
+            table[cls] = {label: counts[label] / total for label in LABELS}
+    return table
+
+
+def deciding(slides: list[dict]) -> dict[str, dict[str, float]]:
+    """Share of slides whose highest-scoring final patch has each target label, by slide class."""
+    table = {}
+    for cls in CLASSES:
+        tops = [s["targets"][int(np.argmax(s["patch_logits"]))] for s in slides if s["class"] == cls]
+        if tops:
+            counts = Counter(tops)
+            table[cls] = {label: counts[label] / len(tops) for label in LABELS}
+    return table
+
+
+def logits_by_target(slides: list[dict]) -> dict[str, dict[str, float]]:
+    """Mean patch logit per target label, on negative slides and on positive slides."""
+    table = {}
+    for side, keep in (("negative", lambda s: s["label"] == 0), ("positive", lambda s: s["label"] == 1)):
+        values: dict[str, list[float]] = {label: [] for label in LABELS}
+        for s in filter(keep, slides):
+            for target, logit in zip(s["targets"], s["patch_logits"], strict=True):
+                values[target].append(float(logit))
+        table[side] = {label: float(np.mean(v)) for label, v in values.items() if v}
+        table[side].update({f"n_{label}": len(v) for label, v in values.items() if v})
+    return table
+
+
+def patch_arrays(slides: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    features = np.concatenate([s["features"] for s in slides]).astype(np.float32)
+    return features, np.array([t for s in slides for t in s["targets"]])
+
+
+def probes(train: list[dict], test: list[dict]) -> dict[str, float | None]:
+    """Linear probe AUROC on test patches: lesion against each other label (fitted on train patches)."""
+    x_train, y_train = patch_arrays(train)
+    x_test, y_test = patch_arrays(test)
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    result: dict[str, float | None] = {}
+    for other in LABELS[1:]:
+        fit_rows = np.isin(y_train, ["lesion", other])
+        test_rows = np.isin(y_test, ["lesion", other])
+        counts = [int((y_train == k).sum()) for k in ("lesion", other)]
+        test_counts = [int((y_test == k).sum()) for k in ("lesion", other)]
+        if min(counts) < 5 or min(test_counts) < 5:
+            result[f"lesion_vs_{other}"] = None
+            continue
+        probe = LogisticRegression(C=0.1, max_iter=2000, class_weight="balanced")
+        probe.fit((x_train[fit_rows] - mean) / std, y_train[fit_rows] == "lesion")
+        scores = probe.decision_function((x_test[test_rows] - mean) / std)
+        result[f"lesion_vs_{other}"] = float(roc_auc_score(y_test[test_rows] == "lesion", scores))
+        result[f"n_lesion_vs_{other}"] = test_counts  # type: ignore[assignment]
+    return result
+
+
+def print_table(title: str, table: dict[str, dict[str, float]]) -> None:
+    print(f"\n{title}\n| | " + " | ".join(LABELS) + " |\n|---|" + "---|" * len(LABELS))
+    for row, cells in table.items():
+        print(f"| {row} | " + " | ".join(f"{cells[k]:.2f}" if k in cells else "-" for k in LABELS) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", action="append", required=True,
+                        help="NAME=PATH, or NAME=PATH@fixed (patches placed by that zoom); repeatable")
+    parser.add_argument("--train", type=Path, required=True, help="manifest with the train split (probe fit)")
+    parser.add_argument("--test", type=Path, required=True, help="manifest of the test slides")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {}
+    for item in args.checkpoint:
+        name, _, given = item.partition("=")
+        path, _, zoom = given.partition("@")
+        caches = {split: args.out / f"{name}-{split}.pt" for split in ("train", "test")}
+        train = extract(Path(path), zoom, args.train, {"train"}, caches["train"], args.batch)["slides"]
+        test = extract(Path(path), zoom, args.test, {"test"}, caches["test"], args.batch)["slides"]
+        report[name] = {"where": where(test), "deciding": deciding(test), "logits": logits_by_target(test),
+                        "probe": probes(train, test)}
+        print(f"\n## {name} ({path})")
+        print_table("Share of final patches on each target (test slides)", report[name]["where"])
+        print_table("Target of the highest-scoring patch (share of test slides)", report[name]["deciding"])
+        print_table("Mean patch logit per target (test slides)", report[name]["logits"])
+        print("\nLinear probe on pooled classifier features, test-patch AUROC:",
+              {k: (round(v, 3) if isinstance(v, float) else v) for k, v in report[name]["probe"].items()})
+    (args.out / "report.json").write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
