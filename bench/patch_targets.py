@@ -98,7 +98,8 @@ def load_with_zoom(checkpoint: Path, zoom: str):  # type: ignore[no-untyped-def]
     payload = load_checkpoint(checkpoint)
     config = checkpoint_config(payload, checkpoint)
     model = build_offline(replace(config.model, zoom=zoom))
-    load_weights(model, payload["model"], checkpoint)
+    own = model.state_dict()  # a control has no head-MIL biases: the zoom's, which it does not use
+    load_weights(model, {k: v for k, v in payload["model"].items() if k in own}, checkpoint)
     return model.eval(), config
 
 
