@@ -31,6 +31,7 @@ second call only reports.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from collections import Counter
@@ -54,6 +55,7 @@ from magnet.training.checkpoints import (
     load_model,
     load_weights,
 )
+from magnet.training.readout_refit import CachedFeatures, refit_readout
 
 COLUMNS = ("macro", "micro", "itc", "macro_micro", "all")
 LABELS = ("lesion", "reactive_centre", "germinal_centre", "histiocyte_cluster", "large_cells", "tissue")
@@ -210,46 +212,32 @@ def print_table(title: str, table: dict[str, dict[str, float]]) -> None:
         print(f"| {row} | " + " | ".join(f"{cells[k]:.2f}" if k in cells else "-" for k in LABELS) + " |")
 
 
-def refit_from_labels(train: list[dict], test: list[dict], epochs: int = 30, seed: int = 0) -> dict:
-    """A fresh readout (the classifier's FC 512 -> FC 256 -> 1 per patch, log-mean-exp over patches) fitted
-    on the cached patch features with the slide labels only: Adam 1e-4, weight decay 1e-4, one slide per
-    step, the pass with the best AUROC on a held-out fifth of the training slides kept. What the readout
-    could have learned from these patches, against what the run's readout did."""
+def refit_from_labels(classifier, train: list[dict], test: list[dict],  # type: ignore[no-untyped-def]
+                      epochs: int = 30, seed: int = 0) -> dict:
+    """A fresh readout (``classifier``'s head re-initialised) fitted on the cached patch features with the
+    slide labels only by the product's refit (``magnet.training.readout_refit.refit_readout``: Adam 1e-4,
+    weight decay 1e-4, one slide per step), the pass with the best AUROC on a held-out fifth of the training
+    slides kept. What the readout could have learned from these patches, against what the run's did."""
     order = np.random.default_rng(seed).permutation(len(train))
     held = set(order[: len(train) // 5].tolist())
-    fit_slides = [s for i, s in enumerate(train) if i not in held]
-    held_slides = [s for i, s in enumerate(train) if i in held]
+
+    def cached(slides: list[dict]) -> CachedFeatures:
+        features = torch.from_numpy(np.stack([s["features"] for s in slides]).astype(np.float32))
+        labels = torch.tensor([float(s["label"]) for s in slides])
+        return CachedFeatures(features, labels, [s["slide"] for s in slides], {})
+
+    fresh = copy.deepcopy(classifier)
     torch.manual_seed(seed)
-    head = torch.nn.Sequential(torch.nn.Linear(train[0]["features"].shape[1], 512), torch.nn.ReLU(),
-                               torch.nn.Linear(512, 256), torch.nn.ReLU(), torch.nn.Linear(256, 1))
-    optimiser = torch.optim.Adam(head.parameters(), lr=1e-4, weight_decay=1e-4)
-
-    def logit(slide: dict) -> torch.Tensor:
-        patch = head(torch.from_numpy(slide["features"].astype(np.float32))).squeeze(-1)
-        return torch.logsumexp(patch, 0) - np.log(len(patch))
-
-    def auroc(slides: list[dict]) -> dict:
-        with torch.no_grad():
-            scores = [float(logit(s)) for s in slides]
-        return table1([s["label"] for s in slides], scores, [s["class"] for s in slides])
-
-    generator = torch.Generator().manual_seed(seed)
-    best, best_state, best_pass = -1.0, None, 0
-    for index in range(epochs):
-        for i in torch.randperm(len(fit_slides), generator=generator).tolist():
-            target = torch.tensor(float(fit_slides[i]["label"]))
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logit(fit_slides[i]), target)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-        score = auroc(held_slides)["all"]["auroc"]
-        if score is not None and score > best:
-            best, best_pass = score, index + 1
-            best_state = {k: v.clone() for k, v in head.state_dict().items()}
-    assert best_state is not None
-    head.load_state_dict(best_state)
-    metrics = auroc(test)
-    return {"held_out_all": best, "pass": best_pass,
+    for layer in fresh.head.modules():
+        if isinstance(layer, torch.nn.Linear):
+            layer.reset_parameters()
+    fit = refit_readout(fresh, cached([s for i, s in enumerate(train) if i not in held]),
+                        cached([s for i, s in enumerate(train) if i in held]),
+                        epochs=epochs, lr=1e-4, weight_decay=1e-4, seed=seed)
+    with torch.no_grad():
+        scores = fresh.read_out(cached(test).features).logit.tolist()
+    metrics = table1([s["label"] for s in test], scores, [s["class"] for s in test])
+    return {"held_out_all": fit.val_auroc_after, "pass": fit.best_epoch,
             **{c: (metrics[c]["auroc"], metrics[c]["ci95"]) for c in COLUMNS}}
 
 
@@ -278,11 +266,12 @@ def main() -> None:
         caches = {split: args.out / f"{name}-{split}.pt" for split in ("train", "test")}
         train = extract(Path(path), zoom, args.train, {"train"}, caches["train"], args.batch)["slides"]
         test = extract(Path(path), zoom, args.test, {"test"}, caches["test"], args.batch)["slides"]
+        classifier = load_with_zoom(Path(path), zoom)[0].classifier  # its head's shape, for a fresh readout
         report[name] = {"where": where(test), "deciding": deciding(test), "logits": logits_by_target(test),
                         "probe": probes(train, test), "hit": hit_share(test),
                         "model": table1([s["label"] for s in test], [s["probability"] for s in test],
                                         [s["class"] for s in test]),
-                        "readout_from_labels": refit_from_labels(train, test)}
+                        "readout_from_labels": refit_from_labels(classifier, train, test)}
         print(f"\n## {name} ({path})")
         print_table("Share of final patches on each target (test slides)", report[name]["where"])
         print_table("Target of the highest-scoring patch (share of test slides)", report[name]["deciding"])
