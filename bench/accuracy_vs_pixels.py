@@ -30,7 +30,8 @@ Methods (``--methods``; each is run once and its result kept in ``--out``, so th
   per-patch logits pooled by gated attention (``model.readout=attention``) instead of log-mean-exp.
   ``magnet3`` is ``configs/magnet3_camelyon.yaml`` (the paper's 3-layer tree with the levers) set for these
   slides and 2 CPU cores (see ``BUDGETS``). ``magnet3refit`` and ``lite0refit`` are ``magnet3`` and
-  ``lite0tissue`` with the readout fitted again after training (``refit.epochs=20``).
+  ``lite0tissue`` with the readout fitted again after training (``refit.epochs=20``); ``magnet3novelty`` is
+  ``magnet3refit`` with the heads' value taught by novelty (``loss.head_value_target=novelty``).
 
 Data (``--stage sets``; sizes chosen so that every method's whole pipeline fits a few hours on 2 CPU cores):
 slides of ``--size`` px at 0.25 um/px (default 32,768²: 8.2 mm, a third of a Camelyon slide's side; the
@@ -129,8 +130,11 @@ BUDGETS: dict[str, tuple[int, list[str]]] = {  # name: (epochs, overrides of con
 # features (refit.epochs, magnet.training.readout_refit).
 BUDGETS["magnet3refit"] = (3, [*BUDGETS["magnet3"][1], "refit.epochs=20"])
 BUDGETS["lite0refit"] = (4, [*BUDGETS["lite0tissue"][1], "refit.epochs=20"])
+# The refitted magnet3 tree whose heads learn where the final patches look unusual, not where the classifier
+# fires (loss.head_value_target=novelty, docs/method.md §9).
+BUDGETS["magnet3novelty"] = (3, [*BUDGETS["magnet3refit"][1], "loss.head_value_target=novelty"])
 # The recipe each budget's overrides apply to (configs/demo_v1.yaml where not named here).
-RECIPES = {"magnet3": "configs/magnet3_camelyon.yaml", "magnet3refit": "configs/magnet3_camelyon.yaml"}
+RECIPES = {name: "configs/magnet3_camelyon.yaml" for name in ("magnet3", "magnet3refit", "magnet3novelty")}
 
 
 def make_sets(args: argparse.Namespace) -> None:

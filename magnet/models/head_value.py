@@ -13,11 +13,27 @@ for a find at cellular resolution reaches every coarser layer, whatever its own 
 terms of reinforcement learning the score map is a value function fitted by regression on the places
 visited (no policy gradient): the boxes follow it greedily.
 
+What the score learns to predict is the *target* (``loss.head_value_target``, ``HEAD_VALUE_TARGETS``):
+
+- ``probability`` (default): the classifier's probability for the patch, as above.
+- ``novelty`` [choice]: how far the patch's CNN features lie from the batch's typical final patch, as a
+  number in (0, 1): sigmoid of the distance to the batch's mean feature, standardised over the batch's
+  patches. It needs no label and no trained readout. Why: where a coarse view cannot tell a lesion from
+  its look-alikes, the classifier's probability teaches the heads to *avoid* both (on negative slides the
+  look-alikes score low), while a zoom that cannot tell them apart should read all of them and leave the
+  choice to the classifier at cellular resolution; what sets lesions and look-alikes apart from plain
+  tissue at the finest scale is that their cells look unlike the rest of the slide. The head so learns
+  "something unusual lies here", curiosity-style (the prediction-error rewards of Pathak et al., ICML 2017,
+  and the saliency of Itti et al., PAMI 1998, are the idea's neighbours; the rule here is ours).
+
 Everything is read off the output's shapes: N_l patches at layer l (``rois``), K_heads = heads per parent
 (``scores``), P_l - K_heads frozen children first in each parent's group (paper §4.3), depth-first order.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +41,41 @@ from torch import Tensor
 
 from magnet.models.magnet import MagNetOutput
 
-__all__ = ["ancestor_scores"]
+__all__ = ["HEAD_VALUE_TARGETS", "HeadValueTarget", "ancestor_scores", "classifier_probability",
+           "feature_novelty"]
+
+HeadValueTarget = Literal["probability", "novelty"]
+
+
+def classifier_probability(output: MagNetOutput) -> Tensor:
+    """The classifier's probability ``(B, N_L)`` for each final patch, detached."""
+    if output.patch_logits is None:
+        raise ValueError("loss.head_value needs a logit per final patch: model.readout max, lse or attention")
+    return torch.sigmoid(output.patch_logits.detach().float())
+
+
+def feature_novelty(output: MagNetOutput) -> Tensor:
+    """sigmoid of each final patch's standardised distance ``(B, N_L)`` from the batch's mean patch feature.
+
+    0.5 everywhere when the batch has fewer than two patches or all lie at one distance (nothing stands out).
+    """
+    if output.patch_features is None:
+        raise ValueError("the novelty target needs the final patches' features: a full MagNet forward")
+    features = output.patch_features.detach().float()  # (B, N, D)
+    distance = (features - features.flatten(0, 1).mean(0)).norm(dim=-1)  # (B, N)
+    if distance.numel() < 2:
+        return torch.full_like(distance, 0.5)
+    spread = distance.std()
+    if not bool(spread > 1e-6 * distance.mean().clamp(min=1e-12)):
+        return torch.full_like(distance, 0.5)
+    return torch.sigmoid((distance - distance.mean()) / spread)
+
+
+HEAD_VALUE_TARGETS: dict[str, Callable[[MagNetOutput], Tensor]] = {
+    "probability": classifier_probability,
+    "novelty": feature_novelty,
+}
+assert set(HEAD_VALUE_TARGETS) == set(get_args(HeadValueTarget))
 
 
 def ancestor_scores(output: MagNetOutput) -> tuple[Tensor, Tensor]:

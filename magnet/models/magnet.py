@@ -56,6 +56,8 @@ class MagNetOutput:
     scores: dict[int, Tensor] = field(default_factory=dict)
     # (B, N_L) each final patch's own logit (readout max / lse / attention; None for the GRU)
     patch_logits: Tensor | None = None
+    # (B, N_L, D) the classifier CNN's features of each final patch, detached (None before the classifier)
+    patch_features: Tensor | None = None
     # (B, 3, 3) the root ROIs (float64, detached): the parents of layer 1
     root_rois: Tensor | None = None
 
@@ -155,7 +157,9 @@ class MagNet(nn.Module):
         them, with the root's dihedral map).
         """
         output = self.zoom_in(sources, root_rois, generator, final_rois)
-        final = self.classifier(output.patches[-1])
+        features = self.classifier.features(output.patches[-1])
+        final = self.classifier.read_out(features)
+        output.patch_features = features.detach()
         output.logit = final.logit
         output.running_logits = final.running_logits
         output.patch_logits = final.patch_logits

@@ -17,19 +17,22 @@ total = w_final * CE(final logit) + w_aux * sum_l CE(aux logit of layer l) + w_p
   patches and the layers with heads of CE(the ancestor head's score at the patch's centre, sg(the
   classifier's probability for the patch)) (``magnet.models.head_value``): the heads learn where the
   classifier finds tumour. Needs per-patch logits (``model.readout`` max, lse or attention) and learned zoom.
+  ``head_value_target`` = ``novelty`` trains the same scores towards how unusual each patch's features are
+  instead (``magnet.models.head_value.feature_novelty``); it needs no per-patch logit.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from magnet.domains import NON_NEGATIVE, check_domains
-from magnet.models.head_value import ancestor_scores
+from magnet.errors import ConfigError
+from magnet.models.head_value import HEAD_VALUE_TARGETS, HeadValueTarget, ancestor_scores
 from magnet.models.magnet import MagNetOutput
 
 __all__ = ["LossWeights", "LossBreakdown", "magnet_loss", "paradoxical_loss"]
@@ -46,9 +49,14 @@ class LossWeights:
     head_mil: Annotated[float, NON_NEGATIVE] = 1.0
     # [choice] the heads' value regression on the classifier's patch probabilities (0 = off: the paper)
     head_value: Annotated[float, NON_NEGATIVE] = 0.0
+    # [choice] what the heads' value predicts: the classifier's probability, or the patch's novelty
+    head_value_target: HeadValueTarget = "probability"
 
     def __post_init__(self) -> None:
         check_domains(self)
+        if self.head_value_target not in get_args(HeadValueTarget):
+            raise ConfigError(f"head_value_target={self.head_value_target!r}: must be one of "
+                              f"{', '.join(get_args(HeadValueTarget))}")
 
 
 @dataclass
@@ -95,18 +103,17 @@ def magnet_loss(output: MagNetOutput, labels: Tensor, weights: LossWeights | Non
         total = total + weights.head_mil * head_mil
     head_value = final.new_zeros(())
     if weights.head_value > 0 and output.scores:  # controls and the oracle have no heads to teach
-        head_value = head_value_loss(output)
+        head_value = head_value_loss(output, weights.head_value_target)
         total = total + weights.head_value * head_value
     return LossBreakdown(total=total, final=final, aux=aux, paradoxical=paradoxical, head_mil=head_mil,
                          head_value=head_value)
 
 
-def head_value_loss(output: MagNetOutput) -> Tensor:
-    """CE of every ancestor head's score at its final patches' centres against the classifier's detached
-    probabilities for those patches (``magnet.models.head_value``)."""
-    if output.patch_logits is None:
-        raise ValueError("loss.head_value needs a logit per final patch: model.readout max, lse or attention")
+def head_value_loss(output: MagNetOutput, target: HeadValueTarget = "probability") -> Tensor:
+    """CE of every ancestor head's score at its final patches' centres against the detached ``target`` of
+    those patches (``magnet.models.head_value``: the classifier's probability, or the patch's novelty)."""
+    values = HEAD_VALUE_TARGETS[target](output)  # (B, N_L), checked before the heads are read
     scores, mask = ancestor_scores(output)  # (B, M, N_L), (M, N_L)
-    target = torch.sigmoid(output.patch_logits.detach().float()).unsqueeze(1).expand_as(scores)
-    per_patch = F.binary_cross_entropy_with_logits(scores.float(), target, reduction="none")
+    per_patch = F.binary_cross_entropy_with_logits(scores.float(), values.unsqueeze(1).expand_as(scores),
+                                                   reduction="none")
     return per_patch[:, mask].mean()

@@ -137,10 +137,11 @@ class TrainConfig:
         check_domains(self)
         if isinstance(self.devices, str):
             _check_devices_text(self.devices)
-        if self.loss.head_value > 0 and self.model.readout == "gru":
+        wants_patch_logits = self.loss.head_value > 0 and self.loss.head_value_target == "probability"
+        if wants_patch_logits and self.model.readout == "gru":
             raise ConfigError(
                 "loss.head_value > 0 needs a logit per final patch: set model.readout to max, lse or "
-                "attention (the GRU gives one for the whole sequence)"
+                "attention (the GRU gives one for the whole sequence), or loss.head_value_target=novelty"
             )
 
 

@@ -7,10 +7,12 @@ import pytest
 import torch
 from model_fixtures import small_config, textured_source
 
+from magnet.config_io import apply_override
 from magnet.errors import ConfigError
 from magnet.geometry import dihedral_matrix
 from magnet.models import build_model
-from magnet.models.head_value import ancestor_scores
+from magnet.models.head_value import ancestor_scores, feature_novelty
+from magnet.models.magnet import MagNetOutput
 from magnet.training.losses import LossWeights, head_value_loss, magnet_loss
 from magnet.training.recipe import TrainConfig
 
@@ -85,3 +87,47 @@ def test_controls_have_no_heads_to_teach() -> None:
     _, out = _forward(zoom="fixed")
     assert out.scores == {}
     assert float(magnet_loss(out, torch.tensor([1.0, 0.0]), LossWeights(head_value=1.0)).head_value) == 0.0
+
+
+def _with_features(features: torch.Tensor) -> MagNetOutput:
+    return MagNetOutput(logit=torch.zeros(features.shape[0]), running_logits=torch.zeros(features.shape[:2]),
+                        patch_features=features)
+
+
+def test_novelty_is_highest_for_the_patch_unlike_the_rest() -> None:
+    features = torch.randn(3, 6, 16, generator=torch.Generator().manual_seed(0)) * 0.1
+    features[1, 4] += 5.0  # one patch of the batch far from the others
+    novelty = feature_novelty(_with_features(features))
+    assert novelty.shape == (3, 6)
+    assert bool(((novelty > 0) & (novelty < 1)).all())
+    assert divmod(int(novelty.argmax()), 6) == (1, 4)
+    assert float(novelty[1, 4]) > 0.9  # several standard deviations above the batch's mean distance
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 8), (2, 3, 8)])
+def test_novelty_without_anything_unusual_is_one_half(shape: tuple[int, int, int]) -> None:
+    novelty = feature_novelty(_with_features(torch.ones(shape)))
+    assert torch.equal(novelty, torch.full(shape[:2], 0.5))
+
+
+def test_novelty_target_trains_the_heads_and_needs_no_patch_logits() -> None:
+    model, out = _forward(readout="gru")
+    assert out.patch_logits is None and out.patch_features is not None
+    assert out.patch_features.shape[:2] == out.rois[-1].shape[:2] and not out.patch_features.requires_grad
+    novelty = LossWeights(head_value=1.0, head_value_target="novelty")
+    loss = magnet_loss(out, torch.tensor([1.0, 0.0]), novelty)
+    assert float(loss.head_value.detach()) > 0
+    loss.head_value.backward()
+    first_heads = list(model.layers[0].head_parameters())
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in first_heads)
+    assert all(p.grad is None for p in model.classifier.parameters())
+    TrainConfig(model=small_config(readout="gru"), loss=novelty)  # no ConfigError: no patch logit needed
+
+
+def test_head_value_target_is_a_recipe_key_and_checked() -> None:
+    cfg = apply_override(TrainConfig(model=small_config(**LEVERS)), "loss.head_value_target=novelty")
+    assert cfg.loss.head_value_target == "novelty"
+    with pytest.raises(ConfigError, match="head_value_target"):
+        LossWeights(head_value_target="curiosity")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="head_value_target"):
+        apply_override(cfg, "loss.head_value_target=curiosity")
