@@ -1,0 +1,93 @@
+"""Which pass of the readout refit holds on the test set? A probe of the refit's selection rule.
+
+The refit (``magnet.training.readout_refit``) keeps the pass with the best validation AUROC, pass 0 (the
+readout as trained) included. On 40 validation slides a flat readout can win that by chance, and then the
+test disagrees. From the cached final-patch features of ``bench/patch_targets.py`` (its ``--out`` folder)
+this bench starts from each run's *trained* readout, refits it as the product does (Adam 1e-4, weight
+decay 1e-4, one slide per step) on four fifths of the training slides for ``--passes`` passes, and reports
+the test Macro & Micro AUROC of the pass each rule would keep, choosing on the other fifth:
+``auroc`` (the product's rule), ``bce`` (lowest held-out cross-entropy), ``last`` (no choice), beside
+``pass 0``. Several held-out splits (``--splits``) show how much the choice itself varies.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/refit_selection.py \\
+        --run learned=/tmp/targets:RUN/best-trained.ckpt --run other=/tmp/targets:RUN2/best.ckpt
+
+``NAME=FOLDER:CKPT``: NAME is the checkpoint's name in the patch_targets cache FOLDER (``NAME-train.pt``,
+``NAME-test.pt``); CKPT gives the trained readout (``best-trained.ckpt`` where a refit replaced it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from patch_targets import load_with_zoom
+
+from magnet.metrics.auroc import auroc, table1
+
+RULES = ("pass 0", "auroc", "bce", "last")
+
+
+def stacked(slides: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    features = torch.from_numpy(np.stack([s["features"] for s in slides]).astype(np.float32))
+    return features, torch.tensor([float(s["label"]) for s in slides])
+
+
+def probe(classifier, train: list[dict], test: list[dict],  # type: ignore[no-untyped-def]
+          passes: int, seed: int) -> dict[str, tuple]:
+    """Rule -> (pass kept, test Macro & Micro AUROC) for one held-out split of the training slides."""
+    clf = copy.deepcopy(classifier)
+    held = set(np.random.default_rng(seed).permutation(len(train))[: len(train) // 5].tolist())
+    fit_x, fit_y = stacked([s for i, s in enumerate(train) if i not in held])
+    held_x, held_y = stacked([s for i, s in enumerate(train) if i in held])
+    test_x, test_y = stacked(test)
+    classes = [s["class"] for s in test]
+    params = clf.readout_parameters()
+    optimiser = torch.optim.Adam(params, lr=1e-4, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(seed)
+    rows = []  # (pass, held-out AUROC, held-out BCE, test Macro & Micro)
+    for step in range(passes + 1):
+        for i in torch.randperm(len(fit_y), generator=generator).tolist() if step else []:
+            loss = F.binary_cross_entropy_with_logits(clf.read_out(fit_x[i:i + 1]).logit, fit_y[i:i + 1])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        with torch.no_grad():
+            held_logits, test_logits = clf.read_out(held_x).logit, clf.read_out(test_x).logit
+        test_auroc = table1(test_y.tolist(), test_logits.tolist(), classes)["macro_micro"]["auroc"]
+        rows.append((step, auroc(held_y.tolist(), held_logits.tolist()),
+                     float(F.binary_cross_entropy_with_logits(held_logits, held_y)), test_auroc))
+    chosen = {"pass 0": rows[0], "auroc": max(rows, key=lambda r: (r[1], -r[0])),
+              "bce": min(rows, key=lambda r: r[2]), "last": rows[-1]}
+    return {rule: (row[0], row[3]) for rule, row in chosen.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", action="append", required=True, help="NAME=FOLDER:CKPT (see above)")
+    parser.add_argument("--passes", type=int, default=20)
+    parser.add_argument("--splits", type=int, default=2)
+    args = parser.parse_args()
+    means: dict[str, list[float]] = {rule: [] for rule in RULES}
+    print("| run | split | " + " | ".join(RULES) + " |\n|---|---|" + "---|" * len(RULES))
+    for spec in args.run:
+        name, rest = spec.split("=", 1)
+        folder, checkpoint = rest.split(":", 1)
+        train = torch.load(Path(folder) / f"{name}-train.pt", weights_only=False)["slides"]
+        test = torch.load(Path(folder) / f"{name}-test.pt", weights_only=False)["slides"]
+        model, _ = load_with_zoom(Path(checkpoint), "")
+        for seed in range(args.splits):
+            kept = probe(model.classifier, train, test, args.passes, seed)
+            for rule in RULES:
+                means[rule].append(kept[rule][1])
+            cells = " | ".join(f"{kept[r][1]:.2f} (pass {kept[r][0]})" for r in RULES)
+            print(f"| {name} ({folder}) | {seed} | {cells} |", flush=True)
+    print("mean: " + ", ".join(f"{rule} {np.mean(v):.3f}" for rule, v in means.items()))
+
+
+if __name__ == "__main__":
+    main()
