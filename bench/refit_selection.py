@@ -39,7 +39,10 @@ def stacked(slides: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def probe(classifier, train: list[dict], test: list[dict],  # type: ignore[no-untyped-def]
           passes: int, seed: int) -> dict[str, tuple]:
-    """Rule -> (pass kept, test Macro & Micro AUROC) for one held-out split of the training slides."""
+    """Rule -> (pass kept, test Macro & Micro AUROC) for one held-out split of the training slides.
+
+    The passes are ``refit_readout``'s, written out: it returns only the pass it keeps, and this probe needs
+    every pass's held-out and test scores."""
     clf = copy.deepcopy(classifier)
     held = set(np.random.default_rng(seed).permutation(len(train))[: len(train) // 5].tolist())
     fit_x, fit_y = stacked([s for i, s in enumerate(train) if i not in held])
