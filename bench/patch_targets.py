@@ -212,6 +212,13 @@ def print_table(title: str, table: dict[str, dict[str, float]]) -> None:
         print(f"| {row} | " + " | ".join(f"{cells[k]:.2f}" if k in cells else "-" for k in LABELS) + " |")
 
 
+def cached_features(slides: list[dict]) -> CachedFeatures:
+    """Cached slides (``extract``) as the product's refit takes them: features, labels, slide names."""
+    features = torch.from_numpy(np.stack([s["features"] for s in slides]).astype(np.float32))
+    labels = torch.tensor([float(s["label"]) for s in slides])
+    return CachedFeatures(features, labels, [s["slide"] for s in slides], {})
+
+
 def refit_from_labels(classifier, train: list[dict], test: list[dict],  # type: ignore[no-untyped-def]
                       epochs: int = 30, seed: int = 0) -> dict:
     """A fresh readout (``classifier``'s head re-initialised) fitted on the cached patch features with the
@@ -220,22 +227,16 @@ def refit_from_labels(classifier, train: list[dict], test: list[dict],  # type: 
     slides kept. What the readout could have learned from these patches, against what the run's did."""
     order = np.random.default_rng(seed).permutation(len(train))
     held = set(order[: len(train) // 5].tolist())
-
-    def cached(slides: list[dict]) -> CachedFeatures:
-        features = torch.from_numpy(np.stack([s["features"] for s in slides]).astype(np.float32))
-        labels = torch.tensor([float(s["label"]) for s in slides])
-        return CachedFeatures(features, labels, [s["slide"] for s in slides], {})
-
     fresh = copy.deepcopy(classifier)
     torch.manual_seed(seed)
     for layer in fresh.head.modules():
         if isinstance(layer, torch.nn.Linear):
             layer.reset_parameters()
-    fit = refit_readout(fresh, cached([s for i, s in enumerate(train) if i not in held]),
-                        cached([s for i, s in enumerate(train) if i in held]),
+    fit = refit_readout(fresh, cached_features([s for i, s in enumerate(train) if i not in held]),
+                        cached_features([s for i, s in enumerate(train) if i in held]),
                         epochs=epochs, lr=1e-4, weight_decay=1e-4, seed=seed)
     with torch.no_grad():
-        scores = fresh.read_out(cached(test).features).logit.tolist()
+        scores = fresh.read_out(cached_features(test).features).logit.tolist()
     metrics = table1([s["label"] for s in test], scores, [s["class"] for s in test])
     return {"held_out_all": fit.val_auroc_after, "pass": fit.best_epoch,
             **{c: (metrics[c]["auroc"], metrics[c]["ci95"]) for c in COLUMNS}}

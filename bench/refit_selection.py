@@ -3,8 +3,9 @@
 The refit (``magnet.training.readout_refit``) keeps the pass with the best validation AUROC, pass 0 (the
 readout as trained) included. On 40 validation slides a flat readout can win that by chance, and then the
 test disagrees. From the cached final-patch features of ``bench/patch_targets.py`` (its ``--out`` folder)
-this bench starts from each run's *trained* readout, refits it as the product does (Adam 1e-4, weight
-decay 1e-4, one slide per step) on four fifths of the training slides for ``--passes`` passes, and reports
+this bench starts from each run's *trained* readout, refits it with the product's ``refit_readout`` (Adam
+1e-4, weight decay 1e-4, one slide per step) on four fifths of the training slides for ``--passes`` passes,
+watching every pass (``after_pass``), and reports
 the test Macro & Micro AUROC of the pass each rule would keep, choosing on the other fifth:
 ``auroc`` (the product's rule), ``bce`` (lowest held-out cross-entropy), ``last`` (no choice), beside
 ``pass 0``. Several held-out splits (``--splits``) show how much the choice itself varies.
@@ -25,45 +26,34 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from patch_targets import load_with_zoom
+from patch_targets import cached_features, load_with_zoom
 
 from magnet.metrics.auroc import auroc, table1
+from magnet.training.readout_refit import refit_readout
 
 RULES = ("pass 0", "auroc", "bce", "last")
 
 
-def stacked(slides: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    features = torch.from_numpy(np.stack([s["features"] for s in slides]).astype(np.float32))
-    return features, torch.tensor([float(s["label"]) for s in slides])
-
-
 def probe(classifier, train: list[dict], test: list[dict],  # type: ignore[no-untyped-def]
           passes: int, seed: int) -> dict[str, tuple]:
-    """Rule -> (pass kept, test Macro & Micro AUROC) for one held-out split of the training slides.
-
-    The passes are ``refit_readout``'s, written out: it returns only the pass it keeps, and this probe needs
-    every pass's held-out and test scores."""
-    clf = copy.deepcopy(classifier)
+    """Rule -> (pass kept, test Macro & Micro AUROC) for one held-out split of the training slides: the
+    product's refit, watched after every pass."""
     held = set(np.random.default_rng(seed).permutation(len(train))[: len(train) // 5].tolist())
-    fit_x, fit_y = stacked([s for i, s in enumerate(train) if i not in held])
-    held_x, held_y = stacked([s for i, s in enumerate(train) if i in held])
-    test_x, test_y = stacked(test)
-    classes = [s["class"] for s in test]
-    params = clf.readout_parameters()
-    optimiser = torch.optim.Adam(params, lr=1e-4, weight_decay=1e-4)
-    generator = torch.Generator().manual_seed(seed)
+    fit = cached_features([s for i, s in enumerate(train) if i not in held])
+    held_out = cached_features([s for i, s in enumerate(train) if i in held])
+    test_set, classes = cached_features(test), [s["class"] for s in test]
     rows = []  # (pass, held-out AUROC, held-out BCE, test Macro & Micro)
-    for step in range(passes + 1):
-        for i in torch.randperm(len(fit_y), generator=generator).tolist() if step else []:
-            loss = F.binary_cross_entropy_with_logits(clf.read_out(fit_x[i:i + 1]).logit, fit_y[i:i + 1])
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
+
+    def watch(step: int, readout) -> None:  # type: ignore[no-untyped-def]
         with torch.no_grad():
-            held_logits, test_logits = clf.read_out(held_x).logit, clf.read_out(test_x).logit
-        test_auroc = table1(test_y.tolist(), test_logits.tolist(), classes)["macro_micro"]["auroc"]
-        rows.append((step, auroc(held_y.tolist(), held_logits.tolist()),
-                     float(F.binary_cross_entropy_with_logits(held_logits, held_y)), test_auroc))
+            held_logits = readout.read_out(held_out.features).logit
+            test_logits = readout.read_out(test_set.features).logit
+        test_auroc = table1(test_set.labels.tolist(), test_logits.tolist(), classes)["macro_micro"]["auroc"]
+        rows.append((step, auroc(held_out.labels.tolist(), held_logits.tolist()),
+                     float(F.binary_cross_entropy_with_logits(held_logits, held_out.labels)), test_auroc))
+
+    refit_readout(copy.deepcopy(classifier), fit, held_out, epochs=passes, lr=1e-4, weight_decay=1e-4,
+                  seed=seed, after_pass=watch)
     chosen = {"pass 0": rows[0], "auroc": max(rows, key=lambda r: (r[1], -r[0])),
               "bce": min(rows, key=lambda r: r[2]), "last": rows[-1]}
     return {rule: (row[0], row[3]) for rule, row in chosen.items()}

@@ -31,13 +31,14 @@ import types
 import typing
 from collections.abc import Callable, Sized
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin, get_type_hints
 
 from magnet.errors import ConfigError
 
 __all__ = [
     "FRACTION", "NON_EMPTY", "NON_FINITE_OK", "NON_NEGATIVE", "POSITIVE", "SEED", "Above", "AtLeast",
-    "Domain", "DomainError", "Each", "Interval", "MultipleOf", "arg_type", "check_domains", "describe",
+    "Domain", "DomainError", "Each", "Interval", "MultipleOf", "arg_type", "check_choices", "check_domains",
+    "describe",
 ]
 
 
@@ -265,6 +266,14 @@ def check_domains(config: object) -> None:
             continue
         if not (_fits_kind(value, spec.base) and all(d.allows(value) for d in spec.domains)):
             raise DomainError(name, value, describe(spec.base, spec.domains))
+
+
+def check_choices(config: object) -> None:
+    """Every ``Literal``-typed field of dataclass ``config`` holds one of its values (a one-line
+    ``ConfigError`` naming the key): for configs built in Python, which the YAML loader does not see."""
+    for name, hint in get_type_hints(type(config)).items():
+        if get_origin(hint) is Literal and getattr(config, name) not in get_args(hint):
+            raise ConfigError(f"{name}={getattr(config, name)!r}: must be one of {', '.join(get_args(hint))}")
 
 
 # --- the command line ---------------------------------------------------------------------------------

@@ -21,9 +21,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, get_args
 
-from magnet.domains import NON_EMPTY, NON_NEGATIVE, POSITIVE, AtLeast, Each, Interval, check_domains
+from magnet.domains import (
+    NON_EMPTY,
+    NON_NEGATIVE,
+    POSITIVE,
+    AtLeast,
+    Each,
+    Interval,
+    check_choices,
+    check_domains,
+)
 from magnet.errors import ConfigError
 from magnet.layers.samplers import SamplerKind
 from magnet.layers.theta import Spread
@@ -239,7 +248,7 @@ class MagNetConfig:
 
     def _validate(self) -> None:
         """Choices and each key's own range (declared in the annotations), then the keys' relations."""
-        _check_choices(self)
+        check_choices(self)
         check_domains(self)
         if self.frozen_patch and self.num_layers >= 2 and self.patches_per_layer[1] < 2:
             raise ConfigError(
@@ -318,8 +327,3 @@ def _int_list(name: str, value: Any) -> list[int]:
     return items
 
 
-def _check_choices(config: MagNetConfig) -> None:
-    """Every ``Literal``-typed field holds one of its values (a one-line ConfigError naming the key)."""
-    for name, hint in get_type_hints(type(config)).items():
-        if get_origin(hint) is Literal and getattr(config, name) not in get_args(hint):
-            raise ConfigError(f"{name}={getattr(config, name)!r}: must be one of {', '.join(get_args(hint))}")

@@ -24,14 +24,13 @@ total = w_final * CE(final logit) + w_aux * sum_l CE(aux logit of layer l) + w_p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, get_args
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from magnet.domains import NON_NEGATIVE, check_domains
-from magnet.errors import ConfigError
+from magnet.domains import NON_NEGATIVE, check_choices, check_domains
 from magnet.models.head_value import HEAD_VALUE_TARGETS, HeadValueTarget, ancestor_scores
 from magnet.models.magnet import MagNetOutput
 
@@ -54,9 +53,7 @@ class LossWeights:
 
     def __post_init__(self) -> None:
         check_domains(self)
-        if self.head_value_target not in get_args(HeadValueTarget):
-            raise ConfigError(f"head_value_target={self.head_value_target!r}: must be one of "
-                              f"{', '.join(get_args(HeadValueTarget))}")
+        check_choices(self)
 
 
 @dataclass

@@ -133,11 +133,13 @@ def _copies(params: list[torch.nn.Parameter]) -> list[Tensor]:
 
 
 def refit_readout(classifier: Classifier, train: CachedFeatures, val: CachedFeatures, *, epochs: int,
-                  lr: float, weight_decay: float, seed: int) -> RefitResult:
+                  lr: float, weight_decay: float, seed: int,
+                  after_pass: Callable[[int, Classifier], Any] | None = None) -> RefitResult:
     """Fit ``classifier``'s readout on cached features; keep the epoch of best validation AUROC.
 
     Epoch 0 is the readout as given. ``classifier`` is changed in place. Both sets need positive and
-    negative slides (``MagnetError`` otherwise).
+    negative slides (``MagnetError`` otherwise). ``after_pass(epoch, classifier)``, if given, sees the
+    readout after each epoch, 0 included, before the best one is restored (to study the choice).
     """
     for name, data in (("training", train), ("validation", val)):
         if len(set(data.labels.tolist())) < 2:
@@ -152,6 +154,8 @@ def refit_readout(classifier: Classifier, train: CachedFeatures, val: CachedFeat
     classifier.eval()  # the frozen CNN is not run; the readout has no dropout or batch norm
     before = best = _val_auroc(classifier, val_data)
     best_epoch, best_state = 0, _copies(params)
+    if after_pass is not None:
+        after_pass(0, classifier)
     for epoch in range(1, epochs + 1):
         for i in torch.randperm(len(train_labels), generator=generator).tolist():
             logit = classifier.read_out(train_features[i:i + 1]).logit
@@ -160,6 +164,8 @@ def refit_readout(classifier: Classifier, train: CachedFeatures, val: CachedFeat
             loss.backward()
             optimiser.step()
         score = _val_auroc(classifier, val_data)
+        if after_pass is not None:
+            after_pass(epoch, classifier)
         if score > best:
             best, best_epoch, best_state = score, epoch, _copies(params)
     with torch.no_grad():

@@ -64,6 +64,25 @@ def test_refit_keeps_the_given_readout_when_no_epoch_beats_it() -> None:
         assert torch.equal(value, before[key]), key
 
 
+def test_after_pass_sees_every_epoch_and_does_not_change_the_fit() -> None:
+    seen: list[tuple[int, float]] = []
+
+    def watch(epoch: int, readout: Classifier) -> None:
+        with torch.no_grad():
+            seen.append((epoch, float(readout.read_out(separable(8, 5).features).logit.sum())))
+
+    results = []
+    for after_pass in (None, watch):
+        torch.manual_seed(0)
+        classifier = Classifier("small", input_size=32, readout="lse")
+        results.append(refit_readout(classifier, separable(16, 1), separable(8, 2), epochs=3, lr=1e-3,
+                                     weight_decay=0.0, seed=0, after_pass=after_pass))
+    assert [epoch for epoch, _ in seen] == [0, 1, 2, 3]
+    assert len({value for _, value in seen}) == 4  # the readout it saw moved at every epoch
+    assert results[0].best_epoch == results[1].best_epoch
+    assert results[0].val_auroc_after == results[1].val_auroc_after
+
+
 def test_refit_needs_both_labels() -> None:
     classifier = Classifier("small", input_size=32, readout="lse")
     one_label = separable(8, 1)
