@@ -7,7 +7,10 @@ checkpoint is fixed (evaluation mode: identity view, no sampler noise), so each 
 their CNN features, are fixed too. This stage computes those features once per training and validation
 slide, then fits the readout (every classifier parameter after the CNN) on them for ``refit.epochs``
 epochs of one slide per Adam step, starting from the trained readout, and keeps the epoch with the best
-validation AUROC (the trained readout, epoch 0, included: the refit never lowers the validation score).
+validation AUROC. The trained readout (epoch 0) is not a candidate unless ``refit.trained_competes``: its
+checkpoint was already chosen for its AUROC on the same validation slides (best of the training epochs),
+so that score is biased upwards, and on small validation sets it won where the test set then preferred
+every refit pass (docs/BENCHMARKS.md, "Which refit pass holds on the test set").
 The CNN, the heads and the auxiliary classifiers are untouched. It is cheap: the features of a slide are
 one evaluation forward pass, and an epoch over cached features takes about a second.
 
@@ -23,6 +26,7 @@ per tile, then attention MIL trained on them); here the "tiles" are the zoom's f
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -73,7 +77,7 @@ class CachedFeatures:
 @dataclass
 class RefitResult:
     epochs: int
-    best_epoch: int  # 0: the trained readout stayed best
+    best_epoch: int  # 0: the trained readout kept (no epochs, or it competed and stayed best)
     val_auroc_before: float
     val_auroc_after: float
     n_train: int
@@ -133,13 +137,14 @@ def _copies(params: list[torch.nn.Parameter]) -> list[Tensor]:
 
 
 def refit_readout(classifier: Classifier, train: CachedFeatures, val: CachedFeatures, *, epochs: int,
-                  lr: float, weight_decay: float, seed: int,
+                  lr: float, weight_decay: float, seed: int, trained_competes: bool = False,
                   after_pass: Callable[[int, Classifier], Any] | None = None) -> RefitResult:
     """Fit ``classifier``'s readout on cached features; keep the epoch of best validation AUROC.
 
-    Epoch 0 is the readout as given. ``classifier`` is changed in place. Both sets need positive and
-    negative slides (``MagnetError`` otherwise). ``after_pass(epoch, classifier)``, if given, sees the
-    readout after each epoch, 0 included, before the best one is restored (to study the choice).
+    Epoch 0 is the readout as given; it is kept only if ``trained_competes`` and no epoch beats it, or if
+    ``epochs`` is 0. ``classifier`` is changed in place. Both sets need positive and negative slides
+    (``MagnetError`` otherwise). ``after_pass(epoch, classifier)``, if given, sees the readout after each
+    epoch, 0 included, before the best one is restored (to study the choice).
     """
     for name, data in (("training", train), ("validation", val)):
         if len(set(data.labels.tolist())) < 2:
@@ -154,6 +159,8 @@ def refit_readout(classifier: Classifier, train: CachedFeatures, val: CachedFeat
     classifier.eval()  # the frozen CNN is not run; the readout has no dropout or batch norm
     before = best = _val_auroc(classifier, val_data)
     best_epoch, best_state = 0, _copies(params)
+    if not trained_competes:
+        best = -math.inf  # the first pass replaces it
     if after_pass is not None:
         after_pass(0, classifier)
     for epoch in range(1, epochs + 1):
@@ -171,7 +178,8 @@ def refit_readout(classifier: Classifier, train: CachedFeatures, val: CachedFeat
     with torch.no_grad():
         for param, kept in zip(params, best_state, strict=True):
             param.copy_(kept)
-    return RefitResult(epochs=epochs, best_epoch=best_epoch, val_auroc_before=before, val_auroc_after=best,
+    return RefitResult(epochs=epochs, best_epoch=best_epoch, val_auroc_before=before,
+                       val_auroc_after=before if best_epoch == 0 else best,
                        n_train=len(train_labels), n_validation=len(val.labels),
                        seconds=time.perf_counter() - start)
 
@@ -203,7 +211,8 @@ def refit_run(run_dir: str | Path, train_rows: Sequence[ManifestRow], val_rows: 
         echo(f"readout refit: {slide} left out ({reason})")
     refit = config.refit
     result = refit_readout(model.classifier, train, val, epochs=refit.epochs, lr=refit.lr,
-                           weight_decay=refit.weight_decay, seed=config.seed)
+                           weight_decay=refit.weight_decay, seed=config.seed,
+                           trained_competes=refit.trained_competes)
     save_checkpoint(best, {**payload, "config": config_dict(config), "readout_refit": asdict(result),
                            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}})
     return result

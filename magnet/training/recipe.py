@@ -112,6 +112,9 @@ class RefitConfig:
     epochs: Annotated[int, NON_NEGATIVE] = 0  # passes over the cached training features, one slide a step
     lr: Annotated[float, POSITIVE] = 1e-4  # Adam
     weight_decay: Annotated[float, NON_NEGATIVE] = 1e-4
+    # Whether the readout as trained (pass 0) may be kept. Off: training already chose that checkpoint on
+    # the same validation slides, so its validation AUROC is biased upwards against the refit passes'.
+    trained_competes: bool = False
 
     def __post_init__(self) -> None:
         check_domains(self)

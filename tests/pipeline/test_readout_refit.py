@@ -64,6 +64,18 @@ def test_refit_keeps_the_given_readout_when_no_epoch_beats_it() -> None:
         assert torch.equal(value, before[key]), key
 
 
+@pytest.mark.parametrize(("trained_competes", "kept"), [(False, 1), (True, 0)])
+def test_the_trained_readout_is_kept_only_when_it_competes(trained_competes: bool, kept: int) -> None:
+    # With lr 0 every pass scores exactly as the trained readout: a tie, which the trained readout wins
+    # only when it is a candidate; otherwise the first refit pass is kept.
+    torch.manual_seed(0)
+    classifier = Classifier("small", input_size=32, readout="lse")
+    result = refit_readout(classifier, separable(16, 1), separable(8, 2), epochs=3, lr=0.0,
+                           weight_decay=0.0, seed=0, trained_competes=trained_competes)
+    assert result.best_epoch == kept
+    assert result.val_auroc_after == pytest.approx(result.val_auroc_before)
+
+
 def test_after_pass_sees_every_epoch_and_does_not_change_the_fit() -> None:
     seen: list[tuple[int, float]] = []
 
