@@ -86,8 +86,10 @@ class RefitResult:
 
     def summary(self, checkpoint: str | Path) -> str:
         """One line for the user: the validation AUROC before and after, and where it was written."""
+        lower = ("; below the trained readout's, whose score also chose its checkpoint "
+                 "(refit.trained_competes)" if self.val_auroc_after < self.val_auroc_before else "")
         return (f"readout refit: validation AUROC {self.val_auroc_before:.3f} -> {self.val_auroc_after:.3f} "
-                f"(epoch {self.best_epoch} of {self.epochs}, {self.seconds:.0f} s) in {checkpoint}")
+                f"(epoch {self.best_epoch} of {self.epochs}, {self.seconds:.0f} s{lower}) in {checkpoint}")
 
 
 @torch.no_grad()

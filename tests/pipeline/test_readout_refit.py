@@ -18,7 +18,12 @@ from magnet.models.classifier import Classifier
 from magnet.slides.pool import SlidePool
 from magnet.training.checkpoints import load_checkpoint, load_model
 from magnet.training.loop import train
-from magnet.training.readout_refit import CachedFeatures, final_patch_features, refit_readout
+from magnet.training.readout_refit import (
+    CachedFeatures,
+    RefitResult,
+    final_patch_features,
+    refit_readout,
+)
 
 
 def separable(count: int, seed: int) -> CachedFeatures:
@@ -74,6 +79,15 @@ def test_the_trained_readout_is_kept_only_when_it_competes(trained_competes: boo
                            weight_decay=0.0, seed=0, trained_competes=trained_competes)
     assert result.best_epoch == kept
     assert result.val_auroc_after == pytest.approx(result.val_auroc_before)
+
+
+def test_the_summary_says_why_a_refit_scores_below_the_trained_readout() -> None:
+    def line(before: float, after: float) -> str:
+        return RefitResult(epochs=20, best_epoch=7, val_auroc_before=before, val_auroc_after=after,
+                           n_train=10, n_validation=5, seconds=1.0).summary("run/best.ckpt")
+
+    assert "0.820 -> 0.790 (epoch 7 of 20" in line(0.82, 0.79) and "trained_competes" in line(0.82, 0.79)
+    assert "trained_competes" not in line(0.70, 0.79)
 
 
 def test_after_pass_sees_every_epoch_and_does_not_change_the_fit() -> None:
