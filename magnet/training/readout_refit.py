@@ -16,9 +16,9 @@ one evaluation forward pass, and an epoch over cached features takes about a sec
 
 Why it is ours and not the paper's: the paper trains 200 epochs (§4.3), where the readout has every step it
 needs. On virtual slides at 2 um/px, refitting the readout of a 3-epoch magnet3 run (frozen Lite0) on its
-own final patches raised test Macro & Micro AUROC from 0.87 to 0.94 on one training seed; on another no
-pass beat the trained readout on validation and nothing changed (docs/BENCHMARKS.md, "The readout
-refitted on the final patches").
+own final patches raised test Macro & Micro AUROC from 0.87 to 0.94 on one training seed (docs/BENCHMARKS.md,
+"The readout refitted on the final patches"); where the earlier rule kept the trained readout, refitting
+under this one raised it from 0.68 to 0.91 ("The refit without the trained readout as a candidate").
 
 Caching features in evaluation mode is the tiling pipelines' practice (CLAM, Lu et al. 2021: features once
 per tile, then attention MIL trained on them); here the "tiles" are the zoom's final patches.
