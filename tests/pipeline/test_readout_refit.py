@@ -58,7 +58,7 @@ def test_refit_learns_the_readout_and_leaves_the_cnn(readout: str) -> None:
     assert auroc(test.labels.tolist(), logits.tolist()) == pytest.approx(result.val_auroc_after)
 
 
-def test_refit_keeps_the_given_readout_when_no_epoch_beats_it() -> None:
+def test_refit_of_no_epochs_keeps_the_given_readout() -> None:
     torch.manual_seed(0)
     classifier = Classifier("small", input_size=32, readout="lse")
     before = {k: v.clone() for k, v in classifier.state_dict().items()}
