@@ -47,6 +47,13 @@ disjoint seed used for nothing else.
     OMP_NUM_THREADS=1 .venv/bin/python $B --out $D --stage run --methods tiling@8 tiling@4 thumbnail@224 \\
         meanrgb magnet-demo-learned magnet-demo-random
     .venv/bin/python $B --out $D --stage report     # Markdown table and docs/img/accuracy-vs-pixels.png
+
+Stain and scanner shift (``--test-centre C``, a centre of ``magnet.synth.centres``): ``--stage sets`` also
+writes the test slides rendered at centre C (same layouts, labels and seeds; the training slides stay at the
+reference centre); ``--stage features`` and ``--stage run`` with the same flag score each method there, in
+folders ending ``-centre-C``: the baselines retrain from their caches (the same seed gives the same model),
+a MagNet's finished run is scored as it is. Pair each with its in-centre run with
+``bench/paired_auroc.py --same-layout``.
 """
 
 from __future__ import annotations
@@ -69,8 +76,10 @@ from magnet.baselines.tiling.encoder import build_encoder
 from magnet.baselines.tiling.features import slide_features
 from magnet.data.lesions import LESION_CLASSES
 from magnet.data.manifest import read_manifest
+from magnet.evaluation.evaluate import evaluate
 from magnet.evaluation.tiling import run_tiling_baseline
 from magnet.metrics.auroc import table1
+from magnet.synth.centres import CENTRES
 from magnet.synth.dataset import make_dataset, with_enriched_test, write_dataset
 from magnet.synth.uri import DEFAULT_VERSION, VERSIONS, parse_uri
 
@@ -138,22 +147,39 @@ RECIPES = {name: "configs/magnet3_camelyon.yaml" for name in ("magnet3", "magnet
 
 
 def make_sets(args: argparse.Namespace) -> None:
-    """``OUT/data/manifest.csv`` (train, validation and test rows) and ``OUT/test/manifest.csv`` (test)."""
+    """``OUT/data/manifest.csv`` (train, validation and test rows) and ``OUT/test/manifest.csv`` (test);
+    sets already written are kept (a new ``--size`` or ``--version`` wants a new ``--out``)."""
     size = (args.size, args.size)
     counts = dict(zip(LESION_CLASSES, args.test_counts, strict=True))
     slides = make_dataset(args.train_n, args.train_seed, size=size, version=args.version)
     slides = with_enriched_test(slides, counts, args.test_seed, pool=args.test_pool, size=size,
                                 version=args.version)
     test = [s for s in slides if s.split == "test"]
-    write_dataset(slides, Path(args.out) / "data")
-    write_dataset(test, Path(args.out) / "test")
+    if not (Path(args.out) / "test" / "manifest.csv").exists():  # kept: runs may be reading it
+        write_dataset(slides, Path(args.out) / "data")
+        write_dataset(test, Path(args.out) / "test")
     n_train, n_val = (sum(s.split == split for s in slides) for split in ("train", "validation"))
     print(f"train {n_train}, validation {n_val}, test {len(test)} {counts}")
+    if args.test_centre:  # the same test layouts and labels, rendered at another centre's stain and scanner
+        moved = with_enriched_test(slides, counts, args.test_seed, pool=args.test_pool, size=size,
+                                   version=args.version, centres=(args.test_centre,))
+        data, test_manifest = set_paths(args)
+        write_dataset(moved, data.parent)
+        write_dataset([s for s in moved if s.split == "test"], test_manifest.parent)
+        print(f"test at centre {args.test_centre}: {test_manifest}")
+
+
+def set_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The manifest of the train, validation and test rows, and that of the test rows alone: ``OUT/data``
+    and ``OUT/test``, or with ``--test-centre C`` their copies whose test slides are rendered at centre C."""
+    suffix = f"-{args.test_centre}" if args.test_centre else ""
+    out = Path(args.out)
+    return out / f"data{suffix}" / "manifest.csv", out / f"test{suffix}" / "manifest.csv"
 
 
 def tiling_config(args: argparse.Namespace, um_per_px: float) -> TilingConfig:
     return TilingConfig(
-        manifest=str(Path(args.out) / "data" / "manifest.csv"), cache_dir=str(Path(args.out) / "features"),
+        manifest=str(set_paths(args)[0]), cache_dir=str(Path(args.out) / "features"),
         top_k=8, n_bootstrap=1000, tiles=TileConfig(size=TILE_PX, um_per_px=um_per_px),
         encoder=EncoderConfig(name="efficientnet_lite0", batch_size=32),
         mil=MILConfig(seed=args.seed - 1),  # --seed 1 is the MIL seed 0 the first runs used
@@ -182,17 +208,24 @@ def compute_features(args: argparse.Namespace, um_per_px: float) -> None:
             print(f"tiling@{um_per_px:g} part {part}/{parts}: {index + 1}/{len(specs)}", flush=True)
 
 
+def method_folder(method: str, args: argparse.Namespace, centre: str | None = None) -> Path:
+    """Seed 1 keeps the method's own folder (the runs recorded before --seed existed), other seeds get their
+    own; a run scored at a test centre gets ``-centre-C`` after that."""
+    name = method if args.seed == 1 else f"{method}-seed{args.seed}"
+    return Path(args.out) / (f"{name}-centre-{centre}" if centre else name)
+
+
 def run_method(method: str, args: argparse.Namespace) -> None:
-    # Seed 1 keeps the method's own folder (the runs recorded before --seed existed); others get their own.
-    folder = Path(args.out) / (method if args.seed == 1 else f"{method}-seed{args.seed}")
+    folder = method_folder(method, args, args.test_centre)
     done = folder / "summary.json"
     if done.exists():
         return
     start = time.perf_counter()
-    data = Path(args.out) / "data" / "manifest.csv"
-    test = Path(args.out) / "test" / "manifest.csv"
+    data, test = set_paths(args)
     summary: dict[str, Any]
-    if method.startswith("tiling@"):
+    if method.startswith("magnet-") and args.test_centre:
+        summary = score_at_centre(method, test, folder, args)
+    elif method.startswith("tiling@"):
         um = float(method.split("@")[1])
         result, _ = run_tiling_baseline(tiling_config(args, um), folder / "run")
         tiles = [s.n_tiles for s in result.scores if s.n_tiles]
@@ -228,6 +261,20 @@ def run_method(method: str, args: argparse.Namespace) -> None:
     done.write_text(json.dumps(summary, default=float))
     print(f"{folder.name}: {summary['total_minutes']:.1f} min, AUROC M&M "
           f"{summary['metrics']['macro_micro']['auroc']:.3f}", flush=True)
+
+
+def score_at_centre(method: str, test: Path, folder: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """A trained MagNet run's best checkpoint scored on the test slides at the test centre (no retraining:
+    the baselines retrain from their caches, which gives them the same model, but a MagNet takes an hour)."""
+    mode = method.split("-")[2]
+    trained = method_folder(method, args) / f"{mode}-seed{args.seed}"
+    summary = trained / "eval" / "summary.json"
+    if not summary.exists():
+        raise SystemExit(f"{method}: no finished run in {trained}; run it first without --test-centre")
+    metrics = evaluate(trained / "best.ckpt", test, folder / "eval", show_progress=False).metrics
+    pixels = json.loads(summary.read_text())["pixels"]
+    return {"metrics": metrics, "pixels": pixels, "centre": args.test_centre,
+            "in_centre_predictions": str(trained / "eval" / "predictions.csv")}
 
 
 def cell(metrics: dict[str, Any], column: str) -> str:
@@ -283,6 +330,8 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
         for family, (colour, marker) in families.items():
             points = []
             for name, summary in results.items():
+                if "centre" in summary:  # the held-out-centre rows are a table's, not the trade's
+                    continue
                 kind = name.split("@")[0] if "@" in name else name
                 if name.startswith("magnet-"):
                     kind = "magnet-" + name.split("-")[2]
@@ -332,6 +381,9 @@ def main() -> None:
     parser.add_argument("--test-seed", type=int, default=32)
     parser.add_argument("--test-counts", type=int, nargs=4, default=[60, 40, 40, 40],
                         metavar=("NEG", "MACRO", "MICRO", "ITC"))
+    parser.add_argument("--test-centre", choices=sorted(CENTRES),
+                        help="sets: also write the test slides rendered at this centre (its stain and "
+                        "scanner, magnet.synth.centres); features, run: score on those (training stays)")
     parser.add_argument("--figure", help="report: also draw the figure here")
     args = parser.parse_args()
     torch.set_num_threads(1)

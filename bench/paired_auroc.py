@@ -8,23 +8,38 @@ models share, largely cancels (the per-model intervals of ``magnet.metrics.auroc
 seed-to-seed spread of training is not in it: that needs several seeds per model.
 
     .venv/bin/python bench/paired_auroc.py A/eval/predictions.csv B/eval/predictions.csv
+
+``--same-layout`` pairs virtual slides by their layout, not their URI: a slide and its rendering at another
+centre (``centre=`` in the URI, magnet.synth.centres) are one slide, so one model scored in-centre (A) and at
+a held-out centre (B) gives the cost of the shift, paired.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+from dataclasses import replace
 
 import numpy as np
 
 from magnet.metrics.auroc import TABLE1_COLUMNS, auroc_pos_neg
+from magnet.synth.centres import DEFAULT_CENTRE
+from magnet.synth.uri import SCHEME, parse_uri
 
 
-def read(path: str) -> dict[str, tuple[float, str]]:
-    """Slide -> (probability, class) of the rows without an error."""
+def layout(slide: str) -> str:
+    """A virtual slide's URI at the reference centre (other slides as they are)."""
+    if not slide.startswith(f"{SCHEME}:"):
+        return slide
+    return replace(parse_uri(slide), centre=DEFAULT_CENTRE).uri
+
+
+def read(path: str, same_layout: bool = False) -> dict[str, tuple[float, str]]:
+    """Slide -> (probability, class) of the rows without an error; keyed by layout with ``same_layout``."""
     with open(path, newline="") as stream:
         rows = [r for r in csv.DictReader(stream) if not r["error"]]
-    return {r["slide"]: (float(r["probability"]), r["class"]) for r in rows}
+    key = layout if same_layout else str
+    return {key(r["slide"]): (float(r["probability"]), r["class"]) for r in rows}
 
 
 def main() -> None:
@@ -32,8 +47,10 @@ def main() -> None:
     parser.add_argument("a")
     parser.add_argument("b")
     parser.add_argument("--replicates", type=int, default=2000)
+    parser.add_argument("--same-layout", action="store_true",
+                        help="pair a virtual slide with its rendering at another centre")
     args = parser.parse_args()
-    a, b = read(args.a), read(args.b)
+    a, b = read(args.a, args.same_layout), read(args.b, args.same_layout)
     slides = sorted(set(a) & set(b))
     classes = np.array([a[s][1] for s in slides])
     pa, pb = np.array([a[s][0] for s in slides]), np.array([b[s][0] for s in slides])
