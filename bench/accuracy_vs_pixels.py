@@ -256,6 +256,8 @@ def run_method(method: str, args: argparse.Namespace) -> None:
         summary = zoom_table.run(mode, args.seed, zt_args)
     else:
         raise SystemExit(f"unknown method {method!r}")
+    if args.test_centre:
+        summary["centre"] = args.test_centre
     summary["total_minutes"] = (time.perf_counter() - start) / 60
     folder.mkdir(parents=True, exist_ok=True)
     done.write_text(json.dumps(summary, default=float))
@@ -273,8 +275,8 @@ def score_at_centre(method: str, test: Path, folder: Path, args: argparse.Namesp
         raise SystemExit(f"{method}: no finished run in {trained}; run it first without --test-centre")
     metrics = evaluate(trained / "best.ckpt", test, folder / "eval", show_progress=False).metrics
     pixels = json.loads(summary.read_text())["pixels"]
-    return {"metrics": metrics, "pixels": pixels, "centre": args.test_centre,
-            "in_centre_predictions": str(trained / "eval" / "predictions.csv")}
+    in_centre = trained / "eval" / "predictions.csv"
+    return {"metrics": metrics, "pixels": pixels, "in_centre_predictions": str(in_centre)}
 
 
 def cell(metrics: dict[str, Any], column: str) -> str:
