@@ -56,7 +56,7 @@ def main() -> None:
                  f"accelerator={args.accelerator}", "data.reader_threads=12", *args.overrides]
     cfg = load_config(TrainConfig, "configs/magnet3_camelyon.yaml", overrides)
     start = time.perf_counter()
-    history = train(cfg, args.out / "run", show_progress=False).history
+    history = train(cfg, args.out / "run", show_progress=True).history  # epoch rows reach the log
     minutes = (time.perf_counter() - start) / 60
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
     speeds = [row["train_slides_per_s"] for row in history]

@@ -125,8 +125,11 @@ def _linearized(
         per_channel = torch.zeros_like(centre_detached)
         sum_x, sum_y, sum_xx, sum_yy, sum_xy = (per_pixel.clone() for _ in range(5))
         sum_i, sum_ix, sum_iy = (per_channel.clone() for _ in range(3))
+        # Drawn where the generator lives (training passes a CPU one, so runs repeat on any device).
+        noise_device = generator.device if generator is not None else grid.device
         for _ in range(num_samples - 1):
-            noise = torch.randn(centre_grid.shape, generator=generator, device=grid.device, dtype=grid.dtype)
+            noise = torch.randn(centre_grid.shape, generator=generator, device=noise_device,
+                                dtype=grid.dtype).to(grid.device)
             aux_grid = centre_grid + noise * noise_std
             # The displacement actually sampled (after rounding), in noise units; (N, 1, H_out, W_out).
             delta = ((aux_grid - centre_grid) / fit_unit).permute(0, 3, 1, 2)

@@ -50,3 +50,23 @@ def test_linearized_sampler_stays_float32_under_autocast() -> None:
     assert out.dtype == torch.float32
     out.sum().backward()
     assert grid.grad is not None and torch.isfinite(grid.grad).all()
+
+
+def test_linearized_sampler_draws_its_noise_from_a_cpu_generator() -> None:
+    # Training passes a CPU generator whatever the device, so a run's draws repeat on any machine.
+    image = torch.rand(2, 3, 64, 64)
+    grid = torch.rand(2, 16, 16, 2) * 2 - 1
+    cpu = linearized_sample(image, grid, generator=torch.Generator().manual_seed(3))
+    gpu = linearized_sample(image.cuda(), grid.cuda(), generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("theta_grad", [True, False])
+def test_training_forward_on_gpu_takes_the_loops_cpu_generator(theta_grad: bool) -> None:
+    torch.manual_seed(0)
+    model = build_model("tiny", sampler="linearized", theta_grad=theta_grad).cuda().train()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(_slides(2, "cuda"), generator=torch.Generator().manual_seed(1))
+        loss = magnet_loss(out, torch.tensor([0.0, 1.0], device="cuda"), LossWeights()).total
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(t).all() for t in out.thetas)
