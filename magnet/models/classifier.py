@@ -121,6 +121,9 @@ class Classifier(nn.Module):
     def read_out(self, features: Tensor) -> ClassifierOutput:
         """Patch features ``(B, N, D)`` (``features``) to the slide's logits."""
         if self.gru is not None:
+            # A copied or re-cast GRU's weights are no longer one cuDNN block (a warning on every GPU call,
+            # and a copy per call); this packs them again, and does nothing on a CPU.
+            self.gru.flatten_parameters()
             states, _ = self.gru(features)  # (B, N, hidden)
             running = self.head(states).squeeze(-1)  # (B, N)
             return ClassifierOutput(logit=running[:, -1], running_logits=running)
