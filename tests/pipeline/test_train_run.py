@@ -99,6 +99,34 @@ def test_same_seed_gives_identical_metrics(run, tmp_path: Path) -> None:  # type
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+# The Camelyon recipes' levers of the learned zoom (configs/magnet3_camelyon.yaml): each draws or reuses
+# randomness of its own (warm-up batches and dihedral maps, exploration boxes, tissue strips, the refit).
+LEARNED_ZOOM_LEVERS = (
+    "model.head_mil=true", "model.sibling_layout=tissue_strips", "model.frozen_patch=false",
+    "model.head_highpass=3.0", "model.readout=lse", "model.explore=0.25", "loss.head_value=1.0",
+    "optim.head_warmup_steps=4", "optim.head_warmup_batch=4", "optim.epochs=1", "refit.epochs=2",
+    "data.augment=true",
+)
+
+
+def test_same_seed_gives_identical_weights_with_the_learned_zoom_levers_on(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg, _ = run
+    manifest = Path(cfg.data.manifest)
+    runs = []
+    for name in ("first", "second"):
+        recipe = tiny_config(manifest, *LEARNED_ZOOM_LEVERS, folder=tmp_path / name)
+        with one_thread():
+            result = train(recipe, tmp_path / name / "run", show_progress=False)
+        assert result.epochs_done == 1
+        runs.append((result, torch.load(result.run_dir / "best.ckpt", weights_only=True)))
+    (first, best_a), (second, best_b) = runs
+    assert metric_rows(first.history) == metric_rows(second.history)
+    refit_a, refit_b = ({k: v for k, v in best["readout_refit"].items() if k != "seconds"}
+                        for best in (best_a, best_b))
+    assert refit_a == refit_b and refit_a["epochs"] == 2  # the refit ran, and ran alike
+    assert all(torch.equal(best_a["model"][k], best_b["model"][k]) for k in best_a["model"])
+
+
 def test_another_seed_gives_other_metrics(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     # Guards the test above against a pipeline that ignores randomness altogether.
     cfg, first = run
