@@ -334,6 +334,8 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
             for name, summary in results.items():
                 if "centre" in summary:  # the held-out-centre rows are a table's, not the trade's
                     continue
+                if "-seed" in name:  # one point per method, its seed 1 (other seeds are the tables')
+                    continue
                 kind = name.split("@")[0] if "@" in name else name
                 if name.startswith("magnet-"):
                     kind = "magnet-" + name.split("-")[2]

@@ -115,9 +115,15 @@ class RefitConfig:
     # Whether the readout as trained (pass 0) may be kept. Off: training already chose that checkpoint on
     # the same validation slides, so its validation AUROC is biased upwards against the refit passes'.
     trained_competes: bool = False
+    # [choice] > 1: the readout is the mean of this many refits, each choosing its pass on one fold of the
+    # training and validation slides pooled (magnet.training.readout_refit.refit_readout_folds)
+    folds: Annotated[int, AtLeast(1)] = 1
 
     def __post_init__(self) -> None:
         check_domains(self)
+        if self.folds > 1 and self.trained_competes:
+            raise ConfigError(f"refit.folds={self.folds} with refit.trained_competes: the trained readout "
+                              "was chosen on slides that every fold now fits on; use one or the other")
 
 
 @dataclass

@@ -3,6 +3,7 @@ final-patch features, nothing else changed, the best validation epoch kept, bad 
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from pipeline_fixtures import dataset, one_line_error, one_thread, temp_files, t
 
 from magnet.cli import main
 from magnet.data.manifest import ManifestRow, read_manifest
-from magnet.errors import MagnetError
+from magnet.errors import ConfigError, MagnetError
 from magnet.metrics.auroc import auroc
 from magnet.models.classifier import Classifier
 from magnet.slides.pool import SlidePool
@@ -23,7 +24,10 @@ from magnet.training.readout_refit import (
     RefitResult,
     final_patch_features,
     refit_readout,
+    refit_readout_folds,
+    stratified_folds,
 )
+from magnet.training.recipe import RefitConfig
 
 
 def separable(count: int, seed: int) -> CachedFeatures:
@@ -192,3 +196,64 @@ def test_magnet_refit_refuses_other_keys_and_a_folder_without_a_run(tmp_path: Pa
     assert "only refit.* keys" in one_line_error(capsys)
     assert main(["refit", str(tmp_path / "nothing")]) == 2
     assert "best.ckpt: no such checkpoint file" in one_line_error(capsys)
+
+
+def test_stratified_folds_deal_each_label_over_every_fold() -> None:
+    labels = torch.tensor([0.0] * 13 + [1.0] * 8)
+    folds = stratified_folds(labels, 4, seed=5)
+    assert sorted(i for fold in folds for i in fold) == list(range(21))  # each slide in exactly one fold
+    for fold in folds:
+        counts = [int((labels[fold] == label).sum()) for label in (0.0, 1.0)]
+        assert counts[0] in (3, 4) and counts[1] == 2
+    assert max(map(len, folds)) - min(map(len, folds)) <= 1
+    assert stratified_folds(labels, 4, seed=5) == folds and stratified_folds(labels, 4, seed=6) != folds
+    with pytest.raises(MagnetError, match="refit.folds=9 needs at least 9 slides of label 1; there are 8"):
+        stratified_folds(labels, 9, seed=0)
+
+
+def test_fold_refit_is_the_mean_of_its_fold_refits() -> None:
+    data = separable(48, 1)
+    torch.manual_seed(0)
+    classifier = Classifier("small", input_size=32, readout="lse")
+    given = copy.deepcopy(classifier)
+    with one_thread():
+        result = refit_readout_folds(classifier, data, folds=3, epochs=3, lr=1e-3, weight_decay=0.0, seed=4)
+        # The reference: each fold refitted by hand from the given readout, then their parameters averaged.
+        fits = []
+        for k, held in enumerate(stratified_folds(data.labels, 3, seed=4)):
+            fold = copy.deepcopy(given)
+            rest = [i for i in range(48) if i not in held]
+            fits.append(refit_readout(fold, data.subset(rest), data.subset(held), epochs=3, lr=1e-3,
+                                      weight_decay=0.0, seed=4 + k))
+            fits[-1] = (fits[-1], dict(fold.named_parameters()))
+    for name, param in classifier.named_parameters():
+        if name.startswith("backbone."):
+            assert torch.equal(param, dict(given.named_parameters())[name]), name  # the CNN untouched
+        else:
+            torch.testing.assert_close(param, torch.stack([p[name] for _, p in fits]).mean(0))
+    assert result.fold_epochs == [r.best_epoch for r, _ in fits] and all(e >= 1 for e in result.fold_epochs)
+    assert result.best_epoch == -1 and result.n_train == 48
+    assert result.val_auroc_after == pytest.approx(sum(r.val_auroc_after for r, _ in fits) / 3)
+    assert "mean of 3 fold refits" in result.summary("run/best.ckpt")
+
+
+def test_fold_refit_settings_are_checked_in_one_line() -> None:
+    with pytest.raises(ConfigError, match="refit.folds=2 with refit.trained_competes"):
+        RefitConfig(folds=2, trained_competes=True)
+    with pytest.raises(ConfigError, match="folds"):
+        RefitConfig(folds=0)
+
+
+def test_magnet_refit_with_folds_writes_their_mean(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    manifest = dataset(tmp_path / "data")
+    run = train_tiny(manifest, tmp_path / "run", "refit.epochs=0")
+    with one_thread():
+        assert main(["refit", str(run), "--set", "refit.epochs=2", "--set", "refit.folds=2"]) == 0
+    assert "readout refit: mean of 2 fold refits" in capsys.readouterr().out
+    payload = load_checkpoint(run / "best.ckpt")
+    result = payload["readout_refit"]
+    assert len(result["fold_epochs"]) == 2 and payload["config"]["refit"]["folds"] == 2
+    rows = read_manifest(manifest, check_slides=False).rows
+    assert result["n_train"] == sum(r.split in ("train", "validation") for r in rows)
+    model, _ = load_model(run / "best.ckpt")  # the averaged readout loads as any refit does
+    assert not model.training and temp_files(run) == []
