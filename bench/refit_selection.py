@@ -8,8 +8,10 @@ starts from each run's *trained* readout, refits it with the product's ``refit_r
 weight decay 1e-4, one slide per step) on four fifths of the training slides for ``--passes`` passes,
 watching every pass (``after_pass``), and reports the test Macro & Micro AUROC of the pass each rule
 would keep, choosing on the other fifth: ``auroc`` (the pass the product's refit keeps), ``bce`` (lowest
-held-out cross-entropy), ``last`` (no choice), beside ``pass 0``. Several held-out splits (``--splits``)
-show how much the choice itself varies.
+held-out cross-entropy), ``last`` (no choice), beside ``pass 0``; and ``folds K`` (``--folds``, the
+product's ``refit.folds``): the mean of K refits over all the training slides, each choosing its pass on
+its own fold. Several held-out splits (``--splits``; for the folds, the seed of their dealing) show how
+much the choice itself varies.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/refit_selection.py \\
         --run learned=/tmp/targets:RUN/best-trained.ckpt --run other=/tmp/targets:RUN2/best.ckpt
@@ -30,7 +32,7 @@ import torch.nn.functional as F
 from patch_targets import cached_features, load_with_zoom
 
 from magnet.metrics.auroc import auroc, table1
-from magnet.training.readout_refit import refit_readout
+from magnet.training.readout_refit import refit_readout, refit_readout_folds
 
 RULES = ("pass 0", "auroc", "bce", "last")
 
@@ -60,14 +62,29 @@ def probe(classifier, train: list[dict], test: list[dict],  # type: ignore[no-un
     return {rule: (row[0], row[3]) for rule, row in chosen.items()}
 
 
+def soup(classifier, train: list[dict], test: list[dict],  # type: ignore[no-untyped-def]
+         passes: int, seed: int, folds: int) -> tuple[str, float]:
+    """(the folds' passes, test Macro & Micro AUROC) of the product's fold refit over all ``train``."""
+    readout = copy.deepcopy(classifier)
+    result = refit_readout_folds(readout, cached_features(train), folds=folds, epochs=passes, lr=1e-4,
+                                 weight_decay=1e-4, seed=seed)
+    test_set = cached_features(test)
+    with torch.no_grad():
+        logits = readout.read_out(test_set.features).logit
+    score = table1(test_set.labels.tolist(), logits.tolist(), [s["class"] for s in test])["macro_micro"]
+    return "/".join(map(str, result.fold_epochs)), score["auroc"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", action="append", required=True, help="NAME=FOLDER:CKPT (see above)")
     parser.add_argument("--passes", type=int, default=20)
     parser.add_argument("--splits", type=int, default=2)
+    parser.add_argument("--folds", type=int, default=0, help="also the fold refit with this many folds")
     args = parser.parse_args()
-    means: dict[str, list[float]] = {rule: [] for rule in RULES}
-    print("| run | split | " + " | ".join(RULES) + " |\n|---|---|" + "---|" * len(RULES))
+    rules = [*RULES, *([f"folds {args.folds}"] if args.folds > 1 else [])]
+    means: dict[str, list[float]] = {rule: [] for rule in rules}
+    print("| run | split | " + " | ".join(rules) + " |\n|---|---|" + "---|" * len(rules))
     for spec in args.run:
         name, rest = spec.split("=", 1)
         folder, checkpoint = rest.split(":", 1)
@@ -75,10 +92,12 @@ def main() -> None:
         test = torch.load(Path(folder) / f"{name}-test.pt", weights_only=False)["slides"]
         model, _ = load_with_zoom(Path(checkpoint), "")
         for seed in range(args.splits):
-            kept = probe(model.classifier, train, test, args.passes, seed)
-            for rule in RULES:
+            kept: dict[str, tuple] = probe(model.classifier, train, test, args.passes, seed)
+            if args.folds > 1:
+                kept[rules[-1]] = soup(model.classifier, train, test, args.passes, seed, args.folds)
+            for rule in rules:
                 means[rule].append(kept[rule][1])
-            cells = " | ".join(f"{kept[r][1]:.2f} (pass {kept[r][0]})" for r in RULES)
+            cells = " | ".join(f"{kept[r][1]:.2f} (pass {kept[r][0]})" for r in rules)
             print(f"| {name} ({folder}) | {seed} | {cells} |", flush=True)
     print("mean: " + ", ".join(f"{rule} {np.mean(v):.3f}" for rule, v in means.items()))
 
