@@ -1,7 +1,7 @@
 """GPU check: a short training run of the 3-layer Camelyon recipe on virtual slides, then its test AUROCs.
 
 The steps of ``bench/gpu_step.py`` time one batch; this trains for real: ``configs/magnet3_camelyon.yaml``
-(the paper's tree P = [2, 3, 3] with the learned-zoom levers, Adam, batch 16, bf16) on ``--n`` version-2
+(the paper's tree P = [2, 3, 3] with the learned-zoom levers, Adam, batch 16, bf16) on ``--n`` version-3
 virtual slides of ``--size``² for ``--epochs`` epochs, reads on the CPU through the reader threads as in any
 training run, then evaluates the best checkpoint on a class-enriched test set (40 negative, 20 per lesion
 class, the next data-set seed). The classifier's frozen CNN is EfficientNet-Lite0 instead of InceptionV3
