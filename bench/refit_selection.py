@@ -32,28 +32,35 @@ import torch.nn.functional as F
 from patch_targets import cached_features, load_with_zoom
 
 from magnet.metrics.auroc import auroc, table1
-from magnet.training.readout_refit import refit_readout, refit_readout_folds
+from magnet.training.readout_refit import CachedFeatures, refit_readout, refit_readout_folds
 
 RULES = ("pass 0", "auroc", "bce", "last")
+TestSet = tuple[CachedFeatures, list[str]]  # the test slides' cached features and their classes
 
 
-def probe(classifier, train: list[dict], test: list[dict],  # type: ignore[no-untyped-def]
+def test_macro_micro(readout, test: TestSet) -> float:  # type: ignore[no-untyped-def]
+    """The test Macro & Micro AUROC of ``readout`` on the cached test features."""
+    features, classes = test
+    with torch.no_grad():
+        logits = readout.read_out(features.features).logit
+    return float(table1(features.labels.tolist(), logits.tolist(), classes)["macro_micro"]["auroc"])
+
+
+def probe(classifier, train: list[dict], test: TestSet,  # type: ignore[no-untyped-def]
           passes: int, seed: int) -> dict[str, tuple]:
     """Rule -> (pass kept, test Macro & Micro AUROC) for one held-out split of the training slides: the
     product's refit, watched after every pass."""
     held = set(np.random.default_rng(seed).permutation(len(train))[: len(train) // 5].tolist())
     fit = cached_features([s for i, s in enumerate(train) if i not in held])
     held_out = cached_features([s for i, s in enumerate(train) if i in held])
-    test_set, classes = cached_features(test), [s["class"] for s in test]
     rows = []  # (pass, held-out AUROC, held-out BCE, test Macro & Micro)
 
     def watch(step: int, readout) -> None:  # type: ignore[no-untyped-def]
         with torch.no_grad():
             held_logits = readout.read_out(held_out.features).logit
-            test_logits = readout.read_out(test_set.features).logit
-        test_auroc = table1(test_set.labels.tolist(), test_logits.tolist(), classes)["macro_micro"]["auroc"]
         rows.append((step, auroc(held_out.labels.tolist(), held_logits.tolist()),
-                     float(F.binary_cross_entropy_with_logits(held_logits, held_out.labels)), test_auroc))
+                     float(F.binary_cross_entropy_with_logits(held_logits, held_out.labels)),
+                     test_macro_micro(readout, test)))
 
     kept = refit_readout(copy.deepcopy(classifier), fit, held_out, epochs=passes, lr=1e-4, weight_decay=1e-4,
                          seed=seed, after_pass=watch).best_epoch
@@ -62,17 +69,13 @@ def probe(classifier, train: list[dict], test: list[dict],  # type: ignore[no-un
     return {rule: (row[0], row[3]) for rule, row in chosen.items()}
 
 
-def soup(classifier, train: list[dict], test: list[dict],  # type: ignore[no-untyped-def]
+def soup(classifier, train: list[dict], test: TestSet,  # type: ignore[no-untyped-def]
          passes: int, seed: int, folds: int) -> tuple[str, float]:
     """(the folds' passes, test Macro & Micro AUROC) of the product's fold refit over all ``train``."""
     readout = copy.deepcopy(classifier)
     result = refit_readout_folds(readout, cached_features(train), folds=folds, epochs=passes, lr=1e-4,
                                  weight_decay=1e-4, seed=seed)
-    test_set = cached_features(test)
-    with torch.no_grad():
-        logits = readout.read_out(test_set.features).logit
-    score = table1(test_set.labels.tolist(), logits.tolist(), [s["class"] for s in test])["macro_micro"]
-    return "/".join(map(str, result.fold_epochs)), score["auroc"]
+    return "/".join(map(str, result.fold_epochs)), test_macro_micro(readout, test)
 
 
 def main() -> None:
@@ -89,7 +92,8 @@ def main() -> None:
         name, rest = spec.split("=", 1)
         folder, checkpoint = rest.split(":", 1)
         train = torch.load(Path(folder) / f"{name}-train.pt", weights_only=False)["slides"]
-        test = torch.load(Path(folder) / f"{name}-test.pt", weights_only=False)["slides"]
+        test_slides = torch.load(Path(folder) / f"{name}-test.pt", weights_only=False)["slides"]
+        test = (cached_features(test_slides), [s["class"] for s in test_slides])  # once per run
         model, _ = load_with_zoom(Path(checkpoint), "")
         for seed in range(args.splits):
             kept: dict[str, tuple] = probe(model.classifier, train, test, args.passes, seed)

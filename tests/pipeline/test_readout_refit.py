@@ -223,9 +223,9 @@ def test_fold_refit_is_the_mean_of_its_fold_refits() -> None:
         for k, held in enumerate(stratified_folds(data.labels, 3, seed=4)):
             fold = copy.deepcopy(given)
             rest = [i for i in range(48) if i not in held]
-            fits.append(refit_readout(fold, data.subset(rest), data.subset(held), epochs=3, lr=1e-3,
-                                      weight_decay=0.0, seed=4 + k))
-            fits[-1] = (fits[-1], dict(fold.named_parameters()))
+            fitted = refit_readout(fold, data.subset(rest), data.subset(held), epochs=3, lr=1e-3,
+                                   weight_decay=0.0, seed=4 + k)
+            fits.append((fitted, dict(fold.named_parameters())))
     for name, param in classifier.named_parameters():
         if name.startswith("backbone."):
             assert torch.equal(param, dict(given.named_parameters())[name]), name  # the CNN untouched
