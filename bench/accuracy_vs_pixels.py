@@ -31,7 +31,10 @@ Methods (``--methods``; each is run once and its result kept in ``--out``, so th
   ``magnet3`` is ``configs/magnet3_camelyon.yaml`` (the paper's 3-layer tree with the levers) set for these
   slides and 2 CPU cores (see ``BUDGETS``). ``magnet3refit`` and ``lite0refit`` are ``magnet3`` and
   ``lite0tissue`` with the readout fitted again after training (``refit.epochs=20``); ``magnet3novelty`` is
-  ``magnet3refit`` with the heads' value taught by novelty (``loss.head_value_target=novelty``).
+  ``magnet3refit`` with the heads' value taught by novelty (``loss.head_value_target=novelty``);
+  ``magnet3view112`` is ``magnet3refit`` with the heads' views at 112² instead of the paper's 56²
+  (``model.view_size=112``, ``model.read_size=224``, the high-pass blur doubled to keep its width in um):
+  on 8-mm slides the last layer's heads then see their 1.4-mm parent at 12 um/px instead of 24.
 
 Data (``--stage sets``; sizes chosen so that every method's whole pipeline fits a few hours on 2 CPU cores):
 slides of ``--size`` px at 0.25 um/px (default 32,768²: 8.2 mm, a third of a Camelyon slide's side; the
@@ -142,8 +145,13 @@ BUDGETS["lite0refit"] = (4, [*BUDGETS["lite0tissue"][1], "refit.epochs=20"])
 # The refitted magnet3 tree whose heads learn where the final patches look unusual, not where the classifier
 # fires (loss.head_value_target=novelty, docs/method.md §9).
 BUDGETS["magnet3novelty"] = (3, [*BUDGETS["magnet3refit"][1], "loss.head_value_target=novelty"])
+# The refitted magnet3 tree whose heads see their views at twice the paper's side (112² instead of 56², paper
+# §3.1: the paper's I was bounded by one GPU's memory): finer views for the heads' choice of where to zoom.
+BUDGETS["magnet3view112"] = (3, [*BUDGETS["magnet3refit"][1], "model.view_size=112", "model.read_size=224",
+                                     "model.head_highpass=6.0"])
 # The recipe each budget's overrides apply to (configs/demo_v1.yaml where not named here).
-RECIPES = {name: "configs/magnet3_camelyon.yaml" for name in ("magnet3", "magnet3refit", "magnet3novelty")}
+RECIPES = {name: "configs/magnet3_camelyon.yaml"
+           for name in ("magnet3", "magnet3refit", "magnet3novelty", "magnet3view112")}
 
 
 def make_sets(args: argparse.Namespace) -> None:
