@@ -12,7 +12,8 @@ Methods (``--methods``; each is run once and its result kept in ``--out``, so th
 - ``tiling@U``: tissue mask, a grid of 224-px tiles at U um/px, frozen EfficientNet-Lite0 (ImageNet weights
   from the ``tiling`` extra), gated attention MIL (``magnet.baselines.tiling``). Features are computed by
   ``--stage features`` (split across processes with ``--part I/N``, each slide's cost logged), then
-  ``--stage run`` trains and scores from the cache.
+  ``--stage run`` trains and scores from the cache (``bash bench/gpu.sh tiling`` does both on a GPU
+  machine: 16 processes reading, the encoder on the card).
 - ``thumbnail@S``: a small CNN on the whole-slide view at S² (``magnet.baselines.thumbnail``); ``meanrgb``:
   logistic regression on the thumbnail's mean colour.
 - ``magnet-B-M``: a MagNet trained with ``configs/demo_v1.yaml`` plus budget B's overrides, in zoom mode M
@@ -199,7 +200,7 @@ def compute_features(args: argparse.Namespace, um_per_px: float) -> None:
     config = tiling_config(args, um_per_px)
     part, parts = (int(x) for x in args.part.split("/"))
     specs = [r.slide for r in read_manifest(config.manifest, check_slides=False).rows][part - 1 :: parts]
-    encoder = build_encoder(config.encoder.name, batch_size=config.encoder.batch_size)
+    encoder = build_encoder(config.encoder.name, batch_size=config.encoder.batch_size, device=args.device)
     log = Path(args.out) / f"tiling@{um_per_px:g}" / f"cost-{part}of{parts}.jsonl"
     log.parent.mkdir(parents=True, exist_ok=True)
     for index, spec in enumerate(specs):
@@ -381,6 +382,9 @@ def main() -> None:
     parser.add_argument("--stage", choices=("sets", "features", "run", "report"), required=True)
     parser.add_argument("--methods", nargs="*", default=[])
     parser.add_argument("--part", default="1/1", help="features: this process's share I/N of the slides")
+    parser.add_argument("--device", default="cpu",
+                        help="features: the encoder's torch device (cuda on a GPU machine; the tiles are "
+                        "read on this process's CPU core either way)")
     parser.add_argument("--seed", type=int, default=1,
                         help="run: the training seed of MagNet, the tiling MIL and the thumbnail CNN "
                         "(mean RGB ignores it)")
