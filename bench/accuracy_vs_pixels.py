@@ -190,7 +190,7 @@ def tiling_config(args: argparse.Namespace, um_per_px: float) -> TilingConfig:
     return TilingConfig(
         manifest=str(set_paths(args)[0]), cache_dir=str(Path(args.out) / "features"),
         top_k=8, n_bootstrap=1000, tiles=TileConfig(size=TILE_PX, um_per_px=um_per_px),
-        encoder=EncoderConfig(name="efficientnet_lite0", batch_size=32),
+        encoder=EncoderConfig(name="efficientnet_lite0", batch_size=32, device=args.device),
         mil=MILConfig(seed=args.seed - 1),  # --seed 1 is the MIL seed 0 the first runs used
     )
 
@@ -200,7 +200,8 @@ def compute_features(args: argparse.Namespace, um_per_px: float) -> None:
     config = tiling_config(args, um_per_px)
     part, parts = (int(x) for x in args.part.split("/"))
     specs = [r.slide for r in read_manifest(config.manifest, check_slides=False).rows][part - 1 :: parts]
-    encoder = build_encoder(config.encoder.name, batch_size=config.encoder.batch_size, device=args.device)
+    encoder = build_encoder(config.encoder.name, batch_size=config.encoder.batch_size,
+                            device=config.encoder.device)
     log = Path(args.out) / f"tiling@{um_per_px:g}" / f"cost-{part}of{parts}.jsonl"
     log.parent.mkdir(parents=True, exist_ok=True)
     for index, spec in enumerate(specs):
@@ -383,8 +384,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=[])
     parser.add_argument("--part", default="1/1", help="features: this process's share I/N of the slides")
     parser.add_argument("--device", default="cpu",
-                        help="features: the encoder's torch device (cuda on a GPU machine; the tiles are "
-                        "read on this process's CPU core either way)")
+                        help="features, run: the tile encoder's torch device (cuda on a GPU machine; the "
+                        "tiles are read on this process's CPU core either way)")
     parser.add_argument("--seed", type=int, default=1,
                         help="run: the training seed of MagNet, the tiling MIL and the thumbnail CNN "
                         "(mean RGB ignores it)")

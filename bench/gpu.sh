@@ -45,7 +45,7 @@ fi
            done
            wait; tail -qn 1 /tmp/features-*.log
            for seed in 1 2 3; do
-             OMP_NUM_THREADS=4 timeout 60 python3 $B --out $D --stage run --seed $seed --methods "${methods[@]}"
+             timeout 60 python3 $B --out $D --stage run --seed $seed --methods "${methods[@]}" --device cuda
            done
            python3 $B --out $D --stage report
            (cd $D && tar czf "$OUT/tiling.tar.gz" tiling@*/summary.json tiling@*/cost-*.jsonl tiling@*/run/predictions.csv) ;;
