@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The one device check, for sessions lent a GPU machine (device tool). Run from the repository root:
-#   1. here, once:  bash bench/gpu_wheels.sh        (wheels the GPU image lacks, into .whl/, git-ignored)
+#   1. here, once:  bash bench/gpu_wheels.sh        (wheels the GPU image lacks, into .whl/, git-ignored;
+#                   20 MiB, so that the repository and they stay under the device tool's 64 MiB)
 #   2. device run:  command "bash bench/gpu.sh", carry [".whl"], timeout_s 540
 #   3. if device time is left (or first, when the steps are already recorded):
 #                   command "bash bench/gpu.sh train", carry [".whl"], timeout_s 600
 #   or both in one call (one machine start):  command "bash bench/gpu.sh all --n 120", timeout_s 600
 #   tiling points too dear for 2 CPU cores: command "bash bench/gpu.sh tiling tiling@1", carry [".whl"],
 #   timeout_s 540: bench/accuracy_vs_pixels.py's 8-mm version-3 sets, features read by 16 processes and
-#   encoded on the card, attention MIL for seeds 1-3, its report in gpu.log; the summaries, seed 1's
-#   predictions and the feature costs come back in $OUT/tiling.tar.gz (unpack it into the sets' folder here
-#   to pair the rows with bench/paired_auroc.py and draw the figure).
+#   encoded on the card, attention MIL for seeds 1-3, its report in gpu.log; the summaries, predictions and
+#   the feature costs come back in $OUT/tiling.tar.gz (unpack it into the sets' folder here to pair the rows
+#   with bench/paired_auroc.py and draw the figure). tiling@1 took 6.7 min of the call on an H200.
 # Arguments after the mode go to bench/gpu_train.py (tiling: the methods).
 # It installs the carried wheels, runs the test suite (CUDA tests included), then times training and
 # inference steps per model variant on the card; "train" instead trains magnet3 on virtual slides for a few
@@ -19,9 +20,9 @@ set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site:$PWD || exit 1
+if [ -d .whl ]; then  # .whl-tiff too where it was carried (gpu_wheels.sh --tiff)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    .whl/*.whl $(ls .whl-tiff/*.whl 2>/dev/null) && export PYTHONPATH=/tmp/site:$PWD || exit 1
 else
   export PYTHONPATH=$PWD
 fi
