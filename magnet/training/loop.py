@@ -228,9 +228,11 @@ class Trainer:
         """Head warm-up on cached root views before epoch 1 (``optim.head_warmup_steps``;
         magnet.training.warmup).
 
-        Runs before Fabric's setup, on the CPU (56 x 56 views: cheap); under DDP every rank computes the
-        same steps from the same seed and setup broadcasts rank 0's weights anyway. A slide whose root view
-        cannot be read is a training failure like any other (logged, left out, counted).
+        Runs before Fabric's setup, on the device the model will train on: at 56 x 56 views a step costs
+        milliseconds on a CPU, but at 224 x 224 the CPU took 2.5 s a step on a GPU machine
+        (docs/BENCHMARKS.md, "Third GPU run"). Under DDP every rank computes the same steps from the same
+        seed and setup broadcasts rank 0's weights anyway. A slide whose root view cannot be read is a
+        training failure like any other (logged, left out, counted).
         """
         optim = self.cfg.optim
         if optim.head_warmup_steps <= 0 or not model.uses_heads:  # the zoom controls use no heads
@@ -248,6 +250,8 @@ class Trainer:
             raise MagnetError(f"{self.cfg.data.manifest or 'manifest'}: no training slide could be read")
         layer = model.layers[0]
         assert isinstance(layer, MagnifyingLayer)
+        device = self.fabric.device
+        layer.to(device)  # the same Parameter objects: the optimizer built on them stays valid
         show = self.show_progress and self.fabric.is_global_zero
         with tqdm(total=optim.head_warmup_steps, desc="head warm-up", unit="step", disable=not show,
                   leave=False) as bar:
@@ -255,7 +259,7 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}")
 
-            losses = warm_up_heads(layer, torch.stack(views), torch.tensor(labels),
+            losses = warm_up_heads(layer, torch.stack(views).to(device), torch.tensor(labels, device=device),
                                    steps=optim.head_warmup_steps, batch_size=optim.head_warmup_batch,
                                    lr=optim.head_lr or optim.lr, generator=epoch_generator(self.cfg.seed, -1),
                                    progress=step)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from magnet.layers.samplers import linearized_sample
+from magnet.models import MagnifyingLayer, model_config
 from magnet.models.registry import build_model
 from magnet.slides.tensor_source import TensorRegionSource
 from magnet.training.losses import LossWeights, magnet_loss
+from magnet.training.warmup import warm_up_heads
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/gpu.sh)")
 
@@ -70,3 +74,22 @@ def test_training_forward_on_gpu_takes_the_loops_cpu_generator(theta_grad: bool)
         loss = magnet_loss(out, torch.tensor([0.0, 1.0], device="cuda"), LossWeights()).total
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(t).all() for t in out.thetas)
+
+
+def test_head_warm_up_on_the_card_takes_the_cpu_runs_steps() -> None:
+    # The Trainer warms the heads up on the training device (224² views took 2.5 s a step on a CPU);
+    # the picks come from a CPU generator, so the card takes the same batches and ends near the CPU run.
+    torch.manual_seed(0)
+    sizes = dict(view_size=24, read_size=48, final_size=32, final_read_size=64, classifier_input_size=32)
+    config = model_config("tiny", **sizes, sibling_layout="strips", head_mil=True, head_highpass=2.0)
+    cpu_layer = MagnifyingLayer(2, config, 1)
+    gpu_layer = copy.deepcopy(cpu_layer).cuda()
+    views = torch.rand(8, 3, 24, 24, generator=torch.Generator().manual_seed(1))
+    labels = (torch.arange(8) % 2).float()
+    def warm(layer: MagnifyingLayer, device: str) -> list[float]:
+        return warm_up_heads(layer, views.to(device), labels.to(device), steps=5, batch_size=4, lr=1e-3,
+                             generator=torch.Generator().manual_seed(2))
+
+    cpu, gpu = warm(cpu_layer, "cpu"), warm(gpu_layer, "cuda")
+    torch.testing.assert_close(torch.tensor(gpu), torch.tensor(cpu), atol=1e-3, rtol=1e-3)
+    assert all(p.is_cuda for p in gpu_layer.head_parameters())
