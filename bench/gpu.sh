@@ -11,6 +11,8 @@
 #   encoded on the card, attention MIL for seeds 1-3, its report in gpu.log; the summaries, predictions and
 #   the feature costs come back in $OUT/tiling.tar.gz (unpack it into the sets' folder here to pair the rows
 #   with bench/paired_auroc.py and draw the figure). tiling@1 took 6.7 min of the call on an H200.
+#   a learned zoom against its fixed layout: two "train" calls back to back on the warm machine, the second
+#   with model.zoom=fixed added to --set; each brings its test predictions.csv back for bench/paired_auroc.py.
 # Arguments after the mode go to bench/gpu_train.py (tiling: the methods).
 # It installs the carried wheels, runs the test suite (CUDA tests included), then times training and
 # inference steps per model variant on the card; "train" instead trains magnet3 on virtual slides for a few
@@ -34,7 +36,8 @@ fi
     steps) timeout 240 python3 -m pytest -q -x tests/gpu tests/models tests/layers -p no:cacheprovider
            timeout 240 python3 bench/gpu_step.py --steps 5 ;;
     train) timeout 90 python3 -m pytest -q -x tests/gpu -p no:cacheprovider
-           timeout 470 python3 bench/gpu_train.py --out /tmp/gpu_train "$@" ;;  # checkpoints stay there
+           timeout 470 python3 bench/gpu_train.py --out /tmp/gpu_train "$@"  # checkpoints stay there
+           cp /tmp/gpu_train/eval-test/predictions.csv "$OUT/" ;;  # to pair two runs with bench/paired_auroc.py
     all)   timeout 150 python3 -m pytest -q -x tests/gpu tests/models tests/layers -p no:cacheprovider
            timeout 120 python3 bench/gpu_step.py --steps 3
            timeout 300 python3 bench/gpu_train.py --out /tmp/gpu_train "$@" ;;
