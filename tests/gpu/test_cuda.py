@@ -86,10 +86,13 @@ def test_head_warm_up_on_the_card_takes_the_cpu_runs_steps() -> None:
     gpu_layer = copy.deepcopy(cpu_layer).cuda()
     views = torch.rand(8, 3, 24, 24, generator=torch.Generator().manual_seed(1))
     labels = (torch.arange(8) % 2).float()
+
     def warm(layer: MagnifyingLayer, device: str) -> list[float]:
         return warm_up_heads(layer, views.to(device), labels.to(device), steps=5, batch_size=4, lr=1e-3,
                              generator=torch.Generator().manual_seed(2))
 
-    cpu, gpu = warm(cpu_layer, "cpu"), warm(gpu_layer, "cuda")
+    cpu = warm(cpu_layer, "cpu")
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # float32 convolutions, as on the CPU
+        gpu = warm(gpu_layer, "cuda")
     torch.testing.assert_close(torch.tensor(gpu), torch.tensor(cpu), atol=1e-3, rtol=1e-3)
     assert all(p.is_cuda for p in gpu_layer.head_parameters())
