@@ -36,6 +36,9 @@ Methods (``--methods``; each is run once and its result kept in ``--out``, so th
   ``magnet3view112`` is ``magnet3refit`` with the heads' views at 112² instead of the paper's 56²
   (``model.view_size=112``, ``model.read_size=224``, the high-pass blur doubled to keep its width in um):
   on 8-mm slides the last layer's heads then see their 1.4-mm parent at 12 um/px instead of 24.
+  ``magnet3view112lookalikes`` is that tree for the oracle control with the negatives' patches on the
+  look-alikes (``model.oracle_negatives=lookalikes``; sets written before the ``lookalikes`` column existed
+  get it from ``--stage sets`` into a new ``--out``, identical otherwise).
 
 Data (``--stage sets``; sizes chosen so that every method's whole pipeline fits a few hours on 2 CPU cores):
 slides of ``--size`` px at 0.25 um/px (default 32,768²: 8.2 mm, a third of a Camelyon slide's side; the
@@ -150,9 +153,13 @@ BUDGETS["magnet3novelty"] = (3, [*BUDGETS["magnet3refit"][1], "loss.head_value_t
 # §3.1: the paper's I was bounded by one GPU's memory): finer views for the heads' choice of where to zoom.
 BUDGETS["magnet3view112"] = (3, [*BUDGETS["magnet3refit"][1], "model.view_size=112", "model.read_size=224",
                                      "model.head_highpass=6.0"])
+# The 112²-view tree's oracle with the negatives' final patches on the look-alikes of lesions, not on random
+# tissue (model.oracle_negatives, docs/method.md §8): the ceiling of telling lesions from their mimics. As
+# magnet-magnet3view112lookalikes-oracle, on sets whose manifests have a lookalikes column.
+BUDGETS["magnet3view112lookalikes"] = (3, [*BUDGETS["magnet3view112"][1],
+                                           "model.oracle_negatives=lookalikes"])
 # The recipe each budget's overrides apply to (configs/demo_v1.yaml where not named here).
-RECIPES = {name: "configs/magnet3_camelyon.yaml"
-           for name in ("magnet3", "magnet3refit", "magnet3novelty", "magnet3view112")}
+RECIPES = {name: "configs/magnet3_camelyon.yaml" for name in BUDGETS if name.startswith("magnet3")}
 
 
 def make_sets(args: argparse.Namespace) -> None:

@@ -30,7 +30,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from magnet.data.manifest import read_manifest
     from magnet.inference.oracle import OracleZoom
-    from magnet.metrics.localisation import manifest_outlines
     from magnet.models import zoom_strategy
     from magnet.slides.colour import normaliser
     from magnet.slides.pool import SlidePool
@@ -59,9 +58,8 @@ def run(args: argparse.Namespace) -> int:
                           f"(splits {cfg.data.train_split!r} and {cfg.data.val_split!r})")
     oracle = None
     if zoom_strategy(cfg.model).needs_final_rois:
-        outlines = manifest_outlines(rows, Path(cfg.data.manifest).parent)
-        oracle = OracleZoom.for_rows(outlines, train_rows + val_rows, cfg.model.oracle_side,
-                                     cfg.data.manifest)
+        oracle = OracleZoom.for_manifest(cfg.model, train_rows + val_rows, Path(cfg.data.manifest).parent,
+                                         cfg.data.manifest)
     lock = RunFolder(folder)
     lock.claim()
     pool = SlidePool(grey_filter=cfg.data.grey_filter, threads=cfg.data.reader_threads,

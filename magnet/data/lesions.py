@@ -8,6 +8,10 @@ The outline file (``lesions.json``) maps a slide name (a path or a ``synth:`` UR
 dict with at least ``polygon``: a list of ``[x, y]`` vertices in level-0 pixels. ``magnet synth dataset``
 writes one beside its manifest and names it in the manifest's ``lesions`` column; evaluation reads it to
 say whether the final patches landed on a lesion.
+
+A look-alike file (``lookalikes.json``, the manifest's ``lookalikes`` column) has the same form for benign
+regions that mimic a lesion (``magnet.synth``'s germinal centres, histiocyte clusters...): the hard
+negatives that the oracle control can read on negative slides (docs/method.md §8).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ UNKNOWN_POSITIVE = "positive"
 MACRO_UM, ITC_UM = 2000.0, 200.0
 #: Name of the outline file ``magnet synth dataset`` writes beside its manifest.
 LESIONS_FILE = "lesions.json"
+#: Name of the look-alike outline file ``magnet synth dataset`` writes beside it (same form).
+LOOKALIKES_FILE = "lookalikes.json"
 
 
 def lesion_class_for_extent(extent_um: float) -> str:
@@ -50,12 +56,12 @@ def slide_class(lesion_class: str | None, label: int) -> str:
 
 
 def write_lesions(outlines: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike[str]) -> None:
-    """Write lesion dicts by slide name as compact JSON, atomically."""
+    """Write outline dicts (lesions or look-alikes) by slide name as compact JSON, atomically."""
     atomic_write_text(path, strict_json.dumps(outlines, separators=(",", ":")) + "\n")
 
 
 def read_lesions(path: str | os.PathLike[str]) -> dict[str, list[np.ndarray]]:
-    """Lesion polygons ``(V, 2)`` in level-0 pixels by slide name, from a file ``write_lesions`` wrote."""
+    """Polygons ``(V, 2)`` in level-0 pixels by slide name, from a file ``write_lesions`` wrote."""
     with open(path, encoding="utf-8") as handle:
         data = json.load(handle)
     return {uri: [np.asarray(item["polygon"], float) for item in items] for uri, items in data.items()}

@@ -127,7 +127,7 @@ def evaluate(checkpoint: str | Path, manifest: str | Path, out_dir: str | Path, 
     outlines = manifest_outlines(rows, Path(manifest).parent)
     oracle = None
     if model.needs_final_rois:  # the oracle control (docs/method.md §8): final patches on the outlines
-        oracle = OracleZoom.for_rows(outlines, rows, config.model.oracle_side, str(manifest))
+        oracle = OracleZoom.for_manifest(config.model, rows, Path(manifest).parent, str(manifest), outlines)
     out = output_folder(out_dir)
     by_slide = {r.slide: r for r in rows}
     done: list[SlidePrediction] = []

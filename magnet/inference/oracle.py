@@ -12,7 +12,13 @@ as the "fixed" control and the N_L final patches are placed here, from the slide
   probability proportional to its bounding box, a point uniform in that box, kept when inside the polygon,
   which is uniform over the summed lesion areas; so a slide with a macro-metastasis and a few ITCs puts most
   patches on the macro, as a random pick of lesion pixels would].
-- Negative slides (no polygons): centres at random tissue points [choice, generic, not synth-specific]: a
+- Negative slides (no polygons), ``model.oracle_negatives = "lookalikes"`` [choice]: centres uniform over
+  the slide's look-alike outlines (benign regions that mimic a lesion, the manifest's ``lookalikes`` file),
+  each outline equally likely whatever its area, so small mimics of micro-metastases and ITC get their share
+  beside the large reactive centres. These are the hard negatives a zoom that finds lesions also reads, so
+  this oracle is the ceiling of telling lesions from their mimics. A negative slide with no look-alike
+  falls back to tissue points.
+- Negative slides otherwise (``"tissue"``, the default): centres at random tissue points [choice, generic]: a
   low-resolution read of the whole slide (``tissue_grid`` pixels along the longer side) through the slide's
   own ``RegionSource``, with the grey filter's test (paper §4.2, max - min >= 15 of 255) applied to it, so
   glass, background and the canvas outside the slide are excluded whether or not the reader filters; a
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping, Sequence
+from pathlib import Path as FilePath
 
 import numpy as np
 import torch
@@ -38,6 +45,8 @@ from matplotlib.path import Path
 from magnet.data.manifest import ManifestRow
 from magnet.errors import ConfigError
 from magnet.geometry import RegionSource, canvas_to_level0, level0_to_canvas
+from magnet.metrics.localisation import manifest_outlines
+from magnet.models.model_config import MagNetConfig
 from magnet.slides.pixels import GREY_THRESHOLD, tissue_mask_tensor
 
 __all__ = [
@@ -55,8 +64,17 @@ def _uniform(shape: tuple[int, ...], generator: torch.Generator) -> np.ndarray:
     return torch.rand(shape, generator=generator, dtype=torch.float64).numpy()
 
 
-def lesion_points(polygons: Sequence[np.ndarray], count: int, generator: torch.Generator) -> np.ndarray:
-    """``count`` level-0 points ``(count, 2)`` uniform over the area of ``polygons`` (each ``(K >= 3, 2)``).
+def _shoelace(shapes: Sequence[np.ndarray]) -> np.ndarray:
+    """The areas of polygons ``(K, 2)`` (shoelace formula)."""
+    return np.array([0.5 * abs(float(p[:, 0] @ np.roll(p[:, 1], -1) - p[:, 1] @ np.roll(p[:, 0], -1)))
+                     for p in shapes])
+
+
+def lesion_points(
+    polygons: Sequence[np.ndarray], count: int, generator: torch.Generator, *, by_area: bool = True
+) -> np.ndarray:
+    """``count`` level-0 points ``(count, 2)`` inside ``polygons`` (each ``(K >= 3, 2)``): uniform over their
+    summed area, or with ``by_area=False`` a polygon drawn with equal odds, then a point uniform inside it.
 
     A polygon too thin to hit in ``_MAX_ROUNDS`` rounds leaves its vertex mean as the remaining points.
     """
@@ -66,7 +84,11 @@ def lesion_points(polygons: Sequence[np.ndarray], count: int, generator: torch.G
     low = np.stack([p.min(axis=0) for p in shapes])
     high = np.stack([p.max(axis=0) for p in shapes])
     boxes = np.prod(high - low, axis=1)
-    weights = torch.from_numpy(boxes if boxes.sum() > 0 else np.ones(len(shapes)))
+    # Rejection in a polygon's bounding box keeps a candidate with odds area / box, so a box drawn with
+    # weight w yields points at the rate w * area / box: w = box is uniform over the summed area, and
+    # w = box / area gives every polygon the same share.
+    weights = boxes if by_area else boxes / np.maximum(_shoelace(shapes), 1e-12)
+    weights = torch.from_numpy(weights if weights.sum() > 0 else np.ones(len(shapes)))
     paths = [Path(p) for p in shapes]
     found: list[np.ndarray] = []
     have = 0
@@ -166,16 +188,24 @@ class OracleZoom:
 
     ``outlines``: lesion polygons (level-0 px) by slide name, as
     ``magnet.metrics.localisation.manifest_outlines``
-    returns them; a slide absent or with no polygon is treated as negative (random tissue points). ``side``:
-    the patches' side as a fraction of the slide's longer side (``model.oracle_side``).
+    returns them; a slide absent or with no polygon is treated as negative. ``side``: the patches' side as a
+    fraction of the slide's longer side (``model.oracle_side``). ``lookalikes``: look-alike polygons by slide
+    name, where a negative slide's patches go (``model.oracle_negatives="lookalikes"``); None: random tissue
+    points.
     """
 
     def __init__(
-        self, outlines: Mapping[str, Sequence[np.ndarray]], side: float, *, tissue_grid: int = TISSUE_GRID
+        self,
+        outlines: Mapping[str, Sequence[np.ndarray]],
+        side: float,
+        *,
+        lookalikes: Mapping[str, Sequence[np.ndarray]] | None = None,
+        tissue_grid: int = TISSUE_GRID,
     ) -> None:
         if not 0 < side <= 1:
             raise ValueError(f"side must lie in (0, 1], got {side}")
         self.outlines = outlines
+        self.lookalikes = lookalikes or {}
         self.side = float(side)
         self.tissue_grid = tissue_grid
         self._tissue: dict[str, TissueMap] = {}
@@ -187,6 +217,8 @@ class OracleZoom:
         rows: Sequence[ManifestRow],
         side: float,
         where: str,
+        *,
+        lookalikes: Mapping[str, Sequence[np.ndarray]] | None = None,
     ) -> OracleZoom:
         """The oracle of a run or evaluation over manifest ``rows``; a one-line ``ConfigError`` when the
         manifest (``where``) names no outlines or a positive row has none."""
@@ -201,7 +233,32 @@ class OracleZoom:
                 f"{where}: model.zoom=oracle needs the lesion outlines of every positive slide; "
                 f"{len(missing)} have none (first: {missing[0]})"
             )
-        return cls(outlines, side)
+        return cls(outlines, side, lookalikes=lookalikes)
+
+    @classmethod
+    def for_manifest(
+        cls,
+        model: MagNetConfig,
+        rows: Sequence[ManifestRow],
+        folder: str | FilePath,
+        where: str,
+        outlines: Mapping[str, Sequence[np.ndarray]] | None = None,
+    ) -> OracleZoom:
+        """The oracle ``model`` asks for over the manifest ``rows`` (files relative to ``folder``): its
+        lesion outlines (``outlines`` when already read), and with ``model.oracle_negatives="lookalikes"``
+        the look-alike outlines the manifest's ``lookalikes`` column names (one line when it names none)."""
+        if outlines is None:
+            outlines = manifest_outlines(rows, folder)
+        lookalikes = None
+        if model.oracle_negatives == "lookalikes":
+            lookalikes = manifest_outlines(rows, folder, column="lookalikes")
+            if lookalikes is None:
+                raise ConfigError(
+                    f"{where}: model.oracle_negatives=lookalikes puts negative slides' patches on look-alike "
+                    "outlines, but the manifest names none (give it a 'lookalikes' column naming an outlines "
+                    "file, as magnet synth writes)"
+                )
+        return cls.for_rows(outlines, rows, model.oracle_side, where, lookalikes=lookalikes)
 
     def tissue(self, name: str, source: RegionSource) -> TissueMap:
         """The cached tissue map of slide ``name``."""
@@ -210,10 +267,14 @@ class OracleZoom:
         return self._tissue[name]
 
     def points(self, name: str, source: RegionSource, count: int, generator: torch.Generator) -> np.ndarray:
-        """``count`` level-0 centres for slide ``name``: on its lesions when it has any, else on tissue."""
+        """``count`` level-0 centres for slide ``name``: on its lesions when it has any, else on its
+        look-alikes when the oracle has them, else on tissue."""
         polygons = self.outlines.get(name) or []
         if len(polygons):
             return lesion_points(polygons, count, generator)
+        mimics = self.lookalikes.get(name) or []
+        if len(mimics):
+            return lesion_points(mimics, count, generator, by_area=False)
         return tissue_points(self.tissue(name, source), count, generator)
 
     def rois(

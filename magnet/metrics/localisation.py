@@ -282,24 +282,27 @@ def localisation_summary(
 
 
 def manifest_outlines(
-    rows: Sequence[ManifestRow], folder: str | FilePath
+    rows: Sequence[ManifestRow], folder: str | FilePath, column: str = "lesions"
 ) -> dict[str, list[np.ndarray]] | None:
-    """Lesion polygons (level-0 px) by slide, from the files the manifest's ``lesions`` column names.
+    """Polygons (level-0 px) by slide, from the outline files the manifest's ``column`` names: ``lesions``
+    (the default) or ``lookalikes`` (benign mimics, ``magnet.data.lesions``).
 
     Paths are relative to ``folder`` (the manifest's folder); ``magnet synth dataset`` writes
-    ``lesions.json`` (``magnet.data.lesions.read_lesions`` reads it). None when no row names a file, so
-    "no outlines known" differs from "known, and this slide has none" (a negative: ``[]`` or absent).
+    ``lesions.json`` and ``lookalikes.json`` (``magnet.data.lesions.read_lesions`` reads both). None when no
+    row names a file, so "no outlines known" differs from "known, and this slide has none" (a negative:
+    ``[]`` or absent).
     """
-    files = sorted({r.extra.get("lesions", "") for r in rows} - {""})
+    files = sorted({r.extra.get(column, "") for r in rows} - {""})
     if not files:
         return None
+    what = "lesion" if column == "lesions" else column
     outlines: dict[str, list[np.ndarray]] = {}
     for name in files:
         path = FilePath(folder) / name
         if not path.is_file():
-            raise MagnetError(f"{path}: lesion outlines file named by the manifest is missing")
+            raise MagnetError(f"{path}: {what} outlines file named by the manifest is missing")
         try:
             outlines.update(read_lesions(path))
         except (ValueError, KeyError, TypeError) as exc:
-            raise MagnetError(f"{path}: not a lesion outlines file ({type(exc).__name__}: {exc})") from None
+            raise MagnetError(f"{path}: not a {what} outlines file ({type(exc).__name__}: {exc})") from None
     return outlines

@@ -40,12 +40,13 @@ from magnet.models.variants import PRESETS, Variant
 
 __all__ = [
     "AUX_BACKBONES", "AuxBackboneName", "BACKBONES", "BackboneName", "INCEPTION_MIN_SIZE", "MagNetConfig",
-    "READOUTS", "Readout", "SIBLING_LAYOUTS", "SiblingLayoutName", "ZOOMS", "Zoom",
+    "OracleNegatives", "READOUTS", "Readout", "SIBLING_LAYOUTS", "SiblingLayoutName", "ZOOMS", "Zoom",
 ]
 
 BackboneName = Literal["inception_v3", "resnet18", "efficientnet_lite0", "small"]
 AuxBackboneName = Literal["resnet18", "small"]
 Zoom = Literal["learned", "fixed", "random", "oracle"]
+OracleNegatives = Literal["tissue", "lookalikes"]
 SiblingLayoutName = Literal["offset", "strips", "tissue_strips"]
 Readout = Literal["gru", "max", "lse", "attention"]
 BACKBONES: tuple[BackboneName, ...] = get_args(BackboneName)
@@ -135,6 +136,11 @@ class MagNetConfig:
     # positive slides, random tissue points of negatives). Their side, as a fraction of the slide's longer
     # side: 1/8 is the hit threshold of magnet.metrics.localisation, the largest patch that still counts.
     oracle_side: Annotated[float, UNIT_SCALE] = 0.125
+    # [choice, a control] where the oracle puts the final patches of a slide with no lesion: "tissue",
+    # random tissue points (what a blind spread would read); "lookalikes", random points of the benign
+    # look-alikes the manifest's `lookalikes` column outlines, each outline equally likely (the hard
+    # negatives a zoom that finds lesions also meets: the ceiling of telling them apart).
+    oracle_negatives: OracleNegatives = "tissue"
     # [choice] head MIL (docs/method.md §9): each layer's head logit maps (before the temperature) double as
     # pixel-level tumour-score maps; their log-sum-exp pool over the layer's heads and pixels is a slide
     # logit trained against the slide label (loss.head_mil), so the heads learn *what* to look at from the

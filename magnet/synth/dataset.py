@@ -17,13 +17,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from magnet.data.lesions import LESIONS_FILE, write_lesions
+from magnet.data.lesions import LESIONS_FILE, LOOKALIKES_FILE, write_lesions
 from magnet.data.manifest import ManifestRow, write_manifest
 from magnet.errors import ConfigError, SlideError
 from magnet.outputs import output_folder
@@ -57,6 +57,8 @@ class DatasetSlide:
     lesions: list[dict[str, object]]  # {"class", "extent_um", "polygon": [[x, y], ...]} per lesion
     version: int = DEFAULT_VERSION  # generator version
     centre: str | None = None  # stain-and-scanner profile; None: the data set names no centres
+    # {"kind", "mimics", "extent_um", "polygon"} per benign look-alike of a lesion (versions 2 and 3)
+    lookalikes: list[dict[str, object]] = field(default_factory=list)
 
 
 def _largest_remainder(n: int, shares: Sequence[float]) -> list[int]:
@@ -119,9 +121,18 @@ def make_dataset(
             }
             for lesion in slide.layout.lesions
         ]
+        lookalikes = [
+            {
+                "kind": item.kind,
+                "mimics": item.mimics,
+                "extent_um": round(item.extent_um, 2),
+                "polygon": np.round(item.polygon, 2).tolist(),
+            }
+            for item in slide.lookalikes
+        ]
         slides.append(
             DatasetSlide(slide.path, slide.label, slide.lesion_class, str(splits[index]), outlines, version,
-                         centre)
+                         centre, lookalikes)
         )
     return slides
 
@@ -175,7 +186,8 @@ def with_enriched_test(
 
 
 def write_dataset(slides: Sequence[DatasetSlide], out_dir: str | os.PathLike[str]) -> Path:
-    """Write ``out_dir/manifest.csv`` and ``out_dir/lesions.json`` (by slide URI); return the manifest."""
+    """Write ``out_dir/manifest.csv``, ``out_dir/lesions.json`` and ``out_dir/lookalikes.json`` (outlines by
+    slide URI; the manifest's ``lesions`` and ``lookalikes`` columns name them); return the manifest."""
     folder = output_folder(out_dir)
     rows = [
         ManifestRow(
@@ -185,6 +197,7 @@ def write_dataset(slides: Sequence[DatasetSlide], out_dir: str | os.PathLike[str
             s.split,
             extra={
                 "lesions": LESIONS_FILE,
+                "lookalikes": LOOKALIKES_FILE,
                 "n_lesions": str(len(s.lesions)),
                 "largest_extent_um": f"{s.lesions[0]['extent_um']:.2f}" if s.lesions else "",
                 "generator_version": str(s.version),
@@ -195,6 +208,7 @@ def write_dataset(slides: Sequence[DatasetSlide], out_dir: str | os.PathLike[str
     ]
     outlines = {s.uri: s.lesions for s in slides}
     write_lesions(outlines, folder / LESIONS_FILE)
+    write_lesions({s.uri: s.lookalikes for s in slides}, folder / LOOKALIKES_FILE)
     manifest = folder / "manifest.csv"
     write_manifest(rows, manifest)
     return manifest

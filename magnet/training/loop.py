@@ -117,8 +117,8 @@ class Trainer:
         self.lesion_areas: dict[str, LesionAreas] = {}  # per slide, kept across epochs
         self.oracle = None
         if zoom_strategy(cfg.model).needs_final_rois:  # oracle zoom: final patches on the outlines
-            self.oracle = OracleZoom.for_rows(self.outlines, self.train_rows + self.val_rows,
-                                              cfg.model.oracle_side, cfg.data.manifest or "manifest")
+            self.oracle = OracleZoom.for_manifest(cfg.model, self.train_rows + self.val_rows, folder,
+                                                  cfg.data.manifest or "manifest", self.outlines)
         self.fabric = self._fabric()
         self.folder = RunFolder(self.run_dir)
         self._claim_folder()

@@ -70,6 +70,39 @@ def test_lesion_points_are_uniform_over_the_lesion_area() -> None:
     assert in_small.mean() == pytest.approx(0.1, abs=0.03)
 
 
+def test_lesion_points_by_outline_give_each_outline_the_same_share() -> None:
+    # A square and a triangle filling half of a box nine times the square's: equal odds per outline, though
+    # the triangle's area is 4.5 times the square's and it keeps only half of the candidates in its box.
+    square = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], float)
+    triangle = np.array([[100, 100], [130, 100], [100, 130]], float)
+    points = lesion_points([square, triangle], 4000, torch.Generator().manual_seed(1), by_area=False)
+    in_square = PolygonPath(square).contains_points(points)
+    in_triangle = PolygonPath(triangle).contains_points(points)
+    assert bool((in_square | in_triangle).all())
+    assert in_square.mean() == pytest.approx(0.5, abs=0.04)
+
+
+def lookalikes_of(slides) -> dict[str, list[np.ndarray]]:  # type: ignore[no-untyped-def]
+    return {s.uri: [np.asarray(item["polygon"], float) for item in s.lookalikes] for s in slides}
+
+
+def test_negative_boxes_lie_on_lookalikes_when_given(slides) -> None:  # type: ignore[no-untyped-def]
+    oracle = OracleZoom(outlines_of(slides), side=0.125, lookalikes=lookalikes_of(slides))
+    for slide in slides:
+        source = reader(slide.uri)
+        rois = oracle.rois([slide.uri], [source], 64, generator=torch.Generator().manual_seed(6))
+        boxes = roi_to_level0_box(rois[0], source.slide_size).numpy()
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        # Positives keep their lesions; negatives read their look-alikes, many of them, not one.
+        polygons = oracle.outlines[slide.uri] if slide.label else oracle.lookalikes[slide.uri]
+        inside = np.zeros(len(centres), dtype=int)
+        for k, polygon in enumerate(polygons):
+            inside[PolygonPath(polygon).contains_points(centres)] = k + 1
+        assert bool((inside > 0).all()), slide.lesion_class
+        if not slide.label:  # every look-alike read, the small ones too (equal odds: ~9 of 64 each)
+            assert len(polygons) >= 3 and set(inside) == set(range(1, len(polygons) + 1))
+
+
 def test_negative_centres_lie_on_tissue() -> None:
     # A non-square slide (so the canvas has padding) whose only tissue is a rectangle aligned to map cells.
     image = torch.zeros(3, 96, 128)
@@ -197,3 +230,26 @@ def test_oracle_needs_outlines_of_every_positive(slides) -> None:  # type: ignor
         OracleZoom.for_rows(partial, rows, 0.125, "m.csv")
     assert "\n" not in str(info.value)
     assert OracleZoom.for_rows(outlines_of(slides), rows, 0.125, "m.csv").side == 0.125
+
+
+def test_for_manifest_reads_the_lookalikes_the_config_asks_for(slides, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from magnet.data.manifest import read_manifest, write_manifest
+    from magnet.synth.dataset import write_dataset
+
+    manifest = write_dataset(slides, tmp_path / "set")
+    rows = read_manifest(manifest, check_slides=False).rows
+    plain = OracleZoom.for_manifest(model_config("tiny", zoom="oracle"), rows, manifest.parent, "m.csv")
+    assert plain.lookalikes == {} and set(plain.outlines) == {s.uri for s in slides}
+    config = model_config("tiny", zoom="oracle", oracle_negatives="lookalikes")
+    hard = OracleZoom.for_manifest(config, rows, manifest.parent, "m.csv")
+    for slide in slides:
+        assert [p.tolist() for p in hard.lookalikes[slide.uri]] == [i["polygon"] for i in slide.lookalikes]
+    # A manifest without the column: one line naming the manifest and what to add.
+    bare = [type(r)(r.slide, r.label, r.lesion_class, r.split, extra={"lesions": r.extra["lesions"]})
+            for r in rows]
+    write_manifest(bare, tmp_path / "set" / "bare.csv")
+    bare_rows = read_manifest(tmp_path / "set" / "bare.csv", check_slides=False).rows
+    message = r"^bare\.csv: model\.oracle_negatives=lookalikes .* 'lookalikes' column"
+    with pytest.raises(ConfigError, match=message) as info:
+        OracleZoom.for_manifest(config, bare_rows, manifest.parent, "bare.csv")
+    assert "\n" not in str(info.value)

@@ -77,3 +77,12 @@ def test_oracle_without_outlines_is_a_one_line_config_error(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match="zoom=oracle places the final patches on lesion outlines") as info:
         Trainer(cfg, tmp_path / "run", show_progress=False)
     assert "\n" not in str(info.value) and str(manifest) in str(info.value)
+
+
+def test_oracle_on_lookalikes_reads_the_manifests_lookalike_outlines(tmp_path: Path) -> None:
+    manifest = outlined_dataset(tmp_path / "data")
+    cfg = tiny_config(manifest, "model.zoom=oracle", "model.oracle_negatives=lookalikes", folder=tmp_path)
+    trainer = Trainer(cfg, tmp_path / "run", show_progress=False)
+    negatives = [r.slide for r in trainer.train_rows + trainer.val_rows if r.label == 0]
+    assert negatives and all(len(trainer.oracle.lookalikes[name]) > 0 for name in negatives)
+    trainer.folder.release()

@@ -73,6 +73,15 @@ def test_cli_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
         r["slide"].startswith("synth:") and "size=41000x40000" in r["slide"] for r in rows
     )
     assert set(json.loads((out / "lesions.json").read_text())) == {r["slide"] for r in rows}
+    # The look-alikes (hard negatives) are written beside the lesions, named by their own column.
+    assert {r["lookalikes"] for r in rows} == {"lookalikes.json"}
+    lookalikes = json.loads((out / "lookalikes.json").read_text())
+    first = rows[0]["slide"]
+    expected = VirtualSlide(first).lookalikes
+    assert len(lookalikes[first]) == len(expected) > 0
+    for written, item in zip(lookalikes[first], expected, strict=True):
+        assert written["kind"] == item.kind and written["mimics"] == item.mimics
+        assert np.allclose(written["polygon"], item.polygon, atol=0.01)
     assert main(["synth", "export", "synth:seed=1,foo=2", str(tmp_path / "x.tif")]) == 2
     assert "unknown key 'foo'" in capsys.readouterr().err
 
