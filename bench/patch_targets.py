@@ -24,6 +24,10 @@ training):
         --checkpoint learned-as-fixed=RUN_A/best.ckpt@fixed \\
         --train /tmp/avp3/data/manifest.csv --test /tmp/avp3/test/manifest.csv
 
+``NAME=PATH+READOUT`` (after any ``@zoom``) reads the final patches that ``PATH`` places with the classifier
+of checkpoint ``READOUT`` (same architecture): two zooms scored by one readout differ only in where their
+patches go, e.g. a learned zoom and its fixed layout both read by the classifier of an oracle run.
+
 Patch features and labels are cached per checkpoint in ``--out`` (one evaluation pass over the slides), so a
 second call only reports.
 """
@@ -52,7 +56,6 @@ from magnet.training.checkpoints import (
     build_offline,
     checkpoint_config,
     load_checkpoint,
-    load_model,
     load_weights,
 )
 from magnet.training.readout_refit import CachedFeatures, refit_readout
@@ -94,25 +97,30 @@ def box_label(box: np.ndarray, found: dict[str, list[OutlinePath]], grid: int = 
     return best
 
 
-def load_with_zoom(checkpoint: Path, zoom: str):  # type: ignore[no-untyped-def]
+def load_with_zoom(checkpoint: Path, zoom: str, readout: Path | None = None):  # type: ignore[no-untyped-def]
     """The checkpoint's model, in eval mode; with ``zoom`` (fixed, random) its final patches are placed by
-    that control instead of the trained zoom, and read by the same classifier."""
-    if not zoom:
-        return load_model(checkpoint)
+    that control instead of the trained zoom, and read by the same classifier, or with ``readout`` by the
+    classifier of that checkpoint."""
     payload = load_checkpoint(checkpoint)
     config = checkpoint_config(payload, checkpoint)
-    model = build_offline(replace(config.model, zoom=zoom))
-    own = model.state_dict()  # a control has no head-MIL biases: the zoom's, which it does not use
-    load_weights(model, {k: v for k, v in payload["model"].items() if k in own}, checkpoint)
+    model = build_offline(replace(config.model, zoom=zoom) if zoom else config.model)
+    weights = dict(payload["model"])
+    if zoom:  # a control has no head-MIL biases: the zoom's, which it does not use
+        own = model.state_dict()
+        weights = {k: v for k, v in weights.items() if k in own}
+    if readout is not None:
+        other = load_checkpoint(readout)["model"]
+        weights.update({k: v for k, v in other.items() if k.startswith("classifier.")})
+    load_weights(model, weights, checkpoint)
     return model.eval(), config
 
 
 @torch.no_grad()
-def extract(checkpoint: Path, zoom: str, manifest_path: Path, splits: set[str], cache: Path,
-            batch: int) -> dict:
+def extract(checkpoint: Path, zoom: str, readout: Path | None, manifest_path: Path, splits: set[str],
+            cache: Path, batch: int) -> dict:
     if cache.exists():
         return torch.load(cache, weights_only=False)  # type: ignore[no-any-return]
-    model, config = load_with_zoom(checkpoint, zoom)
+    model, config = load_with_zoom(checkpoint, zoom, readout)
     rows = [r for r in read_manifest(manifest_path, check_slides=False).rows if r.split in splits]
     pool = SlidePool(grey_filter=config.data.grey_filter, threads=1, max_open=4)
     slides: list[dict] = []
@@ -251,7 +259,8 @@ def hit_share(slides: list[dict]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", action="append", required=True,
-                        help="NAME=PATH, or NAME=PATH@fixed (patches placed by that zoom); repeatable")
+                        help="NAME=PATH, NAME=PATH@fixed (patches placed by that zoom), either with "
+                        "+READOUT_PATH (read by that checkpoint's classifier); repeatable")
     parser.add_argument("--train", type=Path, required=True, help="manifest with the train split (probe fit)")
     parser.add_argument("--test", type=Path, required=True, help="manifest of the test slides")
     parser.add_argument("--out", type=Path, required=True)
@@ -263,10 +272,13 @@ def main() -> None:
     report = {}
     for item in args.checkpoint:
         name, _, given = item.partition("=")
+        given, _, other = given.partition("+")
         path, _, zoom = given.partition("@")
+        readout = Path(other) if other else None
         caches = {split: args.out / f"{name}-{split}.pt" for split in ("train", "test")}
-        train = extract(Path(path), zoom, args.train, {"train"}, caches["train"], args.batch)["slides"]
-        test = extract(Path(path), zoom, args.test, {"test"}, caches["test"], args.batch)["slides"]
+        train = extract(Path(path), zoom, readout, args.train, {"train"}, caches["train"], args.batch)
+        test = extract(Path(path), zoom, readout, args.test, {"test"}, caches["test"], args.batch)
+        train, test = train["slides"], test["slides"]
         classifier = load_with_zoom(Path(path), zoom)[0].classifier  # its head's shape, for a fresh readout
         report[name] = {"where": where(test), "deciding": deciding(test), "logits": logits_by_target(test),
                         "probe": probes(train, test), "hit": hit_share(test),
