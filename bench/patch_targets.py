@@ -276,9 +276,9 @@ def main() -> None:
         path, _, zoom = given.partition("@")
         readout = Path(other) if other else None
         caches = {split: args.out / f"{name}-{split}.pt" for split in ("train", "test")}
-        train = extract(Path(path), zoom, readout, args.train, {"train"}, caches["train"], args.batch)
-        test = extract(Path(path), zoom, readout, args.test, {"test"}, caches["test"], args.batch)
-        train, test = train["slides"], test["slides"]
+        train = extract(Path(path), zoom, readout, args.train, {"train"}, caches["train"],
+                        args.batch)["slides"]
+        test = extract(Path(path), zoom, readout, args.test, {"test"}, caches["test"], args.batch)["slides"]
         classifier = load_with_zoom(Path(path), zoom)[0].classifier  # its head's shape, for a fresh readout
         report[name] = {"where": where(test), "deciding": deciding(test), "logits": logits_by_target(test),
                         "probe": probes(train, test), "hit": hit_share(test),

@@ -50,7 +50,7 @@ from magnet.models.model_config import MagNetConfig
 from magnet.slides.pixels import GREY_THRESHOLD, tissue_mask_tensor
 
 __all__ = [
-    "OracleZoom", "TissueMap", "lesion_points", "oracle_rois", "tissue_map", "tissue_mask", "tissue_points",
+    "OracleZoom", "TissueMap", "polygon_points", "oracle_rois", "tissue_map", "tissue_mask", "tissue_points",
 ]
 
 # [choice] pixels along the slide's longer side of the tissue map: 128 gives cells of 1/128 of the slide,
@@ -70,7 +70,7 @@ def _shoelace(shapes: Sequence[np.ndarray]) -> np.ndarray:
                      for p in shapes])
 
 
-def lesion_points(
+def polygon_points(
     polygons: Sequence[np.ndarray], count: int, generator: torch.Generator, *, by_area: bool = True
 ) -> np.ndarray:
     """``count`` level-0 points ``(count, 2)`` inside ``polygons`` (each ``(K >= 3, 2)``): uniform over their
@@ -271,10 +271,10 @@ class OracleZoom:
         look-alikes when the oracle has them, else on tissue."""
         polygons = self.outlines.get(name) or []
         if len(polygons):
-            return lesion_points(polygons, count, generator)
+            return polygon_points(polygons, count, generator)
         mimics = self.lookalikes.get(name) or []
         if len(mimics):
-            return lesion_points(mimics, count, generator, by_area=False)
+            return polygon_points(mimics, count, generator, by_area=False)
         return tissue_points(self.tissue(name, source), count, generator)
 
     def rois(

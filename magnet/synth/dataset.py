@@ -113,28 +113,21 @@ def make_dataset(
         centre = None if centres is None else centres[index % len(centres)]
         slide = _open_fitting(seed, index, n, size, str(classes[index]), mpp, texture, texture_dir, version,
                               centre or "reference")
-        outlines = [
-            {
-                "class": lesion.lesion_class,
-                "extent_um": round(lesion.extent_um, 2),
-                "polygon": np.round(lesion.shape.polygon(), 2).tolist(),
-            }
-            for lesion in slide.layout.lesions
-        ]
-        lookalikes = [
-            {
-                "kind": item.kind,
-                "mimics": item.mimics,
-                "extent_um": round(item.extent_um, 2),
-                "polygon": np.round(item.polygon, 2).tolist(),
-            }
-            for item in slide.lookalikes
-        ]
+        outlines = [_outline(lesion.shape.polygon(), lesion.extent_um, **{"class": lesion.lesion_class})
+                    for lesion in slide.layout.lesions]
+        lookalikes = [_outline(item.polygon, item.extent_um, kind=item.kind, mimics=item.mimics)
+                      for item in slide.lookalikes]
         slides.append(
             DatasetSlide(slide.path, slide.label, slide.lesion_class, str(splits[index]), outlines, version,
                          centre, lookalikes)
         )
     return slides
+
+
+def _outline(polygon: np.ndarray, extent_um: float, **labels: str) -> dict[str, object]:
+    """One record of an outline file (lesions.json, lookalikes.json): its labels, then its largest extent
+    (um) and polygon (level-0 px), rounded to 0.01."""
+    return {**labels, "extent_um": round(extent_um, 2), "polygon": np.round(polygon, 2).tolist()}
 
 
 def _open_fitting(

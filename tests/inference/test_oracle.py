@@ -10,7 +10,7 @@ from matplotlib.path import Path as PolygonPath
 
 from magnet.errors import ConfigError
 from magnet.geometry import NUM_DIHEDRAL, compose, dihedral_matrix, roi_to_level0_box
-from magnet.inference.oracle import OracleZoom, lesion_points, tissue_map
+from magnet.inference.oracle import OracleZoom, polygon_points, tissue_map
 from magnet.metrics.localisation import slide_localisation
 from magnet.models import build_model, model_config
 from magnet.models.magnet import MagNet
@@ -63,7 +63,7 @@ def test_lesion_points_are_uniform_over_the_lesion_area() -> None:
     # Two squares, areas 1 : 9: about a tenth of the points in the small one.
     small = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], float)
     large = small * 3 + 100
-    points = lesion_points([small, large], 2000, torch.Generator().manual_seed(1))
+    points = polygon_points([small, large], 2000, torch.Generator().manual_seed(1))
     in_small = PolygonPath(small).contains_points(points)
     in_large = PolygonPath(large).contains_points(points)
     assert bool((in_small | in_large).all())
@@ -75,7 +75,7 @@ def test_lesion_points_by_outline_give_each_outline_the_same_share() -> None:
     # the triangle's area is 4.5 times the square's and it keeps only half of the candidates in its box.
     square = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], float)
     triangle = np.array([[100, 100], [130, 100], [100, 130]], float)
-    points = lesion_points([square, triangle], 4000, torch.Generator().manual_seed(1), by_area=False)
+    points = polygon_points([square, triangle], 4000, torch.Generator().manual_seed(1), by_area=False)
     in_square = PolygonPath(square).contains_points(points)
     in_triangle = PolygonPath(triangle).contains_points(points)
     assert bool((in_square | in_triangle).all())
