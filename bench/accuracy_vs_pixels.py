@@ -39,6 +39,8 @@ Methods (``--methods``; each is run once and its result kept in ``--out``, so th
   ``magnet3view112lookalikes`` is that tree for the oracle control with the negatives' patches on the
   look-alikes (``model.oracle_negatives=lookalikes``; sets written before the ``lookalikes`` column existed
   get it from ``--stage sets`` into a new ``--out``, identical otherwise).
+  ``magnet3view112candidates`` is that oracle blind to which spot is the lesion: every slide's final patches
+  tour its lesions and look-alikes alike (``model.oracle_positives=candidates``).
 
 Data (``--stage sets``; sizes chosen so that every method's whole pipeline fits a few hours on 2 CPU cores):
 slides of ``--size`` px at 0.25 um/px (default 32,768²: 8.2 mm, a third of a Camelyon slide's side; the
@@ -158,6 +160,11 @@ BUDGETS["magnet3view112"] = (3, [*BUDGETS["magnet3refit"][1], "model.view_size=1
 # magnet-magnet3view112lookalikes-oracle, on sets whose manifests have a lookalikes column.
 BUDGETS["magnet3view112lookalikes"] = (3, [*BUDGETS["magnet3view112"][1],
                                            "model.oracle_negatives=lookalikes"])
+# The 112²-view tree's oracle blind to which lesion-like spot is the lesion: every slide's final patches tour
+# its lesions and look-alikes alike (model.oracle_positives=candidates, docs/method.md §8), the ceiling of a
+# zoom that finds every candidate at the heads' coarse views. As magnet-magnet3view112candidates-oracle.
+BUDGETS["magnet3view112candidates"] = (3, [*BUDGETS["magnet3view112lookalikes"][1],
+                                           "model.oracle_positives=candidates"])
 # The recipe each budget's overrides apply to (configs/demo_v1.yaml where not named here).
 RECIPES = {name: "configs/magnet3_camelyon.yaml" for name in BUDGETS if name.startswith("magnet3")}
 

@@ -18,6 +18,13 @@ as the "fixed" control and the N_L final patches are placed here, from the slide
   beside the large reactive centres. These are the hard negatives a zoom that finds lesions also reads, so
   this oracle is the ceiling of telling lesions from their mimics. A negative slide with no look-alike
   falls back to tissue points.
+- ``model.oracle_positives = "candidates"`` [choice, with ``oracle_negatives = "lookalikes"``]: the oracle no
+  longer knows which spot is the lesion. Every slide's centres go to its lesion-like spots, its lesions and
+  look-alikes alike, each outline visited in turn (``outline_tour``: a random order of the outlines, none
+  visited twice before all once, a point uniform inside each), negatives' look-alikes the same way. At the
+  views where the heads look (8 um/px and coarser) a lesion and its look-alikes differ in the cells only
+  (docs/virtual-slides.md), so this is the ceiling of a zoom that finds every candidate there and leaves the
+  telling apart to the final patches.
 - Negative slides otherwise (``"tissue"``, the default): centres at random tissue points [choice, generic]: a
   low-resolution read of the whole slide (``tissue_grid`` pixels along the longer side) through the slide's
   own ``RegionSource``, with the grey filter's test (paper §4.2, max - min >= 15 of 255) applied to it, so
@@ -50,7 +57,8 @@ from magnet.models.model_config import MagNetConfig
 from magnet.slides.pixels import GREY_THRESHOLD, tissue_mask_tensor
 
 __all__ = [
-    "OracleZoom", "TissueMap", "polygon_points", "oracle_rois", "tissue_map", "tissue_mask", "tissue_points",
+    "OracleZoom", "TissueMap", "outline_tour", "polygon_points", "oracle_rois", "tissue_map", "tissue_mask",
+    "tissue_points",
 ]
 
 # [choice] pixels along the slide's longer side of the tissue map: 128 gives cells of 1/128 of the slide,
@@ -108,6 +116,21 @@ def polygon_points(
     if len(points) < count:  # degenerate outlines: their centre stands in
         fallback = shapes[int(np.argmax(boxes))].mean(axis=0)
         points = np.concatenate([points, np.repeat(fallback[None], count - len(points), axis=0)])
+    return points
+
+
+def outline_tour(polygons: Sequence[np.ndarray], count: int, generator: torch.Generator) -> np.ndarray:
+    """``count`` level-0 points ``(count, 2)``, the i-th inside outline ``order[i]``, where ``order`` runs
+    through random permutations of the outlines one after another: every outline gets a point before any
+    gets two. Inside an outline the point is uniform (``polygon_points``)."""
+    if not len(polygons) or count < 1:
+        return np.zeros((0, 2))
+    rounds = -(-count // len(polygons))
+    order = torch.cat([torch.randperm(len(polygons), generator=generator) for _ in range(rounds)])[:count]
+    points = np.zeros((count, 2))
+    for k in torch.unique(order).tolist():
+        at = (order == k).numpy()
+        points[at] = polygon_points([polygons[k]], int(at.sum()), generator)
     return points
 
 
@@ -191,7 +214,8 @@ class OracleZoom:
     returns them; a slide absent or with no polygon is treated as negative. ``side``: the patches' side as a
     fraction of the slide's longer side (``model.oracle_side``). ``lookalikes``: look-alike polygons by slide
     name, where a negative slide's patches go (``model.oracle_negatives="lookalikes"``); None: random tissue
-    points.
+    points. ``candidates``: every slide's patches tour its lesions and look-alikes alike
+    (``model.oracle_positives="candidates"``).
     """
 
     def __init__(
@@ -200,12 +224,16 @@ class OracleZoom:
         side: float,
         *,
         lookalikes: Mapping[str, Sequence[np.ndarray]] | None = None,
+        candidates: bool = False,
         tissue_grid: int = TISSUE_GRID,
     ) -> None:
         if not 0 < side <= 1:
             raise ValueError(f"side must lie in (0, 1], got {side}")
+        if candidates and lookalikes is None:
+            raise ValueError("candidates=True tours each slide's lesions and look-alikes: pass lookalikes")
         self.outlines = outlines
         self.lookalikes = lookalikes or {}
+        self.candidates = candidates
         self.side = float(side)
         self.tissue_grid = tissue_grid
         self._tissue: dict[str, TissueMap] = {}
@@ -219,6 +247,7 @@ class OracleZoom:
         where: str,
         *,
         lookalikes: Mapping[str, Sequence[np.ndarray]] | None = None,
+        candidates: bool = False,
     ) -> OracleZoom:
         """The oracle of a run or evaluation over manifest ``rows``; a one-line ``ConfigError`` when the
         manifest (``where``) names no outlines or a positive row has none."""
@@ -233,7 +262,7 @@ class OracleZoom:
                 f"{where}: model.zoom=oracle needs the lesion outlines of every positive slide; "
                 f"{len(missing)} have none (first: {missing[0]})"
             )
-        return cls(outlines, side, lookalikes=lookalikes)
+        return cls(outlines, side, lookalikes=lookalikes, candidates=candidates)
 
     @classmethod
     def for_manifest(
@@ -258,7 +287,8 @@ class OracleZoom:
                     "outlines, but the manifest names none (give it a 'lookalikes' column naming an outlines "
                     "file, as magnet synth writes)"
                 )
-        return cls.for_rows(outlines, rows, model.oracle_side, where, lookalikes=lookalikes)
+        blind = model.oracle_positives == "candidates"
+        return cls.for_rows(outlines, rows, model.oracle_side, where, lookalikes=lookalikes, candidates=blind)
 
     def tissue(self, name: str, source: RegionSource) -> TissueMap:
         """The cached tissue map of slide ``name``."""
@@ -268,7 +298,13 @@ class OracleZoom:
 
     def points(self, name: str, source: RegionSource, count: int, generator: torch.Generator) -> np.ndarray:
         """``count`` level-0 centres for slide ``name``: on its lesions when it has any, else on its
-        look-alikes when the oracle has them, else on tissue."""
+        look-alikes when the oracle has them, else on tissue; touring lesions and look-alikes alike where
+        the oracle is blind to which is which (``candidates``)."""
+        if self.candidates:
+            spots = [*(self.outlines.get(name) or []), *(self.lookalikes.get(name) or [])]
+            if spots:
+                return outline_tour(spots, count, generator)
+            return tissue_points(self.tissue(name, source), count, generator)
         polygons = self.outlines.get(name) or []
         if len(polygons):
             return polygon_points(polygons, count, generator)

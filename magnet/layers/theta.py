@@ -13,6 +13,10 @@ the spread) and is the decision where it differs from the paper:
   (on n x n pixel centres exactly s = sqrt(1 - 1/n^2): 0.99984 at n = 56, docs/method.md §2.3);
 - ``spread="expected_l2"``: the literal s = sum P * ||(x, y) - mu||_2 (a flat map then gives s ~ 0.765);
 - s = max(s, min_scale) (eq. 1; paper: 0.05).
+
+``peak_translation`` [choice, config ``box_centre=peak``, docs/method.md §9] is a second reading of the
+translation, for the learned zoom: the box goes where it covers the most of the map's probability, not to
+the map's mean, which falls between the blobs of a map with several.
 """
 
 from __future__ import annotations
@@ -24,11 +28,22 @@ from torch import Tensor
 
 from magnet.errors import ConfigError
 
-__all__ = ["SPREADS", "Spread", "pixel_centres", "theta_from_probability"]
+__all__ = [
+    "BOX_CENTRES",
+    "BoxCentre",
+    "SPREADS",
+    "Spread",
+    "peak_translation",
+    "pixel_centres",
+    "theta_from_probability",
+]
 
 # How s is read off the map, named once: the model config (key ``spread``) takes its choices from here.
 Spread = Literal["calibrated", "expected_l2"]
 SPREADS: tuple[Spread, ...] = get_args(Spread)
+# Where a learned box's centre is read off its map (config key ``box_centre``): eqs. 2-3, or the densest box.
+BoxCentre = Literal["mean", "peak"]
+BOX_CENTRES: tuple[BoxCentre, ...] = get_args(BoxCentre)
 
 
 def pixel_centres(
@@ -102,3 +117,81 @@ def theta_from_probability(
     translation = torch.tanh(mu)
     scale = scale.unsqueeze(-1).expand(*translation.shape[:-1], 1)
     return torch.cat([scale, translation], dim=-1)
+
+
+def peak_translation(prob: Tensor, scale: Tensor, offset: Tensor | None = None) -> Tensor:
+    """The translation ``(..., 2)`` = (tx, ty) of boxes of half-side ``scale`` ``(...)`` placed where they
+    cover the most of their maps ``prob`` ``(..., H, W)`` [choice, docs/method.md §9].
+
+    Among the boxes of that side that lie inside the parent (a window of round(s W) x round(s H) pixels),
+    those holding the most probability mass win (ties within 1e-9 of the mass all win); the centre c is the
+    mean of P over the pixels those boxes cover, so a compact blob smaller than the box sits in its middle
+    and a flat map gives what the mean reading gives (c = 0 on a whole-view flat map). c is clamped so the
+    box stays inside its parent. The gradient reaches P through that restricted mean (the choice of boxes
+    carries none). ``offset`` o composes as in eqs. 2-3, t = tanh(atanh(c) + atanh(o)).
+    """
+    if prob.dim() < 2 or scale.shape != prob.shape[:-2]:
+        raise ValueError(
+            f"peak_translation needs maps (..., H, W) and one scale per map, got {tuple(prob.shape)} "
+            f"and {tuple(scale.shape)}"
+        )
+    height, width = prob.shape[-2:]
+    maps = prob.reshape(-1, height, width)
+    half = scale.detach().reshape(-1).to(torch.float64)
+    rows = torch.clamp(torch.round(half * height), 1, height).long()  # the box's side in pixels, per map
+    cols = torch.clamp(torch.round(half * width), 1, width).long()
+    integral = _integral_image(maps.detach().to(torch.float64))
+    # Mass of the window whose top-left pixel is (i, j), for every window inside the map.
+    top = torch.arange(height, device=prob.device).expand(len(maps), -1)
+    left = torch.arange(width, device=prob.device).expand(len(maps), -1)
+    mass = _window_sums(integral, top, top + rows[:, None], left, left + cols[:, None])
+    inside = (top + rows[:, None] <= height)[:, :, None] & (left + cols[:, None] <= width)[:, None, :]
+    mass = mass.masked_fill(~inside, -1.0)
+    best = mass.flatten(1).amax(dim=1)[:, None, None]
+    winners = (mass >= best - 1e-9 * best.abs().clamp(min=1.0)) & inside
+    # Pixels some winning window covers: a winner's top-left within (side - 1) pixels above-left of them.
+    counts = _window_sums(
+        _integral_image(winners.to(torch.float64)),
+        (top - rows[:, None] + 1).clamp(min=0),
+        top + 1,
+        (left - cols[:, None] + 1).clamp(min=0),
+        left + 1,
+    )
+    covered = (counts > 0.5).to(prob.dtype)
+    weights = maps * covered
+    total = weights.sum(dim=(-2, -1))
+    x = pixel_centres(width, device=prob.device, dtype=prob.dtype)
+    y = pixel_centres(height, device=prob.device, dtype=prob.dtype)
+    centre = torch.stack(
+        [(weights.sum(dim=-2) * x).sum(dim=-1) / total, (weights.sum(dim=-1) * y).sum(dim=-1) / total], dim=-1
+    )
+    # Box inside the parent: |c| <= 1 - s, where s is the side actually used (a whole number of pixels).
+    limit = torch.stack([1 - cols.to(prob.dtype) / width, 1 - rows.to(prob.dtype) / height], dim=-1)
+    centre = torch.maximum(torch.minimum(centre, limit), -limit)
+    centre = centre.reshape(*prob.shape[:-2], 2)
+    if offset is None:
+        return centre
+    offset = offset.to(device=prob.device, dtype=prob.dtype)
+    # atanh of a centre on the limit 1 - 1/W is finite; a one-pixel-wide map (limit 0) gives c = 0.
+    return torch.tanh(torch.atanh(centre.clamp(-1 + 1e-6, 1 - 1e-6)) + torch.atanh(offset))
+
+
+def _integral_image(maps: Tensor) -> Tensor:
+    """``(M, H + 1, W + 1)`` sums of ``maps`` ``(M, H, W)`` above-left of each corner, a zero row and column
+    first."""
+    summed = maps.cumsum(dim=-2).cumsum(dim=-1)
+    return torch.nn.functional.pad(summed, (1, 0, 1, 0))
+
+
+def _window_sums(integral: Tensor, row_lo: Tensor, row_hi: Tensor, col_lo: Tensor, col_hi: Tensor) -> Tensor:
+    """Sums ``(M, R, C)`` over rows [row_lo, row_hi) x cols [col_lo, col_hi), bounds ``(M, R)`` / ``(M, C)``
+    (clamped to the map), read off an integral image ``(M, H + 1, W + 1)``."""
+    height, width = integral.shape[-2] - 1, integral.shape[-1] - 1
+    row_lo, row_hi = row_lo.clamp(0, height), row_hi.clamp(0, height)
+    col_lo, col_hi = col_lo.clamp(0, width), col_hi.clamp(0, width)
+
+    def corner(rows: Tensor, cols: Tensor) -> Tensor:
+        picked = integral.gather(1, rows[:, :, None].expand(-1, -1, width + 1))  # (M, R, W + 1)
+        return picked.gather(2, cols[:, None, :].expand(-1, rows.shape[1], -1))  # (M, R, C)
+
+    return corner(row_hi, col_hi) - corner(row_lo, col_hi) - corner(row_hi, col_lo) + corner(row_lo, col_lo)

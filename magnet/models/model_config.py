@@ -35,18 +35,20 @@ from magnet.domains import (
 )
 from magnet.errors import ConfigError
 from magnet.layers.samplers import SamplerKind
-from magnet.layers.theta import Spread
+from magnet.layers.theta import BoxCentre, Spread
 from magnet.models.variants import PRESETS, Variant
 
 __all__ = [
     "AUX_BACKBONES", "AuxBackboneName", "BACKBONES", "BackboneName", "INCEPTION_MIN_SIZE", "MagNetConfig",
-    "OracleNegatives", "READOUTS", "Readout", "SIBLING_LAYOUTS", "SiblingLayoutName", "ZOOMS", "Zoom",
+    "OracleNegatives", "OraclePositives", "READOUTS", "Readout", "SIBLING_LAYOUTS", "SiblingLayoutName",
+    "ZOOMS", "Zoom",
 ]
 
 BackboneName = Literal["inception_v3", "resnet18", "efficientnet_lite0", "small"]
 AuxBackboneName = Literal["resnet18", "small"]
 Zoom = Literal["learned", "fixed", "random", "oracle"]
 OracleNegatives = Literal["tissue", "lookalikes"]
+OraclePositives = Literal["lesions", "candidates"]
 SiblingLayoutName = Literal["offset", "strips", "tissue_strips"]
 Readout = Literal["gru", "max", "lse", "attention"]
 BACKBONES: tuple[BackboneName, ...] = get_args(BackboneName)
@@ -126,6 +128,11 @@ class MagNetConfig:
     # heads' score maps on the places visited, so without it a head only ever learns about the places it
     # already prefers. Learned zoom only; 0 = off.
     explore: Annotated[float, Interval(0, 1, open_high=True)] = 0.0
+    # [choice] where a learned box's centre is read off its head's map (docs/method.md §9). "mean": the
+    # map's mean through tanh (eqs. 2-3, the paper). "peak": where a box of the layer's side covers the most
+    # of the map, so a map with two blobs puts its box on the heavier one, not on the glass between them.
+    # Learned zoom only: the controls' boxes are by definition a flat map's (fixed) or drawn (random).
+    box_centre: BoxCentre = "mean"
     # [choice] lower end of the random control's zoom per layer. Log-uniform in [0.25, 1] has geometric
     # mean s = 0.5, so after three layers the typical final box has side 1/8 of the slide (the hit threshold
     # of magnet.metrics.localisation: about half the random boxes are small enough to count) and the
@@ -141,6 +148,12 @@ class MagNetConfig:
     # look-alikes the manifest's `lookalikes` column outlines, each outline equally likely (the hard
     # negatives a zoom that finds lesions also meets: the ceiling of telling them apart).
     oracle_negatives: OracleNegatives = "tissue"
+    # [choice, a control] where the oracle puts the final patches of a slide with lesions: "lesions", random
+    # points of its lesions (a zoom that knows where the lesion is); "candidates", its lesions and its
+    # look-alikes alike, each outline visited in turn (a random order, none twice before all once), as for
+    # the negatives' look-alikes: the ceiling of a zoom that finds every lesion-like spot but cannot tell
+    # which one is the lesion. Needs oracle_negatives="lookalikes".
+    oracle_positives: OraclePositives = "lesions"
     # [choice] head MIL (docs/method.md §9): each layer's head logit maps (before the temperature) double as
     # pixel-level tumour-score maps; their log-sum-exp pool over the layer's heads and pixels is a slide
     # logit trained against the slide label (loss.head_mil), so the heads learn *what* to look at from the
@@ -277,6 +290,11 @@ class MagNetConfig:
             )
         if self.explore > 0 and self.zoom != "learned":
             raise ConfigError(f"explore={self.explore}: only the learned zoom explores (zoom={self.zoom!r})")
+        if self.oracle_positives == "candidates" and self.oracle_negatives != "lookalikes":
+            raise ConfigError(
+                "oracle_positives=candidates visits every slide's lesion-like spots, the negatives' too: "
+                f"set oracle_negatives=lookalikes (got {self.oracle_negatives!r})"
+            )
         if not self.min_scale <= self.random_zoom_min_scale <= self.max_scale:
             raise ConfigError(
                 f"random_zoom_min_scale={self.random_zoom_min_scale}: "

@@ -5,8 +5,9 @@ and the next layer's wiring (docs/method.md §2.5-§2.7) are the same in every m
 same pixels per slide.
 
 - ``learned`` (paper §3.1; docs/method.md §2.1-§2.3): the heads' logit maps go through the spatial
-  sparsemax and theta is read off the probability map (eqs. 1-4). The only mode that evaluates, and trains,
-  the heads; with head MIL it also gives the layer's slide logit (docs/method.md §9).
+  sparsemax and theta is read off the probability map (eqs. 1-4; with ``box_centre=peak`` [choice] the box
+  goes where it covers the most of the map, ``magnet.layers.theta.peak_translation``). The only mode that
+  evaluates, and trains, the heads; with head MIL it also gives the layer's slide logit (docs/method.md §9).
   With ``explore`` > 0 [choice, docs/method.md §9] a share of its boxes go, in training, to random places of
   their strips (:class:`ExploringZoom`).
 - ``fixed`` (docs/method.md §8, a control): theta of a flat map on each head's strip plus the sibling
@@ -35,6 +36,7 @@ from torch import Tensor
 
 from magnet.layers.heads import HeadMaps
 from magnet.layers.sparsemax import spatial_sparsemax
+from magnet.layers.theta import BoxCentre, peak_translation
 from magnet.models.model_config import MagNetConfig, Zoom
 from magnet.models.zoom_levers import SiblingLayout
 
@@ -123,9 +125,14 @@ class LearnedZoom(ZoomStrategy):
     name = "learned"
     uses_heads = True
 
+    def __init__(self, box_centre: BoxCentre = "mean") -> None:
+        self.box_centre = box_centre
+
     @classmethod
     def from_config(cls, config: MagNetConfig) -> ZoomStrategy:
-        return ExploringZoom.from_config(config) if config.explore > 0 else cls()
+        if config.explore > 0:
+            return ExploringZoom.from_config(config)
+        return cls(config.box_centre)
 
     def place(self, site: ZoomSite, images: Tensor, generator: torch.Generator | None) -> Placement:
         batch, parents = images.shape[:2]
@@ -133,9 +140,24 @@ class LearnedZoom(ZoomStrategy):
         masks = site.layout.view_masks(images)  # of the view itself, before any head input transform
         # Float32 for the sparsemax threshold and the moments, whatever autocast does around it.
         prob = spatial_sparsemax(site.layout.confine(maps.logits, masks=masks).float())
-        theta = site.theta_from_maps(prob.view(batch, parents, site.num_heads_per_parent, *prob.shape[-2:]))
+        theta = self.theta_from_maps(
+            site, prob.view(batch, parents, site.num_heads_per_parent, *prob.shape[-2:])
+        )
         head_logit = site.mil_logit(maps.scores, masks) if site.head_mil else None
         return Placement(theta=theta, prob=prob, head_logit=head_logit, scores=maps.scores)
+
+    def theta_from_maps(self, site: ZoomSite, prob: Tensor) -> Tensor:
+        """Theta ``(..., K_heads, 3)`` of maps ``(..., K_heads, V, V)``: eqs. 1-4, the centre moved to the
+        densest box where ``box_centre`` is ``peak`` (the scale stays eq. 1's)."""
+        theta = site.theta_from_maps(prob)
+        if self.box_centre == "mean":
+            return theta
+        offsets = site.layout.offsets.to(prob.device)
+        translation = peak_translation(prob, theta[..., 0], offsets if bool(offsets.any()) else None)
+        return torch.cat([theta[..., :1], translation], dim=-1)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(box_centre={self.box_centre!r})"
 
 
 class ExploringZoom(LearnedZoom):
@@ -147,14 +169,15 @@ class ExploringZoom(LearnedZoom):
     is the one a head whose map is a single pixel at the drawn point would give, so every box stays one a
     head could place. Evaluation mode places as ``learned``."""
 
-    def __init__(self, explore: float) -> None:
+    def __init__(self, explore: float, box_centre: BoxCentre = "mean") -> None:
         if not 0 < explore < 1:
             raise ValueError(f"explore={explore}: must lie in (0, 1)")
+        super().__init__(box_centre)
         self.explore = explore
 
     @classmethod
     def from_config(cls, config: MagNetConfig) -> ZoomStrategy:
-        return cls(config.explore)
+        return cls(config.explore, config.box_centre)
 
     def place(self, site: ZoomSite, images: Tensor, generator: torch.Generator | None) -> Placement:
         placement = super().place(site, images, generator)
@@ -166,14 +189,16 @@ class ExploringZoom(LearnedZoom):
         points = torch.multinomial(weights, 1, generator=generator)
         one_hot = torch.zeros_like(weights).scatter_(1, points, 1.0).to(images.device).view_as(flat)
         theta = placement.theta
-        explored = site.theta_from_maps(one_hot.view(*theta.shape[:-1], *flat.shape[-2:]).to(theta.dtype))
+        explored = self.theta_from_maps(
+            site, one_hot.view(*theta.shape[:-1], *flat.shape[-2:]).to(theta.dtype)
+        )
         explored = torch.cat([theta[..., :1], explored[..., 1:]], dim=-1)
         chosen = torch.rand((*theta.shape[:-1], 1), generator=generator, device=device) < self.explore
         placement.theta = torch.where(chosen.to(images.device), explored, theta)
         return placement
 
     def __repr__(self) -> str:
-        return f"ExploringZoom(explore={self.explore})"
+        return f"ExploringZoom(explore={self.explore}, box_centre={self.box_centre!r})"
 
 
 class FixedZoom(ZoomStrategy):

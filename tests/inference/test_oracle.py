@@ -10,7 +10,7 @@ from matplotlib.path import Path as PolygonPath
 
 from magnet.errors import ConfigError
 from magnet.geometry import NUM_DIHEDRAL, compose, dihedral_matrix, roi_to_level0_box
-from magnet.inference.oracle import OracleZoom, polygon_points, tissue_map
+from magnet.inference.oracle import OracleZoom, outline_tour, polygon_points, tissue_map
 from magnet.metrics.localisation import slide_localisation
 from magnet.models import build_model, model_config
 from magnet.models.magnet import MagNet
@@ -82,6 +82,20 @@ def test_lesion_points_by_outline_give_each_outline_the_same_share() -> None:
     assert in_square.mean() == pytest.approx(0.5, abs=0.04)
 
 
+def test_an_outline_tour_visits_every_outline_before_any_twice() -> None:
+    squares = [np.array([[0, 0], [10, 0], [10, 10], [0, 10]], float) + 100 * k for k in range(5)]
+    points = outline_tour(squares, 12, torch.Generator().manual_seed(2))
+    which = np.full(len(points), -1)
+    for k, square in enumerate(squares):
+        which[PolygonPath(square).contains_points(points)] = k
+    assert sorted(which[:5]) == sorted(which[5:10]) == list(range(5))  # two full rounds, then two more
+    assert len(set(which[10:])) == 2 and -1 not in which
+    # The order is drawn, not the list's: different generators give different orders.
+    tours = [outline_tour(squares, 5, torch.Generator().manual_seed(seed)) for seed in range(8)]
+    orders = {tuple(points[:, 0] // 100) for points in tours}
+    assert len(orders) > 1
+
+
 def lookalikes_of(slides) -> dict[str, list[np.ndarray]]:  # type: ignore[no-untyped-def]
     return {s.uri: [np.asarray(item["polygon"], float) for item in s.lookalikes] for s in slides}
 
@@ -101,6 +115,28 @@ def test_negative_boxes_lie_on_lookalikes_when_given(slides) -> None:  # type: i
         assert bool((inside > 0).all()), slide.lesion_class
         if not slide.label:  # every look-alike read, the small ones too (equal odds: ~9 of 64 each)
             assert len(polygons) >= 3 and set(inside) == set(range(1, len(polygons) + 1))
+
+
+def test_candidate_boxes_tour_lesions_and_lookalikes_alike(slides) -> None:  # type: ignore[no-untyped-def]
+    oracle = OracleZoom(outlines_of(slides), side=0.125, lookalikes=lookalikes_of(slides), candidates=True)
+    for slide in slides:
+        source = reader(slide.uri)
+        spots = [*oracle.outlines[slide.uri], *oracle.lookalikes[slide.uri]]
+        count = len(spots)  # one round: every lesion-like spot once
+        rois = oracle.rois([slide.uri], [source], count, generator=torch.Generator().manual_seed(4))
+        boxes = roi_to_level0_box(rois[0], source.slide_size).numpy()
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        visited = [bool(PolygonPath(p).contains_points(centres).any()) for p in spots]
+        assert all(visited), slide.lesion_class
+        if slide.label:  # the lesion is one spot among many: read, but not by every patch
+            on_lesion = np.zeros(len(centres), dtype=bool)
+            for polygon in oracle.outlines[slide.uri]:
+                on_lesion |= PolygonPath(polygon).contains_points(centres)
+            assert 0 < on_lesion.sum() < len(centres)
+    with pytest.raises(ValueError, match="pass lookalikes"):
+        OracleZoom(outlines_of(slides), side=0.125, candidates=True)
+    with pytest.raises(ConfigError, match="set oracle_negatives=lookalikes"):
+        model_config("tiny", zoom="oracle", oracle_positives="candidates")
 
 
 def test_negative_centres_lie_on_tissue() -> None:
@@ -244,6 +280,9 @@ def test_for_manifest_reads_the_lookalikes_the_config_asks_for(slides, tmp_path)
     hard = OracleZoom.for_manifest(config, rows, manifest.parent, "m.csv")
     for slide in slides:
         assert [p.tolist() for p in hard.lookalikes[slide.uri]] == [i["polygon"] for i in slide.lookalikes]
+    assert not hard.candidates
+    blind = model_config("tiny", zoom="oracle", oracle_negatives="lookalikes", oracle_positives="candidates")
+    assert OracleZoom.for_manifest(blind, rows, manifest.parent, "m.csv").candidates
     # A manifest without the column: one line naming the manifest and what to add.
     bare = [type(r)(r.slide, r.label, r.lesion_class, r.split, extra={"lesions": r.extra["lesions"]})
             for r in rows]

@@ -10,6 +10,7 @@ from model_fixtures import SMALL_SIZES as SIZES
 from model_fixtures import parent_inputs, small_config, textured_source
 
 from magnet.errors import ConfigError
+from magnet.layers import peak_translation
 from magnet.models import MagnifyingLayer, build_model, model_config
 from magnet.training.losses import magnet_loss
 
@@ -195,3 +196,34 @@ def test_exploration_is_for_the_learned_zoom_only() -> None:
         small_config(zoom="fixed", explore=0.2)
     with pytest.raises(ConfigError, match="explore"):
         small_config(explore=1.0)
+
+
+def test_peak_box_centre_moves_only_the_learned_boxes_translation() -> None:
+    torch.set_num_threads(1)
+    images, reads = parent_inputs(seed=0)
+    outs = {}
+    for centre in ("mean", "peak"):
+        torch.manual_seed(0)
+        config = small_config(patches_per_layer=(2, 3, 2), sibling_layout="strips", head_init_std=1.0,
+                              box_centre=centre)
+        outs[centre] = MagnifyingLayer(3, config, 2).eval()(images, reads)
+    mean, peak = (outs[c].theta.view(2, 2, 3, 3)[:, :, 1:] for c in ("mean", "peak"))
+    assert torch.equal(outs["mean"].prob, outs["peak"].prob)  # the same heads and maps
+    assert torch.equal(peak[..., 0], mean[..., 0])  # eq. 1's scale
+    prob = outs["peak"].prob.view(2, 2, 2, 24, 24)
+    torch.testing.assert_close(peak[..., 1:], peak_translation(prob, peak[..., 0]))
+    moved = float((peak[..., 1:] - mean[..., 1:]).detach().abs().amax())
+    assert moved > 0.05  # sharp random maps: the two readings differ
+
+
+def test_the_controls_ignore_box_centre() -> None:
+    torch.set_num_threads(1)
+    images, reads = parent_inputs(seed=0)
+    thetas = []
+    for centre in ("mean", "peak"):
+        config = small_config(patches_per_layer=(2, 3, 2), sibling_layout="tissue_strips", zoom="fixed",
+                              box_centre=centre)
+        thetas.append(MagnifyingLayer(3, config, 2).eval()(images, reads).theta)
+    assert torch.equal(thetas[0], thetas[1])
+    with pytest.raises(ConfigError, match="box_centre='mode'"):
+        small_config(box_centre="mode")
