@@ -41,6 +41,9 @@ Methods (``--methods``; each is run once and its result kept in ``--out``, so th
   get it from ``--stage sets`` into a new ``--out``, identical otherwise).
   ``magnet3view112candidates`` is that oracle blind to which spot is the lesion: every slide's final patches
   tour its lesions and look-alikes alike (``model.oracle_positives=candidates``).
+  ``magnet3view112blur24`` is ``magnet3view112`` with the heads' high-pass blur four times wider
+  (``model.head_highpass=24``), so that lesion-like spots up to 0.3 mm keep their contrast in the last
+  layer's heads' input.
 
 Data (``--stage sets``; sizes chosen so that every method's whole pipeline fits a few hours on 2 CPU cores):
 slides of ``--size`` px at 0.25 um/px (default 32,768²: 8.2 mm, a third of a Camelyon slide's side; the
@@ -165,6 +168,13 @@ BUDGETS["magnet3view112lookalikes"] = (3, [*BUDGETS["magnet3view112"][1],
 # zoom that finds every candidate at the heads' coarse views. As magnet-magnet3view112candidates-oracle.
 BUDGETS["magnet3view112candidates"] = (3, [*BUDGETS["magnet3view112lookalikes"][1],
                                            "model.oracle_positives=candidates"])
+# The 112²-view tree whose heads' local contrast keeps spots four times wider (model.head_highpass 24 px of
+# the 112² view instead of 6: 1.8 mm at the root, 0.3 mm at the last layer's parents): with 6 px, a
+# lesion-like spot wider than the blur shows the heads its rim only (bench/head_maps.py). As
+# magnet-magnet3view112blur24-learned.
+BUDGETS["magnet3view112blur24"] = (3, [*(o for o in BUDGETS["magnet3view112"][1]
+                                         if not o.startswith("model.head_highpass=")),
+                                       "model.head_highpass=24.0"])
 # The recipe each budget's overrides apply to (configs/demo_v1.yaml where not named here).
 RECIPES = {name: "configs/magnet3_camelyon.yaml" for name in BUDGETS if name.startswith("magnet3")}
 
