@@ -287,8 +287,10 @@ class OracleZoom:
                     "outlines, but the manifest names none (give it a 'lookalikes' column naming an outlines "
                     "file, as magnet synth writes)"
                 )
-        blind = model.oracle_positives == "candidates"
-        return cls.for_rows(outlines, rows, model.oracle_side, where, lookalikes=lookalikes, candidates=blind)
+        candidates = model.oracle_positives == "candidates"
+        return cls.for_rows(
+            outlines, rows, model.oracle_side, where, lookalikes=lookalikes, candidates=candidates
+        )
 
     def tissue(self, name: str, source: RegionSource) -> TissueMap:
         """The cached tissue map of slide ``name``."""

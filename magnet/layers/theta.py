@@ -148,7 +148,7 @@ def peak_translation(prob: Tensor, scale: Tensor, offset: Tensor | None = None) 
     inside = (top + rows[:, None] <= height)[:, :, None] & (left + cols[:, None] <= width)[:, None, :]
     mass = mass.masked_fill(~inside, -1.0)
     best = mass.flatten(1).amax(dim=1)[:, None, None]
-    winners = (mass >= best - 1e-9 * best.abs().clamp(min=1.0)) & inside
+    winners = (mass >= best - 1e-9) & inside  # masses are at most 1: an absolute tolerance
     # Pixels some winning window covers: a winner's top-left within (side - 1) pixels above-left of them.
     counts = _window_sums(
         _integral_image(winners.to(torch.float64)),
