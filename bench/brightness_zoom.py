@@ -22,7 +22,6 @@ the fixed layout's run, trained on patches it did not choose), and the test pred
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from dataclasses import replace
@@ -34,8 +33,10 @@ from patch_targets import box_label, outlines
 from torch import Tensor, nn
 
 from magnet.data.manifest import read_manifest
+from magnet.evaluation.reports import write_predictions_csv
 from magnet.layers.blur import gaussian_blur
 from magnet.layers.heads import HeadMaps
+from magnet.layers.tissue import tissue_pixels
 from magnet.metrics.auroc import table1
 from magnet.models.zoom_levers import HeadInput
 from magnet.slides.pixels import GREY_THRESHOLD
@@ -55,7 +56,7 @@ class BrightnessHeads(nn.Module):
     def forward(self, images: Tensor) -> HeadMaps:
         batch, parents, _, height, width = images.shape
         flat = images.flatten(0, 1)
-        tissue = (flat.amax(1) - flat.amin(1)) >= GREY_THRESHOLD / 255
+        tissue = tissue_pixels(flat, GREY_THRESHOLD)
         bright = torch.where(tissue, gaussian_blur(flat, self.sigma).mean(1), torch.zeros(()))
         per_parent = self.num_heads // parents
         scores = bright.view(batch, parents, 1, height, width).expand(-1, -1, per_parent, -1, -1)
@@ -114,10 +115,7 @@ def main() -> None:
         pool.close()
         if (start // args.batch) % 10 == 0:
             print(f"{start + len(chunk)}/{len(rows)} slides, {time.perf_counter() - t0:.0f} s", flush=True)
-    with open(args.out / "predictions.csv", "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=list(predictions[0]))
-        writer.writeheader()
-        writer.writerows(predictions)
+    write_predictions_csv(predictions, args.out / "predictions.csv")
     metrics = table1([p["label"] for p in predictions], [p["probability"] for p in predictions],
                      [p["class"] for p in predictions])
     hit_rates = {c: float(np.mean([h for k, h in hits if k == c])) for c in ("macro", "micro", "itc")}

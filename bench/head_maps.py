@@ -38,11 +38,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.path import Path as OutlinePath
+from patch_targets import outlines
 from sklearn.metrics import roc_auc_score
 
 from magnet.data.manifest import read_manifest
 from magnet.geometry import roi_to_level0_box
 from magnet.layers.blur import gaussian_blur
+from magnet.layers.tissue import tissue_pixels
 from magnet.slides.pixels import GREY_THRESHOLD
 from magnet.slides.pool import SlidePool
 from magnet.training.checkpoints import build_offline, checkpoint_config, load_checkpoint, load_weights
@@ -104,8 +106,9 @@ def measure(checkpoint: Path, manifest: Path, batch: int) -> list[dict]:
         for j, (row, reader) in enumerate(zip(chunk, readers, strict=True)):
             slide = reader.slide
             mpp = (slide.mpp or (0.25, 0.25))[0]  # virtual slides: 0.25 um per level-0 pixel
-            lesions = [OutlinePath(np.asarray(p, float)) for p in slide.lesions]
-            mimics = [OutlinePath(np.asarray(item.polygon, float)) for item in slide.lookalikes]
+            found = outlines(slide)
+            lesions = found.pop("lesion")
+            mimics = [path for paths in found.values() for path in paths]
             entry: dict = {"slide": row.slide, "class": row.lesion_class or "negative", "layers": []}
             for index, layer in enumerate(model.layers):
                 if index == 0:
@@ -118,15 +121,14 @@ def measure(checkpoint: Path, manifest: Path, batch: int) -> list[dict]:
                 scores = out.scores[index + 1][j].float()  # (N_p * K, V, V)
                 masks = layer.layout.view_masks(parents)[0]  # each head's strip, (N_p * K, V, V)
                 flat = parents[0]
-                spread = flat.amax(1) - flat.amin(1)  # (N_p, V, V)
+                tissue_of = tissue_pixels(flat, GREY_THRESHOLD)  # (N_p, V, V)
                 smooth = gaussian_blur(flat, sigma)
                 bright = smooth.mean(1)
                 contrast = (smooth - gaussian_blur(smooth, sigma)).mean(1)  # blur(I - blur(I))
                 heads = layer.num_heads_per_parent
                 pooled: dict[str, list[np.ndarray]] = {key: [] for key in ("labels", *SCORES)}
                 for n, box in enumerate(boxes.double().cpu().numpy()):
-                    tissue = (spread[n] >= GREY_THRESHOLD / 255).cpu().numpy()
-                    labels = pixel_labels(box, size, lesions, mimics, tissue)
+                    labels = pixel_labels(box, size, lesions, mimics, tissue_of[n].cpu().numpy())
                     for k in range(heads):
                         inside = masks[n * heads + k].cpu().numpy()
                         pooled["labels"].append(labels[inside])
