@@ -44,9 +44,9 @@ Methods (``--methods``; each is run once and its result kept in ``--out``, so th
   ``magnet3view112blur24`` is ``magnet3view112`` with the heads' high-pass blur four times wider
   (``model.head_highpass=24``), so that lesion-like spots up to 0.3 mm keep their contrast in the last
   layer's heads' input.
-  ``magnet3view112theta8`` is ``magnet3view112`` with the sampler's gradient with respect to theta on
-  (``model.theta_grad=true``), taken from the parent's read blurred by 8 px (``model.theta_grad_blur``): the
-  classifier's loss then also steers the heads, as in the paper.
+  ``magnet3view112theta8`` and ``magnet3view112theta24`` are ``magnet3view112`` with the sampler's gradient
+  with respect to theta on (``model.theta_grad=true``), taken from the parent's read blurred by 8 or 24 px
+  (``model.theta_grad_blur``): the classifier's loss then also steers the heads, as in the paper.
 
 Data (``--stage sets``; sizes chosen so that every method's whole pipeline fits a few hours on 2 CPU cores):
 slides of ``--size`` px at 0.25 um/px (default 32,768²: 8.2 mm, a third of a Camelyon slide's side; the
@@ -179,11 +179,13 @@ BUDGETS["magnet3view112blur24"] = (3, [*(o for o in BUDGETS["magnet3view112"][1]
                                          if not o.startswith("model.head_highpass=")),
                                        "model.head_highpass=24.0"])
 # The 112²-view tree with the paper's path back: the classifier's loss also reaches the heads through the
-# sampler's gradient with respect to theta (model.theta_grad), taken from the parent's read blurred by 8 px
-# of I' (model.theta_grad_blur, docs/method.md §9), beside head MIL and head value.
-# As magnet-magnet3view112theta8-learned.
-BUDGETS["magnet3view112theta8"] = (3, [*BUDGETS["magnet3view112"][1], "model.theta_grad=true",
-                                       "model.theta_grad_blur=8.0"])
+# sampler's gradient with respect to theta (model.theta_grad), taken from the parent's read blurred by 8 or
+# 24 px of I' (model.theta_grad_blur, docs/method.md §9), beside head MIL and head value. About 12-15 GB of
+# memory at batch 8 on a CPU (the backward pass runs through the classifier's CNN): one such run at a time
+# on 24 GB. As magnet-magnet3view112theta8-learned and magnet-magnet3view112theta24-learned.
+for _sigma in (8, 24):
+    BUDGETS[f"magnet3view112theta{_sigma}"] = (3, [*BUDGETS["magnet3view112"][1], "model.theta_grad=true",
+                                                   f"model.theta_grad_blur={_sigma}.0"])
 # The recipe each budget's overrides apply to (configs/demo_v1.yaml where not named here).
 RECIPES = {name: "configs/magnet3_camelyon.yaml" for name in BUDGETS if name.startswith("magnet3")}
 
