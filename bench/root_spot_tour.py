@@ -11,12 +11,13 @@ longer side (the oracle's patches: 18 of 0.054 on the 112²-view tree). Scorers:
 
 - ``random``: uniform noise on tissue, i.e. the same tour over random tissue points (the floor);
 - ``darkspot``: how much darker a spot is than its surroundings, ``blur(I, 8 px) - blur(I, 1 px)`` of the
-  brightness (mean RGB) at a 256-px read (31 um/px on an 8-mm slide). Chosen on *training* slides, before
-  the test slides were read, as the variant whose tour reached the most micro lesions among: brighter than
-  the surroundings (fine blur 0/1 px, background 4/8/16 px; also of the red channel and of the
+  brightness (mean RGB) at a 256-px read (31 um/px on an 8-mm slide). Its settings were chosen on
+  *training* slides as the variant whose tour reached the most micro lesions among: brighter than the
+  surroundings (fine blur 0/1 px, background 4/8/16 px; also of the red channel and of the
   carcinoma-minus-parenchyma colour direction; 40 slides, all toured fewer candidates than random points),
   then darker than the surroundings (fine 1/2/4 px, background 8 px) and the blurred brightness itself
-  (sigma 1/2/4 px) on 160 slides;
+  (sigma 1/2/4 px) on 160 slides; the darker sign was tried after test-slide measurements had shown the
+  brighter one failing (docs/BENCHMARKS.md, "A tour of the root view's spots");
 - ``heads=CKPT``: the first-layer heads of a trained learned-zoom tree on its own root view (``view_size``
   pixels; each pixel scored by the head whose strip holds it), the learned "where" toured instead of one
   box per strip.
@@ -231,6 +232,7 @@ def train_on_tour(score, config: Path, overrides: list[str], side: float, folder
 
 
 def summarise(results: list[dict]) -> dict:
+    """Means over the slides of ``measure``'s results; lesion hits over each class's positives."""
     recall = [r["recall"] for r in results if r["recall"] is not None]
     return {"candidates_touched": float(np.mean(recall)),
             "boxes_on_candidate": float(np.mean([r["on_candidate"] for r in results])),
