@@ -54,14 +54,13 @@ from magnet.config_io import load_config
 from magnet.data.manifest import read_manifest
 from magnet.evaluation.reports import write_predictions_csv
 from magnet.geometry import canvas_to_level0
-from magnet.inference.oracle import oracle_rois
+from magnet.inference.oracle import OracleZoom
 from magnet.inference.runner import predict_slides
 from magnet.layers.blur import gaussian_blur
 from magnet.layers.tissue import tissue_pixels
 from magnet.metrics.auroc import table1
 from magnet.slides.pixels import GREY_THRESHOLD
 from magnet.slides.pool import SlidePool
-from magnet.training.checkpoints import build_offline, checkpoint_config, load_checkpoint, load_weights
 from magnet.training.loop import Trainer
 from magnet.training.recipe import TrainConfig
 
@@ -89,15 +88,16 @@ def tour(score: Tensor, count: int, box_px: float) -> list[tuple[int, int]]:
     return picks
 
 
-def boxes_level0(
-    picks: list[tuple[int, int]], grid: int, slide_size: tuple[int, int], side: float
-) -> np.ndarray:
-    """Level-0 boxes ``(N, 4)`` of side ``side`` x the longer side, centred on grid pixels ``picks`` of a
-    ``grid``-pixel read of the whole canvas."""
+def centres_level0(picks: list[tuple[int, int]], grid: int, slide_size: tuple[int, int]) -> np.ndarray:
+    """Level-0 centres ``(N, 2)`` of grid pixels ``picks`` of a ``grid``-pixel read of the whole canvas."""
     if not picks:
-        return np.zeros((0, 4))
+        return np.zeros((0, 2))
     canvas = (np.array([[col + 0.5, row + 0.5] for row, col in picks]) * 2 / grid) - 1
-    centres = canvas_to_level0(canvas, slide_size)
+    return canvas_to_level0(canvas, slide_size)
+
+
+def boxes_level0(centres: np.ndarray, slide_size: tuple[int, int], side: float) -> np.ndarray:
+    """Level-0 boxes ``(N, 4)`` of side ``side`` x the longer side around ``centres`` ``(N, 2)``."""
     half = side * max(slide_size) / 2
     return np.concatenate([centres - half, centres + half], axis=1)
 
@@ -136,14 +136,11 @@ class HeadScore:
     """A learned tree's first-layer heads on its root view: each tissue pixel scored by its strip's head."""
 
     def __init__(self, checkpoint: Path) -> None:
-        payload = load_checkpoint(checkpoint)
-        config = checkpoint_config(payload, checkpoint)
+        model, config = load_with_zoom(checkpoint, "")
         if config.model.zoom != "learned":
             raise SystemExit(f"root_spot_tour: {checkpoint} has zoom={config.model.zoom!r}; only a learned "
                              "zoom has heads")
-        model = build_offline(config.model)
-        load_weights(model, payload["model"], checkpoint)
-        self.layer = model.eval().layers[0]
+        self.layer = model.layers[0]
         self.grid = config.model.view_size
 
     @torch.no_grad()
@@ -164,8 +161,9 @@ def measure(score, rows, pool: SlidePool, count: int, side: float) -> list[dict]
         found = outlines(reader.slide)
         candidates = [path for paths in found.values() for path in paths]
         map_ = score(reader)
-        boxes = boxes_level0(tour(map_, count, side * map_.shape[0]), map_.shape[0],
-                             tuple(reader.slide_size), side)
+        size = tuple(reader.slide_size)
+        boxes = boxes_level0(centres_level0(tour(map_, count, side * map_.shape[0]), map_.shape[0], size),
+                             size, side)
         bboxes = [Bbox.from_extents(*b) for b in boxes]
         labels = [box_label(b, found, grid=4) for b in boxes]
         touched = sum(any(p.intersects_bbox(b, filled=True) for b in bboxes) for p in candidates)
@@ -177,28 +175,20 @@ def measure(score, rows, pool: SlidePool, count: int, side: float) -> list[dict]
     return results
 
 
-class TourRois:
-    """A scorer's tour as a tree's final ROIs, in the form the training loop and ``predict_slides`` take an
-    oracle's. The map is scored on the slide's unrotated root view; the ROIs take the dihedral map of the
-    step's root ROIs (training augmentation), as the oracle's do."""
+class TourRois(OracleZoom):
+    """A scorer's tour as a tree's final ROIs: the oracle's ``rois`` (the step's dihedral map, the ROI
+    matrices), its centres from the tour instead of the outlines. The map is scored on the slide's
+    unrotated root view."""
 
     def __init__(self, score, side: float) -> None:  # type: ignore[no-untyped-def]
-        self.score, self.side = score, side
+        super().__init__({}, side)
+        self.score = score
 
-    def rois(self, slides, sources, count, root_rois=None, generator=None) -> Tensor:  # type: ignore[no-untyped-def]
-        out = []
-        for b, source in enumerate(sources):
-            map_ = self.score(source)
-            picks = tour(map_, count, self.side * map_.shape[0]) or [(map_.shape[0] // 2, map_.shape[1] // 2)]
-            picks = [picks[i % len(picks)] for i in range(count)]  # little tissue: boxes repeat
-            boxes = boxes_level0(picks, map_.shape[0], tuple(source.slide_size), self.side)
-            centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-            dihedral = None
-            if root_rois is not None:  # the root's linear part is h0 * D, D a signed permutation
-                linear = root_rois[b, :2, :2].detach().cpu().to(torch.float64)
-                dihedral = linear / linear.abs().sum(-1)[0]
-            out.append(oracle_rois(centres, tuple(source.slide_size), self.side, dihedral))
-        return torch.stack(out)
+    def points(self, name, source, count, generator) -> np.ndarray:  # type: ignore[no-untyped-def]
+        map_ = self.score(source)
+        picks = tour(map_, count, self.side * map_.shape[0]) or [(map_.shape[0] // 2, map_.shape[1] // 2)]
+        picks = [picks[i % len(picks)] for i in range(count)]  # little tissue: boxes repeat
+        return centres_level0(picks, map_.shape[0], tuple(source.slide_size))
 
 
 def read_tour(score, rows, readout: Path, side: float, out: Path) -> dict:  # type: ignore[no-untyped-def]
