@@ -241,6 +241,8 @@ def main() -> None:
     parser.add_argument("--heads", action="append", default=[],
                         help="NAME=CKPT of a learned tree; repeatable")
     parser.add_argument("--grid", type=int, default=256, help="root read for random and darkspot, pixels")
+    parser.add_argument("--blur", type=float, nargs=2, default=(1.0, 8.0), metavar=("FINE", "BACKGROUND"),
+                        help="darkspot's two blurs, pixels of the --grid read")
     parser.add_argument("--count", type=int, default=18, help="boxes per slide")
     parser.add_argument("--side", type=float, default=0.054, help="box side, fraction of the longer side")
     parser.add_argument("--readout", action="append", default=[],
@@ -253,8 +255,9 @@ def main() -> None:
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = [r for r in read_manifest(args.test, check_slides=False).rows if r.split == args.split]
-    base = {"random": RandomScore, "darkspot": DarkSpotScore}
-    scorers = {name: base[name](args.grid) for name in args.base}
+    base = {"random": lambda: RandomScore(args.grid),
+            "darkspot": lambda: DarkSpotScore(args.grid, *args.blur)}
+    scorers = {name: base[name]() for name in args.base}
     for item in args.heads:
         name, _, path = item.partition("=")
         scorers[f"heads:{name}"] = HeadScore(Path(path))

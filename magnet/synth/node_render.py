@@ -16,6 +16,7 @@ import threading
 import numpy as np
 
 from magnet.synth.anatomy import SINUS_UM, NodeLayout
+from magnet.synth.nests import NEST_CONTRAST, NestPattern, mottled_shapes
 from magnet.synth.node_colours import bank_of, node_colours
 from magnet.synth.render import CAPSULE_OPACITY, CAPSULE_UM, Renderer
 from magnet.synth.shapes import TWO_PI, StarShape, Window, merge_windows, union_window
@@ -208,7 +209,11 @@ class NodeRenderer(Renderer):
                 part[touched] = sub
             else:
                 self._blend_texture(tissue, hit, self.bank_of[name], name, _SALTS[name], x0, y0, d)
+        self._over_layers(tissue, xs, ys, d)
         return self._folds_and_thickness(tissue, xs, ys, d)
+
+    def _over_layers(self, tissue: np.ndarray, xs: np.ndarray, ys: np.ndarray, d: float) -> None:
+        """What a later version draws over the composited compartments (in place); nothing here."""
 
     def _flat(
         self,
@@ -222,3 +227,27 @@ class NodeRenderer(Renderer):
         x0, y0 = float(xs[0] - 0.5 * d), float(ys[0] - 0.5 * d)
         tissue = self._tissue(x0, y0, d, len(xs), len(ys), xs, ys, capsule, flat=True)
         return self._on_glass(tissue, tissue_cov, grey)
+
+
+class NestedNodeRenderer(NodeRenderer):
+    """Pixels of one version-4 slide: version 3's, with the nest pattern of nests.py on the mottled lesions
+    and look-alikes, toward the capsule's colour."""
+
+    def __init__(
+        self, seed: int, size: tuple[int, int], mpp: float, layout: NodeLayout, texture: str
+    ) -> None:
+        super().__init__(seed, size, mpp, layout, texture)
+        self.nests = NestPattern.for_slide(seed, mpp)
+        self.mottled = mottled_shapes(
+            seed, [lesion.shape for lesion in layout.lesions], [item.shape for item in layout.lookalikes]
+        )
+
+    def _over_layers(self, tissue: np.ndarray, xs: np.ndarray, ys: np.ndarray, d: float) -> None:
+        hit = union_window(self.mottled, xs, ys, d)
+        if hit is None:
+            return
+        rows, cols, cov = hit
+        towards = self.colours.capsule - self._mean("tumour")
+        towards = (towards / np.linalg.norm(towards)).astype(np.float32)
+        pattern = self.nests.field(xs[cols], ys[rows], d) * cov * np.float32(NEST_CONTRAST)
+        tissue[rows, cols] += pattern[..., None] * towards

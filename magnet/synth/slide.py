@@ -8,12 +8,13 @@ exact powers the renderer uses (level sizes are floored, so sizes alone would gi
 
 Ground truth: ``lesion_class`` ("negative", "macro", "micro", "itc"; Camelyon17 rules on the largest
 lesion), ``lesions`` (outlines as ``(K, 2)`` float arrays of level-0 ``(x, y)``), ``label`` (0/1) and, in
-versions 2 and 3, ``lookalikes`` (benign mimics of lesions, lookalikes.py).
+versions 2-4, ``lookalikes`` (benign mimics of lesions, lookalikes.py).
 
-The generator version of the URI (``version=1`` by default, ``version=2``, ``version=3``) picks the layout,
+The generator version of the URI (``version=1`` by default, ``version=2``, ``3``, ``4``) picks the layout,
 renderer and texture banks: ``_GENERATORS`` below, one entry per version, each built from its own modules
 (version 1: layout.py, render.py; versions 2 and 3: anatomy.py, lookalikes.py, node_render.py; they differ
-in the order lesions and look-alikes are placed).
+in the order lesions and look-alikes are placed; version 4 is version 3 with the nest pattern of nests.py
+on some lesions and fewer look-alikes).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from magnet.synth.centres import Centre, apply_centre, centre_named
 from magnet.synth.layout import Layout, make_layout
 from magnet.synth.lookalikes import Lookalike
 from magnet.synth.node_colours import BANKS as NODE_BANKS
-from magnet.synth.node_render import NodeRenderer
+from magnet.synth.node_render import NestedNodeRenderer, NodeRenderer
 from magnet.synth.render import Renderer
 from magnet.synth.stain import slide_colours
 from magnet.synth.textures import TextureBank, camelyon16_bank, procedural_bank
@@ -71,6 +72,11 @@ def _v2_renderer(spec: SynthSpec, layout: Layout) -> Renderer:
     return NodeRenderer(spec.seed, spec.size, spec.mpp, layout, spec.texture)
 
 
+def _v4_renderer(spec: SynthSpec, layout: Layout) -> Renderer:
+    assert isinstance(layout, NodeLayout)
+    return NestedNodeRenderer(spec.seed, spec.size, spec.mpp, layout, spec.texture)
+
+
 @dataclass(frozen=True)
 class Generator:
     """One generator version: geometry from the spec, a renderer of it, and its texture banks."""
@@ -84,6 +90,7 @@ _GENERATORS = {
     1: Generator(make_layout, _v1_renderer, _v1_banks),
     2: Generator(make_node_layout, _v2_renderer, _v2_banks),
     3: Generator(make_node_layout_v3, _v2_renderer, _v2_banks),
+    4: Generator(make_node_layout_v3, _v4_renderer, _v2_banks),
 }
 
 

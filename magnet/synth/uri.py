@@ -8,7 +8,8 @@ lesion), which is what ``VirtualSlide.path`` and the manifests carry.
 
 ``version`` names the generator: 1 (the default, also when the key is absent) is the original layout and
 renderer, 2 the lymph-node anatomy with look-alikes (docs/virtual-slides.md, "Version 2"), 3 the same with
-the look-alikes placed blind to the lesions ("Version 3"). The canonical URI writes ``version=2`` / ``3`` and
+the look-alikes placed blind to the lesions ("Version 3"), 4 version 3 with a nest pattern at 8-16 um/px on
+some lesions and fewer look-alikes ("Version 4"). The canonical URI writes ``version=2`` / ``3`` / ``4`` and
 never ``version=1``, so every URI written before versions existed keeps its meaning. New data sets are
 version 3 unless told otherwise (``DEFAULT_VERSION``).
 
@@ -41,8 +42,9 @@ DEFAULT_SIZE = (100_000, 100_000)
 DEFAULT_MPP = 0.25
 # Smallest slide: below this the pyramid and the tissue layout degenerate; largest: int32-safe maths.
 MIN_SIDE, MAX_SIDE = 256, 2_000_000
-# Generator versions: 1 the original, 2 lymph-node anatomy and look-alikes, 3 look-alikes blind to lesions.
-VERSIONS = (1, 2, 3)
+# Generator versions: 1 the original, 2 lymph-node anatomy and look-alikes, 3 look-alikes blind to lesions,
+# 4 version 3 with a nest pattern at 8-16 um/px on some lesions and fewer look-alikes (nests.py).
+VERSIONS = (1, 2, 3, 4)
 # The generator version a new data set is written with unless told otherwise: 3, lymph-node anatomy with
 # look-alikes, on which a lesion cannot be told from benign tissue without magnification (docs/BENCHMARKS.md,
 # "Resolution curve"), and on which nothing outside the lesion differs between a small-lesion slide and a

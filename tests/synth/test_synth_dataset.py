@@ -100,7 +100,7 @@ def test_manifest_records_the_generator_version(tmp_path: Path, capsys: pytest.C
     assert all("version" not in r.slide for r in rows)  # as every URI written before versions existed
     assert VirtualSlide(next(iter(rows)).slide).version == 1
     with pytest.raises(ConfigError, match="version"):
-        make_dataset(3, version=4)
+        make_dataset(3, version=5)
 
 
 @pytest.mark.parametrize("counts", [{"negative": 12, "macro": 6, "micro": 6, "itc": 6},
