@@ -1,7 +1,7 @@
 """``magnet synth``: virtual lymph-node slides (docs/virtual-slides.md).
 
 - ``magnet synth dataset --n 400 --seed 0 --out DIR [--size WxH] [--texture procedural|camelyon16]
-  [--version 1|2|3]``
+  [--version 1|2|3|4]``
   writes ``DIR/manifest.csv`` and ``DIR/lesions.json`` (no pixels);
 - ``magnet synth export URI OUT.tif [--workers N]`` writes a virtual slide as a JPEG-tiled pyramidal TIFF
   (its tiles rendered in N processes).
@@ -67,7 +67,8 @@ def register(subparsers: Any) -> None:
         choices=VERSIONS,
         default=None,
         help="generator version: 1 the original, 2 lymph-node anatomy with look-alikes, 3 the same with "
-        f"the look-alikes placed blind to the lesions (default: {DEFAULT_VERSION})",
+        "the look-alikes placed blind to the lesions, 4 version 3 with a nest pattern at 8-16 um/px on some "
+        f"lesions and fewer look-alikes (default: {DEFAULT_VERSION})",
     )
     dataset.add_argument(
         "--centres",
