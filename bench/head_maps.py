@@ -11,7 +11,9 @@ parent views:
 
 - ``lesion_vs_tissue``: a lesion pixel against a plain tissue pixel (positive slides);
 - ``candidate_vs_tissue``: a lesion or look-alike pixel against plain tissue (every slide);
-- ``lesion_vs_lookalike``: a lesion pixel against a look-alike pixel (positive slides).
+- ``lesion_vs_lookalike``: a lesion pixel against a look-alike pixel (positive slides);
+- ``nests_vs_plain`` (version 4 only): a lesion or look-alike pixel drawn with the nest pattern against one
+  without it (docs/virtual-slides.md, "Version 4"): do the heads pick up the cue that says where to look?
 
 Each is the AUROC of the heads' raw scores (what head MIL pools and the sparsemax ranks) over the tissue
 pixels of each head's own strip, pooled over the layer's heads of one slide, then averaged over the slides
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -49,18 +52,21 @@ from magnet.slides.pixels import GREY_THRESHOLD
 from magnet.slides.pool import SlidePool
 from magnet.training.checkpoints import build_offline, checkpoint_config, load_checkpoint, load_weights
 
-CONTRASTS = {  # name: (positive pixel labels, negative pixel labels, slides)
-    "lesion_vs_tissue": ({"lesion"}, {"tissue"}),
-    "candidate_vs_tissue": ({"lesion", "lookalike"}, {"tissue"}),
-    "lesion_vs_lookalike": ({"lesion"}, {"lookalike"}),
+_LESION, _MIMIC = {"lesion", "lesion+nests"}, {"lookalike", "lookalike+nests"}
+CONTRASTS = {  # name: (positive pixel labels, negative pixel labels)
+    "lesion_vs_tissue": (_LESION, {"tissue"}),
+    "candidate_vs_tissue": (_LESION | _MIMIC, {"tissue"}),
+    "lesion_vs_lookalike": (_LESION, _MIMIC),
+    "nests_vs_plain": ({"lesion+nests", "lookalike+nests"}, {"lesion", "lookalike"}),  # version 4 only
 }
 SCORES = ("heads", "brightness", "contrast")
 
 
 def pixel_labels(box: np.ndarray, size: int, lesions: list[OutlinePath], lookalikes: list[OutlinePath],
-                 tissue: np.ndarray) -> np.ndarray:
+                 tissue: np.ndarray, nested: Sequence[OutlinePath] = ()) -> np.ndarray:
     """``(size, size)`` labels of a view of level-0 ``box`` (x0, y0, x1, y1): ``lesion``, ``lookalike``,
-    ``tissue`` or ``glass``, by the level-0 centre of each pixel."""
+    ``tissue`` or ``glass``, by the level-0 centre of each pixel; a lesion or look-alike pixel inside one of
+    the ``nested`` outlines (version 4's nest pattern) gets ``+nests``."""
     xs = box[0] + (np.arange(size) + 0.5) * (box[2] - box[0]) / size
     ys = box[1] + (np.arange(size) + 0.5) * (box[3] - box[1]) / size
     centres = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
@@ -68,6 +74,11 @@ def pixel_labels(box: np.ndarray, size: int, lesions: list[OutlinePath], lookali
     for paths, name in ((lookalikes, "lookalike"), (lesions, "lesion")):  # a lesion drawn over a mimic wins
         for path in paths:
             labels[path.contains_points(centres)] = name
+    in_nests = np.zeros(len(centres), bool)
+    for path in nested:
+        in_nests |= path.contains_points(centres)
+    candidate = np.isin(labels, ["lesion", "lookalike"])
+    labels[in_nests & candidate] = labels[in_nests & candidate] + "+nests"
     return labels.reshape(size, size)
 
 
@@ -108,6 +119,7 @@ def measure(checkpoint: Path, manifest: Path, batch: int) -> list[dict]:
             mpp = (slide.mpp or (0.25, 0.25))[0]  # virtual slides: 0.25 um per level-0 pixel
             found = outlines(slide)
             lesions = found.pop("lesion")
+            nested = [OutlinePath(np.vstack([p, p[:1]]), closed=True) for p in slide.nested]
             mimics = [path for paths in found.values() for path in paths]
             entry: dict = {"slide": row.slide, "class": row.lesion_class or "negative", "layers": []}
             for index, layer in enumerate(model.layers):
@@ -128,7 +140,7 @@ def measure(checkpoint: Path, manifest: Path, batch: int) -> list[dict]:
                 heads = layer.num_heads_per_parent
                 pooled: dict[str, list[np.ndarray]] = {key: [] for key in ("labels", *SCORES)}
                 for n, box in enumerate(boxes.double().cpu().numpy()):
-                    labels = pixel_labels(box, size, lesions, mimics, tissue_of[n].cpu().numpy())
+                    labels = pixel_labels(box, size, lesions, mimics, tissue_of[n].cpu().numpy(), nested)
                     for k in range(heads):
                         inside = masks[n * heads + k].cpu().numpy()
                         pooled["labels"].append(labels[inside])
@@ -137,7 +149,8 @@ def measure(checkpoint: Path, manifest: Path, batch: int) -> list[dict]:
                         pooled["contrast"].append(contrast[n].cpu().numpy()[inside])
                 labels = np.concatenate(pooled["labels"])
                 um_per_px = float((boxes[:, 2] - boxes[:, 0]).mean()) * mpp / size
-                counts = {k: int((labels == k).sum()) for k in ("lesion", "lookalike", "tissue")}
+                counts = {k: int((labels == k).sum())
+                          for k in ("lesion", "lesion+nests", "lookalike", "lookalike+nests", "tissue")}
                 layer_entry = {"um_per_px": um_per_px, "pixels": counts}
                 for score in SCORES:
                     values = np.concatenate(pooled[score])

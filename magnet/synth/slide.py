@@ -159,6 +159,13 @@ class VirtualSlide(Slide):
         (``(K, 2)`` level-0 ``(x, y)``), ``extent_um`` and ``mimics`` (the lesion class of its size)."""
         return list(self.layout.lookalikes) if isinstance(self.layout, NodeLayout) else []
 
+    @property
+    def nested(self) -> list[np.ndarray]:
+        """Outlines (``(K, 2)`` level-0 ``(x, y)``) of the lesions and look-alikes drawn with the nest pattern
+        of version 4 (nests.py); none before version 4."""
+        shapes = self._renderer.mottled if isinstance(self._renderer, NestedNodeRenderer) else []
+        return [shape.polygon() for shape in shapes]
+
     # --- pixels -----------------------------------------------------------------------------------------
     def _banks(self) -> None:
         if self._renderer.banks is None:

@@ -58,6 +58,7 @@ def test_version_4_is_version_3_plus_the_pattern_inside_mottled_shapes_only() ->
     ]
     mottled = v4._renderer.mottled  # type: ignore[attr-defined]
     assert mottled, "this seed mottles at least one shape"
+    assert v3.nested == [] and [p.tolist() for p in v4.nested] == [s.polygon().tolist() for s in mottled]
     shape = mottled[0]
     d = 8.0  # 4 um/px: a bank scale, textured
     x0, y0 = shape.cx - 100 * d, shape.cy - 100 * d
