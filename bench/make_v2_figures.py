@@ -1,4 +1,5 @@
-"""Pictures of version-2 virtual slides for ``docs/virtual-slides.md``: lesion vs look-alike; vs a real slide.
+"""Pictures of version-2 and -4 virtual slides for ``docs/virtual-slides.md``: lesion vs look-alike, vs a real
+slide, and version 4's nests.
 
     .venv/bin/python bench/make_v2_figures.py [--out docs/img] [--dicom PATH]
 
@@ -16,7 +17,11 @@ only its left half is shown (one copy of each section), which keeps the PNG unde
 the file; the default is the project's test-data folder, which is not part of the repository. Without the
 file this picture is skipped with a message and the other one is still written.
 
-Both PNGs are palette images of at most 200 KB. The palette is split between groups of panels, each with a
+``v4-nests.png``: one version-4 slide (``NESTS_URI``, a micro-metastasis of 1058 um drawn with the nest
+pattern, magnet/synth/nests.py), and of its look-alikes whose ``mimics`` is the slide's class the one nearest
+in extent with nests and the one without; columns at 32, 16, 8 and 1 um/px.
+
+The PNGs are palette images of at most 200 KB. The palette is split between groups of panels, each with a
 quantiser that suits it (see ``_quantise``).
 """
 
@@ -36,6 +41,8 @@ DEFAULT_DICOM = "../shared/data/slides/camelyon16_lowres_multiframe.dcm"
 PANEL = 256
 GAP = 4
 UM_PER_PX = (16.0, 4.0, 1.0, 0.25)
+NESTS_URI = "synth:seed=31000001,size=32768x32768,lesion=micro,version=4"
+NESTS_UM_PER_PX = (32.0, 16.0, 8.0, 1.0)
 LABEL_STRIP = 26
 WHITE = (255, 255, 255)
 INK = (20, 20, 20)
@@ -64,17 +71,41 @@ def _lookalike(slide: VirtualSlide, extent_um: float) -> Lookalike:
     return min(matches, key=lambda item: abs(np.log(item.extent_um / extent_um)))
 
 
-def _row(slide: VirtualSlide, centre: tuple[float, float]) -> list[Image.Image]:
+def _row(slide: VirtualSlide, centre: tuple[float, float], scales: tuple[float, ...]) -> list[Image.Image]:
     panels = []
-    for i, um in enumerate(UM_PER_PX):
+    for i, um in enumerate(scales):
         d = um / slide.spec.mpp  # level-0 px per output px
         x0, y0 = centre[0] - PANEL * d / 2, centre[1] - PANEL * d / 2
         panel = Image.fromarray(slide.render(x0, y0, d, PANEL, PANEL))
-        if i + 1 < len(UM_PER_PX):  # where the next field lies
-            r, c = PANEL * UM_PER_PX[i + 1] / um / 2, PANEL / 2
+        if i + 1 < len(scales):  # where the next field lies
+            r, c = PANEL * scales[i + 1] / um / 2, PANEL / 2
             ImageDraw.Draw(panel).rectangle([c - r, c - r, c + r, c + r], outline=INK, width=1)
         panels.append(panel)
     return panels
+
+
+def _sheet(slide: VirtualSlide, rows: list[tuple[str, tuple[float, float]]],
+           scales: tuple[float, ...]) -> tuple[Image.Image, list[Group]]:
+    """One labelled row of panels per ``(label, centre)``, one column per µm/px of ``scales``."""
+    font, small = _font(15), _font(13)
+    head, strip = 40, 22
+    width = len(scales) * PANEL + (len(scales) - 1) * GAP
+    sheet = Image.new("RGB", (width, head + len(rows) * (strip + PANEL) + (len(rows) - 1) * GAP), WHITE)
+    draw = ImageDraw.Draw(sheet)
+    for j, um in enumerate(scales):
+        x = j * (PANEL + GAP) + 4
+        draw.text((x, 3), f"{um:g} um/px", fill=INK, font=font)
+        draw.text((x, 21), f"field {_field(um)}", fill=INK, font=small)
+    low: list[Box] = []
+    fine: list[Box] = []
+    for i, (label, centre) in enumerate(rows):
+        y = head + i * (strip + PANEL + GAP)
+        draw.text((4, y + 3), label, fill=INK, font=font)
+        for j, panel in enumerate(_row(slide, centre, scales)):
+            x = j * (PANEL + GAP)
+            sheet.paste(panel, (x, y + strip))
+            (fine if j else low).append((x, y + strip, x + PANEL, y + strip + PANEL))
+    return sheet, [(low, 64, "mediancut"), (fine, 176, "octree")]
 
 
 def lesion_vs_lookalike(uri: str = URI) -> tuple[Image.Image, list[Group]]:
@@ -86,25 +117,32 @@ def lesion_vs_lookalike(uri: str = URI) -> tuple[Image.Image, list[Group]]:
         (f"metastasis ({slide.lesion_class}, {lesion.extent_um:.0f} um)", (lesion.shape.cx, lesion.shape.cy)),
         (f"look-alike: {kind} ({look.extent_um:.0f} um, mimics {look.mimics})", look_centre),
     ]
-    font, small = _font(15), _font(13)
-    head, strip = 40, 22
-    width = len(UM_PER_PX) * PANEL + (len(UM_PER_PX) - 1) * GAP
-    sheet = Image.new("RGB", (width, head + len(rows) * (strip + PANEL) + GAP), WHITE)
-    draw = ImageDraw.Draw(sheet)
-    for j, um in enumerate(UM_PER_PX):
-        x = j * (PANEL + GAP) + 4
-        draw.text((x, 3), f"{um:g} um/px", fill=INK, font=font)
-        draw.text((x, 21), f"field {_field(um)}", fill=INK, font=small)
-    low: list[Box] = []
-    fine: list[Box] = []
-    for i, (label, centre) in enumerate(rows):
-        y = head + i * (strip + PANEL + GAP)
-        draw.text((4, y + 3), label, fill=INK, font=font)
-        for j, panel in enumerate(_row(slide, centre)):
-            x = j * (PANEL + GAP)
-            sheet.paste(panel, (x, y + strip))
-            (fine if j else low).append((x, y + strip, x + PANEL, y + strip + PANEL))
-    return sheet, [(low, 64, "mediancut"), (fine, 176, "octree")]
+    return _sheet(slide, rows, UM_PER_PX)
+
+
+def nests(uri: str = NESTS_URI) -> tuple[Image.Image, list[Group]]:
+    """Version 4: the slide's largest lesion (drawn with nests), the nearest-sized look-alike of its class
+    drawn with nests and the nearest-sized one drawn without."""
+    slide = VirtualSlide(uri)
+    lesion = slide.layout.lesions[0]
+    nested = {tuple(np.round(p.mean(0), 3)) for p in slide.nested}
+
+    def has_nests(shape_polygon: np.ndarray) -> bool:
+        return tuple(np.round(shape_polygon.mean(0), 3)) in nested
+
+    if not has_nests(lesion.shape.polygon()):
+        raise SystemExit(f"{uri}: its largest lesion has no nests; pick another seed")
+    rows = [(f"metastasis with nests ({slide.lesion_class}, {lesion.extent_um:.0f} um)",
+             (lesion.shape.cx, lesion.shape.cy))]
+    for want, name in ((True, "with"), (False, "without")):
+        matches = [item for item in slide.lookalikes
+                   if item.mimics == slide.lesion_class and has_nests(item.polygon) == want]
+        if not matches:
+            raise SystemExit(f"{uri}: no look-alike of its class {name} nests; pick another seed")
+        look = min(matches, key=lambda item: abs(np.log(item.extent_um / lesion.extent_um)))
+        rows.append((f"{look.kind.replace('_', ' ')} {name} nests ({look.extent_um:.0f} um)",
+                     (look.shape.cx, look.shape.cy)))
+    return _sheet(slide, rows, NESTS_UM_PER_PX)
 
 
 def _labelled(image: Image.Image, label: str, height: int, font: ImageFont.ImageFont) -> Image.Image:
@@ -204,6 +242,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _save(*lesion_vs_lookalike(), out / "v2-lesion-vs-lookalike.png")
+    _save(*nests(), out / "v4-nests.png")
     dicom = Path(args.dicom)
     if dicom.is_file():
         _save(*vs_dicom(dicom), out / "v2-vs-camelyon16-dicom.png")
