@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.path import Path as OutlinePath
-from patch_targets import outlines
+from patch_targets import closed_path, outlines
 from sklearn.metrics import roc_auc_score
 
 from magnet.data.manifest import read_manifest
@@ -119,7 +119,7 @@ def measure(checkpoint: Path, manifest: Path, batch: int) -> list[dict]:
             mpp = (slide.mpp or (0.25, 0.25))[0]  # virtual slides: 0.25 um per level-0 pixel
             found = outlines(slide)
             lesions = found.pop("lesion")
-            nested = [OutlinePath(np.vstack([p, p[:1]]), closed=True) for p in slide.nested]
+            nested = [closed_path(polygon) for polygon in slide.nested]
             mimics = [path for paths in found.values() for path in paths]
             entry: dict = {"slide": row.slide, "class": row.lesion_class or "negative", "layers": []}
             for index, layer in enumerate(model.layers):

@@ -125,10 +125,8 @@ def nests(uri: str = NESTS_URI) -> tuple[Image.Image, list[Group]]:
     drawn with nests and the nearest-sized one drawn without."""
     slide = VirtualSlide(uri)
     lesion = slide.layout.lesions[0]
-    nested = {tuple(np.round(p.mean(0), 3)) for p in slide.nested}
-
-    def has_nests(shape_polygon: np.ndarray) -> bool:
-        return tuple(np.round(shape_polygon.mean(0), 3)) in nested
+    def has_nests(polygon: np.ndarray) -> bool:
+        return any(np.array_equal(polygon, nested) for nested in slide.nested)
 
     if not has_nests(lesion.shape.polygon()):
         raise SystemExit(f"{uri}: its largest lesion has no nests; pick another seed")

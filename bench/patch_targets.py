@@ -65,15 +65,19 @@ LABELS = ("lesion", "reactive_centre", "germinal_centre", "histiocyte_cluster", 
 CLASSES = ("negative", "macro", "micro", "itc")
 
 
+def closed_path(polygon: np.ndarray) -> OutlinePath:
+    """A closed matplotlib path of a ``(K, 2)`` outline (its first vertex repeated at the end)."""
+    return OutlinePath(np.vstack([polygon, polygon[:1]]), closed=True)
+
+
 def outlines(slide) -> dict[str, list[OutlinePath]]:  # type: ignore[no-untyped-def]
     """The slide's lesion and look-alike outlines by label (level-0 pixels)."""
     found: dict[str, list[OutlinePath]] = {label: [] for label in LABELS[:-1]}
     for polygon in slide.lesions:
-        found["lesion"].append(OutlinePath(np.vstack([polygon, polygon[:1]]), closed=True))
+        found["lesion"].append(closed_path(polygon))
     for item in slide.lookalikes:
         kind = "reactive_centre" if item.kind == "germinal_centre" and item.mimics == "macro" else item.kind
-        polygon = item.polygon
-        found[kind].append(OutlinePath(np.vstack([polygon, polygon[:1]]), closed=True))
+        found[kind].append(closed_path(item.polygon))
     return found
 
 
