@@ -47,6 +47,8 @@ Methods (``--methods``; each is run once and its result kept in ``--out``, so th
   ``magnet3view112theta8`` and ``magnet3view112theta24`` are ``magnet3view112`` with the sampler's gradient
   with respect to theta on (``model.theta_grad=true``), taken from the parent's read blurred by 8 or 24 px
   (``model.theta_grad_blur``): the classifier's loss then also steers the heads, as in the paper.
+  ``magnet3view112shared`` is ``magnet3view112`` with one head network per layer (``model.shared_heads``):
+  each layer's heads learn from all their final patches together instead of one head from its own.
 
 Data (``--stage sets``; sizes chosen so that every method's whole pipeline fits a few hours on 2 CPU cores):
 slides of ``--size`` px at 0.25 um/px (default 32,768²: 8.2 mm, a third of a Camelyon slide's side; the
@@ -186,6 +188,10 @@ BUDGETS["magnet3view112blur24"] = (3, [*(o for o in BUDGETS["magnet3view112"][1]
 for _sigma in (8, 24):
     BUDGETS[f"magnet3view112theta{_sigma}"] = (3, [*BUDGETS["magnet3view112"][1], "model.theta_grad=true",
                                                    f"model.theta_grad_blur={_sigma}.0"])
+# The 112²-view tree with one head network per layer, read by all its heads (model.shared_heads,
+# docs/method.md §9): a last-layer head otherwise learns from one final patch per slide. As
+# magnet-magnet3view112shared-learned.
+BUDGETS["magnet3view112shared"] = (3, [*BUDGETS["magnet3view112"][1], "model.shared_heads=true"])
 # The recipe each budget's overrides apply to (configs/demo_v1.yaml where not named here).
 RECIPES = {name: "configs/magnet3_camelyon.yaml" for name in BUDGETS if name.startswith("magnet3")}
 

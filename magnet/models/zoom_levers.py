@@ -9,7 +9,9 @@ one of each part and never tests the key itself:
   holding an equal share of the parent view's tissue (``magnet.layers.tissue``);
 - theta gradient (``theta_grad``, ``theta_grad_blur``): how the losses reach theta through the sampler, in
   full (the paper), not at all, or from a blurred I';
-- head-MIL pool (``head_mil``, ``head_mil_sharpness``): a slide logit from the heads' score maps.
+- head-MIL pool (``head_mil``, ``head_mil_sharpness``): a slide logit from the heads' score maps;
+- head weights (``shared_heads``): one network per head (the paper) or one per layer
+  (``magnet.layers.heads.SharedLocalisationHeads``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from magnet.layers.blur import gaussian_blur, low_pass_gradient
+from magnet.layers.heads import LocalisationHeads, SharedLocalisationHeads
 from magnet.layers.tissue import tissue_pixels, tissue_strip_masks
 from magnet.models.model_config import MagNetConfig, SiblingLayoutName
 
@@ -36,6 +39,7 @@ __all__ = [
     "ThetaGradient",
     "build_sibling_layout",
     "head_input",
+    "localisation_heads",
     "sibling_offsets",
     "strip_masks",
     "theta_gradient",
@@ -234,6 +238,15 @@ def build_sibling_layout(
 ) -> SiblingLayout:
     """The layout named by ``config.sibling_layout`` for ``num_heads`` headed children per parent."""
     return SIBLING_LAYOUT_BUILDERS[config.sibling_layout](config, num_heads, layer_index, has_frozen)
+
+
+def localisation_heads(config: MagNetConfig, num_heads: int) -> LocalisationHeads:
+    """The layer's ``num_heads`` heads: independent (the paper, §3.1) or one shared network
+    (``config.shared_heads``)."""
+    kind = SharedLocalisationHeads if config.shared_heads else LocalisationHeads
+    return kind(num_heads, in_channels=3, branch_channels=config.head_branch_channels,
+                num_blocks=config.head_blocks, init_std=config.head_init_std,
+                learn_temperature=config.learn_temperature)
 
 
 # --- theta gradient ----------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import torch
 
 from magnet.errors import ConfigError
 from magnet.layers import InceptionBlock, LocalisationHeads, spatial_sparsemax, theta_from_probability
+from magnet.layers.heads import SharedLocalisationHeads
 
 
 def seeded(seed: int = 0) -> torch.Generator:
@@ -160,3 +161,38 @@ def test_each_parent_feeds_its_own_heads() -> None:
         alone = heads(parents[:, n])  # a 4-D image: every head sees it
         torch.testing.assert_close(maps.logits[:, 2 * n : 2 * n + 2], alone.logits[:, 2 * n : 2 * n + 2])
         torch.testing.assert_close(maps.scores[:, 2 * n : 2 * n + 2], alone.scores[:, 2 * n : 2 * n + 2])
+
+
+# --- one network for all the heads of a layer (model.shared_heads) ----------------------------------------
+def test_shared_heads_give_siblings_one_map_per_parent() -> None:
+    torch.manual_seed(0)
+    heads = SharedLocalisationHeads(6, in_channels=3, branch_channels=4, init_std=0.5).eval()
+    images = torch.rand(2, 3, 3, 16, 16, generator=seeded())  # 2 slides, 3 parents: 2 heads per parent
+    out = heads(images)
+    assert out.scores.shape == (2, 6, 16, 16)
+    for parent in range(3):
+        torch.testing.assert_close(out.scores[:, 2 * parent], out.scores[:, 2 * parent + 1], rtol=0, atol=0)
+    assert not torch.allclose(out.scores[:, 0], out.scores[:, 2])  # another parent, another map
+    # The map of a parent is the network's map of that image alone, whatever the other parents show.
+    alone = heads(images[:, 1]).scores  # (2, 6, 16, 16): one parent seen by every head
+    torch.testing.assert_close(alone[:, 0], out.scores[:, 2])
+
+
+def test_shared_heads_weights_do_not_grow_with_the_heads() -> None:
+    few = SharedLocalisationHeads(2, branch_channels=4)
+    many = SharedLocalisationHeads(18, branch_channels=4)
+    one = LocalisationHeads(1, branch_channels=4, learn_temperature=False)
+    network = sum(p.numel() for p in one.parameters())
+    assert sum(p.numel() for p in few.parameters()) == network + 2  # + one temperature per head
+    assert sum(p.numel() for p in many.parameters()) == network + 18
+    assert SharedLocalisationHeads(0).to_logits is None
+
+
+def test_shared_heads_learn_from_every_head() -> None:
+    """A loss on any one head's map reaches the one network (independent heads: only that head's group)."""
+    torch.manual_seed(0)
+    heads = SharedLocalisationHeads(4, branch_channels=4, init_std=0.5)
+    images = torch.rand(1, 2, 3, 12, 12, generator=seeded())
+    heads(images).scores[:, 3].sum().backward()
+    assert heads.to_logits is not None and heads.to_logits.weight.grad is not None
+    assert float(heads.to_logits.weight.grad.abs().sum()) > 0

@@ -13,7 +13,7 @@ from magnet.layers.blur import gaussian_blur, low_pass_gradient
 from magnet.models import Classifier, MagnifyingLayer, build_model
 from magnet.models.classifier import attention_running, pool_running
 from magnet.models.zoom_levers import strip_masks
-from magnet.training.losses import magnet_loss
+from magnet.training.losses import LossWeights, magnet_loss
 
 
 # --- readout -----------------------------------------------------------------------------------
@@ -118,6 +118,27 @@ def test_fixed_control_under_strips_equals_flat_strip_heads() -> None:
     assert torch.allclose(b.theta[0, :, 1], torch.tanh(torch.tensor([-0.5, 0.5])), atol=1e-6)
     var_x, var_y = (1 - 1 / 12**2) / 12, (1 - 1 / 24**2) / 3
     assert math.isclose(float(b.theta[0, 0, 0]), math.sqrt(1.5 * (var_x + var_y)), rel_tol=1e-5)
+
+
+def test_shared_heads_under_strips_place_siblings_apart_and_learn_from_head_value() -> None:
+    """One network per layer (model.shared_heads): siblings read one map, their strips part their boxes, and
+    the head-value loss of any final patch reaches it."""
+    torch.manual_seed(0)
+    config = small_config(patches_per_layer=(2, 2, 2), sibling_layout="strips", head_init_std=0.5,
+                          frozen_patch=False, shared_heads=True, readout="lse", aux_layers=())
+    model = build_model(config)
+    assert all(type(layer.heads).__name__ == "SharedLocalisationHeads" for layer in model.layers)
+    assert type(build_model(small_config()).layers[0].heads).__name__ == "LocalisationHeads"
+    out = model([textured_source(seed=s) for s in range(2)], generator=torch.Generator().manual_seed(0))
+    for maps in out.scores.values():  # (B, N_p * 2, V, V): siblings k = 0, 1 of each parent
+        torch.testing.assert_close(maps[:, 0::2], maps[:, 1::2], rtol=0, atol=0)
+    first = out.rois[0]  # (B, 2, 3, 3): the siblings' boxes at layer 1 lie in the left and right halves
+    assert bool((first[:, 0, 0, 2] < 0).all() and (first[:, 1, 0, 2] > 0).all())
+    losses = magnet_loss(out, torch.tensor([0.0, 1.0]),
+                         LossWeights(final=0.0, aux=0.0, paradoxical=0.0, head_mil=0.0, head_value=1.0))
+    losses.total.backward()
+    for layer in model.layers:
+        assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in layer.heads.parameters())
 
 
 # --- head MIL ----------------------------------------------------------------------------------
