@@ -140,7 +140,7 @@ class SharedLocalisationHeads(LocalisationHeads):
 
     @staticmethod
     def num_networks(num_heads: int) -> int:
-        return min(num_heads, 1)
+        return 1
 
     def _score_maps(self, images: Tensor, per_parent: int) -> Tensor:
         batch, parents, channels, height, width = images.shape

@@ -189,10 +189,17 @@ def test_shared_heads_weights_do_not_grow_with_the_heads() -> None:
 
 
 def test_shared_heads_learn_from_every_head() -> None:
-    """A loss on any one head's map reaches the one network (independent heads: only that head's group)."""
-    torch.manual_seed(0)
-    heads = SharedLocalisationHeads(4, branch_channels=4, init_std=0.5)
+    """A loss on one head's map reaches every head's weights when they are shared, and only that head's
+    group when they are independent."""
     images = torch.rand(1, 2, 3, 12, 12, generator=seeded())
-    heads(images).scores[:, 3].sum().backward()
-    assert heads.to_logits is not None and heads.to_logits.weight.grad is not None
-    assert float(heads.to_logits.weight.grad.abs().sum()) > 0
+    torch.manual_seed(0)
+    independent = LocalisationHeads(4, branch_channels=4, init_std=0.5)
+    independent(images).scores[:, 3].sum().backward()
+    assert independent.to_logits is not None and independent.to_logits.weight.grad is not None
+    per_head = independent.to_logits.weight.grad.flatten(1).abs().sum(1)  # (4,): one row per head
+    assert float(per_head[3]) > 0 and torch.equal(per_head[:3], torch.zeros(3))
+    torch.manual_seed(0)
+    shared = SharedLocalisationHeads(4, branch_channels=4, init_std=0.5)
+    shared(images).scores[:, 3].sum().backward()
+    assert shared.to_logits is not None and shared.to_logits.weight.grad is not None
+    assert shared.to_logits.weight.shape[0] == 1 and float(shared.to_logits.weight.grad.abs().sum()) > 0

@@ -10,6 +10,7 @@ from model_fixtures import parent_inputs, small_config, textured_source
 
 from magnet.errors import ConfigError
 from magnet.layers.blur import gaussian_blur, low_pass_gradient
+from magnet.layers.heads import SharedLocalisationHeads
 from magnet.models import Classifier, MagnifyingLayer, build_model
 from magnet.models.classifier import attention_running, pool_running
 from magnet.models.zoom_levers import strip_masks
@@ -127,8 +128,8 @@ def test_shared_heads_under_strips_place_siblings_apart_and_learn_from_head_valu
     config = small_config(patches_per_layer=(2, 2, 2), sibling_layout="strips", head_init_std=0.5,
                           frozen_patch=False, shared_heads=True, readout="lse", aux_layers=())
     model = build_model(config)
-    assert all(type(layer.heads).__name__ == "SharedLocalisationHeads" for layer in model.layers)
-    assert type(build_model(small_config()).layers[0].heads).__name__ == "LocalisationHeads"
+    assert all(isinstance(layer.heads, SharedLocalisationHeads) for layer in model.layers)
+    assert not isinstance(build_model(small_config()).layers[0].heads, SharedLocalisationHeads)
     out = model([textured_source(seed=s) for s in range(2)], generator=torch.Generator().manual_seed(0))
     for maps in out.scores.values():  # (B, N_p * 2, V, V): siblings k = 0, 1 of each parent
         torch.testing.assert_close(maps[:, 0::2], maps[:, 1::2], rtol=0, atol=0)
