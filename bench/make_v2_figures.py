@@ -125,8 +125,10 @@ def nests(uri: str = NESTS_URI) -> tuple[Image.Image, list[Group]]:
     drawn with nests and the nearest-sized one drawn without."""
     slide = VirtualSlide(uri)
     lesion = slide.layout.lesions[0]
+    nested_outlines = slide.nested  # a derived property: computed once here, not per shape tested
+
     def has_nests(polygon: np.ndarray) -> bool:
-        return any(np.array_equal(polygon, nested) for nested in slide.nested)
+        return any(np.array_equal(polygon, nested) for nested in nested_outlines)
 
     if not has_nests(lesion.shape.polygon()):
         raise SystemExit(f"{uri}: its largest lesion has no nests; pick another seed")

@@ -100,7 +100,7 @@ class LocalisationHeads(nn.Module):
                 f"expected parent images (B, N_p, {self.in_channels}, H, W) or an image "
                 f"(B, {self.in_channels}, H, W), got shape {tuple(images.shape)}"
             )
-        batch, parents, channels, height, width = images.shape
+        batch, parents, _, height, width = images.shape
         if self.to_logits is None:
             empty = images.new_zeros((batch, 0, height, width))
             return HeadMaps(scores=empty, logits=empty)
