@@ -14,7 +14,10 @@ training):
    ``tissue``; the share of final patches per label, by slide class.
 2. **Which patch decides**: the label of each slide's highest-scoring patch (``patch_logits``; the
    log-mean-exp readout is led by it), by slide class.
-3. **What**: the mean patch logit per label on the test slides, and a linear probe on the frozen classifier
+3. **Centred or grazing**: on positive slides, the share of each lesion patch's area inside the lesion, and
+   the readout's logit by that share: a zoom can touch as many lesions as another and still read less of
+   them.
+4. **What**: the mean patch logit per label on the test slides, and a linear probe on the frozen classifier
    CNN's pooled features of the final patches (logistic regression fitted on the training slides' patches,
    AUROC on the test slides' patches): lesion against each look-alike kind and against tissue. A probe
    near 0.5 says the features themselves do not separate the two, whatever the readout.
@@ -101,6 +104,17 @@ def box_label(box: np.ndarray, found: dict[str, list[OutlinePath]], grid: int = 
     return best
 
 
+def lesion_share(box: np.ndarray, lesions: list[OutlinePath], grid: int = 24) -> float:
+    """Share of the box's area inside a lesion outline (on a ``grid`` x ``grid`` lattice of points): near 1
+    for a patch centred on a lesion larger than it, small for one that grazes a lesion with its rim."""
+    if not lesions:
+        return 0.0
+    xs = np.linspace(box[0], box[2], grid + 2)[1:-1]
+    ys = np.linspace(box[1], box[3], grid + 2)[1:-1]
+    points = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
+    return float(np.mean(np.any([p.contains_points(points) for p in lesions], axis=0)))
+
+
 def load_with_zoom(checkpoint: Path, zoom: str, readout: Path | None = None):  # type: ignore[no-untyped-def]
     """The checkpoint's model, in eval mode; with ``zoom`` (fixed, random) its final patches are placed by
     that control instead of the trained zoom, and read by the same classifier, or with ``readout`` by the
@@ -145,6 +159,7 @@ def extract(checkpoint: Path, zoom: str, readout: Path | None, manifest_path: Pa
                 "label": row.label, "probability": float(torch.sigmoid(read.logit[j])),
                 "patch_logits": read.patch_logits[j].float().cpu().numpy(),
                 "targets": [box_label(b, found) for b in boxes],
+                "lesion_share": [lesion_share(b, found["lesion"]) for b in boxes],
                 "features": features[j].float().cpu().numpy().astype(np.float16),
             })
         pool.close()
@@ -260,6 +275,32 @@ def hit_share(slides: list[dict]) -> dict[str, float]:
             for c in CLASSES[1:] if any(s["class"] == c for s in slides)}
 
 
+SHARE_BINS = ((0.0, 0.1), (0.1, 0.5), (0.5, 1.01))  # a lesion's rim in the patch, part of it, most of it
+
+
+def lesion_cover(slides: list[dict]) -> dict[str, dict[str, float]]:
+    """Centred or grazing? Per positive class, over the slides with a final patch on a lesion: the mean of
+    each slide's largest lesion share of a patch (``lesion_share``), and the share of lesion patches and
+    their mean logit in each bin of lesion share. Caches written before ``lesion_share`` was stored give
+    nothing."""
+    table: dict[str, dict[str, float]] = {}
+    for cls in CLASSES[1:]:
+        hit = [s for s in slides if s["class"] == cls and "lesion" in s["targets"] and "lesion_share" in s]
+        if not hit:
+            continue
+        row = {"slides": float(len(hit)), "best_share": float(np.mean([max(s["lesion_share"]) for s in hit]))}
+        pairs = [(share, float(logit)) for s in hit
+                 for share, logit, target in zip(s["lesion_share"], s["patch_logits"], s["targets"],
+                                                 strict=True)
+                 if target == "lesion"]
+        for low, high in SHARE_BINS:
+            inside = [logit for share, logit in pairs if low <= share < high]
+            row[f"patches {low:.1f}-{min(high, 1.0):.1f}"] = len(inside) / len(pairs)
+            row[f"logit {low:.1f}-{min(high, 1.0):.1f}"] = float(np.mean(inside)) if inside else float("nan")
+        table[cls] = row
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", action="append", required=True,
@@ -285,7 +326,7 @@ def main() -> None:
         test = extract(Path(path), zoom, readout, args.test, {"test"}, caches["test"], args.batch)["slides"]
         classifier = load_with_zoom(Path(path), zoom)[0].classifier  # its head's shape, for a fresh readout
         report[name] = {"where": where(test), "deciding": deciding(test), "logits": logits_by_target(test),
-                        "probe": probes(train, test), "hit": hit_share(test),
+                        "probe": probes(train, test), "hit": hit_share(test), "cover": lesion_cover(test),
                         "model": table1([s["label"] for s in test], [s["probability"] for s in test],
                                         [s["class"] for s in test]),
                         "readout_from_labels": refit_from_labels(classifier, train, test)}
@@ -295,6 +336,9 @@ def main() -> None:
         print_table("Mean patch logit per target (test slides)", report[name]["logits"])
         hits = {k: round(v, 2) for k, v in report[name]["hit"].items()}
         print("\nSlides with a final patch on a lesion:", hits)
+        for cls, row in report[name]["cover"].items():
+            print(f"Lesion share of the patches on a lesion, {cls}:",
+                  {k: round(v, 2) for k, v in row.items()})
         print("The model's AUROC:", {c: round(report[name]["model"][c]["auroc"], 2) for c in COLUMNS})
         print("A fresh readout fitted on these patches from slide labels:",
               {k: (round(v[0], 2) if isinstance(v, tuple) else v)
