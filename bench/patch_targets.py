@@ -84,6 +84,13 @@ def outlines(slide) -> dict[str, list[OutlinePath]]:  # type: ignore[no-untyped-
     return found
 
 
+def grid_points(box: np.ndarray, grid: int) -> np.ndarray:
+    """``(grid * grid, 2)`` points evenly inside level-0 ``box`` (x0, y0, x1, y1), none on its edges."""
+    xs = np.linspace(box[0], box[2], grid + 2)[1:-1]
+    ys = np.linspace(box[1], box[3], grid + 2)[1:-1]
+    return np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
+
+
 def box_label(box: np.ndarray, found: dict[str, list[OutlinePath]], grid: int = 24) -> str:
     """``lesion`` if the box touches one; else the look-alike kind covering most of it; else ``tissue``."""
     bbox = Bbox.from_extents(*box)
@@ -91,9 +98,7 @@ def box_label(box: np.ndarray, found: dict[str, list[OutlinePath]], grid: int = 
                 for label, paths in found.items()}
     if touching["lesion"]:
         return "lesion"
-    xs = np.linspace(box[0], box[2], grid + 2)[1:-1]
-    ys = np.linspace(box[1], box[3], grid + 2)[1:-1]
-    points = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
+    points = grid_points(box, grid)
     best, best_share = "tissue", -1.0
     for label, paths in touching.items():
         if not paths:
@@ -109,9 +114,7 @@ def lesion_share(box: np.ndarray, lesions: list[OutlinePath], grid: int = 24) ->
     for a patch centred on a lesion larger than it, small for one that grazes a lesion with its rim."""
     if not lesions:
         return 0.0
-    xs = np.linspace(box[0], box[2], grid + 2)[1:-1]
-    ys = np.linspace(box[1], box[3], grid + 2)[1:-1]
-    points = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
+    points = grid_points(box, grid)
     return float(np.mean(np.any([p.contains_points(points) for p in lesions], axis=0)))
 
 
