@@ -299,7 +299,8 @@ def lesion_cover(slides: list[dict]) -> dict[str, dict[str, float]]:
         for low, high in SHARE_BINS:
             inside = [logit for share, logit in pairs if low <= share < high]
             row[f"patches {low:.1f}-{min(high, 1.0):.1f}"] = len(inside) / len(pairs)
-            row[f"logit {low:.1f}-{min(high, 1.0):.1f}"] = float(np.mean(inside)) if inside else float("nan")
+            if inside:  # an empty bin has no mean logit (and report.json stays plain JSON)
+                row[f"logit {low:.1f}-{min(high, 1.0):.1f}"] = float(np.mean(inside))
         table[cls] = row
     return table
 
