@@ -157,12 +157,14 @@ def extract(checkpoint: Path, zoom: str, readout: Path | None, manifest_path: Pa
         for j, (row, reader) in enumerate(zip(chunk, readers, strict=True)):
             found = outlines(reader.slide)
             boxes = out.boxes_level0[-1][j].double().cpu().numpy()
+            targets = [box_label(b, found) for b in boxes]
             slides.append({
                 "slide": row.slide, "split": row.split, "class": row.lesion_class or "negative",
                 "label": row.label, "probability": float(torch.sigmoid(read.logit[j])),
                 "patch_logits": read.patch_logits[j].float().cpu().numpy(),
-                "targets": [box_label(b, found) for b in boxes],
-                "lesion_share": [lesion_share(b, found["lesion"]) for b in boxes],
+                "targets": targets,
+                "lesion_share": [lesion_share(b, found["lesion"]) if t == "lesion" else 0.0
+                                 for b, t in zip(boxes, targets, strict=True)],  # a box off the lesions: 0
                 "features": features[j].float().cpu().numpy().astype(np.float16),
             })
         pool.close()
