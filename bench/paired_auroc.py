@@ -42,6 +42,27 @@ def read(path: str, same_layout: bool = False) -> dict[str, tuple[float, str]]:
     return {key(r["slide"]): (float(r["probability"]), r["class"]) for r in rows}
 
 
+def paired_differences(classes: np.ndarray, pa: np.ndarray, pb: np.ndarray, replicates: int = 2000,
+                       seed: int = 0) -> list[tuple[str, float, float, float, int, int]]:
+    """Per Table-1 column: (title, AUROC(b) - AUROC(a), 2.5 and 97.5 percentiles of the paired stratified
+    bootstrap, positives, negatives) for scores ``pa`` and ``pb`` of the same slides of ``classes``."""
+    rng = np.random.default_rng(seed)
+    negatives = np.flatnonzero(classes == "negative")
+    rows = []
+    for _, title, positive in TABLE1_COLUMNS:
+        pos = np.flatnonzero(classes != "negative" if positive is None else np.isin(classes, positive))
+        if len(pos) == 0 or len(negatives) == 0:
+            continue
+        diff = auroc_pos_neg(pb[pos], pb[negatives]) - auroc_pos_neg(pa[pos], pa[negatives])
+        reps = []
+        for _ in range(replicates):
+            p, n = rng.choice(pos, len(pos)), rng.choice(negatives, len(negatives))
+            reps.append(auroc_pos_neg(pb[p], pb[n]) - auroc_pos_neg(pa[p], pa[n]))
+        low, high = np.percentile(reps, [2.5, 97.5])
+        rows.append((title, float(diff), float(low), float(high), len(pos), len(negatives)))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("a")
@@ -54,20 +75,9 @@ def main() -> None:
     slides = sorted(set(a) & set(b))
     classes = np.array([a[s][1] for s in slides])
     pa, pb = np.array([a[s][0] for s in slides]), np.array([b[s][0] for s in slides])
-    rng = np.random.default_rng(0)
-    negatives = np.flatnonzero(classes == "negative")
     print(f"{len(slides)} slides in both; B - A:")
-    for _, title, positive in TABLE1_COLUMNS:
-        pos = np.flatnonzero(classes != "negative" if positive is None else np.isin(classes, positive))
-        if len(pos) == 0 or len(negatives) == 0:
-            continue
-        diff = auroc_pos_neg(pb[pos], pb[negatives]) - auroc_pos_neg(pa[pos], pa[negatives])
-        reps = []
-        for _ in range(args.replicates):
-            p, n = rng.choice(pos, len(pos)), rng.choice(negatives, len(negatives))
-            reps.append(auroc_pos_neg(pb[p], pb[n]) - auroc_pos_neg(pa[p], pa[n]))
-        low, high = np.percentile(reps, [2.5, 97.5])
-        print(f"  {title:14s} {diff:+.3f} ({low:+.3f} to {high:+.3f}), {len(pos)} pos / {len(negatives)} neg")
+    for title, diff, low, high, n_pos, n_neg in paired_differences(classes, pa, pb, args.replicates):
+        print(f"  {title:14s} {diff:+.3f} ({low:+.3f} to {high:+.3f}), {n_pos} pos / {n_neg} neg")
 
 
 if __name__ == "__main__":

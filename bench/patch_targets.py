@@ -251,12 +251,11 @@ def cached_features(slides: list[dict]) -> CachedFeatures:
     return CachedFeatures(features, labels, [s["slide"] for s in slides], {})
 
 
-def refit_from_labels(classifier, train: list[dict], test: list[dict],  # type: ignore[no-untyped-def]
-                      epochs: int = 30, seed: int = 0) -> dict:
+def fresh_readout(classifier, train: list[dict], epochs: int = 30, seed: int = 0):  # type: ignore[no-untyped-def]
     """A fresh readout (``classifier``'s head re-initialised) fitted on the cached patch features with the
     slide labels only by the product's refit (``magnet.training.readout_refit.refit_readout``: Adam 1e-4,
     weight decay 1e-4, one slide per step), the pass with the best AUROC on a held-out fifth of the training
-    slides kept. What the readout could have learned from these patches, against what the run's did."""
+    slides kept: ``(classifier, fit)``."""
     order = np.random.default_rng(seed).permutation(len(train))
     held = set(order[: len(train) // 5].tolist())
     fresh = copy.deepcopy(classifier)
@@ -267,11 +266,19 @@ def refit_from_labels(classifier, train: list[dict], test: list[dict],  # type: 
     fit = refit_readout(fresh, cached_features([s for i, s in enumerate(train) if i not in held]),
                         cached_features([s for i, s in enumerate(train) if i in held]),
                         epochs=epochs, lr=1e-4, weight_decay=1e-4, seed=seed)
+    return fresh, fit
+
+
+def refit_from_labels(classifier, train: list[dict], test: list[dict],  # type: ignore[no-untyped-def]
+                      epochs: int = 30, seed: int = 0) -> dict:
+    """Test AUROC of a ``fresh_readout`` fitted on ``train``: what the readout could have learned from these
+    patches, against what the run's did; with its test-slide logits (``scores``)."""
+    fresh, fit = fresh_readout(classifier, train, epochs, seed)
     with torch.no_grad():
         scores = fresh.read_out(cached_features(test).features).logit.tolist()
     metrics = table1([s["label"] for s in test], scores, [s["class"] for s in test])
     return {"held_out_all": fit.val_auroc_after, "pass": fit.best_epoch,
-            **{c: (metrics[c]["auroc"], metrics[c]["ci95"]) for c in COLUMNS}}
+            **{c: (metrics[c]["auroc"], metrics[c]["ci95"]) for c in COLUMNS}, "scores": scores}
 
 
 def hit_share(slides: list[dict]) -> dict[str, float]:
@@ -348,7 +355,7 @@ def main() -> None:
         print("The model's AUROC:", {c: round(report[name]["model"][c]["auroc"], 2) for c in COLUMNS})
         print("A fresh readout fitted on these patches from slide labels:",
               {k: (round(v[0], 2) if isinstance(v, tuple) else v)
-               for k, v in report[name]["readout_from_labels"].items()})
+               for k, v in report[name]["readout_from_labels"].items() if k != "scores"})
         print("\nLinear probe on pooled classifier features, test-patch AUROC:",
               {k: (round(v, 3) if isinstance(v, float) else v) for k, v in report[name]["probe"].items()})
     (args.out / "report.json").write_text(json.dumps(report, indent=1))
