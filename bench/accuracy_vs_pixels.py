@@ -49,6 +49,9 @@ Methods (``--methods``; each is run once and its result kept in ``--out``, so th
   (``model.theta_grad_blur``): the classifier's loss then also steers the heads, as in the paper.
   ``magnet3view112shared`` is ``magnet3view112`` with one head network per layer (``model.shared_heads``):
   each layer's heads learn from all their final patches together instead of one head from its own.
+  ``magnet3view112recentre`` and ``magnet3view112sharedrecentre`` are ``magnet3view112`` and
+  ``magnet3view112shared`` with each final box moved onto the cell where the readout's head scores highest
+  and read again before the readout (``model.recentre``): one more read of 224² per final patch.
 
 Data (``--stage sets``; sizes chosen so that every method's whole pipeline fits a few hours on 2 CPU cores):
 slides of ``--size`` px at 0.25 um/px (default 32,768²: 8.2 mm, a third of a Camelyon slide's side; the
@@ -192,6 +195,11 @@ for _sigma in (8, 24):
 # docs/method.md §9): a last-layer head otherwise learns from one final patch per slide. As
 # magnet-magnet3view112shared-learned.
 BUDGETS["magnet3view112shared"] = (3, [*BUDGETS["magnet3view112"][1], "model.shared_heads=true"])
+# ... and with a last look before the readout: each final box moved onto the cell where the readout's head
+# scores highest, and read again (model.recentre, docs/method.md §9). As
+# magnet-magnet3view112sharedrecentre-learned; magnet-magnet3view112recentre-fixed is its fixed layout.
+BUDGETS["magnet3view112recentre"] = (3, [*BUDGETS["magnet3view112"][1], "model.recentre=true"])
+BUDGETS["magnet3view112sharedrecentre"] = (3, [*BUDGETS["magnet3view112shared"][1], "model.recentre=true"])
 # The recipe each budget's overrides apply to (configs/demo_v1.yaml where not named here).
 RECIPES = {name: "configs/magnet3_camelyon.yaml" for name in BUDGETS if name.startswith("magnet3")}
 

@@ -149,7 +149,7 @@ def extract(checkpoint: Path, zoom: str, readout: Path | None, manifest_path: Pa
     for i in range(0, len(rows), batch):
         chunk = rows[i:i + batch]
         readers = [pool.get(r.slide) for r in chunk]
-        out = model.zoom_in(readers)  # the forward pass up to the final patches, then the classifier once
+        out = model.final_patches(readers)  # the forward pass up to what the readout reads
         features = model.classifier.features(out.patches[-1])  # (B, N, D): what the readout reads
         read = model.classifier.read_out(features)
         if read.patch_logits is None:

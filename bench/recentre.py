@@ -27,7 +27,9 @@ lesions reached or lesions read better.
         --checkpoint fixed=RUN_F/best.ckpt --checkpoint shared=RUN_S/best.ckpt \\
         --train /tmp/avp4/data/manifest.csv --test /tmp/avp4/test/manifest.csv
 
-The features and targets of every slide are cached in ``--out`` (one pass per checkpoint and split).
+The features and targets of every slide are cached in ``--out`` (one pass per checkpoint and split). With two
+or more checkpoints, each one after the first is also paired against the first on every patch set (e.g. a
+learned zoom against its fixed layout, both re-centred).
 """
 
 from __future__ import annotations
@@ -151,7 +153,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    report = {}
+    report: dict[str, dict] = {}
+    test_slides: dict[str, list[str]] = {}
+    test_classes = np.array([])
     for item in args.checkpoint:
         name, _, path = item.partition("=")
         train = extract(Path(path), args.train, {"train"}, args.out / f"{name}-train.pt", args.batch)
@@ -171,7 +175,25 @@ def main() -> None:
                                      np.array(report[name]["recentred"]["fits"][seed]["scores"]))
             for seed in args.seeds}
         print_report(name, path, report[name])
+        test_slides[name] = [s["slide"] for s in test["slides"]]
+        test_classes = classes
+    first, *others = list(report)
+    for other in others:  # e.g. a learned zoom against its fixed layout, each set read by its own readout
+        if test_slides[other] != test_slides[first]:
+            raise SystemExit(f"recentre: {first} and {other} were not scored on the same test slides")
+        pairs = {patch_set: {seed: paired_differences(test_classes,
+                                                      np.array(report[first][patch_set]["fits"][seed]["scores"]),
+                                                      np.array(report[other][patch_set]["fits"][seed]["scores"]))
+                             for seed in args.seeds} for patch_set in SETS}
+        report[f"{other}_minus_{first}"] = pairs
+        for patch_set, by_seed in pairs.items():
+            for seed, rows in by_seed.items():
+                print(f"{other} - {first}, {patch_set}, readout seed {seed}:", paired_text(rows))
     (args.out / "report.json").write_text(json.dumps(report, indent=1))
+
+
+def paired_text(rows: list[tuple[str, float, float, float, int, int]]) -> dict[str, str]:
+    return {title: f"{d:+.3f} ({lo:+.3f} to {hi:+.3f})" for title, d, lo, hi, _, _ in rows}
 
 
 def lesion_cover_by_box(slides: list[dict]) -> dict[str, dict[str, float]]:
@@ -199,8 +221,7 @@ def print_report(name: str, path: str, report: dict) -> None:
         for seed, fit in part["fits"].items():
             print(f"  readout seed {seed}:", {c: interval(*fit[c]) for c in COLUMNS}, "pass", fit["pass"])
     for seed, rows in report["recentred_minus_direct"].items():
-        print(f"recentred - direct, paired, readout seed {seed}:",
-              {title: f"{d:+.3f} ({lo:+.3f} to {hi:+.3f})" for title, d, lo, hi, _, _ in rows})
+        print(f"recentred - direct, paired, readout seed {seed}:", paired_text(rows))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ Tensors of ROIs have shape ``(..., 3, 3)`` and dtype float32 or float64.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
@@ -137,3 +138,15 @@ class RegionSource(Protocol):
         ...
 
     def read(self, rois: torch.Tensor, size: int) -> torch.Tensor: ...
+
+
+def read_views(sources: Sequence[RegionSource], rois: torch.Tensor, size: int,
+               device: torch.device) -> torch.Tensor:
+    """Read ROIs ``(B, N, 3, 3)`` (row b from ``sources[b]``) as ``(B, N, 3, size, size)``, detached.
+
+    One ``read`` call per slide, with all of its ROIs.
+    """
+    with torch.no_grad():
+        views = [source.read(slide_rois, size) for source, slide_rois in zip(sources, rois, strict=True)]
+        return torch.stack(views).to(device=device, dtype=torch.float32)
+

@@ -34,7 +34,7 @@ from magnet.errors import ConfigError
 from magnet.models.efficientnet_lite import LITE0_FEATURES, EfficientNetLite0, lite0_imagenet_weights
 from magnet.models.model_config import BACKBONES, BackboneName
 
-__all__ = ["Backbone", "build_backbone", "weights_path", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["Backbone", "CellMap", "build_backbone", "weights_path", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -66,6 +66,45 @@ class Backbone(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         features: Tensor = self.encoder((images - self.mean) / self.std)
         return features
+
+
+# The stages of torchvision's InceptionV3 up to its last spatial map (Mixed_7c: 8 x 8 at 299 px, 5 x 5 at
+# 224 px); the auxiliary head is not on this path.
+_INCEPTION_STAGES = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
+                     "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b",
+                     "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")
+_RESNET_STAGES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+
+
+class CellMap(nn.Module):
+    """A backbone's last spatial feature map ``(N, D, h, w)``, before the global pool that makes its
+    features: each of the h x w cells is what the pooled vector averages (the small CNN: maxes) over.
+
+    A view of ``backbone``, not a copy: it shares its weights and adds none to a state dict it is not put in.
+    """
+
+    def __init__(self, backbone: Backbone) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, images: Tensor) -> Tensor:
+        backbone = self.backbone
+        x = (images - backbone.mean) / backbone.std
+        encoder = backbone.encoder
+        if isinstance(encoder, EfficientNetLite0):
+            return encoder.feature_map(x)
+        if isinstance(encoder, tv_models.Inception3):
+            x = encoder._transform_input(x)
+            stages: tuple[str, ...] = _INCEPTION_STAGES
+        elif isinstance(encoder, tv_models.ResNet):
+            stages = _RESNET_STAGES
+        else:  # the small CNN: everything but its global max pool and flatten
+            assert isinstance(encoder, nn.Sequential)
+            out: Tensor = encoder[:-2](x)
+            return out
+        for name in stages:
+            x = getattr(encoder, name)(x)
+        return x
 
 
 def weights_path(name: str) -> Path:

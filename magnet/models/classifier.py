@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from magnet.errors import ConfigError
-from magnet.models.backbones import build_backbone
+from magnet.models.backbones import CellMap, build_backbone
 from magnet.models.constant_cnn import PreparedCopy
 from magnet.models.model_config import READOUTS
 
@@ -84,6 +84,7 @@ class Classifier(nn.Module):
         self.backbone = build_backbone(backbone, pretrained, load_weights)
         self.frozen = frozen
         self._prepared_backbone = PreparedCopy()
+        self._prepared_cell_map = PreparedCopy()
         if frozen:
             self.backbone.requires_grad_(False).eval()
         features = self.backbone.feature_dim
@@ -112,6 +113,28 @@ class Classifier(nn.Module):
         images = _resize(patches.flatten(0, 1), self.input_size)
         backbone = self._prepared_backbone.of(self.backbone) if self.frozen else self.backbone
         return backbone(images).view(batch, count, -1)
+
+    @torch.no_grad()
+    def cell_logits(self, patches: Tensor) -> Tensor:
+        """The per-patch head applied to each cell of the CNN's last spatial map of ``patches``
+        ``(B, N, 3, S, S)``: ``(B, N, h, w)``, where in each patch the readout sees tumour (Lite0 at 224 px:
+        7 x 7 cells). No gradient: it says where to look again (``magnet.models.recentre``), not what to
+        learn. Needs a per-patch head (readout max, lse or attention)."""
+        if self.gru is not None:
+            raise ValueError("cell_logits needs a per-patch head: readout max, lse or attention, not gru")
+        batch, count = patches.shape[:2]
+        images = _resize(patches.flatten(0, 1), self.input_size)
+        if self.frozen:
+            maps = self._prepared_cell_map.of(CellMap(self.backbone).eval())(images)  # (B*N, D, h, w)
+        else:  # batch norms on their running statistics, so this look updates none of them
+            was_training = self.backbone.training
+            self.backbone.eval()
+            try:
+                maps = CellMap(self.backbone)(images)
+            finally:
+                self.backbone.train(was_training)
+        cells = self.head(maps.permute(0, 2, 3, 1)).squeeze(-1)  # (B*N, h, w)
+        return cells.view(batch, count, *cells.shape[-2:])
 
     def readout_parameters(self) -> list[nn.Parameter]:
         """Every parameter after the CNN (GRU or attention, and the FC head): what ``read_out`` learns."""

@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from magnet.geometry import RegionSource, compose, roi_to_level0_box
+from magnet.geometry import RegionSource, compose, read_views, roi_to_level0_box
 from magnet.models.classifier import AuxiliaryClassifier, Classifier
 from magnet.models.magnifying import MagnifyingLayer
 from magnet.models.model_config import MagNetConfig
+from magnet.models.recentre import FinalStep, keep_final, recentre_final
 from magnet.models.zoom import ZoomStrategy, zoom_strategy
 
 __all__ = ["MagNet", "MagNetOutput", "read_views"]
@@ -62,16 +63,6 @@ class MagNetOutput:
     root_rois: Tensor | None = None
 
 
-def read_views(sources: Sequence[RegionSource], rois: Tensor, size: int, device: torch.device) -> Tensor:
-    """Read ROIs ``(B, N, 3, 3)`` (row b from ``sources[b]``) as ``(B, N, 3, size, size)``, detached.
-
-    One ``read`` call per slide, with all of its ROIs.
-    """
-    with torch.no_grad():
-        views = [source.read(slide_rois, size) for source, slide_rois in zip(sources, rois, strict=True)]
-        return torch.stack(views).to(device=device, dtype=torch.float32)
-
-
 class MagNet(nn.Module):
     """MagNet of ``config``: ``forward(sources, root_rois=None, generator=None, final_rois=None)``.
 
@@ -99,6 +90,10 @@ class MagNet(nn.Module):
             load_weights=load_weights,
             frozen=config.freeze_backbone,
         )
+        # What the readout reads: the last layer's patches as sampled (the paper), or re-centred on what
+        # the classifier sees in them (model.recentre); the oracle keeps the boxes it was given.
+        recentres = config.recentre and not self.zoom.needs_final_rois
+        self.final_step: FinalStep = recentre_final if recentres else keep_final
         self.aux_classifiers = nn.ModuleDict(
             {
                 f"layer{layer}": AuxiliaryClassifier(
@@ -156,7 +151,7 @@ class MagNet(nn.Module):
         (``needs_final_rois``: zoom="oracle"; refused otherwise; ``magnet.inference.oracle.OracleZoom`` builds
         them, with the root's dihedral map).
         """
-        output = self.zoom_in(sources, root_rois, generator, final_rois)
+        output = self.final_patches(sources, root_rois, generator, final_rois)
         features = self.classifier.features(output.patches[-1])
         final = self.classifier.read_out(features)
         output.patch_features = features.detach()
@@ -168,6 +163,19 @@ class MagNet(nn.Module):
             output.aux_logits[layer_index] = aux(output.patches[layer_index - 1])
         return output
 
+    def final_patches(
+        self,
+        sources: Sequence[RegionSource],
+        root_rois: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        final_rois: Tensor | None = None,
+    ) -> MagNetOutput:
+        """``forward`` up to the patches the readout reads: ``zoom_in``, then the final step (the patches as
+        sampled, or re-centred with ``model.recentre``, ``magnet.models.recentre``); no logits yet."""
+        output = self.zoom_in(sources, root_rois, generator, final_rois)
+        self.final_step(output, sources, self.classifier, self.config.final_size)
+        return output
+
     def zoom_in(
         self,
         sources: Sequence[RegionSource],
@@ -175,7 +183,7 @@ class MagNet(nn.Module):
         generator: torch.Generator | None = None,
         final_rois: Tensor | None = None,
     ) -> MagNetOutput:
-        """``forward`` up to the final patches: every layer's ROIs, boxes and patches; no logits yet."""
+        """``forward`` up to the last layer's patches as sampled: every layer's ROIs, boxes and patches."""
         batch = len(sources)
         if batch == 0:
             raise ValueError("MagNet.forward needs at least one slide")

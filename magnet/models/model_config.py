@@ -133,6 +133,11 @@ class MagNetConfig:
     # of the map, so a map with two blobs puts its box on the heavier one, not on the glass between them.
     # Learned zoom only: the controls' boxes are by definition a flat map's (fixed) or drawn (random).
     box_centre: BoxCentre = "mean"
+    # [choice] (docs/method.md §9, magnet.models.recentre) a last look before the readout: each final box
+    # moves, at its scale, so that the cell of the classifier CNN's last map that the readout's head scores
+    # highest is at its centre, and is read again from the slide; the readout reads the moved patches. Every
+    # zoom mode but the oracle (told where to look). Needs a per-patch readout (max, lse, attention).
+    recentre: bool = False
     # [choice] lower end of the random control's zoom per layer. Log-uniform in [0.25, 1] has geometric
     # mean s = 0.5, so after three layers the typical final box has side 1/8 of the slide (the hit threshold
     # of magnet.metrics.localisation: about half the random boxes are small enough to count) and the
@@ -290,6 +295,11 @@ class MagNetConfig:
             raise ConfigError(
                 f"layer_scales={list(self.layer_scales)}: needs one s per layer "
                 f"({self.num_layers} for patches_per_layer={list(self.patches_per_layer)}), or none"
+            )
+        if self.recentre and self.readout == "gru":
+            raise ConfigError(
+                "recentre=True scores each cell of a final patch with the readout's per-patch head: "
+                "set readout to max, lse or attention (got gru)"
             )
         if self.explore > 0 and self.zoom != "learned":
             raise ConfigError(f"explore={self.explore}: only the learned zoom explores (zoom={self.zoom!r})")

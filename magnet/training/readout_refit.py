@@ -139,7 +139,7 @@ def final_patch_features(model: MagNet, rows: Sequence[ManifestRow], pool: Slide
         readers = [pool.get(row.slide) for row in group]
         count = model.config.patches_at(model.config.num_layers)
         final = None if oracle is None else oracle.rois([row.slide for row in group], readers, count)
-        patches = model.zoom_in(readers, final_rois=final).patches[-1]
+        patches = model.final_patches(readers, final_rois=final).patches[-1]
         features.append(model.classifier.features(patches).float().cpu())
         kept.extend(group)
 

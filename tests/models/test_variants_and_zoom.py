@@ -30,6 +30,7 @@ LEVERS: dict[str, dict[str, object]] = {
     "highpass": {"head_highpass": 2.0},
     "no_theta_grad": {**HEAD_MIL, "theta_grad": False},
     "theta_grad_blur": {"theta_grad_blur": 1.0},
+    "recentre": {**HEAD_MIL, "theta_grad": False, "readout": "lse", "recentre": True},
 }
 CASES = [
     (variant, zoom, lever)

@@ -1,0 +1,71 @@
+"""A last look before the readout: each final patch moved onto where the classifier sees tumour in it
+[choice, docs/method.md §9, "recentre"].
+
+The heads place the final boxes from their views at 9-73 um per pixel; the classifier reads the patches at
+about 2 um per pixel, where cells show. A box that lands with its rim on a small lesion holds a sliver of it,
+and a patch with less than a tenth of its area on a micro-metastasis scored like a benign look-alike
+(docs/BENCHMARKS.md, "Seed 2 on version 4"). The re-centring step uses the finer look the classifier already
+has: its per-patch head applied to each cell of the CNN's last spatial map (``Classifier.cell_logits``)
+scores every part of the patch, and the box moves, at the same scale, so that its highest-scoring cell is
+at its centre; the moved box is read again, directly from the slide at the final size, and that read is
+what the readout classifies. A saccade in the sense of Mnih et al. (NeurIPS 2014, recurrent models of
+visual attention), with the glimpse's own classifier as the guide; the rule here is ours.
+
+The move is chosen without gradient and the new patch is a fresh read, so no loss reaches the last layer's
+theta through it (theta_grad or not); the heads' thetas stay in the output as the heads chose them, while
+the ROIs, level-0 boxes and patches of the last layer become the moved ones, so everything downstream (head
+value, the hit rate, ``magnet explain``) sees the boxes actually read. Pixels: one more read of final_size²
+per final patch (for ``magnet3``, 18 x 224² = 0.9 Mpx per slide), counted by the readers like every read.
+The oracle control keeps its given boxes (it is told where the lesions are).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from magnet.geometry import RegionSource, compose, read_views, roi_to_level0_box
+
+if TYPE_CHECKING:  # the model imports this module; these are for annotations only
+    from magnet.models.classifier import Classifier
+    from magnet.models.magnet import MagNetOutput
+
+__all__ = ["FinalStep", "centring_theta", "keep_final", "recentre_final"]
+
+# What the model does with its last layer's patches before the readout: (output, sources, classifier,
+# final_size) -> None, changing ``output`` in place.
+FinalStep = Callable[["MagNetOutput", Sequence[RegionSource], "Classifier", int], None]
+
+
+def centring_theta(cell_logits: Tensor) -> Tensor:
+    """``(B, N, 3)`` theta ``(s = 1, tx, ty)``, float64, that moves each box so that its highest cell of
+    ``cell_logits`` ``(B, N, h, w)`` is at its centre. Cell (row i, column j) of an h x w grid is centred at
+    ``x = -1 + (2j + 1) / w``, ``y = -1 + (2i + 1) / h`` in the box's own [-1, 1] coordinates (columns run
+    along x, rows along y, as in every read)."""
+    h, w = cell_logits.shape[-2:]
+    best = cell_logits.flatten(-2).argmax(-1)
+    rows, cols = best // w, best % w
+    tx = -1.0 + (2 * cols.double() + 1) / w
+    ty = -1.0 + (2 * rows.double() + 1) / h
+    return torch.stack([torch.ones_like(tx), tx, ty], -1)
+
+
+def keep_final(output: MagNetOutput, sources: Sequence[RegionSource], classifier: Classifier,
+               final_size: int) -> None:
+    """The paper: the readout reads the last layer's patches as they were sampled."""
+
+
+def recentre_final(output: MagNetOutput, sources: Sequence[RegionSource], classifier: Classifier,
+                   final_size: int) -> None:
+    """Move each final box onto its highest-scoring cell and read it again (the module's docstring)."""
+    patches = output.patches[-1]
+    rois = output.rois[-1]  # (B, N, 3, 3) float64
+    moved = compose(rois, centring_theta(classifier.cell_logits(patches.detach())).to(rois.device))
+    output.rois[-1] = moved
+    output.boxes_level0[-1] = torch.stack(
+        [roi_to_level0_box(r, s.slide_size) for r, s in zip(moved, sources, strict=True)]
+    ).to(output.boxes_level0[-1].dtype)
+    output.patches[-1] = read_views(sources, moved, final_size, patches.device).to(patches.dtype)

@@ -1,0 +1,115 @@
+"""The last look before the readout (``model.recentre``, ``magnet.models.recentre``, docs/method.md §9): each
+final box moves onto the cell where the readout's head scores highest and is read again."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from model_fixtures import SMALL_SIZES, small_config, textured_source
+
+from magnet.errors import ConfigError
+from magnet.geometry import compose, read_views
+from magnet.models import build_model
+from magnet.models.backbones import CellMap, build_backbone
+from magnet.models.classifier import Classifier
+from magnet.models.recentre import centring_theta
+
+FAST = dict(SMALL_SIZES, backbone="small", aux_backbone="small", head_branch_channels=2, head_blocks=1,
+            readout="lse", zoom="fixed")
+
+
+def test_centring_theta_puts_the_best_cell_at_the_centre() -> None:
+    logits = torch.zeros(1, 3, 7, 7)
+    logits[0, 0, 3, 3] = 1.0  # the centre cell: no move
+    logits[0, 1, 0, 6] = 1.0  # top right
+    logits[0, 2, 5, 1] = 2.0  # row 5, column 1
+    logits[0, 2, 0, 0] = 1.5  # lower than the best: ignored
+    theta = centring_theta(logits)
+    assert theta.dtype == torch.float64 and theta.shape == (1, 3, 3)
+    expected = torch.tensor([[1.0, 0.0, 0.0], [1.0, 6 / 7, -6 / 7], [1.0, -4 / 7, 4 / 7]],
+                            dtype=torch.float64)
+    assert torch.allclose(theta[0], expected)
+
+
+def test_the_moved_read_is_centred_on_the_chosen_cell() -> None:
+    """Read a box, move it onto one cell, read again: the new read's centre shows what that cell showed."""
+    source = textured_source(256, 256, seed=3)
+    roi = compose(torch.eye(3, dtype=torch.float64), torch.tensor([0.5, 0.1, -0.2], dtype=torch.float64))
+    logits = torch.zeros(1, 1, 4, 4)
+    logits[0, 0, 1, 3] = 1.0  # row 1 (y), column 3 (x): pixels [16, 32) x [48, 64) of a 64 px read
+    before = read_views([source], roi.view(1, 1, 3, 3), 64, torch.device("cpu"))[0, 0]
+    moved = compose(roi.view(1, 1, 3, 3), centring_theta(logits))
+    after = read_views([source], moved, 64, torch.device("cpu"))[0, 0]
+    # The cell's 16 x 16 pixels now sit at the centre, [24, 40) x [24, 40).
+    assert torch.allclose(after[:, 24:40, 24:40], before[:, 16:32, 48:64], atol=1e-5)
+    assert not torch.allclose(after, before, atol=1e-2)
+
+
+@pytest.mark.parametrize(("name", "size"), [("small", 96), ("resnet18", 96), ("efficientnet_lite0", 96),
+                                            ("inception_v3", 160)])
+def test_cell_map_pools_to_the_backbones_features(name: str, size: int) -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    backbone = build_backbone(name, pretrained=name == "inception_v3", load_weights=False).eval()
+    images = torch.rand(2, 3, size, size)
+    maps = CellMap(backbone)(images)
+    pooled = maps.amax((2, 3)) if name == "small" else maps.mean((2, 3))  # the small CNN max-pools
+    assert maps.dim() == 4 and maps.shape[1] == backbone.feature_dim and maps.shape[-1] >= 2
+    assert torch.allclose(pooled, backbone(images), atol=1e-4)
+
+
+def test_cell_logits_are_the_head_on_each_cell_and_touch_no_batch_norm() -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    classifier = Classifier("small", readout="lse", input_size=64).train()
+    norms = {k: v.clone() for k, v in classifier.state_dict().items() if "running" in k}
+    patches = torch.rand(2, 3, 3, 64, 64)
+    logits = classifier.cell_logits(patches)
+    assert logits.shape == (2, 3, 4, 4) and not logits.requires_grad
+    assert classifier.backbone.training  # its mode is given back
+    assert all(torch.equal(v, classifier.state_dict()[k]) for k, v in norms.items())
+    classifier.eval()
+    maps = CellMap(classifier.backbone)(patches.flatten(0, 1))
+    one_cell = classifier.head(maps[4, :, 2, 1])  # patch 4 = slide 1, patch 1
+    assert torch.allclose(logits[1, 1, 2, 1], one_cell.squeeze(), atol=1e-5)
+
+
+def test_recentre_needs_a_per_patch_head() -> None:
+    with pytest.raises(ConfigError, match="recentre=True.*got gru"):
+        small_config(recentre=True, readout="gru")
+    assert small_config(recentre=True, readout="lse").recentre
+
+
+def test_the_readout_reads_the_moved_boxes() -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    plain = build_model("tiny", **FAST).eval()
+    moved = build_model("tiny", recentre=True, **FAST).eval()
+    moved.load_state_dict(plain.state_dict())  # no weights of its own
+    sources = [textured_source(seed=0), textured_source(96, 128, seed=1)]
+    with torch.no_grad():
+        a, b = plain(sources), moved(sources)
+    # The tree up to the last layer is the same; the last boxes keep their side and move by less than it.
+    assert all(torch.equal(x, y) for x, y in zip(a.rois[:-1], b.rois[:-1], strict=True))
+    assert torch.equal(a.thetas[-1], b.thetas[-1])  # the heads' choice, as they made it
+    assert torch.allclose(a.rois[-1][..., :2, :2], b.rois[-1][..., :2, :2])
+    shift = (b.rois[-1][..., :2, 2] - a.rois[-1][..., :2, 2]).abs()
+    half_side = a.rois[-1][..., 0, 0].abs().unsqueeze(-1)
+    assert bool((shift < half_side).all()) and bool((shift > 0).any())
+    # Each moved patch is a direct read of its moved box, and that is what the classifier scored.
+    direct = read_views(sources, b.rois[-1], moved.config.final_size, torch.device("cpu"))
+    assert torch.equal(b.patches[-1], direct)
+    assert torch.allclose(b.logit, moved.classifier(direct).logit)
+    assert b.boxes_level0[-1].shape == a.boxes_level0[-1].shape
+
+
+def test_the_oracle_keeps_its_given_boxes() -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = build_model("tiny", recentre=True, **{**FAST, "zoom": "oracle"}).eval()
+    sources = [textured_source(seed=0)]
+    rois = torch.eye(3, dtype=torch.float64).repeat(1, 8, 1, 1)
+    rois[..., 0, 0] = rois[..., 1, 1] = 0.125
+    with torch.no_grad():
+        out = model(sources, final_rois=rois)
+    assert torch.equal(out.rois[-1], rois)
