@@ -4,11 +4,12 @@ A diagnosis of the last step of a MagNet's zoom on virtual slides (``bench/patch
 final patch that grazes a micro-metastasis with its rim, less than a tenth of its area on the lesion, scores
 like a benign look-alike, and a third of the patches that count as hits are such rims. The heads choose the
 final boxes at 9-73 um per pixel; the classifier reads them at 2 um per pixel, where cells show. This bench
-asks whether a "saccade" driven by that finer look pays: the classifier's head is applied to each cell of
-the frozen CNN's spatial map of a final patch (EfficientNet-Lite0: 7 x 7 cells of about 64 um at 2 um/px),
-the box is shifted, at the same scale, so that its highest-scoring cell is at its centre, and the shifted
-box is read again from the slide. Nothing is learned by the shift itself; a fresh readout is fitted on
-each set of patches from the slide labels (``patch_targets.fresh_readout``, the product's refit).
+asks whether a "saccade" driven by that finer look pays, on a checkpoint trained without it: the step of
+``model.recentre`` (``magnet.models.recentre``): the classifier's head applied to each cell of the CNN's
+spatial map of a final patch (EfficientNet-Lite0: 7 x 7 cells of about 64 um at 2 um/px), the box shifted,
+at the same scale, so that its highest-scoring cell is at its centre, and read again from the slide. A fresh
+readout is fitted on each set of patches from the slide labels (``patch_targets.fresh_readout``, the
+product's refit), as a run with ``model.recentre`` would train its readout on the moved patches.
 
 Three sets of final patches per slide, each with a fresh readout fitted on the training slides' patches:
 
@@ -52,38 +53,13 @@ from patch_targets import (
     outlines,
     refit_from_labels,
 )
-from readout_probe import feature_maps
-from torch import Tensor
 
 from magnet.data.manifest import read_manifest
-from magnet.geometry import compose, roi_to_level0_box
-from magnet.models.magnet import read_views
+from magnet.geometry import compose, read_views, roi_to_level0_box
+from magnet.models.recentre import centring_theta
 from magnet.slides.pool import SlidePool
 
 SETS = ("as_placed", "direct", "recentred")
-
-
-def cell_logits(classifier, maps: Tensor) -> Tensor:  # type: ignore[no-untyped-def]
-    """The readout's per-patch head on each cell of the CNN's maps ``(B, N, C, h, w)``: ``(B, N, h, w)``."""
-    cells = maps.permute(0, 1, 3, 4, 2)  # (B, N, h, w, C)
-    return classifier.head(cells).squeeze(-1)  # type: ignore[no-any-return]
-
-
-def centring_theta(logits: Tensor) -> Tensor:
-    """``(B, N, 3)`` theta (s = 1, tx, ty) that moves each patch's box so its highest cell is at the centre:
-    cell (row i, column j) of an h x w grid is centred at x = -1 + (2j + 1) / w, y = -1 + (2i + 1) / h of the
-    box's own [-1, 1] coordinates (columns run along x, rows along y)."""
-    batch, count, h, w = logits.shape
-    best = logits.flatten(2).argmax(-1)  # (B, N)
-    rows, cols = best // w, best % w
-    tx = -1.0 + (2 * cols.double() + 1) / w
-    ty = -1.0 + (2 * rows.double() + 1) / h
-    return torch.stack([torch.ones_like(tx), tx, ty], -1)
-
-
-def pooled(maps: Tensor) -> np.ndarray:
-    """The CNN's pooled features (what the readout reads) of maps ``(B, N, C, h, w)``, float16 per slide."""
-    return maps.mean(dim=(-2, -1)).float().cpu().numpy().astype(np.float16)  # type: ignore[no-any-return]
 
 
 def box_targets(boxes: np.ndarray, found: dict) -> tuple[list[str], list[float]]:  # type: ignore[type-arg]
@@ -109,12 +85,12 @@ def extract(checkpoint: Path, manifest_path: Path, splits: set[str], cache: Path
     for i in range(0, len(rows), batch):
         chunk = rows[i:i + batch]
         readers = [pool.get(r.slide) for r in chunk]
-        out = model.zoom_in(readers)
-        rois = out.rois[-1]  # (B, N, 3, 3)
-        feature_map_sets = {"as_placed": feature_maps(model, out.patches[-1])}
-        moved = compose(rois, centring_theta(cell_logits(classifier, feature_map_sets["as_placed"])))
-        feature_map_sets["direct"] = feature_maps(model, read_views(readers, rois, size, device))
-        feature_map_sets["recentred"] = feature_maps(model, read_views(readers, moved, size, device))
+        out = model.zoom_in(readers)  # the last layer's patches as sampled, whatever the final step
+        rois, patches = out.rois[-1], out.patches[-1]  # (B, N, 3, 3), (B, N, 3, S, S)
+        moved = compose(rois, centring_theta(classifier.cell_logits(patches)))  # as model.recentre does
+        features = {"as_placed": classifier.features(patches),
+                    "direct": classifier.features(read_views(readers, rois, size, device)),
+                    "recentred": classifier.features(read_views(readers, moved, size, device))}
         for j, (row, reader) in enumerate(zip(chunk, readers, strict=True)):
             found = outlines(reader.slide)
             entry = {"slide": row.slide, "split": row.split, "class": row.lesion_class or "negative",
@@ -122,8 +98,8 @@ def extract(checkpoint: Path, manifest_path: Path, splits: set[str], cache: Path
             for name, slide_rois in (("direct", rois[j]), ("recentred", moved[j])):
                 boxes = roi_to_level0_box(slide_rois, reader.slide_size).double().cpu().numpy()
                 entry[f"{name}_targets"], entry[f"{name}_share"] = box_targets(boxes, found)
-            for name, set_maps in feature_map_sets.items():
-                entry[f"{name}_features"] = pooled(set_maps[j:j + 1])[0]
+            for name, set_features in features.items():
+                entry[f"{name}_features"] = set_features[j].float().cpu().numpy().astype(np.float16)
             slides.append(entry)
         pool.close()
         if (i // batch) % 10 == 0:
