@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from magnet.errors import ConfigError
+from magnet.models.backbones import CellMap
 from magnet.models.constant_cnn import fold_batch_norms, prepare_constant_cnn
 from magnet.models.magnet import MagNet
 from magnet.models.magnifying import MagnifyingLayer
@@ -60,6 +61,9 @@ def inference_copy(model: MagNet, precision: str = "fp32") -> MagNet:
         raise ConfigError(f"precision={precision!r}: must be one of {', '.join(PRECISIONS)}")
     fast = copy.deepcopy(model).eval()
     backbone = fast.classifier.backbone
+    if model.config.recentre:  # its spatial map, for the re-centring step, before the encoder becomes a graph
+        cell_map = prepare_constant_cnn(CellMap(backbone).eval())
+        fast.classifier.pin_cell_map(_Bfloat16(cell_map) if precision == "bf16" else cell_map)
     backbone.encoder = prepare_constant_cnn(backbone.encoder)
     # Prepared here once, so a classifier trained with its CNN frozen must not prepare its own copy again.
     fast.classifier.frozen = False

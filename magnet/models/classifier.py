@@ -124,7 +124,7 @@ class Classifier(nn.Module):
             raise ValueError("cell_logits needs a per-patch head: readout max, lse or attention, not gru")
         batch, count = patches.shape[:2]
         images = _resize(patches.flatten(0, 1), self.input_size)
-        if self.frozen:
+        if self.frozen or self._prepared_cell_map.pinned:
             maps = self._prepared_cell_map.of(CellMap(self.backbone).eval())(images)  # (B*N, D, h, w)
         else:  # batch norms on their running statistics, so this look updates none of them
             was_training = self.backbone.training
@@ -135,6 +135,11 @@ class Classifier(nn.Module):
                 self.backbone.train(was_training)
         cells = self.head(maps.permute(0, 2, 3, 1)).squeeze(-1)  # (B*N, h, w)
         return cells.view(batch, count, *cells.shape[-2:])
+
+    def pin_cell_map(self, prepared: nn.Module) -> None:
+        """``cell_logits`` runs ``prepared`` (a prepared ``CellMap`` of this backbone) from now on: for an
+        inference copy (``magnet.inference.fast_model``), whose CNN is already a prepared graph."""
+        self._prepared_cell_map.pin(prepared)
 
     def readout_parameters(self) -> list[nn.Parameter]:
         """Every parameter after the CNN (GRU or attention, and the FC head): what ``read_out`` learns."""

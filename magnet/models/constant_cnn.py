@@ -103,8 +103,20 @@ class PreparedCopy:
     def __init__(self) -> None:
         self._key: tuple[tuple[int, int], ...] | None = None
         self._prepared: nn.Module | None = None
+        self._pinned: nn.Module | None = None
+
+    @property
+    def pinned(self) -> bool:
+        return self._pinned is not None
+
+    def pin(self, prepared: nn.Module) -> None:
+        """Use ``prepared`` from now on, whatever network ``of`` is given: for a copy made for inference,
+        whose own networks are already prepared graphs that cannot be prepared again."""
+        self._pinned = prepared
 
     def of(self, network: nn.Module) -> nn.Module:
+        if self._pinned is not None:
+            return self._pinned
         key = tuple((t.data_ptr(), t._version) for t in network.state_dict(keep_vars=True).values())
         if self._prepared is None or key != self._key:
             self._prepared, self._key = prepare_constant_cnn(network), key
