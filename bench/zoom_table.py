@@ -52,14 +52,18 @@ def pixels_per_slide(model: MagNetConfig) -> int:
     """Output pixels the model reads per slide: the root's I and I', then each parent's I' per layer.
 
     Oracle: the last layer reads its final patches directly (N_L x final_size^2) instead of the parents' I'.
+    ``model.recentre`` (every other mode): each final patch is read once more, moved (N_L x final_size^2).
     """
     total = model.view_size**2 + model.read_size**2
+    final_reads = model.patches_at(model.num_layers) * model.final_size**2
     for layer in range(1, model.num_layers):
         size = model.final_read_size if layer + 1 == model.num_layers else model.read_size
         if model.zoom == "oracle" and layer + 1 == model.num_layers:
-            total += model.patches_at(model.num_layers) * model.final_size**2
+            total += final_reads
         else:
             total += model.patches_at(layer) * size**2
+    if model.recentre and model.zoom != "oracle":
+        total += final_reads
     return total
 
 
