@@ -118,6 +118,14 @@ def lesion_share(box: np.ndarray, lesions: list[OutlinePath], grid: int = 24) ->
     return float(np.mean(np.any([p.contains_points(points) for p in lesions], axis=0)))
 
 
+def box_targets(boxes: np.ndarray, found: dict[str, list[OutlinePath]]) -> tuple[list[str], list[float]]:
+    """Each level-0 box's label (``box_label``) and lesion share (``lesion_share``; 0 for a box off the
+    lesions, without testing points)."""
+    targets = [box_label(b, found) for b in boxes]
+    return targets, [lesion_share(b, found["lesion"]) if t == "lesion" else 0.0
+                     for b, t in zip(boxes, targets, strict=True)]
+
+
 def load_with_zoom(checkpoint: Path, zoom: str, readout: Path | None = None):  # type: ignore[no-untyped-def]
     """The checkpoint's model, in eval mode; with ``zoom`` (fixed, random) its final patches are placed by
     that control instead of the trained zoom, and read by the same classifier, or with ``readout`` by the
@@ -156,15 +164,12 @@ def extract(checkpoint: Path, zoom: str, readout: Path | None, manifest_path: Pa
             raise SystemExit("patch_targets: the readout must give per-patch logits (not the GRU)")
         for j, (row, reader) in enumerate(zip(chunk, readers, strict=True)):
             found = outlines(reader.slide)
-            boxes = out.boxes_level0[-1][j].double().cpu().numpy()
-            targets = [box_label(b, found) for b in boxes]
+            targets, shares = box_targets(out.boxes_level0[-1][j].double().cpu().numpy(), found)
             slides.append({
                 "slide": row.slide, "split": row.split, "class": row.lesion_class or "negative",
                 "label": row.label, "probability": float(torch.sigmoid(read.logit[j])),
                 "patch_logits": read.patch_logits[j].float().cpu().numpy(),
-                "targets": targets,
-                "lesion_share": [lesion_share(b, found["lesion"]) if t == "lesion" else 0.0
-                                 for b, t in zip(boxes, targets, strict=True)],  # a box off the lesions: 0
+                "targets": targets, "lesion_share": shares,
                 "features": features[j].float().cpu().numpy().astype(np.float16),
             })
         pool.close()

@@ -45,10 +45,9 @@ import torch
 from paired_auroc import paired_differences
 from patch_targets import (
     COLUMNS,
-    box_label,
+    box_targets,
     hit_share,
     lesion_cover,
-    lesion_share,
     load_with_zoom,
     outlines,
     refit_from_labels,
@@ -60,13 +59,6 @@ from magnet.models.recentre import centring_theta
 from magnet.slides.pool import SlidePool
 
 SETS = ("as_placed", "direct", "recentred")
-
-
-def box_targets(boxes: np.ndarray, found: dict) -> tuple[list[str], list[float]]:  # type: ignore[type-arg]
-    targets = [box_label(b, found) for b in boxes]
-    shares = [lesion_share(b, found["lesion"]) if t == "lesion" else 0.0 for b, t in zip(boxes, targets,
-                                                                                        strict=True)]
-    return targets, shares
 
 
 @torch.no_grad()
