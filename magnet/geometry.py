@@ -149,4 +149,3 @@ def read_views(sources: Sequence[RegionSource], rois: torch.Tensor, size: int,
     with torch.no_grad():
         views = [source.read(slide_rois, size) for source, slide_rois in zip(sources, rois, strict=True)]
         return torch.stack(views).to(device=device, dtype=torch.float32)
-
