@@ -5,11 +5,12 @@ final patch that grazes a micro-metastasis with its rim, less than a tenth of it
 like a benign look-alike, and a third of the patches that count as hits are such rims. The heads choose the
 final boxes at 9-73 um per pixel; the classifier reads them at 2 um per pixel, where cells show. This bench
 asks whether a "saccade" driven by that finer look pays, on a checkpoint trained without it: the step of
-``model.recentre`` (``magnet.models.recentre``): the classifier's head applied to each cell of the CNN's
-spatial map of a final patch (EfficientNet-Lite0: 7 x 7 cells of about 64 um at 2 um/px), the box shifted,
-at the same scale, so that its highest-scoring cell is at its centre, and read again from the slide. A fresh
-readout is fitted on each set of patches from the slide labels (``patch_targets.fresh_readout``, the
-product's refit), as a run with ``model.recentre`` would train its readout on the moved patches.
+``model.recentre`` (``magnet.models.recentre.recentre_final``): the classifier's head applied to each cell
+of the CNN's spatial map of a final patch (EfficientNet-Lite0: 7 x 7 cells of about 64 um at 2 um/px), the
+box shifted, at the same scale, so that its highest-scoring cell is at its centre, and read again from the
+slide. A fresh readout is fitted on each set of patches from the slide labels
+(``patch_targets.fresh_readout``, the product's refit), as a run with ``model.recentre`` would train its
+readout on the moved patches.
 
 Three sets of final patches per slide, each with a fresh readout fitted on the training slides' patches:
 
@@ -54,8 +55,8 @@ from patch_targets import (
 )
 
 from magnet.data.manifest import read_manifest
-from magnet.geometry import compose, read_views, roi_to_level0_box
-from magnet.models.recentre import centring_theta
+from magnet.geometry import read_views
+from magnet.models.recentre import recentre_final
 from magnet.slides.pool import SlidePool
 
 SETS = ("as_placed", "direct", "recentred")
@@ -78,18 +79,18 @@ def extract(checkpoint: Path, manifest_path: Path, splits: set[str], cache: Path
         chunk = rows[i:i + batch]
         readers = [pool.get(r.slide) for r in chunk]
         out = model.zoom_in(readers)  # the last layer's patches as sampled, whatever the final step
-        rois, patches = out.rois[-1], out.patches[-1]  # (B, N, 3, 3), (B, N, 3, S, S)
-        moved = compose(rois, centring_theta(classifier.cell_logits(patches)))  # as model.recentre does
+        rois, patches, boxes = out.rois[-1], out.patches[-1], out.boxes_level0[-1]
         features = {"as_placed": classifier.features(patches),
-                    "direct": classifier.features(read_views(readers, rois, size, device)),
-                    "recentred": classifier.features(read_views(readers, moved, size, device))}
+                    "direct": classifier.features(read_views(readers, rois, size, device))}
+        recentre_final(out, readers, classifier, size)  # model.recentre's step: the last layer's boxes moved
+        features["recentred"] = classifier.features(out.patches[-1])
         for j, (row, reader) in enumerate(zip(chunk, readers, strict=True)):
             found = outlines(reader.slide)
             entry = {"slide": row.slide, "split": row.split, "class": row.lesion_class or "negative",
                      "label": row.label}
-            for name, slide_rois in (("direct", rois[j]), ("recentred", moved[j])):
-                boxes = roi_to_level0_box(slide_rois, reader.slide_size).double().cpu().numpy()
-                entry[f"{name}_targets"], entry[f"{name}_share"] = box_targets(boxes, found)
+            for name, set_boxes in (("direct", boxes), ("recentred", out.boxes_level0[-1])):
+                level0 = set_boxes[j].double().cpu().numpy()
+                entry[f"{name}_targets"], entry[f"{name}_share"] = box_targets(level0, found)
             for name, set_features in features.items():
                 entry[f"{name}_features"] = set_features[j].float().cpu().numpy().astype(np.float16)
             slides.append(entry)

@@ -63,7 +63,7 @@ def recentre_final(output: MagNetOutput, sources: Sequence[RegionSource], classi
     """Move each final box onto its highest-scoring cell and read it again (the module's docstring)."""
     patches = output.patches[-1]
     rois = output.rois[-1]  # (B, N, 3, 3) float64
-    moved = compose(rois, centring_theta(classifier.cell_logits(patches.detach())).to(rois.device))
+    moved = compose(rois, centring_theta(classifier.cell_logits(patches)).to(rois.device))  # no gradient
     output.rois[-1] = moved
     output.boxes_level0[-1] = torch.stack(
         [roi_to_level0_box(r, s.slide_size) for r, s in zip(moved, sources, strict=True)]
