@@ -200,6 +200,11 @@ BUDGETS["magnet3view112shared"] = (3, [*BUDGETS["magnet3view112"][1], "model.sha
 # magnet-magnet3view112sharedrecentre-learned; magnet-magnet3view112recentre-fixed is its fixed layout.
 BUDGETS["magnet3view112recentre"] = (3, [*BUDGETS["magnet3view112"][1], "model.recentre=true"])
 BUDGETS["magnet3view112sharedrecentre"] = (3, [*BUDGETS["magnet3view112shared"][1], "model.recentre=true"])
+# The shared-heads tree whose heads' value is taught a map per final patch: the classifier's probability for
+# each cell of the patch, read against the heads' scores at the cell's centre (loss.head_value_target=cells,
+# docs/method.md §9), not one number at the patch's centre. As magnet-magnet3view112sharedcells-learned.
+BUDGETS["magnet3view112sharedcells"] = (3, [*BUDGETS["magnet3view112shared"][1],
+                                            "loss.head_value_target=cells"])
 # The recipe each budget's overrides apply to (configs/demo_v1.yaml where not named here).
 RECIPES = {name: "configs/magnet3_camelyon.yaml" for name in BUDGETS if name.startswith("magnet3")}
 

@@ -75,6 +75,15 @@ def compose(parent: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return parent @ theta_matrix(theta).to(parent.dtype)
 
 
+def cell_centres(rows: int, columns: int) -> torch.Tensor:
+    """The centres ``(rows * columns, 2)``, float64, of a box's ``rows x columns`` grid of cells as (x, y) in
+    the box's own [-1, 1] frame, row-major: cell (i, j) at ``x = -1 + (2j + 1) / columns``, ``y = -1 +
+    (2i + 1) / rows`` (columns run along x and rows along y, as in every read of the box)."""
+    y = (torch.arange(rows, dtype=torch.float64) * 2 + 1) / rows - 1
+    x = (torch.arange(columns, dtype=torch.float64) * 2 + 1) / columns - 1
+    return torch.stack(torch.meshgrid(x, y, indexing="xy"), dim=-1).reshape(-1, 2)
+
+
 def roi_box_canvas(roi: torch.Tensor) -> torch.Tensor:
     """Axis-aligned canvas box ``(..., 4)`` = ``(u_x0, u_y0, u_x1, u_y1)`` covered by each ROI."""
     lin = roi[..., :2, :2]

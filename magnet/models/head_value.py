@@ -16,6 +16,14 @@ visited (no policy gradient): the boxes follow it greedily.
 What the score learns to predict is the *target* (``loss.head_value_target``, ``HEAD_VALUE_TARGETS``):
 
 - ``probability`` (default): the classifier's probability for the patch, as above.
+- ``cells`` [choice]: the classifier's probability for each cell of the patch (``cell_probability``: the
+  readout's per-patch head on each cell of the CNN's last spatial map, 7 x 7 for Lite0 at 224 px), each
+  read against the ancestor's score at that cell's centre. One number per patch says whether the classifier
+  fired somewhere in it; the map says where, so a head whose view resolves the cue that marks a lesion
+  (a texture at 8-16 um/px, say) is shown which of the pixels it saw led there, 49 targets per patch
+  instead of one, at no extra read (one more pass of the CNN, without gradient). Dense targets from a
+  finer model's output for a coarser one are knowledge distillation (Hinton et al., 2015); the per-cell
+  map is the class activation map of Zhou et al. (CVPR 2016) through the readout's own head.
 - ``novelty`` [choice]: how far the patch's CNN features lie from the batch's typical final patch, as a
   number in (0, 1): sigmoid of the distance to the batch's mean feature, standardised over the batch's
   patches. It needs no label and no trained readout. Why: where a coarse view cannot tell a lesion from
@@ -41,10 +49,10 @@ from torch import Tensor
 
 from magnet.models.magnet import MagNetOutput
 
-__all__ = ["HEAD_VALUE_TARGETS", "HeadValueTarget", "ancestor_scores", "classifier_probability",
-           "feature_novelty"]
+__all__ = ["HEAD_VALUE_TARGETS", "HeadValueTarget", "ancestor_scores", "cell_probability",
+           "classifier_probability", "feature_novelty"]
 
-HeadValueTarget = Literal["probability", "novelty"]
+HeadValueTarget = Literal["probability", "cells", "novelty"]
 
 
 def classifier_probability(output: MagNetOutput) -> Tensor:
@@ -52,6 +60,14 @@ def classifier_probability(output: MagNetOutput) -> Tensor:
     if output.patch_logits is None:
         raise ValueError("loss.head_value needs a logit per final patch: model.readout max, lse or attention")
     return torch.sigmoid(output.patch_logits.detach().float())
+
+
+def cell_probability(output: MagNetOutput) -> Tensor:
+    """The classifier's probability ``(B, N_L, h, w)`` for each cell of each final patch, detached."""
+    if output.patch_cell_logits is None:
+        raise ValueError("the cells target needs the final patches' cell logits: MagNet.forward(..., "
+                         "cell_logits=True), with model.readout max, lse or attention")
+    return torch.sigmoid(output.patch_cell_logits.detach().float())
 
 
 def feature_novelty(output: MagNetOutput) -> Tensor:
@@ -73,14 +89,17 @@ def feature_novelty(output: MagNetOutput) -> Tensor:
 
 HEAD_VALUE_TARGETS: dict[str, Callable[[MagNetOutput], Tensor]] = {
     "probability": classifier_probability,
+    "cells": cell_probability,
     "novelty": feature_novelty,
 }
 assert set(HEAD_VALUE_TARGETS) == set(get_args(HeadValueTarget))
 
 
-def ancestor_scores(output: MagNetOutput) -> tuple[Tensor, Tensor]:
+def ancestor_scores(output: MagNetOutput, points: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Scores ``(B, M, N_L)`` and a mask ``(M, N_L)``: for the M layers with heads (``output.scores``, in
-    layer order) and each final patch, the score its ancestor's head gave the patch's centre.
+    layer order) and each final patch, the score its ancestor's head gave the patch's centre. With
+    ``points`` ``(G, 2)`` ((x, y) in each final patch's own [-1, 1] frame), the scores at those points of
+    every final patch: ``(B, M, N_L, G)``.
 
     The mask is False where the ancestor at that layer has no head (the frozen child).
     """
@@ -88,7 +107,10 @@ def ancestor_scores(output: MagNetOutput) -> tuple[Tensor, Tensor]:
         raise ValueError("ancestor_scores needs the ROIs of a MagNet forward")
     final = output.rois[-1]  # (B, N_L, 3, 3)
     batch, count = final.shape[:2]
-    centres = torch.cat([final[..., :2, 2], final.new_ones(batch, count, 1)], dim=-1).unsqueeze(-1)
+    local_points = final.new_zeros(1, 2) if points is None else points.to(final)
+    grid_count = local_points.shape[0]
+    homogeneous = torch.cat([local_points, local_points.new_ones(grid_count, 1)], dim=-1)  # (G, 3)
+    centres = final.unsqueeze(2) @ homogeneous.view(1, 1, grid_count, 3, 1)  # (B, N_L, G, 3, 1) canvas
     scores, masks = [], []
     for layer, maps in sorted(output.scores.items()):
         parents = output.root_rois.unsqueeze(1) if layer == 1 else output.rois[layer - 2]  # (B, N_p, 3, 3)
@@ -100,15 +122,17 @@ def ancestor_scores(output: MagNetOutput) -> tuple[Tensor, Tensor]:
         parent, k = child // per_parent, child % per_parent
         has_head = k >= frozen
         head = parent * heads_per_parent + (k - frozen).clamp(min=0)
-        # The final centre in the parent's view: [-1, 1] across the view I the head saw.
-        local = torch.linalg.solve(parents[:, parent], centres)[..., :2, 0]  # (B, N_L, 2)
+        # The points in the parent's view: [-1, 1] across the view I the head saw.
+        local = torch.linalg.solve(parents[:, parent].unsqueeze(2), centres)[..., :2, 0]  # (B, N_L, G, 2)
         chosen = maps[:, head]  # (B, N_L, V, V)
-        grid = local.to(maps.dtype).reshape(batch * count, 1, 1, 2)
+        grid = local.to(maps.dtype).reshape(batch * count, 1, grid_count, 2)
         read = F.grid_sample(chosen.reshape(batch * count, 1, *maps.shape[-2:]), grid, mode="bilinear",
                              padding_mode="border", align_corners=False)
-        scores.append(read.view(batch, count))
+        scores.append(read.view(batch, count, grid_count))
         masks.append(has_head)
     if not scores:
-        empty = final.new_zeros(batch, 0, count, dtype=torch.float32)
-        return empty, torch.zeros(0, count, dtype=torch.bool, device=final.device)
-    return torch.stack(scores, dim=1), torch.stack(masks)
+        empty = final.new_zeros(batch, 0, count, grid_count, dtype=torch.float32)
+        stacked, mask = empty, torch.zeros(0, count, dtype=torch.bool, device=final.device)
+    else:
+        stacked, mask = torch.stack(scores, dim=1), torch.stack(masks)
+    return (stacked[..., 0] if points is None else stacked), mask

@@ -61,6 +61,9 @@ class MagNetOutput:
     patch_features: Tensor | None = None
     # (B, 3, 3) the root ROIs (float64, detached): the parents of layer 1
     root_rois: Tensor | None = None
+    # (B, N_L, h, w) the readout's logit for each cell of each final patch's CNN map, no gradient (forward's
+    # cell_logits=True; Classifier.cell_logits): where in each patch the readout sees tumour
+    patch_cell_logits: Tensor | None = None
 
 
 class MagNet(nn.Module):
@@ -141,11 +144,14 @@ class MagNet(nn.Module):
         generator: torch.Generator | None = None,
         final_rois: Tensor | None = None,
         auxiliary: bool = True,
+        cell_logits: bool = False,
     ) -> MagNetOutput:
         """Classify the slides ``sources`` (B of them); ``root_rois`` ``(B, 3, 3)`` defaults to identity.
 
         ``auxiliary=False`` leaves the auxiliary classifiers out (``aux_logits`` stays empty): only the
         training losses use them (paper §3.3), and for ``magnet3`` they are about a third of a forward pass.
+        ``cell_logits=True`` also fills ``patch_cell_logits`` (one more pass of the classifier's CNN, without
+        gradient): for the heads' value target ``cells`` (``magnet.models.head_value``).
 
         ``final_rois`` ``(B, N_L, 3, 3)``: the last layer's canvas ROIs when the zoom mode needs them
         (``needs_final_rois``: zoom="oracle"; refused otherwise; ``magnet.inference.oracle.OracleZoom`` builds
@@ -158,6 +164,8 @@ class MagNet(nn.Module):
         output.logit = final.logit
         output.running_logits = final.running_logits
         output.patch_logits = final.patch_logits
+        if cell_logits:
+            output.patch_cell_logits = self.classifier.cell_logits(output.patches[-1])
         for layer_index in self.config.aux_layers if auxiliary else ():
             aux = self.aux_classifiers[f"layer{layer_index}"]
             output.aux_logits[layer_index] = aux(output.patches[layer_index - 1])

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from magnet.geometry import RegionSource, compose, read_views, roi_to_level0_box
+from magnet.geometry import RegionSource, cell_centres, compose, read_views, roi_to_level0_box
 
 if TYPE_CHECKING:  # the model imports this module; these are for annotations only
     from magnet.models.classifier import Classifier
@@ -42,15 +42,10 @@ FinalStep = Callable[["MagNetOutput", Sequence[RegionSource], "Classifier", int]
 
 def centring_theta(cell_logits: Tensor) -> Tensor:
     """``(B, N, 3)`` theta ``(s = 1, tx, ty)``, float64, that moves each box so that its highest cell of
-    ``cell_logits`` ``(B, N, h, w)`` is at its centre. Cell (row i, column j) of an h x w grid is centred at
-    ``x = -1 + (2j + 1) / w``, ``y = -1 + (2i + 1) / h`` in the box's own [-1, 1] coordinates (columns run
-    along x, rows along y, as in every read)."""
-    h, w = cell_logits.shape[-2:]
-    best = cell_logits.flatten(-2).argmax(-1)
-    rows, cols = best // w, best % w
-    tx = -1.0 + (2 * cols.double() + 1) / w
-    ty = -1.0 + (2 * rows.double() + 1) / h
-    return torch.stack([torch.ones_like(tx), tx, ty], -1)
+    ``cell_logits`` ``(B, N, h, w)`` is at its centre (cells centred as ``magnet.geometry.cell_centres``)."""
+    centres = cell_centres(*cell_logits.shape[-2:]).to(cell_logits.device)
+    moved = centres[cell_logits.flatten(-2).argmax(-1)]  # (B, N, 2)
+    return torch.cat([torch.ones_like(moved[..., :1]), moved], -1)
 
 
 def keep_final(output: MagNetOutput, sources: Sequence[RegionSource], classifier: Classifier,

@@ -328,7 +328,8 @@ class Trainer:
                 final = None if self.oracle is None else self.oracle.rois(
                     [r.slide for r in rows], sources, cfg.model.patches_at(cfg.model.num_layers), roots,
                     noise)
-                out = self.model(sources, roots, noise, final_rois=final)
+                out = self.model(sources, roots, noise, final_rois=final,
+                                 cell_logits=cfg.loss.wants_cell_logits)
                 return rows, sources, out, magnet_loss(out, labels, cfg.loss)
             except NonFiniteError as exc:
                 raise non_finite_forward(exc, epoch=epoch, step=step) from None

@@ -18,7 +18,9 @@ total = w_final * CE(final logit) + w_aux * sum_l CE(aux logit of layer l) + w_p
   classifier's probability for the patch)) (``magnet.models.head_value``): the heads learn where the
   classifier finds tumour. Needs per-patch logits (``model.readout`` max, lse or attention) and learned zoom.
   ``head_value_target`` = ``novelty`` trains the same scores towards how unusual each patch's features are
-  instead (``magnet.models.head_value.feature_novelty``); it needs no per-patch logit.
+  instead (``magnet.models.head_value.feature_novelty``); it needs no per-patch logit. ``cells`` reads each
+  ancestor's score at the centre of every cell of the patch's CNN map, against the classifier's probability
+  for that cell (``magnet.models.head_value.cell_probability``): a map of targets per patch, not one number.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from magnet.domains import NON_NEGATIVE, check_choices, check_domains
+from magnet.geometry import cell_centres
 from magnet.models.head_value import HEAD_VALUE_TARGETS, HeadValueTarget, ancestor_scores
 from magnet.models.magnet import MagNetOutput
 
@@ -48,12 +51,18 @@ class LossWeights:
     head_mil: Annotated[float, NON_NEGATIVE] = 1.0
     # [choice] the heads' value regression on the classifier's patch probabilities (0 = off: the paper)
     head_value: Annotated[float, NON_NEGATIVE] = 0.0
-    # [choice] what the heads' value predicts: the classifier's probability, or the patch's novelty
+    # [choice] what the heads' value predicts: the classifier's probability for the patch, for each cell
+    # of the patch, or the patch's novelty
     head_value_target: HeadValueTarget = "probability"
 
     def __post_init__(self) -> None:
         check_domains(self)
         check_choices(self)
+
+    @property
+    def wants_cell_logits(self) -> bool:
+        """Whether the loss reads the final patches' cell logits (``MagNet.forward(cell_logits=True)``)."""
+        return self.head_value > 0 and self.head_value_target == "cells"
 
 
 @dataclass
@@ -107,10 +116,14 @@ def magnet_loss(output: MagNetOutput, labels: Tensor, weights: LossWeights | Non
 
 
 def head_value_loss(output: MagNetOutput, target: HeadValueTarget = "probability") -> Tensor:
-    """CE of every ancestor head's score at its final patches' centres against the detached ``target`` of
-    those patches (``magnet.models.head_value``: the classifier's probability, or the patch's novelty)."""
-    values = HEAD_VALUE_TARGETS[target](output)  # (B, N_L), checked before the heads are read
-    scores, mask = ancestor_scores(output)  # (B, M, N_L), (M, N_L)
-    per_patch = F.binary_cross_entropy_with_logits(scores.float(), values.unsqueeze(1).expand_as(scores),
+    """CE of every ancestor head's score at points of its final patches against the detached ``target`` there
+    (``magnet.models.head_value``: the classifier's probability for the patch or for each of its cells, or
+    the patch's novelty; a patch-wide target is read at the patch's centre)."""
+    values = HEAD_VALUE_TARGETS[target](output)  # (B, N_L) or (B, N_L, h, w), checked before the heads
+    cells = values.dim() == 4
+    points = cell_centres(*values.shape[-2:]) if cells else torch.zeros(1, 2, dtype=torch.float64)
+    scores, mask = ancestor_scores(output, points)  # (B, M, N_L, G), (M, N_L)
+    values = values.flatten(2) if cells else values.unsqueeze(-1)  # (B, N_L, G)
+    per_point = F.binary_cross_entropy_with_logits(scores.float(), values.unsqueeze(1).expand_as(scores),
                                                    reduction="none")
-    return per_patch[:, mask].mean()
+    return per_point[:, mask].mean()

@@ -146,7 +146,7 @@ class TrainConfig:
         check_domains(self)
         if isinstance(self.devices, str):
             _check_devices_text(self.devices)
-        wants_patch_logits = self.loss.head_value > 0 and self.loss.head_value_target == "probability"
+        wants_patch_logits = self.loss.head_value > 0 and self.loss.head_value_target != "novelty"
         if wants_patch_logits and self.model.readout == "gru":
             raise ConfigError(
                 "loss.head_value > 0 needs a logit per final patch: set model.readout to max, lse or "

@@ -9,7 +9,7 @@ from model_fixtures import small_config, textured_source
 
 from magnet.config_io import apply_override
 from magnet.errors import ConfigError
-from magnet.geometry import dihedral_matrix
+from magnet.geometry import cell_centres, dihedral_matrix
 from magnet.models import build_model
 from magnet.models.head_value import ancestor_scores, feature_novelty
 from magnet.models.magnet import MagNetOutput
@@ -131,3 +131,72 @@ def test_head_value_target_is_a_recipe_key_and_checked() -> None:
         LossWeights(head_value_target="curiosity")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="head_value_target"):
         apply_override(cfg, "loss.head_value_target=curiosity")
+
+
+def test_cell_centres_run_along_x_by_column_and_y_by_row() -> None:
+    centres = cell_centres(2, 3)
+    expected = [[-2 / 3, -0.5], [0.0, -0.5], [2 / 3, -0.5], [-2 / 3, 0.5], [0.0, 0.5], [2 / 3, 0.5]]
+    assert torch.allclose(centres, torch.tensor(expected, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dihedral", [0, 5])
+def test_scores_at_cell_points_are_read_where_each_cell_lies_in_the_parent_view(dihedral: int) -> None:
+    _, out = _forward(dihedral=dihedral)
+    points = cell_centres(3, 3)
+    scores, mask = ancestor_scores(out, points)
+    centre, centre_mask = ancestor_scores(out)
+    assert scores.shape == (*centre.shape, 9) and torch.equal(mask, centre_mask)
+    assert torch.allclose(scores[..., 4], centre)  # the middle cell's centre is the patch's
+    size = out.scores[1].shape[-1]
+    ramp = ((torch.arange(size) * 2 + 1) / size - 1).view(1, 1, 1, size).expand_as(out.scores[1])
+    out.scores = {1: ramp.clone()}
+    scores, _ = ancestor_scores(out, points)
+    homogeneous = torch.cat([points, torch.ones(9, 1, dtype=torch.float64)], -1).view(1, 1, 9, 3, 1)
+    canvas = out.rois[-1].unsqueeze(2) @ homogeneous  # (B, N_L, 9, 3, 1)
+    local = torch.linalg.solve(out.root_rois.view(-1, 1, 1, 3, 3), canvas)[..., 0, 0]  # u in layer 1's view
+    inside = local.abs() < 1 - 1 / size
+    assert bool(inside.any()) and bool((local[..., 0] != local[..., 2]).any())  # cells apart in the view
+    assert torch.allclose(scores[:, 0][inside], local[inside].float(), atol=1e-5)
+
+
+def test_cells_target_teaches_the_heads_a_map_per_patch_from_the_forward_cell_logits() -> None:
+    torch.manual_seed(0)
+    model = build_model(small_config(**LEVERS))
+    sources = [textured_source(seed=0), textured_source(seed=1)]
+    plain = model(sources)
+    assert plain.patch_cell_logits is None
+    with pytest.raises(ValueError, match="cell_logits=True"):
+        head_value_loss(plain, "cells")
+    out = model(sources, cell_logits=True)
+    cells = out.patch_cell_logits
+    assert cells is not None and cells.shape[:2] == out.rois[-1].shape[:2] and cells.shape[-1] > 1
+    assert not cells.requires_grad
+    weights = LossWeights(head_value=1.0, head_value_target="cells")
+    assert weights.wants_cell_logits and not LossWeights(head_value=1.0).wants_cell_logits
+    loss = magnet_loss(out, torch.tensor([1.0, 0.0]), weights).head_value
+    assert loss.ndim == 0 and float(loss.detach()) > 0
+    loss.backward()
+    assert all(any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in layer.head_parameters())
+               for layer in model.layers)
+    assert all(p.grad is None for p in model.classifier.parameters())
+
+
+def test_cells_target_targets_each_cell_against_the_score_at_its_centre() -> None:
+    _, out = _forward()
+    assert out.patch_logits is not None
+    count = out.patch_logits.shape[1]
+    # Uniform cell maps: every cell's target is the one probability, so the loss is the centre loss.
+    out.patch_cell_logits = out.patch_logits.detach()[..., None, None].expand(2, count, 1, 1).clone()
+    assert torch.allclose(head_value_loss(out, "cells"), head_value_loss(out, "probability"))
+    out.patch_cell_logits = torch.full((2, count, 4, 4), 3.0)
+    out.patch_cell_logits[..., 1:, :] = -3.0  # only the top row of cells scores high
+    scores, mask = ancestor_scores(out, cell_centres(4, 4))
+    targets = torch.sigmoid(out.patch_cell_logits).flatten(2).unsqueeze(1).expand_as(scores)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(scores, targets, reduction="none")
+    assert torch.allclose(head_value_loss(out, "cells"), expected[:, mask].mean())
+
+
+def test_cells_target_needs_a_per_patch_head() -> None:
+    with pytest.raises(ConfigError, match="loss.head_value"):
+        TrainConfig(model=small_config(readout="gru"),
+                    loss=LossWeights(head_value=1.0, head_value_target="cells"))

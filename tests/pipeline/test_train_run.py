@@ -140,3 +140,14 @@ def test_another_seed_gives_other_metrics(run, tmp_path: Path) -> None:  # type:
 def test_devices_takes_a_count_or_a_lightning_string(text: str, value: object) -> None:
     # `--set devices=2` is how the README asks for two GPUs (or two CPU processes); YAML reads it as an int.
     assert load_config(TrainConfig, None, [f"devices={text}"]).devices == value
+
+
+def test_the_cells_target_reaches_the_training_loop(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # The loop asks the forward for cell logits only when the loss reads them (loss.head_value_target=cells).
+    cfg, _ = run
+    levers = [lever for lever in LEARNED_ZOOM_LEVERS if not lever.startswith("refit.")]
+    recipe = tiny_config(Path(cfg.data.manifest), *levers, "loss.head_value_target=cells", folder=tmp_path)
+    with one_thread():
+        result = train(recipe, tmp_path / "cells", show_progress=False)
+    value = result.history[0]["train_head_value"]
+    assert result.epochs_done == 1 and math.isfinite(value) and value > 0
