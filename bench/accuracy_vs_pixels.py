@@ -52,6 +52,8 @@ Methods (``--methods``; each is run once and its result kept in ``--out``, so th
   ``magnet3view112recentre`` and ``magnet3view112sharedrecentre`` are ``magnet3view112`` and
   ``magnet3view112shared`` with each final box moved onto the cell where the readout's head scores highest
   and read again before the readout (``model.recentre``): one more read of 224² per final patch.
+  ``magnet3view112sharedcells`` is ``magnet3view112shared`` with the heads' value taught a map per final
+  patch, the readout's probability for each cell of it (``loss.head_value_target=cells``).
 
 Data (``--stage sets``; sizes chosen so that every method's whole pipeline fits a few hours on 2 CPU cores):
 slides of ``--size`` px at 0.25 um/px (default 32,768²: 8.2 mm, a third of a Camelyon slide's side; the
