@@ -110,7 +110,7 @@ def ancestor_scores(output: MagNetOutput, points: Tensor | None = None) -> tuple
     local_points = final.new_zeros(1, 2) if points is None else points.to(final)
     grid_count = local_points.shape[0]
     homogeneous = torch.cat([local_points, local_points.new_ones(grid_count, 1)], dim=-1)  # (G, 3)
-    centres = final.unsqueeze(2) @ homogeneous.view(1, 1, grid_count, 3, 1)  # (B, N_L, G, 3, 1) canvas
+    centres = final @ homogeneous.T  # (B, N_L, 3, G): the points on the canvas, one column each
     scores, masks = [], []
     for layer, maps in sorted(output.scores.items()):
         parents = output.root_rois.unsqueeze(1) if layer == 1 else output.rois[layer - 2]  # (B, N_p, 3, 3)
@@ -122,8 +122,9 @@ def ancestor_scores(output: MagNetOutput, points: Tensor | None = None) -> tuple
         parent, k = child // per_parent, child % per_parent
         has_head = k >= frozen
         head = parent * heads_per_parent + (k - frozen).clamp(min=0)
-        # The points in the parent's view: [-1, 1] across the view I the head saw.
-        local = torch.linalg.solve(parents[:, parent].unsqueeze(2), centres)[..., :2, 0]  # (B, N_L, G, 2)
+        # The points in the parent's view, [-1, 1] across the view I the head saw: one solve per patch,
+        # its G points the columns of the right-hand side. (B, N_L, G, 2)
+        local = torch.linalg.solve(parents[:, parent], centres)[..., :2, :].transpose(-1, -2)
         chosen = maps[:, head]  # (B, N_L, V, V)
         grid = local.to(maps.dtype).reshape(batch * count, 1, grid_count, 2)
         read = F.grid_sample(chosen.reshape(batch * count, 1, *maps.shape[-2:]), grid, mode="bilinear",
