@@ -53,7 +53,9 @@ Methods (``--methods``; each is run once and its result kept in ``--out``, so th
   ``magnet3view112shared`` with each final box moved onto the cell where the readout's head scores highest
   and read again before the readout (``model.recentre``): one more read of 224² per final patch.
   ``magnet3view112sharedcells`` is ``magnet3view112shared`` with the heads' value taught a map per final
-  patch, the readout's probability for each cell of it (``loss.head_value_target=cells``).
+  patch, the readout's probability for each cell of it (``loss.head_value_target=cells``);
+  ``magnet3view112sharedcellsexplore`` adds ``model.explore=0.25`` to it (a quarter of the headed boxes go to
+  random tissue in training, so the heads are also taught where they would not look).
 
 Data (``--stage sets``; sizes chosen so that every method's whole pipeline fits a few hours on 2 CPU cores):
 slides of ``--size`` px at 0.25 um/px (default 32,768²: 8.2 mm, a third of a Camelyon slide's side; the
@@ -207,6 +209,12 @@ BUDGETS["magnet3view112sharedrecentre"] = (3, [*BUDGETS["magnet3view112shared"][
 # docs/method.md §9), not one number at the patch's centre. As magnet-magnet3view112sharedcells-learned.
 BUDGETS["magnet3view112sharedcells"] = (3, [*BUDGETS["magnet3view112shared"][1],
                                             "loss.head_value_target=cells"])
+# ... and with a quarter of the headed boxes sent, in training only, to random tissue at the head's scale
+# (model.explore, docs/method.md §9): the per-cell target teaches the heads only where their boxes go, so
+# without exploration a head never learns what it scores low. As
+# magnet-magnet3view112sharedcellsexplore-learned.
+BUDGETS["magnet3view112sharedcellsexplore"] = (3, [*BUDGETS["magnet3view112sharedcells"][1],
+                                                   "model.explore=0.25"])
 # The recipe each budget's overrides apply to (configs/demo_v1.yaml where not named here).
 RECIPES = {name: "configs/magnet3_camelyon.yaml" for name in BUDGETS if name.startswith("magnet3")}
 
