@@ -106,6 +106,15 @@ class CellMap(nn.Module):
             x = getattr(encoder, name)(x)
         return x
 
+    def pool(self, maps: Tensor) -> Tensor:
+        """The backbone's features ``(N, D)`` from its maps ``(N, D, h, w)`` (``forward``'s output): the
+        global pool the backbone ends with (in evaluation mode, InceptionV3's dropout being the identity)."""
+        encoder = self.backbone.encoder
+        if isinstance(encoder, nn.Sequential):  # the small CNN: its own global max pool and flatten
+            pooled: Tensor = encoder[-2:](maps)
+            return pooled
+        return maps.mean(dim=(2, 3))
+
 
 def weights_path(name: str) -> Path:
     """Where torchvision's ImageNet weights of backbone ``name`` are looked for in the torch hub cache."""

@@ -136,6 +136,24 @@ class Classifier(nn.Module):
         cells = self.head(maps.permute(0, 2, 3, 1)).squeeze(-1)  # (B*N, h, w)
         return cells.view(batch, count, *cells.shape[-2:])
 
+    def features_and_cell_logits(self, patches: Tensor) -> tuple[Tensor, Tensor]:
+        """``features(patches)`` and ``cell_logits(patches)``, from one pass of the CNN where it is frozen:
+        the features are then the pool of the very map whose cells the head reads (the same values, to float
+        rounding). An unfrozen CNN runs twice, as each method alone does: its features in training mode,
+        its cells on the running batch-norm statistics."""
+        if not self.frozen:
+            return self.features(patches), self.cell_logits(patches)
+        if self.gru is not None:
+            raise ValueError("cell_logits needs a per-patch head: readout max, lse or attention, not gru")
+        batch, count = patches.shape[:2]
+        images = _resize(patches.flatten(0, 1), self.input_size)
+        cell_map = CellMap(self.backbone).eval()
+        maps = self._prepared_cell_map.of(cell_map)(images)  # (B*N, D, h, w); keeps any gradient to patches
+        features = cell_map.pool(maps).view(batch, count, -1)
+        with torch.no_grad():
+            cells = self.head(maps.detach().permute(0, 2, 3, 1)).squeeze(-1)  # (B*N, h, w)
+        return features, cells.view(batch, count, *cells.shape[-2:])
+
     def pin_cell_map(self, prepared: nn.Module) -> None:
         """``cell_logits`` runs ``prepared`` (a prepared ``CellMap`` of this backbone) from now on: for an
         inference copy (``magnet.inference.fast_model``), whose CNN is already a prepared graph."""

@@ -150,22 +150,24 @@ class MagNet(nn.Module):
 
         ``auxiliary=False`` leaves the auxiliary classifiers out (``aux_logits`` stays empty): only the
         training losses use them (paper §3.3), and for ``magnet3`` they are about a third of a forward pass.
-        ``cell_logits=True`` also fills ``patch_cell_logits`` (one more pass of the classifier's CNN, without
-        gradient): for the heads' value target ``cells`` (``magnet.models.head_value``).
+        ``cell_logits=True`` also fills ``patch_cell_logits`` (no gradient; from the same pass of the
+        classifier's CNN where it is frozen, one more pass otherwise): for the heads' value target ``cells``
+        (``magnet.models.head_value``).
 
         ``final_rois`` ``(B, N_L, 3, 3)``: the last layer's canvas ROIs when the zoom mode needs them
         (``needs_final_rois``: zoom="oracle"; refused otherwise; ``magnet.inference.oracle.OracleZoom`` builds
         them, with the root's dihedral map).
         """
         output = self.final_patches(sources, root_rois, generator, final_rois)
-        features = self.classifier.features(output.patches[-1])
+        if cell_logits:
+            features, output.patch_cell_logits = self.classifier.features_and_cell_logits(output.patches[-1])
+        else:
+            features = self.classifier.features(output.patches[-1])
         final = self.classifier.read_out(features)
         output.patch_features = features.detach()
         output.logit = final.logit
         output.running_logits = final.running_logits
         output.patch_logits = final.patch_logits
-        if cell_logits:
-            output.patch_cell_logits = self.classifier.cell_logits(output.patches[-1])
         for layer_index in self.config.aux_layers if auxiliary else ():
             aux = self.aux_classifiers[f"layer{layer_index}"]
             output.aux_logits[layer_index] = aux(output.patches[layer_index - 1])

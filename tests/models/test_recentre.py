@@ -52,10 +52,12 @@ def test_cell_map_pools_to_the_backbones_features(name: str, size: int) -> None:
     torch.manual_seed(0)
     backbone = build_backbone(name, pretrained=name == "inception_v3", load_weights=False).eval()
     images = torch.rand(2, 3, size, size)
-    maps = CellMap(backbone)(images)
+    cell_map = CellMap(backbone)
+    maps = cell_map(images)
     pooled = maps.amax((2, 3)) if name == "small" else maps.mean((2, 3))  # the small CNN max-pools
     assert maps.dim() == 4 and maps.shape[1] == backbone.feature_dim and maps.shape[-1] >= 2
     assert torch.allclose(pooled, backbone(images), atol=1e-4)
+    assert torch.equal(cell_map.pool(maps), pooled)
 
 
 def test_cell_logits_are_the_head_on_each_cell_and_touch_no_batch_norm() -> None:
@@ -72,6 +74,23 @@ def test_cell_logits_are_the_head_on_each_cell_and_touch_no_batch_norm() -> None
     maps = CellMap(classifier.backbone)(patches.flatten(0, 1))
     one_cell = classifier.head(maps[4, :, 2, 1])  # patch 4 = slide 1, patch 1
     assert torch.allclose(logits[1, 1, 2, 1], one_cell.squeeze(), atol=1e-5)
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_features_and_cell_logits_agree_with_each_alone(frozen: bool) -> None:
+    """Frozen, one CNN pass serves both; its features still carry the gradient to the patches."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    classifier = Classifier("efficientnet_lite0", readout="lse", input_size=64, frozen=frozen).eval()
+    patches = torch.rand(2, 3, 3, 64, 64, requires_grad=True)
+    features, cells = classifier.features_and_cell_logits(patches)
+    assert features.shape == (2, 3, 1280) and cells.shape == (2, 3, 2, 2) and not cells.requires_grad
+    assert torch.allclose(features, classifier.features(patches), atol=1e-4)
+    assert torch.allclose(cells, classifier.cell_logits(patches), atol=1e-4)
+    features.sum().backward()
+    assert patches.grad is not None and float(patches.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="per-patch head"):
+        Classifier("small", readout="gru", input_size=64, frozen=True).features_and_cell_logits(patches)
 
 
 def test_recentre_needs_a_per_patch_head() -> None:
