@@ -120,8 +120,7 @@ class Classifier(nn.Module):
         ``(B, N, 3, S, S)``: ``(B, N, h, w)``, where in each patch the readout sees tumour (Lite0 at 224 px:
         7 x 7 cells). No gradient: it says where to look again (``magnet.models.recentre``), not what to
         learn. Needs a per-patch head (readout max, lse or attention)."""
-        if self.gru is not None:
-            raise ValueError("cell_logits needs a per-patch head: readout max, lse or attention, not gru")
+        self._require_patch_head()
         batch, count = patches.shape[:2]
         images = _resize(patches.flatten(0, 1), self.input_size)
         if self.frozen or self._prepared_cell_map.pinned:
@@ -143,8 +142,7 @@ class Classifier(nn.Module):
         its cells on the running batch-norm statistics."""
         if not self.frozen:
             return self.features(patches), self.cell_logits(patches)
-        if self.gru is not None:
-            raise ValueError("cell_logits needs a per-patch head: readout max, lse or attention, not gru")
+        self._require_patch_head()
         batch, count = patches.shape[:2]
         images = _resize(patches.flatten(0, 1), self.input_size)
         cell_map = CellMap(self.backbone).eval()
@@ -153,6 +151,10 @@ class Classifier(nn.Module):
         with torch.no_grad():
             cells = self.head(maps.detach().permute(0, 2, 3, 1)).squeeze(-1)  # (B*N, h, w)
         return features, cells.view(batch, count, *cells.shape[-2:])
+
+    def _require_patch_head(self) -> None:
+        if self.gru is not None:
+            raise ValueError("cell_logits needs a per-patch head: readout max, lse or attention, not gru")
 
     def pin_cell_map(self, prepared: nn.Module) -> None:
         """``cell_logits`` runs ``prepared`` (a prepared ``CellMap`` of this backbone) from now on: for an
