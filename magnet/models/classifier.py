@@ -124,7 +124,7 @@ class Classifier(nn.Module):
         batch, count = patches.shape[:2]
         images = _resize(patches.flatten(0, 1), self.input_size)
         if self.frozen or self._prepared_cell_map.pinned:
-            maps = self._prepared_cell_map.of(CellMap(self.backbone).eval())(images)  # (B*N, D, h, w)
+            maps = self._constant_maps(images)
         else:  # batch norms on their running statistics, so this look updates none of them
             was_training = self.backbone.training
             self.backbone.eval()
@@ -132,8 +132,7 @@ class Classifier(nn.Module):
                 maps = CellMap(self.backbone)(images)
             finally:
                 self.backbone.train(was_training)
-        cells = self.head(maps.permute(0, 2, 3, 1)).squeeze(-1)  # (B*N, h, w)
-        return cells.view(batch, count, *cells.shape[-2:])
+        return self._head_on_cells(maps, batch, count)
 
     def features_and_cell_logits(self, patches: Tensor) -> tuple[Tensor, Tensor]:
         """``features(patches)`` and ``cell_logits(patches)``, from one pass of the CNN where it is frozen:
@@ -145,16 +144,24 @@ class Classifier(nn.Module):
         self._require_patch_head()
         batch, count = patches.shape[:2]
         images = _resize(patches.flatten(0, 1), self.input_size)
-        cell_map = CellMap(self.backbone).eval()
-        maps = self._prepared_cell_map.of(cell_map)(images)  # (B*N, D, h, w); keeps any gradient to patches
-        features = cell_map.pool(maps).view(batch, count, -1)
+        maps = self._constant_maps(images)  # keeps any gradient to the patches
+        features = CellMap(self.backbone).pool(maps).view(batch, count, -1)
         with torch.no_grad():
-            cells = self.head(maps.detach().permute(0, 2, 3, 1)).squeeze(-1)  # (B*N, h, w)
-        return features, cells.view(batch, count, *cells.shape[-2:])
+            cells = self._head_on_cells(maps.detach(), batch, count)
+        return features, cells
 
     def _require_patch_head(self) -> None:
         if self.gru is not None:
             raise ValueError("cell_logits needs a per-patch head: readout max, lse or attention, not gru")
+
+    def _constant_maps(self, images: Tensor) -> Tensor:
+        """The last spatial maps ``(B*N, D, h, w)`` of a frozen (or pinned) CNN, by its prepared copy."""
+        return self._prepared_cell_map.of(CellMap(self.backbone).eval())(images)
+
+    def _head_on_cells(self, maps: Tensor, batch: int, count: int) -> Tensor:
+        """The per-patch head on each cell of ``maps`` ``(B*N, D, h, w)``: ``(B, N, h, w)``."""
+        cells = self.head(maps.permute(0, 2, 3, 1)).squeeze(-1)
+        return cells.view(batch, count, *cells.shape[-2:])
 
     def pin_cell_map(self, prepared: nn.Module) -> None:
         """``cell_logits`` runs ``prepared`` (a prepared ``CellMap`` of this backbone) from now on: for an
