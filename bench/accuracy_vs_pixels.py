@@ -84,7 +84,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -98,6 +97,7 @@ from magnet.baselines.thumbnail import ThumbnailConfig, read_views, run_thumbnai
 from magnet.baselines.tiling.config import EncoderConfig, MILConfig, TileConfig, TilingConfig
 from magnet.baselines.tiling.encoder import build_encoder
 from magnet.baselines.tiling.features import slide_features
+from magnet.config_io import load_config
 from magnet.data.lesions import LESION_CLASSES
 from magnet.data.manifest import read_manifest
 from magnet.evaluation.evaluate import evaluate
@@ -106,6 +106,7 @@ from magnet.metrics.auroc import table1
 from magnet.synth.centres import CENTRES
 from magnet.synth.dataset import make_dataset, with_enriched_test, write_dataset
 from magnet.synth.uri import DEFAULT_VERSION, VERSIONS, parse_uri
+from magnet.training.recipe import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 import zoom_table  # noqa: E402  (the MagNet runs are the zoom table's)
@@ -119,19 +120,27 @@ DEEP = ["model.patches_per_layer=[3,3,3]", "model.min_scale=0.3", "model.max_sca
 # encoder); the auxiliary classifiers stay the small CNN from scratch.
 LITE0 = ["model.backbone=efficientnet_lite0", "model.pretrained=true", "model.aux_pretrained=false",
          "model.freeze_backbone=true"]
-# configs/magnet3_camelyon.yaml set for these slides: Lite0 for InceptionV3 (its weights work offline) and
-# final boxes of about 448 um read at 224 px, 2 um/px as the recipe's are on a 50-mm Camelyon slide
-# (magnet3_scales gives the zoom per layer for the sets' slide side; 0.5, 0.33, 0.33 on 8-mm slides).
-MAGNET3_ON_VIRTUAL = ["model.backbone=efficientnet_lite0"]
+# The Camelyon recipes (configs/magnet3_camelyon.yaml, magnet4_camelyon.yaml) set for these slides: Lite0 for
+# InceptionV3 (its weights work offline) and final boxes of about 448 um read at 224 px, 2 um/px as the
+# recipe's are on a 50-mm Camelyon slide (tree_scales gives the zoom per layer for the sets' slide side;
+# 0.5, 0.33, 0.33 for the 3-layer tree on 8-mm slides).
+RECIPE_ON_VIRTUAL = ["model.backbone=efficientnet_lite0"]
+# The keys that the Camelyon recipes changed on 2026-12-06 (112-px views, one head network per layer, the
+# heads' value taught per cell), at their values before: every ``magnet3*`` budget defined before that day
+# keeps the tree it was measured with.
+RECIPE_BEFORE_2026_12_06 = ["model.view_size=56", "model.read_size=112", "model.head_highpass=3.0",
+                            "model.shared_heads=false", "loss.head_value_target=probability"]
 FINAL_SIDE_UM = 448.0
 
 
-def magnet3_scales(side_um: float) -> list[str]:
-    """The magnet3 tree's zoom per layer on slides of ``side_um``: the first layer halves the slide (as on
-    8-mm slides), the next two share the rest equally, so the final boxes are about ``FINAL_SIDE_UM`` wide
-    (scales to 2 decimals: 446 um on 8-mm slides, 451 um = 2.04 um per output pixel on 25-mm slides)."""
-    rest = round(math.sqrt(FINAL_SIDE_UM / (0.5 * side_um)), 2)
-    return [f"model.layer_scales=[0.5,{rest},{rest}]", f"model.oracle_side={round(0.5 * rest * rest, 3)}"]
+def tree_scales(side_um: float, layers: int) -> list[str]:
+    """A Camelyon recipe's zoom per layer on slides of ``side_um``: the first layer halves the slide (as on
+    8-mm slides), the others share the rest equally, so the final boxes are about ``FINAL_SIDE_UM`` wide
+    (scales to 2 decimals; 3 layers: 446 um on 8-mm slides, 451 um = 2.04 um per output pixel on 25-mm
+    slides; 4 layers: 453 um on 8-mm slides)."""
+    rest = round((FINAL_SIDE_UM / (0.5 * side_um)) ** (1 / (layers - 1)), 2)
+    scales = ",".join(["0.5", *[str(rest)] * (layers - 1)])
+    return [f"model.layer_scales=[{scales}]", f"model.oracle_side={round(0.5 * rest ** (layers - 1), 3)}"]
 
 
 def slide_side_um(manifest: Path) -> float:
@@ -156,8 +165,8 @@ BUDGETS: dict[str, tuple[int, list[str]]] = {  # name: (epochs, overrides of con
                                           "model.readout=attention"]),
     # The Camelyon recipe's own tree on these 8-mm slides, on 2 CPU cores: the bilinear sampler, batch 8,
     # float32.
-    "magnet3": (3, [*MAGNET3_ON_VIRTUAL, "model.sampler=bilinear", "accelerator=cpu", "precision=32-true",
-                    "optim.batch_size=8"]),
+    "magnet3": (3, [*RECIPE_ON_VIRTUAL, *RECIPE_BEFORE_2026_12_06, "model.sampler=bilinear",
+                    "accelerator=cpu", "precision=32-true", "optim.batch_size=8"]),
 }
 # ... and each with its readout fitted again after training on the best checkpoint's cached final-patch
 # features (refit.epochs, magnet.training.readout_refit).
@@ -215,8 +224,16 @@ BUDGETS["magnet3view112sharedcells"] = (3, [*BUDGETS["magnet3view112shared"][1],
 # magnet-magnet3view112sharedcellsexplore-learned.
 BUDGETS["magnet3view112sharedcellsexplore"] = (3, [*BUDGETS["magnet3view112sharedcells"][1],
                                                    "model.explore=0.25"])
+# The Camelyon recipes as they ship since 2026-12-06, on 2 CPU cores: the bilinear sampler, float32. The
+# 3-layer one is magnet3view112sharedcells (tests/test_bench_budgets.py checks that they resolve alike); the
+# 4-layer one (36 final patches, batch 8 as in the recipe) trains for 2 epochs, so that it stays near the
+# hour the 3-layer tree's 3 epochs take. As magnet-magnet3recipe-M and magnet-magnet4recipe-M.
+ON_CPU = ["model.sampler=bilinear", "accelerator=cpu", "precision=32-true"]
+BUDGETS["magnet3recipe"] = (3, [*RECIPE_ON_VIRTUAL, *ON_CPU, "optim.batch_size=8"])
+BUDGETS["magnet4recipe"] = (2, [*RECIPE_ON_VIRTUAL, *ON_CPU])
 # The recipe each budget's overrides apply to (configs/demo_v1.yaml where not named here).
-RECIPES = {name: "configs/magnet3_camelyon.yaml" for name in BUDGETS if name.startswith("magnet3")}
+RECIPES = {name: f"configs/{name[:7]}_camelyon.yaml" for name in BUDGETS
+           if name.startswith(("magnet3", "magnet4"))}
 
 
 def make_sets(args: argparse.Namespace) -> None:
@@ -321,8 +338,9 @@ def run_method(method: str, args: argparse.Namespace) -> None:
     elif method.startswith("magnet-"):
         _, budget, mode = method.split("-")
         epochs, overrides = BUDGETS[budget]
-        if budget.startswith("magnet3"):
-            overrides = [*overrides, *magnet3_scales(slide_side_um(data))]
+        if budget in RECIPES:
+            layers = load_config(TrainConfig, RECIPES[budget]).model.num_layers
+            overrides = [*overrides, *tree_scales(slide_side_um(data), layers)]
         zt_args = argparse.Namespace(
             out=str(folder), data=str(data), test=str(test), epochs=epochs,
             recipe=RECIPES.get(budget, "configs/demo_v1.yaml"),
@@ -466,8 +484,10 @@ def main() -> None:
                         help="sets: also write the test slides rendered at this centre (its stain and "
                         "scanner, magnet.synth.centres); features, run: score on those (training stays)")
     parser.add_argument("--figure", help="report: also draw the figure here")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: two runs side by side on 2 cores, each on one)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     if args.stage == "sets":
         make_sets(args)
     elif args.stage == "features":

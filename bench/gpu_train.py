@@ -7,9 +7,12 @@ through the reader threads as in any training run, then evaluates the best check
 test set (40 negative, 20 per lesion class, the next data-set seed). The classifier's frozen CNN is
 EfficientNet-Lite0 instead of InceptionV3 (the device machine cannot download torchvision's weight files;
 Lite0's ship in a wheel), and the zoom per layer is the one ``bench/accuracy_vs_pixels.py`` sets for these
-slides (``MAGNET3_ON_VIRTUAL`` and ``magnet3_scales``: final patches at 2 um/px), so the AUROCs can be set
-beside that bench's CPU runs. Before 2026-12-05 this script left ``magnet3_scales`` out, so its runs kept
-the recipe's zoom for 50-mm slides: final boxes of 74 um on 8-mm slides, 0.33 um per output pixel. Prints
+slides (``RECIPE_ON_VIRTUAL`` and ``tree_scales``: final patches at 2 um/px), so the AUROCs can be set
+beside that bench's CPU runs. Before 2026-12-05 this script left those scales out, so its runs kept
+the recipe's zoom for 50-mm slides: final boxes of 74 um on 8-mm slides, 0.33 um per output pixel. Since
+2026-12-06 the recipe trains 112-px views, shared heads and the per-cell head value
+(``configs/magnet3_camelyon.yaml``); earlier rows trained 56-px views, independent heads, one value per
+patch. Prints
 one Markdown row: AUROCs, training slides/s, minutes, peak GPU memory.
 
     python3 bench/gpu_train.py [--n 200] [--epochs 3] [--out /tmp/out/gpu_train]
@@ -36,7 +39,7 @@ from magnet.training.recipe import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 # the recipe set for these slides, as that bench sets it
-from accuracy_vs_pixels import MAGNET3_ON_VIRTUAL, magnet3_scales, slide_side_um  # noqa: E402
+from accuracy_vs_pixels import RECIPE_ON_VIRTUAL, slide_side_um, tree_scales  # noqa: E402
 
 
 def main() -> None:
@@ -56,8 +59,8 @@ def main() -> None:
     counts = dict(zip(LESION_CLASSES, args.test_counts, strict=True))
     slides = with_enriched_test(slides, counts, 1, size=size, version=args.version)
     manifest = write_dataset(slides, args.out / "data")
-    overrides = [f"data.manifest={manifest}", f"optim.epochs={args.epochs}", *MAGNET3_ON_VIRTUAL,
-                 *magnet3_scales(slide_side_um(manifest)),
+    overrides = [f"data.manifest={manifest}", f"optim.epochs={args.epochs}", *RECIPE_ON_VIRTUAL,
+                 *tree_scales(slide_side_um(manifest), 3),
                  f"accelerator={args.accelerator}", "data.reader_threads=12", *args.overrides]
     cfg = load_config(TrainConfig, "configs/magnet3_camelyon.yaml", overrides)
     start = time.perf_counter()

@@ -12,7 +12,9 @@ the spread) and is the decision where it differs from the paper:
   The factor 1.5 makes a uniform square of half-width a give s = a, so a flat map is the identity view
   (on n x n pixel centres exactly s = sqrt(1 - 1/n^2): 0.99984 at n = 56, docs/method.md §2.3);
 - ``spread="expected_l2"``: the literal s = sum P * ||(x, y) - mu||_2 (a flat map then gives s ~ 0.765);
-- s = max(s, min_scale) (eq. 1; paper: 0.05).
+- s = max(s, min_scale) (eq. 1; paper: 0.05); where ``min_scale = max_scale`` (a zoom fixed per layer,
+  docs/method.md §9 ``model.layer_scales`` [choice]) s is that value exactly: the map places the box, its
+  spread does not size it (a map with mass at both ends of its view spreads wider than a flat one).
 
 ``peak_translation`` [choice, config ``box_centre=peak``, docs/method.md §9] is a second reading of the
 translation, for the learned zoom: the box goes where it covers the most of the map's probability, not to
@@ -104,6 +106,8 @@ def theta_from_probability(
         # torch's 2-norm backward is 0 (not NaN) where the norm is 0, e.g. when mu sits on a pixel centre.
         distance = torch.linalg.vector_norm(torch.stack(torch.broadcast_tensors(dx, dy), dim=-1), dim=-1)
         scale = torch.clamp(max_scale * (prob * distance).sum(dim=(-2, -1)), min=min_scale)
+    if min_scale == max_scale:  # a fixed zoom: without this a two-ended map would widen the box past it
+        scale = torch.full_like(scale, max_scale)
 
     mu = torch.stack([mu_x, mu_y], dim=-1)
     if offset is not None:

@@ -59,6 +59,18 @@ def test_uniform_square_of_half_width_a_gives_s_about_a(half_width: float) -> No
     assert abs(float(tx)) < 1e-6 and abs(float(ty)) < 1e-6
 
 
+@pytest.mark.parametrize("spread", ["calibrated", "expected_l2"])
+def test_a_fixed_zoom_keeps_its_scale_on_a_map_with_mass_at_both_ends(spread: str) -> None:
+    prob = torch.zeros(2, 56, 56, requires_grad=False)
+    prob[0, 0, 0] = prob[0, 55, 55] = 0.5  # opposite corners: spread about sqrt(3) (calibrated)
+    prob[1, 20, 30] = 1.0
+    free = theta_from_probability(prob, spread=spread, min_scale=0.05)  # type: ignore[arg-type]
+    assert float(free[0, 0]) > 1.0  # the paper's eq. 1 sizes the box by the spread, past the parent
+    fixed = theta_from_probability(prob, spread=spread, min_scale=0.3, max_scale=0.3)  # type: ignore[arg-type]
+    torch.testing.assert_close(fixed[:, 0], torch.tensor([0.3, 0.3]))
+    torch.testing.assert_close(fixed[:, 1:], theta_from_probability(prob, spread=spread)[:, 1:])  # type: ignore[arg-type]
+
+
 def test_expected_l2_switch_is_the_mean_distance() -> None:
     # E||(x, y)|| over the uniform square [-1, 1]^2 is (sqrt(2) + asinh(1)) / 3.
     s = theta_from_probability(flat(200, 200), spread="expected_l2")[0]

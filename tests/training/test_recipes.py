@@ -68,6 +68,9 @@ def test_camelyon_recipes_place_every_final_patch_at_2_um_per_pixel(name: str) -
                                           "model.final_read_size=128", "model.classifier_input_size=64"])
     assert cfg.model.head_mil and cfg.loss.head_value > 0 and cfg.model.sibling_layout == "tissue_strips"
     assert cfg.refit.epochs > 0  # the readout refitted on the final patches after training
+    # the learned-zoom levers measured on virtual slides (docs/BENCHMARKS.md, "The Camelyon recipes since
+    # 2026-12-06")
+    assert cfg.model.view_size == 112 and cfg.model.shared_heads and cfg.loss.head_value_target == "cells"
     model = build_model(cfg.model).eval()
     # A virtual slide of a Camelyon slide's size: 50 mm on its longer side at 0.25 um/px.
     with torch.no_grad():
