@@ -236,6 +236,21 @@ RECIPES = {name: f"configs/{name[:7]}_camelyon.yaml" for name in BUDGETS
            if name.startswith(("magnet3", "magnet4"))}
 
 
+def recipe_scales(recipe: str, side_um: float) -> list[str]:
+    """``tree_scales`` for the number of layers of a Camelyon ``recipe``."""
+    return tree_scales(side_um, load_config(TrainConfig, recipe).model.num_layers)
+
+
+def budget_recipe(budget: str, side_um: float) -> tuple[str, int, list[str]]:
+    """The recipe a budget applies to, its epochs and its overrides on slides of ``side_um`` (a Camelyon
+    recipe's zoom per layer set for them)."""
+    epochs, overrides = BUDGETS[budget]
+    recipe = RECIPES.get(budget, "configs/demo_v1.yaml")
+    if budget in RECIPES:
+        overrides = [*overrides, *recipe_scales(recipe, side_um)]
+    return recipe, epochs, overrides
+
+
 def make_sets(args: argparse.Namespace) -> None:
     """``OUT/data/manifest.csv`` (train, validation and test rows) and ``OUT/test/manifest.csv`` (test);
     sets already written are kept (a new ``--size`` or ``--version`` wants a new ``--out``)."""
@@ -337,14 +352,9 @@ def run_method(method: str, args: argparse.Namespace) -> None:
         summary = {"metrics": metrics, "pixels": 256 * 256}
     elif method.startswith("magnet-"):
         _, budget, mode = method.split("-")
-        epochs, overrides = BUDGETS[budget]
-        if budget in RECIPES:
-            layers = load_config(TrainConfig, RECIPES[budget]).model.num_layers
-            overrides = [*overrides, *tree_scales(slide_side_um(data), layers)]
-        zt_args = argparse.Namespace(
-            out=str(folder), data=str(data), test=str(test), epochs=epochs,
-            recipe=RECIPES.get(budget, "configs/demo_v1.yaml"),
-            overrides=[*overrides, "data.reader_threads=1"])
+        recipe, epochs, overrides = budget_recipe(budget, slide_side_um(data))
+        zt_args = argparse.Namespace(out=str(folder), data=str(data), test=str(test), epochs=epochs,
+                                     recipe=recipe, overrides=[*overrides, "data.reader_threads=1"])
         summary = zoom_table.run(mode, args.seed, zt_args)
     else:
         raise SystemExit(f"unknown method {method!r}")

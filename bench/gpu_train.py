@@ -39,7 +39,9 @@ from magnet.training.recipe import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 # the recipe set for these slides, as that bench sets it
-from accuracy_vs_pixels import RECIPE_ON_VIRTUAL, slide_side_um, tree_scales  # noqa: E402
+from accuracy_vs_pixels import RECIPE_ON_VIRTUAL, recipe_scales, slide_side_um  # noqa: E402
+
+RECIPE = "configs/magnet3_camelyon.yaml"
 
 
 def main() -> None:
@@ -60,9 +62,9 @@ def main() -> None:
     slides = with_enriched_test(slides, counts, 1, size=size, version=args.version)
     manifest = write_dataset(slides, args.out / "data")
     overrides = [f"data.manifest={manifest}", f"optim.epochs={args.epochs}", *RECIPE_ON_VIRTUAL,
-                 *tree_scales(slide_side_um(manifest), 3),
+                 *recipe_scales(RECIPE, slide_side_um(manifest)),
                  f"accelerator={args.accelerator}", "data.reader_threads=12", *args.overrides]
-    cfg = load_config(TrainConfig, "configs/magnet3_camelyon.yaml", overrides)
+    cfg = load_config(TrainConfig, RECIPE, overrides)
     start = time.perf_counter()
     history = train(cfg, args.out / "run", show_progress=True).history  # epoch rows reach the log
     minutes = (time.perf_counter() - start) / 60

@@ -4,6 +4,7 @@ change of the recipes leaves the trees of the budgets measured before it as they
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -32,10 +33,8 @@ def bench() -> ModuleType:
 
 def resolved(bench: ModuleType, budget: str) -> TrainConfig:
     """The config a run of ``budget`` trains, as the bench composes it (less the manifest and the seed)."""
-    _, overrides = bench.BUDGETS[budget]
-    recipe = bench.RECIPES[budget]
-    layers = load_config(TrainConfig, recipe).model.num_layers
-    return load_config(TrainConfig, recipe, [*overrides, *bench.tree_scales(SIDE_UM, layers)])
+    recipe, _, overrides = bench.budget_recipe(budget, SIDE_UM)
+    return load_config(TrainConfig, recipe, overrides)
 
 
 def test_the_shipped_3_layer_recipe_is_the_measured_per_cell_tree(bench: ModuleType) -> None:
@@ -59,9 +58,7 @@ def test_tree_scales_read_the_final_patches_at_2_um_per_pixel(
 ) -> None:
     scales_key, oracle_key = bench.tree_scales(SIDE_UM, layers)
     scales = [float(v) for v in scales_key.split("=")[1].strip("[]").split(",")]
-    product = 1.0
-    for scale in scales:
-        product *= scale
+    product = math.prod(scales)
     assert len(scales) == layers and scales[0] == 0.5
     assert product * SIDE_UM == pytest.approx(side, abs=1.0)
     assert float(oracle_key.split("=")[1]) == pytest.approx(product, abs=1e-3)

@@ -61,7 +61,7 @@ def test_uniform_square_of_half_width_a_gives_s_about_a(half_width: float) -> No
 
 @pytest.mark.parametrize("spread", ["calibrated", "expected_l2"])
 def test_a_fixed_zoom_keeps_its_scale_on_a_map_with_mass_at_both_ends(spread: str) -> None:
-    prob = torch.zeros(2, 56, 56, requires_grad=False)
+    prob = torch.zeros(2, 56, 56)
     prob[0, 0, 0] = prob[0, 55, 55] = 0.5  # opposite corners: spread about sqrt(3) (calibrated)
     prob[1, 20, 30] = 1.0
     free = theta_from_probability(prob, spread=spread, min_scale=0.05)  # type: ignore[arg-type]
