@@ -39,6 +39,9 @@ def _demo_forward(name: str) -> MagNetOutput:
 
 
 def test_demo_recipe_reads_27_final_patches_at_2_um_per_pixel() -> None:
+    cfg = load_config(TrainConfig, next(p for p in CONFIGS if p.name == "demo.yaml"))
+    # the levers of docs/BENCHMARKS.md, "The demo with shared heads and the per-cell head value"
+    assert cfg.model.shared_heads and cfg.loss.head_value_target == "cells"
     out = _demo_forward("demo.yaml")
     final = out.boxes_level0[-1][0]
     assert final.shape[0] == 27
