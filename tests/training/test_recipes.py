@@ -15,6 +15,10 @@ from magnet.training.recipe import TrainConfig
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
 
+def _recipe(name: str) -> Path:
+    return next(p for p in CONFIGS if p.name == name)
+
+
 def test_there_are_recipes() -> None:
     assert {p.name for p in CONFIGS} >= {"demo.yaml", "magnet3_camelyon.yaml", "magnet4_camelyon.yaml",
                                          "magnet3_paper.yaml", "magnet4_paper.yaml"}
@@ -28,7 +32,7 @@ def test_recipe_loads(path: Path) -> None:
 
 def _demo_forward(name: str) -> MagNetOutput:
     torch.set_num_threads(1)
-    cfg = load_config(TrainConfig, next(p for p in CONFIGS if p.name == name))
+    cfg = load_config(TrainConfig, _recipe(name))
     assert cfg.model.head_mil and cfg.optim.head_warmup_steps > 0  # what docs/BENCHMARKS.md measured
     model = build_model(cfg.model).eval()
     pool = SlidePool(threads=1)
@@ -39,7 +43,7 @@ def _demo_forward(name: str) -> MagNetOutput:
 
 
 def test_demo_recipe_reads_27_final_patches_at_2_um_per_pixel() -> None:
-    cfg = load_config(TrainConfig, next(p for p in CONFIGS if p.name == "demo.yaml"))
+    cfg = load_config(TrainConfig, _recipe("demo.yaml"))
     # the levers of docs/BENCHMARKS.md, "The demo with shared heads and the per-cell head value"
     assert cfg.model.shared_heads and cfg.loss.head_value_target == "cells"
     out = _demo_forward("demo.yaml")
@@ -63,7 +67,7 @@ def test_version_1_demo_recipe_runs_its_levers() -> None:
 @pytest.mark.parametrize("name", ["magnet3_camelyon.yaml", "magnet4_camelyon.yaml"])
 def test_camelyon_recipes_place_every_final_patch_at_2_um_per_pixel(name: str) -> None:
     torch.set_num_threads(1)
-    path = next(p for p in CONFIGS if p.name == name)
+    path = _recipe(name)
     final_px = load_config(TrainConfig, path).model.final_size
     # Lite0 in place of InceptionV3 (its ImageNet weights ship with the package: offline), small patches for
     # speed: neither changes where the boxes go.
