@@ -61,7 +61,9 @@ def inference_copy(model: MagNet, precision: str = "fp32") -> MagNet:
         raise ConfigError(f"precision={precision!r}: must be one of {', '.join(PRECISIONS)}")
     fast = copy.deepcopy(model).eval()
     backbone = fast.classifier.backbone
-    if model.config.recentre:  # its spatial map, for the re-centring step, before the encoder becomes a graph
+    # Its spatial map (for the re-centring step, or as what a readout over cells reads), prepared before the
+    # encoder becomes a graph.
+    if model.config.recentre or model.classifier.reads_cells:
         cell_map = prepare_constant_cnn(CellMap(backbone).eval())
         fast.classifier.pin_cell_map(_Bfloat16(cell_map) if precision == "bf16" else cell_map)
     backbone.encoder = prepare_constant_cnn(backbone.encoder)

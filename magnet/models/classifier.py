@@ -15,6 +15,11 @@
   while the gradient reaches every patch, as log-mean-exp's does; each patch keeps its own logit (head value
   reads it). The tiling baseline's gated attention (``magnet.baselines.tiling.mil``) pools features
   instead, so it has no per-tile logit.
+  ``instances="cells"`` [choice]: the per-patch head scores each cell of the CNN's last spatial map instead of
+  the map pooled over the patch, and a patch's logit is the readout's pool (max, or log-mean-exp for lse and
+  attention) of its cells' logits: multiple instances at the scale of the map's cells (Lite0 at 224 px: 7 x 7
+  cells of a patch), so a lesion that fills one cell is not diluted by the tissue of the others. The cells'
+  scores are the class activation map of Zhou et al. (CVPR 2016) read through the readout's own head.
 - :class:`AuxiliaryClassifier`: a CNN (paper: ResNet-18) on every patch of one magnifying layer, the mean of
   the patch features, a linear layer, 1 logit.
 
@@ -24,6 +29,7 @@ on it (``magnet.training.losses``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +39,7 @@ from torch import Tensor, nn
 from magnet.errors import ConfigError
 from magnet.models.backbones import CellMap, build_backbone
 from magnet.models.constant_cnn import PreparedCopy
-from magnet.models.model_config import READOUTS
+from magnet.models.model_config import READOUT_INSTANCES, READOUTS
 
 __all__ = [
     "AuxiliaryClassifier", "Classifier", "ClassifierOutput", "GatedPatchAttention", "attention_running",
@@ -75,12 +81,20 @@ class Classifier(nn.Module):
         readout: str = "gru",
         load_weights: bool = True,
         frozen: bool = False,
+        instances: str = "patches",
     ) -> None:
         super().__init__()
         if readout not in READOUTS:
             raise ConfigError(f"readout={readout!r}: must be one of {', '.join(READOUTS)}")
+        if instances not in READOUT_INSTANCES:
+            raise ConfigError(f"instances={instances!r}: must be one of {', '.join(READOUT_INSTANCES)}")
+        if instances == "cells" and readout == "gru":
+            raise ConfigError(
+                "instances='cells' needs a per-patch head: readout max, lse or attention, not gru"
+            )
         self.input_size = input_size
         self.readout = readout
+        self.reads_cells = instances == "cells"
         self.backbone = build_backbone(backbone, pretrained, load_weights)
         self.frozen = frozen
         self._prepared_backbone = PreparedCopy()
@@ -108,11 +122,30 @@ class Classifier(nn.Module):
         return self.read_out(self.features(patches))
 
     def features(self, patches: Tensor) -> Tensor:
-        """The CNN's features ``(B, N, D)`` of ``patches`` ``(B, N, 3, S, S)``."""
+        """What the readout reads of ``patches`` ``(B, N, 3, S, S)``: the CNN's features ``(B, N, D)``, or,
+        where its instances are cells, the CNN's last spatial maps ``(B, N, D, h, w)``."""
         batch, count = patches.shape[:2]
         images = _resize(patches.flatten(0, 1), self.input_size)
+        if self.reads_cells:
+            maps = self._maps(images)
+            return maps.view(batch, count, *maps.shape[1:])
         backbone = self._prepared_backbone.of(self.backbone) if self.frozen else self.backbone
         return backbone(images).view(batch, count, -1)
+
+    def pooled(self, features: Tensor) -> Tensor:
+        """``features`` as ``(B, N, D)`` patch features: maps ``(B, N, D, h, w)`` through the CNN's own global
+        pool, pooled features as they are."""
+        if features.dim() == 3:
+            return features
+        batch, count = features.shape[:2]
+        return CellMap(self.backbone).pool(features.flatten(0, 1)).view(batch, count, -1)
+
+    def _maps(self, images: Tensor) -> Tensor:
+        """The CNN's last spatial maps ``(B*N, D, h, w)`` of ``images``, with gradient to the images (and to
+        the CNN's weights where it learns)."""
+        if self.frozen or self._prepared_cell_map.pinned:
+            return self._constant_maps(images)
+        return CellMap(self.backbone)(images)
 
     @torch.no_grad()
     def cell_logits(self, patches: Tensor) -> Tensor:
@@ -138,10 +171,15 @@ class Classifier(nn.Module):
         """``features(patches)`` and ``cell_logits(patches)``, from one pass of the CNN where it is frozen:
         the features are then the pool of the very map whose cells the head reads (the same values, to float
         rounding). An unfrozen CNN runs twice, as each method alone does: its features in training mode,
-        its cells on the running batch-norm statistics."""
+        its cells on the running batch-norm statistics. Where the instances are cells, the features are the
+        maps, and the cells are scored on those very maps (one pass, frozen or not)."""
+        self._require_patch_head()
+        if self.reads_cells:  # the features are the very maps whose cells the head reads
+            maps = self.features(patches)
+            with torch.no_grad():
+                return maps, self._head_on_cells(maps.detach().flatten(0, 1), *maps.shape[:2])
         if not self.frozen:
             return self.features(patches), self.cell_logits(patches)
-        self._require_patch_head()
         batch, count = patches.shape[:2]
         images = _resize(patches.flatten(0, 1), self.input_size)
         maps = self._constant_maps(images)  # keeps any gradient to the patches
@@ -174,7 +212,8 @@ class Classifier(nn.Module):
         return [p for p in self.parameters() if id(p) not in backbone]
 
     def read_out(self, features: Tensor) -> ClassifierOutput:
-        """Patch features ``(B, N, D)`` (``features``) to the slide's logits."""
+        """What ``features`` gives (patch features ``(B, N, D)`` or cell maps ``(B, N, D, h, w)``) to the
+        slide's logits."""
         if self.gru is not None:
             # A copied or re-cast GRU's weights are no longer one cuDNN block (a warning on every GPU call,
             # and a copy per call); this packs them again, and does nothing on a CPU.
@@ -182,14 +221,25 @@ class Classifier(nn.Module):
             states, _ = self.gru(features)  # (B, N, hidden)
             running = self.head(states).squeeze(-1)  # (B, N)
             return ClassifierOutput(logit=running[:, -1], running_logits=running)
-        patch_logits = self.head(features).squeeze(-1)
+        patch_logits = self._patch_logits(features)
         if self.attention is not None:
-            scores = self.attention(features)
+            scores = self.attention(self.pooled(features))
             running = attention_running(patch_logits, scores)
             return ClassifierOutput(logit=running[:, -1], running_logits=running, patch_logits=patch_logits,
                                     attention=torch.softmax(scores, dim=1))
         running = pool_running(patch_logits, self.readout)
         return ClassifierOutput(logit=running[:, -1], running_logits=running, patch_logits=patch_logits)
+
+
+    def _patch_logits(self, features: Tensor) -> Tensor:
+        """One logit per patch ``(B, N)``: the head on each patch's features, or the readout's pool of the
+        head on each of its cells (max for max, log-mean-exp otherwise)."""
+        if features.dim() == 3:
+            return self.head(features).squeeze(-1)
+        cells = self.head(features.movedim(2, -1)).flatten(2, 4)  # (B, N, h * w)
+        if self.readout == "max":
+            return cells.amax(dim=-1)
+        return torch.logsumexp(cells, dim=-1) - math.log(cells.shape[-1])
 
 
 class GatedPatchAttention(nn.Module):

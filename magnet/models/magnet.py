@@ -92,6 +92,7 @@ class MagNet(nn.Module):
             readout=config.readout,
             load_weights=load_weights,
             frozen=config.freeze_backbone,
+            instances=config.readout_instances,
         )
         # What the readout reads: the last layer's patches as sampled (the paper), or re-centred on what
         # the classifier sees in them (model.recentre); the oracle keeps the boxes it was given.
@@ -164,7 +165,7 @@ class MagNet(nn.Module):
         else:
             features = self.classifier.features(output.patches[-1])
         final = self.classifier.read_out(features)
-        output.patch_features = features.detach()
+        output.patch_features = self.classifier.pooled(features).detach()
         output.logit = final.logit
         output.running_logits = final.running_logits
         output.patch_logits = final.patch_logits

@@ -40,7 +40,8 @@ from magnet.models.variants import PRESETS, Variant
 
 __all__ = [
     "AUX_BACKBONES", "AuxBackboneName", "BACKBONES", "BackboneName", "INCEPTION_MIN_SIZE", "MagNetConfig",
-    "OracleNegatives", "OraclePositives", "READOUTS", "Readout", "SIBLING_LAYOUTS", "SiblingLayoutName",
+    "OracleNegatives", "OraclePositives", "READOUTS", "READOUT_INSTANCES", "Readout", "ReadoutInstances",
+    "SIBLING_LAYOUTS", "SiblingLayoutName",
     "ZOOMS", "Zoom",
 ]
 
@@ -51,11 +52,13 @@ OracleNegatives = Literal["tissue", "lookalikes"]
 OraclePositives = Literal["lesions", "candidates"]
 SiblingLayoutName = Literal["offset", "strips", "tissue_strips"]
 Readout = Literal["gru", "max", "lse", "attention"]
+ReadoutInstances = Literal["patches", "cells"]
 BACKBONES: tuple[BackboneName, ...] = get_args(BackboneName)
 AUX_BACKBONES: tuple[AuxBackboneName, ...] = get_args(AuxBackboneName)
 ZOOMS: tuple[Zoom, ...] = get_args(Zoom)
 SIBLING_LAYOUTS: tuple[SiblingLayoutName, ...] = get_args(SiblingLayoutName)
 READOUTS: tuple[Readout, ...] = get_args(Readout)
+READOUT_INSTANCES: tuple[ReadoutInstances, ...] = get_args(ReadoutInstances)
 # A zoom, or a side as a fraction of the parent's or the slide's: (0, 1].
 UNIT_SCALE = Interval(0, 1, open_low=True)
 # torchvision's InceptionV3 has no valid feature map below 75 x 75 input pixels.
@@ -214,6 +217,12 @@ class MagNetConfig:
     # "attention": the same per-patch logits summed with gated attention weights (additive attention MIL,
     # magnet.models.classifier).
     readout: Readout = "gru"
+    # [choice] (docs/method.md §9) what the per-patch head scores: "patches" (the CNN's features pooled over
+    # each final patch) or "cells" (each cell of the CNN's last spatial map, 7 x 7 for Lite0 at 224 px; a
+    # patch's logit is then the readout's own pool, max or log-mean-exp, of its cells' logits), so that a
+    # lesion filling one cell is not averaged away among the tissue of the other 48. Needs a per-patch
+    # readout (max, lse, attention).
+    readout_instances: ReadoutInstances = "patches"
     # [choice] GRU hidden size; the paper does not give it (docs/method.md §4).
     gru_hidden: Annotated[int, AtLeast(1)] = 512
     # Paper §3.3: auxiliary classifiers on the patches of layers 1 and 3 (1-based; empty = none).
@@ -300,6 +309,11 @@ class MagNetConfig:
             raise ConfigError(
                 "recentre=True scores each cell of a final patch with the readout's per-patch head: "
                 "set readout to max, lse or attention (got gru)"
+            )
+        if self.readout_instances == "cells" and self.readout == "gru":
+            raise ConfigError(
+                "readout_instances=cells scores each cell of a final patch with the readout's per-patch "
+                "head: set readout to max, lse or attention (got gru)"
             )
         if self.explore > 0 and self.zoom != "learned":
             raise ConfigError(f"explore={self.explore}: only the learned zoom explores (zoom={self.zoom!r})")

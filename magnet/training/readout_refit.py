@@ -77,7 +77,8 @@ TRAINED_CHECKPOINT = "best-trained.ckpt"
 
 @dataclass
 class CachedFeatures:
-    """The final patches' CNN features ``(S, N, D)`` of S slides and their labels ``(S,)``."""
+    """What the readout reads of S slides' final patches (``Classifier.features``: ``(S, N, D)``, or cell maps
+    ``(S, N, D, h, w)`` for a readout over cells) and their labels ``(S,)``."""
 
     features: Tensor
     labels: Tensor

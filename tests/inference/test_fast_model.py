@@ -27,7 +27,10 @@ def test_forward_without_auxiliary_classifiers_gives_the_same_prediction() -> No
 @pytest.mark.parametrize("overrides", [{}, {"backbone": "inception_v3", "classifier_input_size": 80},
                                        {"sibling_layout": "tissue_strips"}, {"readout": "attention"},
                                        {"sibling_layout": "tissue_strips", "shared_heads": True},
-                                       {"readout": "lse", "recentre": True}])
+                                       {"readout": "lse", "recentre": True},
+                                       {"readout": "lse", "readout_instances": "cells"},
+                                       {"readout": "attention", "readout_instances": "cells",
+                                        "backbone": "efficientnet_lite0", "classifier_input_size": 64}])
 def test_inference_copy_predicts_what_the_model_predicts_and_leaves_it_alone(overrides: dict) -> None:
     torch.manual_seed(0)
     model = build_model("tiny", **overrides)

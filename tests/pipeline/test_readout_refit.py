@@ -62,6 +62,22 @@ def test_refit_learns_the_readout_and_leaves_the_cnn(readout: str) -> None:
     assert auroc(test.labels.tolist(), logits.tolist()) == pytest.approx(result.val_auroc_after)
 
 
+def test_refit_learns_a_readout_over_cells() -> None:
+    """Cell maps ``(S, N, D, h, w)``: a positive bag's lesion fills one cell of one patch, which the patch's
+    mean dilutes 16-fold; the refit of a readout over cells finds it."""
+    g = torch.Generator().manual_seed(4)
+    maps = torch.randn(96, 3, 64, 4, 4, generator=g)
+    labels = (torch.arange(96) % 2).float()
+    maps[labels == 1, 2, :8, 1, 2] += 3.0
+    train, val = (CachedFeatures(maps[half], labels[half], [f"s{j}" for j in range(48)], {})
+                  for half in (slice(0, 48), slice(48, 96)))
+    torch.manual_seed(0)
+    classifier = Classifier("small", input_size=32, readout="lse", instances="cells")
+    with one_thread():
+        result = refit_readout(classifier, train, val, epochs=6, lr=1e-3, weight_decay=0.0, seed=3)
+    assert result.val_auroc_after > 0.95
+
+
 def test_refit_of_no_epochs_keeps_the_given_readout() -> None:
     torch.manual_seed(0)
     classifier = Classifier("small", input_size=32, readout="lse")

@@ -1,0 +1,195 @@
+"""Does a readout over the cells of each final patch see small lesions that one over whole patches misses?
+
+A MagNet's readout scores each final patch from the CNN features pooled over the whole patch (448 um at
+2 um/px on the 112²-view tree) and pools the patch logits (log-mean-exp). A micro-metastasis or a cluster of
+isolated tumour cells fills a few of the CNN map's cells (Lite0 at 224 px: 7 x 7 cells of about 64 um), so
+the average over the patch dilutes it among tissue. Even the oracle, whose every final patch lies on the
+lesion, scores ITC at 0.61-0.66 (docs/BENCHMARKS.md, "The whole curve", "Seed 2 on version 4"). This bench
+asks whether the cells themselves, as the instances of the multiple-instance readout, do better.
+
+For each trained run (its checkpoint as training left it, ``best-trained.ckpt``) it caches every slide's
+final-patch CNN maps ``(N, D, h, w)`` once (evaluation mode: the zoom as at inference; the oracle's ROIs
+for an oracle run), then fits two readouts on the same cache with the product's refit
+(``magnet.training.readout_refit.refit_readout``: start from the trained FC head, Adam 1e-4, weight decay
+1e-4, one slide per step, ``--epochs`` passes, the pass with the best validation AUROC kept):
+
+- ``patch``: the product's readout: the head on each patch's pooled features, log-mean-exp over patches
+  (what ``magnet refit`` does);
+- ``cells``: the same head on each cell's features, log-mean-exp over every cell of every patch (multiple
+  instances at the cells' scale: the pooling of Ilse et al. 2018 and CLAM's instances, Lu et al. 2021,
+  applied to the CNN map's cells as in class activation maps, Zhou et al. 2016).
+
+Each readout's test predictions are written as ``NAME-READOUT.csv`` (``magnet evaluate``'s columns), so
+``bench/paired_auroc.py NAME-patch.csv NAME-cells.csv`` pairs them on the same slides.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/cell_readout.py --out /tmp/cells \\
+        --run fixed=RUN/best-trained.ckpt --data /tmp/avp4/data/manifest.csv \\
+        --test /tmp/avp4/test/manifest.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from magnet.data.manifest import ManifestRow, read_manifest
+from magnet.inference.oracle import OracleZoom
+from magnet.metrics.auroc import table1
+from magnet.metrics.localisation import manifest_outlines
+from magnet.models.backbones import CellMap
+from magnet.slides.pool import SlidePool
+from magnet.training.checkpoints import build_offline, checkpoint_config, load_checkpoint, load_weights
+from magnet.training.readout_refit import CachedFeatures, refit_readout
+
+COLUMNS = ("macro", "micro", "itc", "macro_micro", "all")
+
+
+class CellReadout(nn.Module):
+    """The classifier's FC head on each cell of the final patches' maps ``(S, N, D, h, w)``; the slide's
+    logit is the log-mean-exp over all N * h * w cells."""
+
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def read_out(self, maps: Tensor) -> SimpleNamespace:
+        cells = self.head(maps.permute(0, 1, 3, 4, 2)).squeeze(-1).flatten(1)  # (S, N * h * w)
+        return SimpleNamespace(logit=torch.logsumexp(cells, 1) - math.log(cells.shape[1]))
+
+    def readout_parameters(self) -> list[nn.Parameter]:
+        return list(self.head.parameters())
+
+
+class PatchReadout(nn.Module):
+    """The product's per-patch readout (``Classifier.read_out``) on the maps pooled over their cells."""
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def read_out(self, maps: Tensor) -> SimpleNamespace:
+        return SimpleNamespace(logit=self.classifier.read_out(maps.mean(dim=(-2, -1))).logit)
+
+    def readout_parameters(self) -> list[nn.Parameter]:
+        return list(self.classifier.readout_parameters())
+
+
+@torch.no_grad()
+def extract(checkpoint: Path, manifest: Path, splits: set[str], cache: Path, batch: int) -> dict:
+    """Every slide of ``splits``: its final patches' CNN maps (float16), label, class and split; cached."""
+    if cache.exists():
+        return torch.load(cache, weights_only=False)  # type: ignore[no-any-return]
+    payload = load_checkpoint(checkpoint)
+    config = checkpoint_config(payload, checkpoint)
+    model = build_offline(config.model)
+    load_weights(model, payload["model"], checkpoint)
+    model.eval()
+    rows: list[ManifestRow] = [
+        r for r in read_manifest(manifest, check_slides=False).rows if r.split in splits
+    ]
+    oracle = None
+    if model.needs_final_rois:
+        outlines = manifest_outlines(rows, manifest.parent)
+        oracle = OracleZoom.for_manifest(config.model, rows, manifest.parent, str(manifest), outlines)
+    cell_map = CellMap(model.classifier.backbone).eval()
+    size = model.classifier.input_size
+    pool = SlidePool(grey_filter=config.data.grey_filter, threads=1, max_open=4)
+    slides: list[dict] = []
+    t0 = time.perf_counter()
+    count = model.config.patches_at(model.config.num_layers)
+    for i in range(0, len(rows), batch):
+        chunk = rows[i:i + batch]
+        readers = [pool.get(r.slide) for r in chunk]
+        final = None if oracle is None else oracle.rois([r.slide for r in chunk], readers, count)
+        patches = model.final_patches(readers, final_rois=final).patches[-1]  # (B, N, 3, S, S)
+        images = patches.flatten(0, 1)
+        if images.shape[-1] != size:
+            images = nn.functional.interpolate(images, size=(size, size), mode="bilinear",
+                                               align_corners=False, antialias=True)
+        maps = cell_map(images).view(len(chunk), count, *cell_map(images[:1]).shape[1:])
+        for j, row in enumerate(chunk):
+            slides.append({"slide": row.slide, "split": row.split, "label": row.label,
+                           "class": row.lesion_class or "negative", "maps": maps[j].half().cpu()})
+        pool.close()
+        if (i // batch) % 10 == 0:
+            print(f"{cache.stem}: {i + len(chunk)}/{len(rows)} slides, {time.perf_counter() - t0:.0f} s",
+                  flush=True)
+    data = {"slides": slides, "checkpoint": str(checkpoint)}
+    torch.save(data, cache)
+    return data
+
+
+def cached(slides: list[dict]) -> CachedFeatures:
+    maps = torch.stack([s["maps"] for s in slides]).float()
+    labels = torch.tensor([float(s["label"]) for s in slides])
+    return CachedFeatures(maps, labels, [s["slide"] for s in slides], {})
+
+
+def write_predictions(path: Path, slides: list[dict], logits: list[float]) -> None:
+    with path.open("w", newline="") as stream:
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow(["slide", "probability", "label", "class", "error"])
+        for s, logit in zip(slides, logits, strict=True):
+            writer.writerow([s["slide"], 1 / (1 + math.exp(-logit)), s["label"], s["class"], ""])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--run", action="append", required=True, metavar="NAME=CKPT")
+    parser.add_argument("--data", type=Path, required=True,
+                        help="manifest with the train and validation splits")
+    parser.add_argument("--test", type=Path, required=True, help="manifest with the test split")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--readouts", nargs="+", default=["patch", "cells"], choices=["patch", "cells"])
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for spec in args.run:
+        name, ckpt = spec.split("=", 1)
+        checkpoint = Path(ckpt)
+        slides = {split: extract(checkpoint, args.test if split == "test" else args.data, {split},
+                                 args.out / f"{name}-{split}.pt", args.batch)["slides"]
+                  for split in ("train", "validation", "test")}
+        train, val, test = cached(slides["train"]), cached(slides["validation"]), slides["test"]
+        test_maps = cached(test).features
+        for kind in args.readouts:
+            payload = load_checkpoint(checkpoint)
+            config = checkpoint_config(payload, checkpoint)
+            model = build_offline(config.model)
+            load_weights(model, payload["model"], checkpoint)
+            head = model.classifier
+            readout = PatchReadout(head) if kind == "patch" else CellReadout(head.head)
+            with torch.no_grad():
+                trained = readout.read_out(test_maps).logit.tolist()
+            result = refit_readout(readout, train, val, epochs=args.epochs, lr=1e-4,  # type: ignore[arg-type]
+                                   weight_decay=1e-4, seed=args.seed)
+            with torch.no_grad():
+                logits = readout.read_out(test_maps).logit.tolist()
+            write_predictions(args.out / f"{name}-{kind}.csv", test, logits)
+            write_predictions(args.out / f"{name}-{kind}-trained.csv", test, trained)
+            classes = [s["class"] for s in test]
+            labels = [s["label"] for s in test]
+            for title, scores in (("refit", logits), ("as trained", trained)):
+                metrics = table1(labels, scores, classes)
+                cells = "  ".join(f"{c} {metrics[c]['auroc']:.3f} ({metrics[c]['ci95'][0]:.2f}-"
+                                  f"{metrics[c]['ci95'][1]:.2f})" for c in COLUMNS)
+                print(f"{name} {kind} {title}: {cells}", flush=True)
+            print(f"{name} {kind}: val {result.val_auroc_before:.3f} -> {result.val_auroc_after:.3f}, pass "
+                  f"{result.best_epoch} of {result.epochs}, {result.seconds:.0f} s", flush=True)
+            np.save(args.out / f"{name}-{kind}-logits.npy", np.asarray(logits))
+
+
+if __name__ == "__main__":
+    main()
