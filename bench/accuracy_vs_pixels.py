@@ -56,6 +56,8 @@ Methods (``--methods``; each is run once and its result kept in ``--out``, so th
   patch, the readout's probability for each cell of it (``loss.head_value_target=cells``);
   ``magnet3view112sharedcellsexplore`` adds ``model.explore=0.25`` to it (a quarter of the headed boxes go to
   random tissue in training, so the heads are also taught where they would not look).
+  ``magnet3view112cellreadout`` is ``magnet3view112sharedcells`` with the readout scoring each cell of the
+  final patches' CNN maps instead of each whole patch (``model.readout_instances=cells``).
 
 Data (``--stage sets``; sizes chosen so that every method's whole pipeline fits a few hours on 2 CPU cores):
 slides of ``--size`` px at 0.25 um/px (default 32,768²: 8.2 mm, a third of a Camelyon slide's side; the
@@ -224,6 +226,10 @@ BUDGETS["magnet3view112sharedcells"] = (3, [*BUDGETS["magnet3view112shared"][1],
 # magnet-magnet3view112sharedcellsexplore-learned.
 BUDGETS["magnet3view112sharedcellsexplore"] = (3, [*BUDGETS["magnet3view112sharedcells"][1],
                                                    "model.explore=0.25"])
+# ... and with the readout over the cells of each final patch instead of whole patches
+# (model.readout_instances=cells, docs/method.md §9). As magnet-magnet3view112cellreadout-M.
+BUDGETS["magnet3view112cellreadout"] = (3, [*BUDGETS["magnet3view112sharedcells"][1],
+                                            "model.readout_instances=cells"])
 # The Camelyon recipes as they ship since 2026-12-06, on 2 CPU cores: the bilinear sampler, float32. The
 # 3-layer one is magnet3view112sharedcells (tests/test_bench_budgets.py checks that they resolve alike); the
 # 4-layer one (36 final patches, batch 8 as in the recipe) trains for 2 epochs, so that it stays near the
