@@ -283,6 +283,9 @@ def refit_run(run_dir: str | Path, train_rows: Sequence[ManifestRow], val_rows: 
     config = checkpoint_config(payload, best)
     if settings is not None:
         config = replace(config, refit=settings)
+    instances = config.refit.readout_instances
+    if instances is not None:  # the same weights, read over other instances from now on
+        config = replace(config, model=replace(config.model, readout_instances=instances))
     if not trained.exists():
         save_checkpoint(trained, payload)
     model = build_offline(config.model)

@@ -25,7 +25,7 @@ from magnet.domains import (
     check_domains,
 )
 from magnet.errors import ConfigError
-from magnet.models.model_config import MagNetConfig
+from magnet.models.model_config import MagNetConfig, ReadoutInstances
 from magnet.slides.colour import StainNorm
 from magnet.training.losses import LossWeights
 
@@ -118,6 +118,9 @@ class RefitConfig:
     # [choice] > 1: the readout is the mean of this many refits, each choosing its pass on one fold of the
     # training and validation slides pooled (magnet.training.readout_refit.refit_readout_folds)
     folds: Annotated[int, AtLeast(1)] = 1
+    # [choice] what the refitted readout scores (model.readout_instances); None keeps the trained model's.
+    # "cells": training read whole patches, the refit and every prediction after it read each patch's cells.
+    readout_instances: ReadoutInstances | None = None
 
     def __post_init__(self) -> None:
         check_domains(self)
@@ -151,6 +154,11 @@ class TrainConfig:
             raise ConfigError(
                 "loss.head_value > 0 needs a logit per final patch: set model.readout to max, lse or "
                 "attention (the GRU gives one for the whole sequence), or loss.head_value_target=novelty"
+            )
+        if self.refit.readout_instances == "cells" and self.model.readout == "gru":
+            raise ConfigError(
+                "refit.readout_instances=cells scores each cell of a final patch with a per-patch head: set "
+                "model.readout to max, lse or attention (got gru)"
             )
 
 

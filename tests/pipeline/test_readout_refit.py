@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -205,6 +206,32 @@ def test_magnet_refit_refits_a_finished_run_from_its_trained_checkpoint(tmp_path
     assert second["epochs"] == 1
     assert second["val_auroc_before"] == first["readout_refit"]["val_auroc_before"]
     assert temp_files(run) == []
+
+
+def test_a_refit_over_cells_reads_the_cells_from_then_on(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """``refit.readout_instances=cells``: the trained checkpoint keeps patches, the refitted one reads cells,
+    and ``magnet evaluate`` of it gives what its classifier gives on the final patches' cells."""
+    manifest = dataset(tmp_path / "data")
+    run = train_tiny(manifest, tmp_path / "run", "refit.epochs=0")
+    with one_thread():
+        assert main(["refit", str(run), "--set", "refit.epochs=2",
+                     "--set", "refit.readout_instances=cells"]) == 0
+    capsys.readouterr()
+    refitted = load_checkpoint(run / "best.ckpt")
+    assert refitted["config"]["model"]["readout_instances"] == "cells"
+    assert load_checkpoint(run / "best-trained.ckpt")["config"]["model"]["readout_instances"] == "patches"
+    model, _ = load_model(run / "best.ckpt")
+    assert model.classifier.reads_cells
+    rows = [r for r in read_manifest(manifest, check_slides=False).rows if r.split == "validation"]
+    pool = SlidePool(grey_filter=True, threads=1)
+    with one_thread(), torch.no_grad():
+        model.eval()
+        out = model([pool.get(r.slide) for r in rows], auxiliary=False, cell_logits=True)
+    assert out.patch_cell_logits is not None
+    cells = out.patch_cell_logits.flatten(1)
+    torch.testing.assert_close(out.logit, torch.logsumexp(cells, 1) - math.log(cells.shape[1]))
+    with pytest.raises(ConfigError, match="refit.readout_instances=cells.*got gru"):
+        tiny_config(manifest, "model.readout=gru", "refit.readout_instances=cells")
 
 
 def test_magnet_refit_refuses_other_keys_and_a_folder_without_a_run(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
