@@ -57,7 +57,9 @@ Methods (``--methods``; each is run once and its result kept in ``--out``, so th
   ``magnet3view112sharedcellsexplore`` adds ``model.explore=0.25`` to it (a quarter of the headed boxes go to
   random tissue in training, so the heads are also taught where they would not look).
   ``magnet3view112cellreadout`` is ``magnet3view112sharedcells`` with the readout scoring each cell of the
-  final patches' CNN maps instead of each whole patch (``model.readout_instances=cells``).
+  final patches' CNN maps instead of each whole patch (``model.readout_instances=cells``);
+  ``magnet3view112refitcells`` trains over whole patches and refits the readout over the cells
+  (``refit.readout_instances=cells``).
 
 Data (``--stage sets``; sizes chosen so that every method's whole pipeline fits a few hours on 2 CPU cores):
 slides of ``--size`` px at 0.25 um/px (default 32,768²: 8.2 mm, a third of a Camelyon slide's side; the
@@ -128,10 +130,11 @@ LITE0 = ["model.backbone=efficientnet_lite0", "model.pretrained=true", "model.au
 # 0.5, 0.33, 0.33 for the 3-layer tree on 8-mm slides).
 RECIPE_ON_VIRTUAL = ["model.backbone=efficientnet_lite0"]
 # The keys that the Camelyon recipes changed on 2026-12-06 (112-px views, one head network per layer, the
-# heads' value taught per cell), at their values before: every ``magnet3*`` budget defined before that day
-# keeps the tree it was measured with.
+# heads' value taught per cell; in the evening, the refit over cells), at their values before: every
+# ``magnet3*`` budget defined before a change keeps the tree it was measured with.
 RECIPE_BEFORE_2026_12_06 = ["model.view_size=56", "model.read_size=112", "model.head_highpass=3.0",
-                            "model.shared_heads=false", "loss.head_value_target=probability"]
+                            "model.shared_heads=false", "loss.head_value_target=probability",
+                            "refit.readout_instances=null"]
 FINAL_SIDE_UM = 448.0
 
 
@@ -230,13 +233,20 @@ BUDGETS["magnet3view112sharedcellsexplore"] = (3, [*BUDGETS["magnet3view112share
 # (model.readout_instances=cells, docs/method.md §9). As magnet-magnet3view112cellreadout-M.
 BUDGETS["magnet3view112cellreadout"] = (3, [*BUDGETS["magnet3view112sharedcells"][1],
                                             "model.readout_instances=cells"])
+# ... or trained over whole patches and refitted over cells (refit.readout_instances=cells): the Camelyon
+# recipes since the evening of 2026-12-06 (bench/cell_readout.py measured the refit on cached maps).
+BUDGETS["magnet3view112refitcells"] = (3, [*BUDGETS["magnet3view112sharedcells"][1],
+                                           "refit.readout_instances=cells"])
 # The Camelyon recipes as they ship since 2026-12-06, on 2 CPU cores: the bilinear sampler, float32. The
-# 3-layer one is magnet3view112sharedcells (tests/test_bench_budgets.py checks that they resolve alike); the
+# 3-layer one is magnet3view112refitcells (tests/test_bench_budgets.py checks that they resolve alike); the
 # 4-layer one (36 final patches, batch 8 as in the recipe) trains for 2 epochs, so that it stays near the
 # hour the 3-layer tree's 3 epochs take. As magnet-magnet3recipe-M and magnet-magnet4recipe-M.
 ON_CPU = ["model.sampler=bilinear", "accelerator=cpu", "precision=32-true"]
 BUDGETS["magnet3recipe"] = (3, [*RECIPE_ON_VIRTUAL, *ON_CPU, "optim.batch_size=8"])
 BUDGETS["magnet4recipe"] = (2, [*RECIPE_ON_VIRTUAL, *ON_CPU])
+# The 4-layer recipe as measured on the morning of 2026-12-06, before its refit read cells (docs/BENCHMARKS.md,
+# "The Camelyon recipes since 2026-12-06"). As magnet-magnet4recipepatchrefit-M.
+BUDGETS["magnet4recipepatchrefit"] = (2, [*RECIPE_ON_VIRTUAL, *ON_CPU, "refit.readout_instances=null"])
 # The recipe each budget's overrides apply to (configs/demo_v1.yaml where not named here).
 RECIPES = {name: f"configs/{name[:7]}_camelyon.yaml" for name in BUDGETS
            if name.startswith(("magnet3", "magnet4"))}

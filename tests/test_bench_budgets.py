@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
@@ -39,14 +40,20 @@ def resolved(bench: ModuleType, budget: str) -> TrainConfig:
 
 def test_the_shipped_3_layer_recipe_is_the_measured_per_cell_tree(bench: ModuleType) -> None:
     shipped = resolved(bench, "magnet3recipe")
-    assert shipped == resolved(bench, "magnet3view112sharedcells")
+    assert shipped == resolved(bench, "magnet3view112refitcells")
     assert shipped.model.shared_heads and shipped.loss.head_value_target == "cells"
+    assert shipped.refit.readout_instances == "cells" and shipped.model.readout_instances == "patches"
 
 
 def test_budgets_measured_before_the_recipe_changed_keep_their_tree(bench: ModuleType) -> None:
     old = resolved(bench, "magnet3refit")
     assert (old.model.view_size, old.model.read_size, old.model.head_highpass) == (56, 112, 3.0)
     assert not old.model.shared_heads and old.loss.head_value_target == "probability"
+    per_cell = resolved(bench, "magnet3view112sharedcells")  # measured before the refit over cells
+    assert per_cell.refit.readout_instances is None and per_cell.model.readout_instances == "patches"
+    four = resolved(bench, "magnet4recipepatchrefit")  # the 4-layer recipe as measured before that
+    assert four.refit.readout_instances is None and four.model.num_layers == 4
+    assert four == replace(resolved(bench, "magnet4recipe"), refit=replace(four.refit, readout_instances=None))
     view112 = resolved(bench, "magnet3view112")
     assert (view112.model.view_size, view112.model.head_highpass) == (112, 6.0)
     assert not view112.model.shared_heads
