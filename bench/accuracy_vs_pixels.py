@@ -244,8 +244,8 @@ BUDGETS["magnet3view112refitcells"] = (3, [*BUDGETS["magnet3view112sharedcells"]
 ON_CPU = ["model.sampler=bilinear", "accelerator=cpu", "precision=32-true"]
 BUDGETS["magnet3recipe"] = (3, [*RECIPE_ON_VIRTUAL, *ON_CPU, "optim.batch_size=8"])
 BUDGETS["magnet4recipe"] = (2, [*RECIPE_ON_VIRTUAL, *ON_CPU])
-# The 4-layer recipe as measured on the morning of 2026-12-06, before its refit read cells (docs/BENCHMARKS.md,
-# "The Camelyon recipes since 2026-12-06"). As magnet-magnet4recipepatchrefit-M.
+# The 4-layer recipe as measured on the morning of 2026-12-06, before its refit read cells
+# (docs/BENCHMARKS.md, "The Camelyon recipes since 2026-12-06"). As magnet-magnet4recipepatchrefit-M.
 BUDGETS["magnet4recipepatchrefit"] = (2, [*RECIPE_ON_VIRTUAL, *ON_CPU, "refit.readout_instances=null"])
 # The recipe each budget's overrides apply to (configs/demo_v1.yaml where not named here).
 RECIPES = {name: f"configs/{name[:7]}_camelyon.yaml" for name in BUDGETS

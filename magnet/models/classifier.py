@@ -230,13 +230,12 @@ class Classifier(nn.Module):
         running = pool_running(patch_logits, self.readout)
         return ClassifierOutput(logit=running[:, -1], running_logits=running, patch_logits=patch_logits)
 
-
     def _patch_logits(self, features: Tensor) -> Tensor:
         """One logit per patch ``(B, N)``: the head on each patch's features, or the readout's pool of the
         head on each of its cells (max for max, log-mean-exp otherwise)."""
         if features.dim() == 3:
             return self.head(features).squeeze(-1)
-        cells = self.head(features.movedim(2, -1)).flatten(2, 4)  # (B, N, h * w)
+        cells = self._head_on_cells(features.flatten(0, 1), *features.shape[:2]).flatten(2)  # (B, N, h * w)
         if self.readout == "max":
             return cells.amax(dim=-1)
         return torch.logsumexp(cells, dim=-1) - math.log(cells.shape[-1])
