@@ -8,14 +8,16 @@ lesion, scores ITC at 0.61-0.66 (docs/BENCHMARKS.md, "The whole curve", "Seed 2 
 asks whether the cells themselves, as the instances of the multiple-instance readout, do better.
 
 For each trained run (its checkpoint as training left it, ``best-trained.ckpt``) it caches every slide's
-final-patch CNN maps ``(N, D, h, w)`` once (evaluation mode: the zoom as at inference; the oracle's ROIs
-for an oracle run), then fits two readouts on the same cache with the product's refit
-(``magnet.training.readout_refit.refit_readout``: start from the trained FC head, Adam 1e-4, weight decay
-1e-4, one slide per step, ``--epochs`` passes, the pass with the best validation AUROC kept):
+final-patch CNN maps ``(N, D, h, w)`` once (the product's ``final_patch_features`` of the run's model read
+over cells: evaluation mode, the zoom as at inference; the oracle's ROIs for an oracle run), then fits two
+readouts on the same cache with the product's refit (``magnet.training.readout_refit.refit_readout``:
+start from the trained FC head, Adam 1e-4, weight decay 1e-4, one slide per step, ``--epochs`` passes, the
+pass with the best validation AUROC kept):
 
 - ``patch``: the product's readout: the head on each patch's pooled features, log-mean-exp over patches
   (what ``magnet refit`` does);
-- ``cells``: the same head on each cell's features, log-mean-exp over every cell of every patch (multiple
+- ``cells``: the same head on each cell's features, log-mean-exp over every cell of every patch
+  (``model.readout_instances=cells``, the run's model rebuilt with it: the same weights; multiple
   instances at the cells' scale: the pooling of Ilse et al. 2018 and CLAM's instances, Lu et al. 2021,
   applied to the CNN map's cells as in class activation maps, Zhou et al. 2016).
 
@@ -30,115 +32,73 @@ Each readout's test predictions are written as ``NAME-READOUT.csv`` (``magnet ev
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
-import numpy as np
 import torch
-from torch import Tensor, nn
 
-from magnet.data.manifest import ManifestRow, read_manifest
+from magnet.data.manifest import read_manifest
+from magnet.evaluation.reports import write_predictions_csv
 from magnet.inference.oracle import OracleZoom
 from magnet.metrics.auroc import table1
 from magnet.metrics.localisation import manifest_outlines
-from magnet.models.backbones import CellMap
 from magnet.slides.pool import SlidePool
 from magnet.training.checkpoints import build_offline, checkpoint_config, load_checkpoint, load_weights
-from magnet.training.readout_refit import CachedFeatures, refit_readout
+from magnet.training.readout_refit import CachedFeatures, final_patch_features, refit_readout
 
 COLUMNS = ("macro", "micro", "itc", "macro_micro", "all")
 
 
-class CellReadout(nn.Module):
-    """The classifier's FC head on each cell of the final patches' maps ``(S, N, D, h, w)``; the slide's
-    logit is the log-mean-exp over all N * h * w cells."""
-
-    def __init__(self, head: nn.Module) -> None:
-        super().__init__()
-        self.head = head
-
-    def read_out(self, maps: Tensor) -> SimpleNamespace:
-        cells = self.head(maps.permute(0, 1, 3, 4, 2)).squeeze(-1).flatten(1)  # (S, N * h * w)
-        return SimpleNamespace(logit=torch.logsumexp(cells, 1) - math.log(cells.shape[1]))
-
-    def readout_parameters(self) -> list[nn.Parameter]:
-        return list(self.head.parameters())
-
-
-class PatchReadout(nn.Module):
-    """The product's per-patch readout (``Classifier.read_out``) on the maps pooled over their cells."""
-
-    def __init__(self, classifier: nn.Module) -> None:
-        super().__init__()
-        self.classifier = classifier
-
-    def read_out(self, maps: Tensor) -> SimpleNamespace:
-        return SimpleNamespace(logit=self.classifier.read_out(maps.mean(dim=(-2, -1))).logit)
-
-    def readout_parameters(self) -> list[nn.Parameter]:
-        return list(self.classifier.readout_parameters())
-
-
-@torch.no_grad()
-def extract(checkpoint: Path, manifest: Path, splits: set[str], cache: Path, batch: int) -> dict:
-    """Every slide of ``splits``: its final patches' CNN maps (float16), label, class and split; cached."""
-    if cache.exists():
-        return torch.load(cache, weights_only=False)  # type: ignore[no-any-return]
+def load_run(checkpoint: Path, instances: str):  # type: ignore[no-untyped-def]
+    """The run's model built with ``readout_instances=instances`` (the same weights), in evaluation mode."""
     payload = load_checkpoint(checkpoint)
     config = checkpoint_config(payload, checkpoint)
-    model = build_offline(config.model)
+    model = build_offline(replace(config.model, readout_instances=instances))
     load_weights(model, payload["model"], checkpoint)
-    model.eval()
-    rows: list[ManifestRow] = [
-        r for r in read_manifest(manifest, check_slides=False).rows if r.split in splits
-    ]
+    return model.eval(), config
+
+
+def extract(checkpoint: Path, manifest: Path, splits: set[str], cache: Path, batch: int) -> dict:
+    """Every slide of ``splits``: its final patches' CNN maps (float16, ``final_patch_features`` of the model
+    read over cells), label, class and split; cached."""
+    if cache.exists():
+        return torch.load(cache, weights_only=False)  # type: ignore[no-any-return]
+    model, config = load_run(checkpoint, "cells")
+    rows = [r for r in read_manifest(manifest, check_slides=False).rows if r.split in splits]
     oracle = None
     if model.needs_final_rois:
         outlines = manifest_outlines(rows, manifest.parent)
         oracle = OracleZoom.for_manifest(config.model, rows, manifest.parent, str(manifest), outlines)
-    cell_map = CellMap(model.classifier.backbone).eval()
-    size = model.classifier.input_size
     pool = SlidePool(grey_filter=config.data.grey_filter, threads=1, max_open=4)
-    slides: list[dict] = []
     t0 = time.perf_counter()
-    count = model.config.patches_at(model.config.num_layers)
-    for i in range(0, len(rows), batch):
-        chunk = rows[i:i + batch]
-        readers = [pool.get(r.slide) for r in chunk]
-        final = None if oracle is None else oracle.rois([r.slide for r in chunk], readers, count)
-        patches = model.final_patches(readers, final_rois=final).patches[-1]  # (B, N, 3, S, S)
-        images = patches.flatten(0, 1)
-        if images.shape[-1] != size:
-            images = nn.functional.interpolate(images, size=(size, size), mode="bilinear",
-                                               align_corners=False, antialias=True)
-        maps = cell_map(images).view(len(chunk), count, *cell_map(images[:1]).shape[1:])
-        for j, row in enumerate(chunk):
-            slides.append({"slide": row.slide, "split": row.split, "label": row.label,
-                           "class": row.lesion_class or "negative", "maps": maps[j].half().cpu()})
-        pool.close()
-        if (i // batch) % 10 == 0:
-            print(f"{cache.stem}: {i + len(chunk)}/{len(rows)} slides, {time.perf_counter() - t0:.0f} s",
-                  flush=True)
-    data = {"slides": slides, "checkpoint": str(checkpoint)}
-    torch.save(data, cache)
-    return data
+    with torch.no_grad():
+        data = final_patch_features(model, rows, pool, batch_size=batch, oracle=oracle)
+    pool.close()
+    if data.skipped:
+        raise SystemExit(f"cell_readout: slides that could not be read: {data.skipped}")
+    print(f"{cache.stem}: {len(rows)} slides, {time.perf_counter() - t0:.0f} s", flush=True)
+    slides = [{"slide": row.slide, "split": row.split, "label": row.label,
+               "class": row.lesion_class or "negative", "maps": maps.half()}
+              for row, maps in zip(rows, data.features, strict=True)]
+    result = {"slides": slides, "checkpoint": str(checkpoint)}
+    torch.save(result, cache)
+    return result
 
 
-def cached(slides: list[dict]) -> CachedFeatures:
+def cached(slides: list[dict], instances: str) -> CachedFeatures:
+    """The slides' maps as a readout over ``instances`` reads them: the maps, or their global pool."""
     maps = torch.stack([s["maps"] for s in slides]).float()
+    features = maps if instances == "cells" else maps.mean(dim=(-2, -1))
     labels = torch.tensor([float(s["label"]) for s in slides])
-    return CachedFeatures(maps, labels, [s["slide"] for s in slides], {})
+    return CachedFeatures(features, labels, [s["slide"] for s in slides], {})
 
 
 def write_predictions(path: Path, slides: list[dict], logits: list[float]) -> None:
-    with path.open("w", newline="") as stream:
-        writer = csv.writer(stream, lineterminator="\n")
-        writer.writerow(["slide", "probability", "label", "class", "error"])
-        for s, logit in zip(slides, logits, strict=True):
-            writer.writerow([s["slide"], 1 / (1 + math.exp(-logit)), s["label"], s["class"], ""])
+    rows = [{"slide": s["slide"], "probability": 1 / (1 + math.exp(-logit)), "label": s["label"],
+             "class": s["class"], "error": ""} for s, logit in zip(slides, logits, strict=True)]
+    write_predictions_csv(rows, path)
 
 
 def main() -> None:
@@ -162,19 +122,17 @@ def main() -> None:
         slides = {split: extract(checkpoint, args.test if split == "test" else args.data, {split},
                                  args.out / f"{name}-{split}.pt", args.batch)["slides"]
                   for split in ("train", "validation", "test")}
-        train, val, test = cached(slides["train"]), cached(slides["validation"]), slides["test"]
-        test_maps = cached(test).features
+        test = slides["test"]
         for kind in args.readouts:
-            payload = load_checkpoint(checkpoint)
-            config = checkpoint_config(payload, checkpoint)
-            model = build_offline(config.model)
-            load_weights(model, payload["model"], checkpoint)
-            head = model.classifier
-            readout = PatchReadout(head) if kind == "patch" else CellReadout(head.head)
+            instances = "patches" if kind == "patch" else "cells"
+            model, _ = load_run(checkpoint, instances)
+            readout = model.classifier
+            train, val = cached(slides["train"], instances), cached(slides["validation"], instances)
+            test_maps = cached(test, instances).features
             with torch.no_grad():
                 trained = readout.read_out(test_maps).logit.tolist()
-            result = refit_readout(readout, train, val, epochs=args.epochs, lr=1e-4,  # type: ignore[arg-type]
-                                   weight_decay=1e-4, seed=args.seed)
+            result = refit_readout(readout, train, val, epochs=args.epochs, lr=1e-4, weight_decay=1e-4,
+                                   seed=args.seed)
             with torch.no_grad():
                 logits = readout.read_out(test_maps).logit.tolist()
             write_predictions(args.out / f"{name}-{kind}.csv", test, logits)
@@ -188,7 +146,6 @@ def main() -> None:
                 print(f"{name} {kind} {title}: {cells}", flush=True)
             print(f"{name} {kind}: val {result.val_auroc_before:.3f} -> {result.val_auroc_after:.3f}, pass "
                   f"{result.best_epoch} of {result.epochs}, {result.seconds:.0f} s", flush=True)
-            np.save(args.out / f"{name}-{kind}-logits.npy", np.asarray(logits))
 
 
 if __name__ == "__main__":
