@@ -74,7 +74,7 @@ def extract(checkpoint: Path, manifest: Path, splits: set[str], cache: Path, bat
     pool = SlidePool(grey_filter=config.data.grey_filter, threads=1, max_open=4)
     t0 = time.perf_counter()
     with torch.no_grad():
-        data = final_patch_features(model, rows, pool, batch_size=batch, oracle=oracle)
+        data = final_patch_features(model, rows, pool, batch_size=batch, oracle=oracle, seed=config.seed)
     pool.close()
     if data.skipped:
         raise SystemExit(f"cell_readout: slides that could not be read: {data.skipped}")

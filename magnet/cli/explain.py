@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
                      wrap=normaliser(config.data.stain_norm))
     try:
         results = explain_slides(model, args.slides, pool, out, thumbnail_size=args.thumbnail_size,
-                                 checkpoint=str(args.checkpoint), progress=show)
+                                 checkpoint=str(args.checkpoint), progress=show, seed=config.seed)
     finally:
         pool.close()
     failed = [r for r in results if not r.ok]

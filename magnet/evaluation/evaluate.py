@@ -141,7 +141,7 @@ def evaluate(checkpoint: str | Path, manifest: str | Path, out_dir: str | Path, 
     try:
         with tqdm(total=len(rows), desc="evaluate", unit="slide", disable=not show_progress) as bar:
             preds = predict_slides(model, [r.slide for r in rows], pool, batch_size=batch_size,
-                                   progress=bar.update, oracle=oracle, on_batch=stream)
+                                   progress=bar.update, oracle=oracle, on_batch=stream, seed=config.seed)
     finally:
         pool.close()
     good = [(r, p) for r, p in zip(rows, preds, strict=True) if not p.error]

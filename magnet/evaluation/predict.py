@@ -72,7 +72,7 @@ def _stream(model: MagNet, config: TrainConfig, slides: Sequence[str], *, batch_
     return stream_predictions(model, slides, grey_filter=config.data.grey_filter,
                               reader_threads=config.data.reader_threads, batch_size=batch_size,
                               workers=workers, ahead=ahead, in_flight=in_flight, device=device,
-                              stain_norm=norm)
+                              stain_norm=norm, seed=config.seed)
 
 
 def predict(checkpoint: str | Path, slides: Sequence[str], *, batch_size: int = 1, workers: int = 2,

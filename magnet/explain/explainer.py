@@ -30,6 +30,7 @@ from magnet.explain.geojson import write_geojson
 from magnet.explain.legend import layer_keys
 from magnet.explain.report import write_index, write_slide_report
 from magnet.explain.result import OUTPUT_FILES, THUMBNAIL_SIZE, ExplainResult
+from magnet.inference.draws import inference_generator
 from magnet.models.magnet import MagNet
 from magnet.outputs import output_folder
 from magnet.slides.names import safe_slide_name
@@ -46,17 +47,20 @@ def explain_slide(
     *,
     thumbnail_size: int = THUMBNAIL_SIZE,
     checkpoint: str = "",
+    seed: int = 0,
 ) -> ExplainResult:
     """Run ``model`` on one slide and write its explanation into ``out_dir`` (the slide's own folder).
 
-    A slide that cannot be read raises ``SlideError`` (one line); nothing is written then.
+    A slide that cannot be read raises ``SlideError`` (one line); nothing is written then. ``seed``: the
+    run's seed, for a model that draws at inference (a random zoom's boxes are then those it was evaluated
+    with, ``magnet.inference.draws``).
     """
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            out = model([reader], auxiliary=False)
+            out = model([reader], generator=inference_generator(model, [slide_spec], seed), auxiliary=False)
     finally:
         model.train(was_training)
     probability = float(torch.sigmoid(out.logit.float())[0])
@@ -100,13 +104,14 @@ def explain_slides(
     thumbnail_size: int = THUMBNAIL_SIZE,
     checkpoint: str = "",
     progress: Callable[[ExplainResult], object] | None = None,
+    seed: int = 0,
 ) -> list[ExplainResult]:
     """Explain every slide into ``out_dir/<name>/`` and write ``out_dir/index.html``; order is kept.
 
     A slide that cannot be opened or read is reported in its ``ExplainResult.error`` (and in the index) and
     the others are still explained. ``progress(result)`` is called after each slide. The output folder is
     checked before the first slide, and the index is rewritten after every slide, so an interrupted run
-    keeps an index of what it finished.
+    keeps an index of what it finished. ``seed`` as in ``explain_slide``.
     """
     if model.needs_final_rois:
         raise ConfigError(
@@ -121,7 +126,7 @@ def explain_slides(
         try:
             reader = pool.get(spec)
             result = explain_slide(model, reader, spec, root / name, thumbnail_size=thumbnail_size,
-                                   checkpoint=checkpoint)
+                                   checkpoint=checkpoint, seed=seed)
         except MagnetError as exc:
             result = ExplainResult(slide=spec, name=name, checkpoint=checkpoint, error=str(exc))
         results.append(result)

@@ -41,7 +41,6 @@ hash of its name, so evaluation places the same patches on a slide whatever the 
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path as FilePath
 
@@ -52,6 +51,7 @@ from matplotlib.path import Path
 from magnet.data.manifest import ManifestRow
 from magnet.errors import ConfigError
 from magnet.geometry import RegionSource, canvas_to_level0, level0_to_canvas
+from magnet.inference.draws import slide_generator
 from magnet.metrics.localisation import manifest_outlines
 from magnet.models.model_config import MagNetConfig
 from magnet.slides.pixels import GREY_THRESHOLD, tissue_mask_tensor
@@ -202,10 +202,6 @@ def _dihedral_of(root: torch.Tensor) -> torch.Tensor:
     return lin / lin.abs().sum(-1)[0]
 
 
-def _slide_generator(name: str) -> torch.Generator:
-    return torch.Generator().manual_seed(zlib.crc32(name.encode("utf-8")))
-
-
 class OracleZoom:
     """Builds the oracle's final ROIs for batches of slides (``MagNet.forward(..., final_rois=...)``).
 
@@ -334,7 +330,7 @@ class OracleZoom:
             raise ValueError(f"root_rois must have shape ({len(slides)}, 3, 3), got {tuple(root_rois.shape)}")
         out = []
         for b, (name, source) in enumerate(zip(slides, sources, strict=True)):
-            g = generator if generator is not None else _slide_generator(name)
+            g = generator if generator is not None else slide_generator(name)
             centres = self.points(name, source, count, g)
             dihedral = None if root_rois is None else _dihedral_of(root_rois[b])
             out.append(oracle_rois(centres, tuple(source.slide_size), self.side, dihedral))  # type: ignore[arg-type]

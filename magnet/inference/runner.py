@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from magnet.errors import ConfigError, NonFiniteError, SlideError
+from magnet.inference.draws import inference_batch_size, inference_generator
 from magnet.inference.oracle import OracleZoom
 from magnet.inference.prefetch import PrereadSource
 from magnet.models.magnet import MagNet
@@ -69,19 +70,22 @@ def predict_slides(
     progress: Callable[[int], object] | None = None,
     oracle: OracleZoom | None = None,
     on_batch: Callable[[list[SlidePrediction]], object] | None = None,
+    seed: int = 0,
 ) -> list[SlidePrediction]:
     """Predict every slide of ``slides``; order is kept. ``progress(n)`` is called after each batch, and
     ``on_batch(predictions)`` with that batch's predictions (in the order of ``slides``).
 
     ``oracle``: the final ROIs of a model with zoom="oracle" (required there; ``magnet.inference.oracle``),
     drawn per slide from a generator seeded by the slide's name, so a slide gets the same patches in any
-    batch.
+    batch. ``seed``: the run's seed, for a model that draws at inference (the random-zoom control: one slide
+    at a time, each from its own generator, ``magnet.inference.draws``).
     """
     if model.needs_final_rois and oracle is None:
         raise ConfigError(
             "model.zoom=oracle places the final patches on known lesion outlines, and none were given "
             "(evaluate with a manifest whose 'lesions' column names them)"
         )
+    batch_size = inference_batch_size(model, batch_size)
     order = {spec: i for i, spec in enumerate(slides)}
     results: list[SlidePrediction] = []
     with evaluation_mode(model):
@@ -96,7 +100,7 @@ def predict_slides(
                 except SlideError as exc:
                     done.append(SlidePrediction(slide=spec, error=str(exc), unreadable=True))
             if readers:
-                done.extend(_predict_batch(model, ok, readers, device, t0, oracle))
+                done.extend(_predict_batch(model, ok, readers, device, t0, oracle, seed))
             done.sort(key=lambda p: order[p.slide])
             results.extend(done)
             if on_batch is not None:
@@ -108,24 +112,30 @@ def predict_slides(
 
 @torch.no_grad()
 def predict_sources(model: MagNet, specs: Sequence[str], sources: Sequence[RegionReader | PrereadSource], *,
-                    device: torch.device | str = "cpu") -> list[SlidePrediction]:
+                    device: torch.device | str = "cpu", seed: int = 0) -> list[SlidePrediction]:
     """Predict one batch of slides already opened (``sources[i]`` is the slide ``specs[i]``), in eval mode.
 
     ``seconds`` is each slide's share of the batch's forward pass; the caller adds its opening time. A slide
-    that fails inside the forward pass gets its ``error``, as in ``predict_slides``.
+    that fails inside the forward pass gets its ``error``, as in ``predict_slides`` (``seed`` as there).
     """
     if model.needs_final_rois:
         raise ConfigError("model.zoom=oracle places the final patches on known lesion outlines, and none "
                           "were given (evaluate with a manifest whose 'lesions' column names them)")
+    step = inference_batch_size(model, len(specs))
     with evaluation_mode(model):
-        return _predict_batch(model, list(specs), list(sources), device, time.perf_counter(), None)
+        return [pred for start in range(0, len(specs), step)
+                for pred in _predict_batch(model, list(specs[start:start + step]),
+                                           list(sources[start:start + step]), device, time.perf_counter(),
+                                           None, seed)]
 
 
-def _predict_batch(model, specs, readers, device, t0, oracle) -> list[SlidePrediction]:  # type: ignore[no-untyped-def]
+def _predict_batch(model, specs, readers, device, t0, oracle, seed) -> list[SlidePrediction]:  # type: ignore[no-untyped-def]
     try:
         count = model.config.patches_at(model.config.num_layers)
         final = None if oracle is None else oracle.rois(specs, readers, count)
-        out = model(readers, final_rois=final, auxiliary=False)  # a prediction needs no aux logit
+        generator = inference_generator(model, specs, seed)
+        # a prediction needs no aux logit
+        out = model(readers, generator=generator, final_rois=final, auxiliary=False)
     except NonFiniteError as exc:  # the model's fault: every slide of the batch gets the reason
         reason = f"the model produced non-finite values ({exc}); its weights are likely corrupt"
         return [SlidePrediction(slide=spec, error=reason) for spec in specs]
@@ -135,7 +145,7 @@ def _predict_batch(model, specs, readers, device, t0, oracle) -> list[SlidePredi
         # Find the bad slide(s): predict one by one.
         preds: list[SlidePrediction] = []
         for spec, reader in zip(specs, readers, strict=True):
-            preds.extend(_predict_batch(model, [spec], [reader], device, time.perf_counter(), oracle))
+            preds.extend(_predict_batch(model, [spec], [reader], device, time.perf_counter(), oracle, seed))
         return preds
     seconds = (time.perf_counter() - t0) / len(specs)
     probs = torch.sigmoid(out.logit.float()).cpu()

@@ -36,13 +36,14 @@ __all__ = ["stream_predictions"]
 def stream_predictions(model: MagNet, slides: Sequence[str], *, grey_filter: bool = True,
                        reader_threads: int = 1, batch_size: int = 1, workers: int = 2, ahead: int = 2,
                        in_flight: int = 1, device: torch.device | str = "cpu",
-                       stain_norm: str = "none") -> Iterator[SlidePrediction]:
+                       stain_norm: str = "none", seed: int = 0) -> Iterator[SlidePrediction]:
     """Yield one ``SlidePrediction`` per slide of ``slides`` (see the module doc for the order).
 
     ``workers`` threads open slides ``ahead`` slides in advance (``ahead=0``: no overlap of reads and
     compute); ``in_flight`` batches are predicted at once, sharing ``reader_threads`` (each slide's
     reads). Closing the generator early (an interruption) waits for the batches in flight and closes every
-    slide it opened.
+    slide it opened. ``seed``: the run's seed, for a model that draws at inference
+    (``runner.predict_slides``).
     """
     if batch_size < 1 or in_flight < 1:
         raise ValueError(f"batch_size and in_flight must be >= 1, got {batch_size} and {in_flight}")
@@ -51,11 +52,11 @@ def stream_predictions(model: MagNet, slides: Sequence[str], *, grey_filter: boo
                          stain_norm=stain_norm)
     # Eval mode once for all threads: a thread switching modes would switch them for the others too.
     with evaluation_mode(model):
-        yield from _stream(model, feeder, batch_size, in_flight, device)
+        yield from _stream(model, feeder, batch_size, in_flight, device, seed)
 
 
 def _stream(model: MagNet, feeder: SlideFeeder, batch_size: int, in_flight: int,
-            device: torch.device | str) -> Iterator[SlidePrediction]:
+            device: torch.device | str, seed: int) -> Iterator[SlidePrediction]:
     batch: list[Loaded] = []
     pending: deque[Future[list[SlidePrediction]]] = deque()
     try:
@@ -67,12 +68,12 @@ def _stream(model: MagNet, feeder: SlideFeeder, batch_size: int, in_flight: int,
                     continue
                 batch.append(loaded)
                 if len(batch) == batch_size:
-                    pending.append(pool.submit(_run, model, batch, device))
+                    pending.append(pool.submit(_run, model, batch, device, seed))
                     batch = []
                     while len(pending) >= in_flight:  # the oldest first, so the order of batches is kept
                         yield from pending.popleft().result()
             if batch:
-                pending.append(pool.submit(_run, model, batch, device))
+                pending.append(pool.submit(_run, model, batch, device, seed))
                 batch = []
             while pending:
                 yield from pending.popleft().result()
@@ -84,11 +85,11 @@ def _stream(model: MagNet, feeder: SlideFeeder, batch_size: int, in_flight: int,
                 loaded.source.close()
 
 
-def _run(model: MagNet, batch: list[Loaded], device: torch.device | str) -> list[SlidePrediction]:
+def _run(model: MagNet, batch: list[Loaded], device: torch.device | str, seed: int) -> list[SlidePrediction]:
     """Predict ``batch`` and close its slides."""
     try:
         preds = predict_sources(model, [b.slide for b in batch], [b.source for b in batch],  # type: ignore[misc]
-                                device=device)
+                                device=device, seed=seed)
     finally:
         for loaded in batch:
             assert loaded.source is not None

@@ -122,6 +122,11 @@ class MagNet(nn.Module):
         """Whether ``forward`` needs ``final_rois`` (the oracle control)."""
         return self.zoom.needs_final_rois
 
+    @property
+    def draws_at_random(self) -> bool:
+        """Whether a forward in evaluation mode draws from its generator (the random-zoom control)."""
+        return self.zoom.draws_at_random
+
     def head_parameters(self) -> Iterator[nn.Parameter]:
         """The localisation heads' parameters, every layer (not the head-MIL biases): e.g. for ``head_lr``."""
         for layer in self.layers:

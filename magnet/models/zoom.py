@@ -88,11 +88,13 @@ class ZoomSite(Protocol):
 
 class ZoomStrategy(ABC):
     """A zoom mode. ``uses_heads``: the heads are evaluated and can learn. ``needs_final_rois``: the final
-    ROIs must be given to ``MagNet.forward``."""
+    ROIs must be given to ``MagNet.forward``. ``draws_at_random``: it draws from the forward's generator in
+    evaluation mode too (``magnet.inference.draws`` gives each slide its own)."""
 
     name: ClassVar[Zoom]
     uses_heads: ClassVar[bool] = False
     needs_final_rois: ClassVar[bool] = False
+    draws_at_random: ClassVar[bool] = False
 
     @classmethod
     def from_config(cls, config: MagNetConfig) -> ZoomStrategy:
@@ -222,6 +224,7 @@ class RandomZoom(ZoomStrategy):
     (-1, 1) * (1 - s); drawn from the forward's generator (on its own device) or torch's global RNG."""
 
     name = "random"
+    draws_at_random = True
 
     def place(self, site: ZoomSite, images: Tensor, generator: torch.Generator | None) -> Placement:
         batch, parents = images.shape[:2]

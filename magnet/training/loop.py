@@ -426,7 +426,7 @@ class Trainer:
         rows = [r for r in self.val_rows if r.slide not in failures]
         preds = predict_slides(self.module, [r.slide for r in rows], self.pool,
                                batch_size=self.cfg.optim.batch_size, device=self.fabric.device,
-                               oracle=self.oracle)
+                               oracle=self.oracle, seed=self.cfg.seed)
         for pred in preds:
             if pred.unreadable:
                 failures.add(pred.slide, pred.error)

@@ -50,6 +50,7 @@ from torch import Tensor
 
 from magnet.data.manifest import ManifestRow
 from magnet.errors import MagnetError, SlideError
+from magnet.inference.draws import inference_batch_size, inference_generator
 from magnet.inference.oracle import OracleZoom
 from magnet.inference.runner import evaluation_mode
 from magnet.metrics.auroc import auroc
@@ -127,8 +128,9 @@ class RefitResult:
 
 @torch.no_grad()
 def final_patch_features(model: MagNet, rows: Sequence[ManifestRow], pool: SlidePool, *, batch_size: int,
-                         oracle: OracleZoom | None = None) -> CachedFeatures:
-    """Each readable slide's final-patch features in evaluation mode (the zoom as at inference).
+                         oracle: OracleZoom | None = None, seed: int = 0) -> CachedFeatures:
+    """Each readable slide's final-patch features in evaluation mode (the zoom as at inference; a random
+    zoom's boxes those of evaluation, from each slide's generator and the run's ``seed``).
 
     A slide that cannot be read is left out and named in ``skipped``; the others are unaffected.
     """
@@ -139,11 +141,14 @@ def final_patch_features(model: MagNet, rows: Sequence[ManifestRow], pool: Slide
     def read(group: list[ManifestRow]) -> None:
         readers = [pool.get(row.slide) for row in group]
         count = model.config.patches_at(model.config.num_layers)
-        final = None if oracle is None else oracle.rois([row.slide for row in group], readers, count)
-        patches = model.final_patches(readers, final_rois=final).patches[-1]
+        names = [row.slide for row in group]
+        final = None if oracle is None else oracle.rois(names, readers, count)
+        generator = inference_generator(model, names, seed)
+        patches = model.final_patches(readers, generator=generator, final_rois=final).patches[-1]
         features.append(model.classifier.features(patches).float().cpu())
         kept.extend(group)
 
+    batch_size = inference_batch_size(model, batch_size)
     with evaluation_mode(model):
         for start in range(0, len(rows), batch_size):
             batch = list(rows[start:start + batch_size])
@@ -292,8 +297,8 @@ def refit_run(run_dir: str | Path, train_rows: Sequence[ManifestRow], val_rows: 
     load_weights(model, payload["model"], best)
     model.to(device)
     batch = config.optim.batch_size
-    train = final_patch_features(model, train_rows, pool, batch_size=batch, oracle=oracle)
-    val = final_patch_features(model, val_rows, pool, batch_size=batch, oracle=oracle)
+    train = final_patch_features(model, train_rows, pool, batch_size=batch, oracle=oracle, seed=config.seed)
+    val = final_patch_features(model, val_rows, pool, batch_size=batch, oracle=oracle, seed=config.seed)
     for slide, reason in {**train.skipped, **val.skipped}.items():
         echo(f"readout refit: {slide} left out ({reason})")
     refit = config.refit
