@@ -31,14 +31,6 @@ MODEL = {
 URIS = [f"synth:seed={s},size=2048x2048,lesion=negative" for s in range(4)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _model(zoom: str) -> MagNet:
     torch.manual_seed(0)
     cfg = config_from_dict(TrainConfig, {"model": {**MODEL, "zoom": zoom}, "accelerator": "cpu"})
