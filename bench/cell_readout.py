@@ -51,11 +51,13 @@ from magnet.training.readout_refit import CachedFeatures, final_patch_features, 
 COLUMNS = ("macro", "micro", "itc", "macro_micro", "all")
 
 
-def load_run(checkpoint: Path, instances: str):  # type: ignore[no-untyped-def]
-    """The run's model built with ``readout_instances=instances`` (the same weights), in evaluation mode."""
+def load_run(checkpoint: Path, instances: str, pool: str | None = None):  # type: ignore[no-untyped-def]
+    """The run's model built with ``readout_instances=instances`` and, if given, ``readout=pool`` (the same
+    weights: max and lse share the per-patch head), in evaluation mode."""
     payload = load_checkpoint(checkpoint)
     config = checkpoint_config(payload, checkpoint)
-    model = build_offline(replace(config.model, readout_instances=instances))
+    model = build_offline(replace(config.model, readout_instances=instances,
+                                  readout=pool or config.model.readout))
     load_weights(model, payload["model"], checkpoint)
     return model.eval(), config
 
@@ -112,8 +114,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--readouts", nargs="+", default=["patch", "cells"], choices=["patch", "cells"])
+    parser.add_argument("--pool", choices=["max", "lse"], default=None,
+                        help="the readout's pool instead of the run's own (the outputs' names end in -POOL)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    suffix = f"-{args.pool}" if args.pool else ""
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     for spec in args.run:
@@ -125,7 +130,7 @@ def main() -> None:
         test = slides["test"]
         for kind in args.readouts:
             instances = "patches" if kind == "patch" else "cells"
-            model, _ = load_run(checkpoint, instances)
+            model, _ = load_run(checkpoint, instances, args.pool)
             readout = model.classifier
             train, val = cached(slides["train"], instances), cached(slides["validation"], instances)
             test_maps = cached(test, instances).features
@@ -135,17 +140,18 @@ def main() -> None:
                                    seed=args.seed)
             with torch.no_grad():
                 logits = readout.read_out(test_maps).logit.tolist()
-            write_predictions(args.out / f"{name}-{kind}.csv", test, logits)
-            write_predictions(args.out / f"{name}-{kind}-trained.csv", test, trained)
+            write_predictions(args.out / f"{name}-{kind}{suffix}.csv", test, logits)
+            write_predictions(args.out / f"{name}-{kind}{suffix}-trained.csv", test, trained)
             classes = [s["class"] for s in test]
             labels = [s["label"] for s in test]
             for title, scores in (("refit", logits), ("as trained", trained)):
                 metrics = table1(labels, scores, classes)
                 cells = "  ".join(f"{c} {metrics[c]['auroc']:.3f} ({metrics[c]['ci95'][0]:.2f}-"
                                   f"{metrics[c]['ci95'][1]:.2f})" for c in COLUMNS)
-                print(f"{name} {kind} {title}: {cells}", flush=True)
-            print(f"{name} {kind}: val {result.val_auroc_before:.3f} -> {result.val_auroc_after:.3f}, pass "
-                  f"{result.best_epoch} of {result.epochs}, {result.seconds:.0f} s", flush=True)
+                print(f"{name} {kind}{suffix} {title}: {cells}", flush=True)
+            print(f"{name} {kind}{suffix}: val {result.val_auroc_before:.3f} -> "
+                  f"{result.val_auroc_after:.3f}, pass {result.best_epoch} of {result.epochs}, "
+                  f"{result.seconds:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
