@@ -103,6 +103,35 @@ def write_predictions(path: Path, slides: list[dict], logits: list[float]) -> No
     write_predictions_csv(rows, path)
 
 
+def fit_and_report(name: str, kind: str, checkpoint: Path, slides: dict[str, list[dict]], out: Path, *,
+                   epochs: int, seed: int, pool: str | None = None) -> None:
+    """Refit the readout of run ``checkpoint`` over ``kind`` (``patch`` or ``cells``; ``pool`` instead of
+    the run's own) on cached ``slides`` (train, validation, test); write the test predictions, refitted and
+    as trained, as ``NAME-KIND[-POOL][-trained].csv`` and print their metrics."""
+    suffix = f"-{pool}" if pool else ""
+    instances = "patches" if kind == "patch" else "cells"
+    readout = load_run(checkpoint, instances, pool)[0].classifier
+    test = slides["test"]
+    train, val = cached(slides["train"], instances), cached(slides["validation"], instances)
+    test_maps = cached(test, instances).features
+    with torch.no_grad():
+        trained = readout.read_out(test_maps).logit.tolist()
+    result = refit_readout(readout, train, val, epochs=epochs, lr=1e-4, weight_decay=1e-4, seed=seed)
+    with torch.no_grad():
+        logits = readout.read_out(test_maps).logit.tolist()
+    write_predictions(out / f"{name}-{kind}{suffix}.csv", test, logits)
+    write_predictions(out / f"{name}-{kind}{suffix}-trained.csv", test, trained)
+    classes = [s["class"] for s in test]
+    labels = [s["label"] for s in test]
+    for title, scores in (("refit", logits), ("as trained", trained)):
+        metrics = table1(labels, scores, classes)
+        cells = "  ".join(f"{c} {metrics[c]['auroc']:.3f} ({metrics[c]['ci95'][0]:.2f}-"
+                          f"{metrics[c]['ci95'][1]:.2f})" for c in COLUMNS)
+        print(f"{name} {kind}{suffix} {title}: {cells}", flush=True)
+    print(f"{name} {kind}{suffix}: val {result.val_auroc_before:.3f} -> {result.val_auroc_after:.3f}, pass "
+          f"{result.best_epoch} of {result.epochs}, {result.seconds:.0f} s", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -118,7 +147,6 @@ def main() -> None:
                         help="the readout's pool instead of the run's own (the outputs' names end in -POOL)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    suffix = f"-{args.pool}" if args.pool else ""
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     for spec in args.run:
@@ -127,32 +155,9 @@ def main() -> None:
         slides = {split: extract(checkpoint, args.test if split == "test" else args.data, {split},
                                  args.out / f"{name}-{split}.pt", args.batch)["slides"]
                   for split in ("train", "validation", "test")}
-        test = slides["test"]
         for kind in args.readouts:
-            instances = "patches" if kind == "patch" else "cells"
-            model, _ = load_run(checkpoint, instances, args.pool)
-            readout = model.classifier
-            train, val = cached(slides["train"], instances), cached(slides["validation"], instances)
-            test_maps = cached(test, instances).features
-            with torch.no_grad():
-                trained = readout.read_out(test_maps).logit.tolist()
-            result = refit_readout(readout, train, val, epochs=args.epochs, lr=1e-4, weight_decay=1e-4,
-                                   seed=args.seed)
-            with torch.no_grad():
-                logits = readout.read_out(test_maps).logit.tolist()
-            write_predictions(args.out / f"{name}-{kind}{suffix}.csv", test, logits)
-            write_predictions(args.out / f"{name}-{kind}{suffix}-trained.csv", test, trained)
-            classes = [s["class"] for s in test]
-            labels = [s["label"] for s in test]
-            for title, scores in (("refit", logits), ("as trained", trained)):
-                metrics = table1(labels, scores, classes)
-                cells = "  ".join(f"{c} {metrics[c]['auroc']:.3f} ({metrics[c]['ci95'][0]:.2f}-"
-                                  f"{metrics[c]['ci95'][1]:.2f})" for c in COLUMNS)
-                print(f"{name} {kind}{suffix} {title}: {cells}", flush=True)
-            print(f"{name} {kind}{suffix}: val {result.val_auroc_before:.3f} -> "
-                  f"{result.val_auroc_after:.3f}, pass {result.best_epoch} of {result.epochs}, "
-                  f"{result.seconds:.0f} s", flush=True)
-
+            fit_and_report(name, kind, checkpoint, slides, args.out, epochs=args.epochs, seed=args.seed,
+                           pool=args.pool)
 
 if __name__ == "__main__":
     main()

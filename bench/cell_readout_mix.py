@@ -7,9 +7,10 @@ and look-alikes alike, and ITC falls to 0.56 (docs/BENCHMARKS.md, "More seeds of
 Two things changed between them: a positive slide's ITC cluster is read by one patch instead of all, and a
 negative slide's patches lie on look-alikes instead of tissue. This bench separates them without training
 anything: it takes the positives of one cached run of ``bench/cell_readout.py`` and the negatives of
-another, for every split, and fits the two readouts on the mix exactly as ``cell_readout.py`` does (the
-product's refit from the ``--start`` run's trained head). Both runs must share the frozen CNN, so that their
-maps are the same function of the pixels: the bench checks that the backbones' weights are identical.
+another, for every split, and fits the two readouts on the mix with ``cell_readout.fit_and_report`` (the
+product's refit from the ``--start`` run's trained head; outputs named ``POS+NEG-KIND[-trained].csv``).
+Both runs must share the frozen CNN, so that their maps are the same function of the pixels: the bench
+checks that the backbones' weights are identical.
 
 With ``--positives oracle`` (the lesion oracle's) and ``--negatives candidates1`` (the blind oracle's, whose
 negative slides' patches tour their look-alikes, each outline once before any twice), the mix is the oracle
@@ -27,11 +28,9 @@ import argparse
 from pathlib import Path
 
 import torch
-from cell_readout import COLUMNS, cached, load_run, write_predictions
+from cell_readout import fit_and_report
 
-from magnet.metrics.auroc import table1
 from magnet.training.checkpoints import load_checkpoint
-from magnet.training.readout_refit import refit_readout
 
 
 def same_backbone(first: Path, second: Path) -> bool:
@@ -66,24 +65,11 @@ def main() -> None:
                          "mix")
     (pos_name, pos_prefix), (neg_name, neg_prefix) = (spec.split("=", 1)
                                                       for spec in (args.positives, args.negatives))
-    name = f"{pos_name}+{neg_name}"
     args.out.mkdir(parents=True, exist_ok=True)
     slides = {split: mix(pos_prefix, neg_prefix, split) for split in ("train", "validation", "test")}
-    test = slides["test"]
-    for kind, instances in (("patch", "patches"), ("cells", "cells")):
-        readout = load_run(args.start, instances)[0].classifier
-        train, val = cached(slides["train"], instances), cached(slides["validation"], instances)
-        result = refit_readout(readout, train, val, epochs=args.epochs, lr=1e-4, weight_decay=1e-4,
-                               seed=args.seed)
-        with torch.no_grad():
-            logits = readout.read_out(cached(test, instances).features).logit.tolist()
-        write_predictions(args.out / f"{name}-{kind}.csv", test, logits)
-        metrics = table1([s["label"] for s in test], logits, [s["class"] for s in test])
-        row = "  ".join(f"{c} {metrics[c]['auroc']:.3f} ({metrics[c]['ci95'][0]:.2f}-"
-                        f"{metrics[c]['ci95'][1]:.2f})" for c in COLUMNS)
-        print(f"{name} {kind} refit: {row}", flush=True)
-        print(f"{name} {kind}: val {result.val_auroc_before:.3f} -> {result.val_auroc_after:.3f}, pass "
-              f"{result.best_epoch} of {result.epochs}, {result.seconds:.0f} s", flush=True)
+    for kind in ("patch", "cells"):
+        fit_and_report(f"{pos_name}+{neg_name}", kind, args.start, slides, args.out, epochs=args.epochs,
+                       seed=args.seed)
 
 
 if __name__ == "__main__":

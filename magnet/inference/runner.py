@@ -121,7 +121,7 @@ def predict_sources(model: MagNet, specs: Sequence[str], sources: Sequence[Regio
     if model.needs_final_rois:
         raise ConfigError("model.zoom=oracle places the final patches on known lesion outlines, and none "
                           "were given (evaluate with a manifest whose 'lesions' column names them)")
-    step = inference_batch_size(model, len(specs))
+    step = inference_batch_size(model, max(1, len(specs)))
     with evaluation_mode(model):
         return [pred for start in range(0, len(specs), step)
                 for pred in _predict_batch(model, list(specs[start:start + step]),
