@@ -21,6 +21,10 @@ pass with the best validation AUROC kept):
   instances at the cells' scale: the pooling of Ilse et al. 2018 and CLAM's instances, Lu et al. 2021,
   applied to the CNN map's cells as in class activation maps, Zhou et al. 2016).
 
+``--set KEY=VALUE ...`` changes the runs' configs before their final patches are read (the cache then
+holds other patches; give such a run its own name): ``model.oracle_side=0.027`` halves an oracle's boxes,
+so its 224-px patches read 1 um of slide per pixel instead of 2 with the same pixels decoded.
+
 Each readout's test predictions are written as ``NAME-READOUT.csv`` (``magnet evaluate``'s columns), so
 ``bench/paired_auroc.py NAME-patch.csv NAME-cells.csv`` pairs them on the same slides.
 
@@ -34,11 +38,13 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from magnet.config_io import apply_override
 from magnet.data.manifest import read_manifest
 from magnet.evaluation.reports import write_predictions_csv
 from magnet.inference.oracle import OracleZoom
@@ -51,23 +57,28 @@ from magnet.training.readout_refit import CachedFeatures, final_patch_features, 
 COLUMNS = ("macro", "micro", "itc", "macro_micro", "all")
 
 
-def load_run(checkpoint: Path, instances: str, pool: str | None = None):  # type: ignore[no-untyped-def]
+def load_run(checkpoint: Path, instances: str, pool: str | None = None,  # type: ignore[no-untyped-def]
+             overrides: Sequence[str] = ()):
     """The run's model built with ``readout_instances=instances`` and, if given, ``readout=pool`` (the same
-    weights: max and lse share the per-patch head), in evaluation mode."""
+    weights: max and lse share the per-patch head) and the config ``overrides`` (``KEY=VALUE``, as
+    ``magnet train --set``), in evaluation mode."""
     payload = load_checkpoint(checkpoint)
     config = checkpoint_config(payload, checkpoint)
+    for item in overrides:
+        config = apply_override(config, item)
     model = build_offline(replace(config.model, readout_instances=instances,
                                   readout=pool or config.model.readout))
     load_weights(model, payload["model"], checkpoint)
     return model.eval(), config
 
 
-def extract(checkpoint: Path, manifest: Path, splits: set[str], cache: Path, batch: int) -> dict:
+def extract(checkpoint: Path, manifest: Path, splits: set[str], cache: Path, batch: int,
+            overrides: Sequence[str] = ()) -> dict:
     """Every slide of ``splits``: its final patches' CNN maps (float16, ``final_patch_features`` of the model
     read over cells), label, class and split; cached."""
     if cache.exists():
         return torch.load(cache, weights_only=False)  # type: ignore[no-any-return]
-    model, config = load_run(checkpoint, "cells")
+    model, config = load_run(checkpoint, "cells", overrides=overrides)
     rows = [r for r in read_manifest(manifest, check_slides=False).rows if r.split in splits]
     oracle = None
     if model.needs_final_rois:
@@ -84,7 +95,7 @@ def extract(checkpoint: Path, manifest: Path, splits: set[str], cache: Path, bat
     slides = [{"slide": row.slide, "split": row.split, "label": row.label,
                "class": row.lesion_class or "negative", "maps": maps.half()}
               for row, maps in zip(rows, data.features, strict=True)]
-    result = {"slides": slides, "checkpoint": str(checkpoint)}
+    result = {"slides": slides, "checkpoint": str(checkpoint), "overrides": list(overrides)}
     torch.save(result, cache)
     return result
 
@@ -145,6 +156,9 @@ def main() -> None:
     parser.add_argument("--readouts", nargs="+", default=["patch", "cells"], choices=["patch", "cells"])
     parser.add_argument("--pool", choices=["max", "lse"], default=None,
                         help="the readout's pool instead of the run's own (the outputs' names end in -POOL)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="overrides of each run's config for reading its final patches (e.g. "
+                             "model.oracle_side=0.027: an oracle's boxes at half the side)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -153,7 +167,7 @@ def main() -> None:
         name, ckpt = spec.split("=", 1)
         checkpoint = Path(ckpt)
         slides = {split: extract(checkpoint, args.test if split == "test" else args.data, {split},
-                                 args.out / f"{name}-{split}.pt", args.batch)["slides"]
+                                 args.out / f"{name}-{split}.pt", args.batch, args.set)["slides"]
                   for split in ("train", "validation", "test")}
         for kind in args.readouts:
             fit_and_report(name, kind, checkpoint, slides, args.out, epochs=args.epochs, seed=args.seed,

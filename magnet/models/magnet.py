@@ -32,7 +32,7 @@ from magnet.geometry import RegionSource, compose, read_views, roi_to_level0_box
 from magnet.models.classifier import AuxiliaryClassifier, Classifier
 from magnet.models.magnifying import MagnifyingLayer
 from magnet.models.model_config import MagNetConfig
-from magnet.models.recentre import FinalStep, keep_final, recentre_final
+from magnet.models.recentre import FinalStep, keep_final, read_final_directly, recentre_final
 from magnet.models.zoom import ZoomStrategy, zoom_strategy
 
 __all__ = ["MagNet", "MagNetOutput", "read_views"]
@@ -94,10 +94,15 @@ class MagNet(nn.Module):
             frozen=config.freeze_backbone,
             instances=config.readout_instances,
         )
-        # What the readout reads: the last layer's patches as sampled (the paper), or re-centred on what
-        # the classifier sees in them (model.recentre); the oracle keeps the boxes it was given.
-        recentres = config.recentre and not self.zoom.needs_final_rois
-        self.final_step: FinalStep = recentre_final if recentres else keep_final
+        # What the readout reads: the last layer's patches as sampled (the paper), read again at their
+        # boxes (model.final_read=direct), or re-centred on what the classifier sees in them and read again
+        # (model.recentre); the oracle keeps the boxes it was given, read directly already.
+        self.final_step: FinalStep = keep_final
+        if not self.zoom.needs_final_rois:
+            if config.recentre:
+                self.final_step = recentre_final
+            elif config.final_read == "direct":
+                self.final_step = read_final_directly
         self.aux_classifiers = nn.ModuleDict(
             {
                 f"layer{layer}": AuxiliaryClassifier(
@@ -187,7 +192,8 @@ class MagNet(nn.Module):
         final_rois: Tensor | None = None,
     ) -> MagNetOutput:
         """``forward`` up to the patches the readout reads: ``zoom_in``, then the final step (the patches as
-        sampled, or re-centred with ``model.recentre``, ``magnet.models.recentre``); no logits yet."""
+        sampled, read again at their boxes with ``model.final_read=direct``, or re-centred with
+        ``model.recentre``, ``magnet.models.recentre``); no logits yet."""
         output = self.zoom_in(sources, root_rois, generator, final_rois)
         self.final_step(output, sources, self.classifier, self.config.final_size)
         return output

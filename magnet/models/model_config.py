@@ -53,6 +53,7 @@ OraclePositives = Literal["lesions", "candidates"]
 SiblingLayoutName = Literal["offset", "strips", "tissue_strips"]
 Readout = Literal["gru", "max", "lse", "attention"]
 ReadoutInstances = Literal["patches", "cells"]
+FinalRead = Literal["sampled", "direct"]
 BACKBONES: tuple[BackboneName, ...] = get_args(BackboneName)
 AUX_BACKBONES: tuple[AuxBackboneName, ...] = get_args(AuxBackboneName)
 ZOOMS: tuple[Zoom, ...] = get_args(Zoom)
@@ -141,6 +142,12 @@ class MagNetConfig:
     # highest is at its centre, and is read again from the slide; the readout reads the moved patches. Every
     # zoom mode but the oracle (told where to look). Needs a per-patch readout (max, lse, attention).
     recentre: bool = False
+    # [choice] (docs/method.md §9, magnet.models.recentre) how the final patches get their pixels. "sampled"
+    # (the paper): the sampler's output from each parent's final_read_size read, so a final box of side
+    # a * parent resolves at most final_read_size * a pixels, whatever final_size is. "direct": each final
+    # box read again from the slide at final_size, at the resolution its side and final_size say (the
+    # oracle's read; recentre reads the moved boxes so in any case). No gradient reaches theta through it.
+    final_read: FinalRead = "sampled"
     # [choice] lower end of the random control's zoom per layer. Log-uniform in [0.25, 1] has geometric
     # mean s = 0.5, so after three layers the typical final box has side 1/8 of the slide (the hit threshold
     # of magnet.metrics.localisation: about half the random boxes are small enough to count) and the

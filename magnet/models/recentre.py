@@ -1,5 +1,19 @@
-"""A last look before the readout: each final patch moved onto where the classifier sees tumour in it
-[choice, docs/method.md §9, "recentre"].
+"""What the readout reads: the last layer's patches as sampled (the paper), each read again at its box
+(``model.final_read=direct``), or moved onto where the classifier sees tumour in it and read again
+(``model.recentre``) [choices, docs/method.md §9].
+
+**Direct read.** In the paper the final patch is the sampler's output from its parent's read ``I'`` at
+``final_read_size`` (§3.1), so a box of side ``a`` (as a share of its parent) holds at most
+``a * final_read_size`` pixels of slide, resampled to ``final_size``: for ``magnet3``'s last layer
+(a = 0.33, 448-px reads) 148 px of slide drawn as 224, about 3 um per output pixel where the box's side
+says 2. With a smaller last box the gap widens (a = 0.165: 74 px for 224). A direct read takes the box's
+pixels from the slide at ``final_size``, at the resolution the box's side names, as the oracle control
+does; isolated tumour cells are told from their look-alikes at 1 um per pixel and not at 2
+(docs/BENCHMARKS.md, "Isolated tumour cells at 1 um per pixel"). Pixels: one more read of final_size² per
+final patch (for ``magnet3``, 18 x 224² = 0.9 Mpx per slide) besides the parents' reads, which the heads'
+sampler still makes. No gradient reaches theta through the new read (theta_grad or not).
+
+**Re-centring.**
 
 The heads place the final boxes from their views at 9-73 um per pixel; the classifier reads the patches at
 about 2 um per pixel, where cells show. A box that lands with its rim on a small lesion holds a sliver of it,
@@ -33,7 +47,7 @@ if TYPE_CHECKING:  # the model imports this module; these are for annotations on
     from magnet.models.classifier import Classifier
     from magnet.models.magnet import MagNetOutput
 
-__all__ = ["FinalStep", "centring_theta", "keep_final", "recentre_final"]
+__all__ = ["FinalStep", "centring_theta", "keep_final", "read_final_directly", "recentre_final"]
 
 # What the model does with its last layer's patches before the readout: (output, sources, classifier,
 # final_size) -> None, changing ``output`` in place.
@@ -51,6 +65,14 @@ def centring_theta(cell_logits: Tensor) -> Tensor:
 def keep_final(output: MagNetOutput, sources: Sequence[RegionSource], classifier: Classifier,
                final_size: int) -> None:
     """The paper: the readout reads the last layer's patches as they were sampled."""
+
+
+def read_final_directly(output: MagNetOutput, sources: Sequence[RegionSource], classifier: Classifier,
+                        final_size: int) -> None:
+    """Replace each final patch by a direct read of its box at ``final_size`` (``model.final_read=direct``):
+    the box's own resolution, not the parent read's (the module's docstring)."""
+    patches = output.patches[-1]
+    output.patches[-1] = read_views(sources, output.rois[-1], final_size, patches.device).to(patches.dtype)
 
 
 def recentre_final(output: MagNetOutput, sources: Sequence[RegionSource], classifier: Classifier,

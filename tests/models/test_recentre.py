@@ -1,5 +1,6 @@
-"""The last look before the readout (``model.recentre``, ``magnet.models.recentre``, docs/method.md §9): each
-final box moves onto the cell where the readout's head scores highest and is read again."""
+"""What the readout reads (``magnet.models.recentre``, docs/method.md §9): with ``model.final_read=direct``
+each final box read again from the slide; with ``model.recentre`` each final box moves onto the cell where
+the readout's head scores highest and is read again."""
 
 from __future__ import annotations
 
@@ -122,13 +123,36 @@ def test_the_readout_reads_the_moved_boxes() -> None:
     assert b.boxes_level0[-1].shape == a.boxes_level0[-1].shape
 
 
-def test_the_oracle_keeps_its_given_boxes() -> None:
+def test_a_direct_read_keeps_the_boxes_and_reads_them_from_the_slide() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = build_model("tiny", recentre=True, **{**FAST, "zoom": "oracle"}).eval()
+    # The last box a small share of its parent, as at 1 um/px: the sampled patch is upsampled from few
+    # pixels of its parent's read, the direct one holds the box's own detail.
+    sizes = {**FAST, "layer_scales": [0.5, 0.5, 0.2]}
+    sampled = build_model("tiny", **sizes).eval()
+    direct = build_model("tiny", final_read="direct", **sizes).eval()
+    direct.load_state_dict(sampled.state_dict())  # no weights of its own
+    sources = [textured_source(seed=0), textured_source(96, 128, seed=1)]
+    with torch.no_grad():
+        a, b = sampled(sources), direct(sources)
+    assert all(torch.equal(x, y) for x, y in zip(a.rois, b.rois, strict=True))
+    assert all(torch.equal(x, y) for x, y in zip(a.boxes_level0, b.boxes_level0, strict=True))
+    read = read_views(sources, a.rois[-1], direct.config.final_size, torch.device("cpu"))
+    assert torch.equal(b.patches[-1], read)
+    assert not torch.allclose(a.patches[-1], read, atol=1e-3)  # the sampled patches are another image
+    assert torch.allclose(b.logit, direct.classifier(read).logit)
+
+
+@pytest.mark.parametrize("step", [{"recentre": True}, {"final_read": "direct"}])
+def test_the_oracle_keeps_its_given_boxes(step: dict) -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = build_model("tiny", **step, **{**FAST, "zoom": "oracle"}).eval()
     sources = [textured_source(seed=0)]
     rois = torch.eye(3, dtype=torch.float64).repeat(1, 8, 1, 1)
     rois[..., 0, 0] = rois[..., 1, 1] = 0.125
     with torch.no_grad():
         out = model(sources, final_rois=rois)
     assert torch.equal(out.rois[-1], rois)
+    read = read_views(sources, rois, model.config.final_size, torch.device("cpu"))
+    assert torch.equal(out.patches[-1], read)
