@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from magnet.data.lesions import POSITIVE_CLASSES, slide_class
 from magnet.data.manifest import ManifestRow, read_manifest
 from magnet.errors import MagnetError
 from magnet.evaluation.reports import save_roc_png, write_metrics_json, write_predictions_csv
+from magnet.geometry import canvas_side
 from magnet.inference.fast_model import inference_copy
 from magnet.inference.oracle import OracleZoom
 from magnet.inference.runner import SlidePrediction, predict_slides
@@ -34,6 +36,8 @@ from magnet.metrics.localisation import (
     manifest_outlines,
     slide_localisation,
 )
+from magnet.models.model_config import MagNetConfig
+from magnet.models.recentre import final_detail_px
 from magnet.outputs import output_folder
 from magnet.slides.colour import normaliser
 from magnet.slides.pool import SlidePool
@@ -41,30 +45,43 @@ from magnet.training.checkpoints import load_model
 
 
 def _localisation(good: list[tuple[ManifestRow, SlidePrediction]],
-                  outlines: dict[str, list[Any]] | None, final_size: int) -> dict[str, Any] | None:
+                  outlines: dict[str, list[Any]] | None, model: MagNetConfig) -> dict[str, Any] | None:
     """Hit rate, lesion share, patch size of the final patches (docs/method.md §5), where outlines are known.
 
-    With the slides' pixel size known, also the hit rate at cellular resolution (a final patch of
-    ``final_size`` pixels read at <= ``FINE_UM_PER_PX``) and ``final_um_per_px``, the final patches' mean
-    microns per output pixel.
+    With the slides' pixel size known, also the hit rate at cellular resolution (a final patch whose pixels
+    hold slide detail of <= ``FINE_UM_PER_PX`` each), ``final_um_per_px``, the final patches' mean microns
+    per output pixel (box side over ``final_size``), and ``final_detail_um_per_px``, the mean microns of
+    slide per pixel of detail: a patch the sampler draws from its parent's read holds no finer detail than
+    that read (``magnet.models.recentre.final_detail_px``), so it can be coarser than its output pixels.
 
     The manifest names its outlines file in a ``lesions`` column (``magnet synth dataset`` writes
     ``lesions.json``, ``magnet.metrics.localisation.manifest_outlines`` reads it); without it there is
-    nothing to
-    localise against and the result is None.
+    nothing to localise against and the result is None.
     """
     if outlines is None:
         return None
+    details = [final_detail_px(model, p.layers, canvas_side(p.slide_size)) for _, p in good]
     per_slide = [
         slide_localisation(p.layers[-1], p.slide_size, outlines.get(r.slide, []),
-                           fine_side=None if p.mpp is None else FINE_UM_PER_PX * final_size / p.mpp)
-        for r, p in good
+                           fine_side=None if p.mpp is None else FINE_UM_PER_PX * detail / p.mpp)
+        for (r, p), detail in zip(good, details, strict=True)
     ]
     summary = localisation_summary(per_slide, _classes(good))
-    scales = [s.mean_patch_side * p.mpp / final_size
-              for s, (_, p) in zip(per_slide, good, strict=True) if p.mpp]
-    summary["final_um_per_px"] = sum(scales) / len(scales) if scales else None
+    output_um: list[float] = []
+    detail_um: list[float] = []
+    for (_, p), detail in zip(good, details, strict=True):
+        if p.mpp:
+            sides = _box_sides(p.layers[-1])
+            output_um.append(float(sides.mean()) * p.mpp / model.final_size)
+            detail_um.append(float(np.mean(sides / detail)) * p.mpp)
+    summary["final_um_per_px"] = sum(output_um) / len(output_um) if output_um else None
+    summary["final_detail_um_per_px"] = sum(detail_um) / len(detail_um) if detail_um else None
     return summary
+
+
+def _box_sides(boxes: list[list[float]]) -> np.ndarray:
+    box = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1])
 
 
 def _classes(good: list[tuple[ManifestRow, SlidePrediction]]) -> list[str]:
@@ -79,11 +96,13 @@ def format_localisation(loc: dict[str, Any] | None) -> str:
         return ""
     lines = [f"hit rate (a final patch of side <= 1/8 slide on a lesion): {_per_class(loc, 'hit_rate')}"]
     if any(loc.get(f"hit_rate_fine_{c}") is not None for c in (*POSITIVE_CLASSES, "all")):
-        lines.append(f"hit rate at cellular resolution (a final patch read at <= {FINE_UM_PER_PX:g} um/px "
-                     f"on a lesion): {_per_class(loc, 'hit_rate_fine')}")
-    resolution = loc.get("final_um_per_px")
+        lines.append(f"hit rate at cellular resolution (a final patch with detail <= {FINE_UM_PER_PX:g} "
+                     f"um/px on a lesion): {_per_class(loc, 'hit_rate_fine')}")
+    resolution, detail = loc.get("final_um_per_px"), loc.get("final_detail_um_per_px")
+    coarser = f"; detail {detail:.1f} um/px, drawn from a coarser read" if detail and resolution and (
+        detail > resolution * 1.01) else ""
     lines.append(f"final patches: mean side {loc['mean_patch_side_fraction']:.3f} of the slide"
-                 + (f" ({resolution:.1f} um/px)" if resolution else "")
+                 + (f" ({resolution:.1f} um/px{coarser})" if resolution else "")
                  + f", lesion share of their area (all positives) {loc.get('lesion_share_all') or 0:.3f}")
     return "\n".join(lines)
 
@@ -156,7 +175,7 @@ def evaluate(checkpoint: str | Path, manifest: str | Path, out_dir: str | Path, 
                                               [p.probability for _, p in good], _classes(good),
                                               n_bootstrap=n_bootstrap)
     result["n_failed"] = len(rows) - len(good)
-    result["localisation"] = _localisation(good, outlines, config.model.final_size)
+    result["localisation"] = _localisation(good, outlines, config.model)
     result["checkpoint"] = str(checkpoint)
     write_predictions_csv([_prediction_row(r, p) for r, p in zip(rows, preds, strict=True)],
                           out / "predictions.csv")

@@ -8,9 +8,11 @@ level-0 size and its lesion polygons (level-0 pixels, as ``magnet.data.lesions.r
   every lesion (docs/method.md §7: a hit means nothing without the patch size). The overlap test is exact
   (matplotlib's box-path intersection, filled polygons, so a box inside a lesion counts).
 - ``fine_hit``: the same with a cap in level-0 pixels (``fine_side``), for a hit *at cellular resolution*:
-  the caller sets the cap to the box that a final patch of ``final_size`` pixels reads at
-  ``FINE_UM_PER_PX`` (2 um per output pixel [choice]: where the resolution curve of docs/BENCHMARKS.md
-  tells micro-metastases from their look-alikes); None when the slide's pixel size is unknown.
+  the caller sets the cap, per box, to the side whose pixels of detail are ``FINE_UM_PER_PX`` each (2 um
+  [choice]: where the resolution curve of docs/BENCHMARKS.md tells micro-metastases from their
+  look-alikes): for a patch read at its box, ``final_size`` pixels; for one the sampler draws from a
+  coarser read, fewer (``magnet.models.recentre.final_detail_px``; before 2026-12-06 the cap counted
+  ``final_size`` pixels for every patch); None when the slide's pixel size is unknown.
 - ``lesion_share``: the share of the final patches' summed area that lies inside lesions. [choice] Areas
   are summed per patch, overlapping patches counted as often as they are read, so it is the share of the
   classifier's input pixels that show lesion; the parts of a box off the slide count as non-lesion.
@@ -77,13 +79,14 @@ def slide_localisation(
     *,
     max_patch_fraction: float = MAX_PATCH_FRACTION,
     grid_cells: int = GRID_CELLS,
-    fine_side: float | None = None,
+    fine_side: float | np.ndarray | None = None,
 ) -> SlideLocalisation:
     """Localisation of final patches ``boxes`` ``(N, 4)`` (level-0 x0, y0, x1, y1) on one slide.
 
     ``slide_size`` is the level-0 ``(width, height)``; ``lesions`` the polygons ``(K, 2)`` (x, y) in level-0
     pixels (none for a negative slide). ``boxes`` may be a tensor on any device. ``fine_side``: the largest
-    patch side (level-0 pixels) that counts for ``fine_hit``.
+    patch side (level-0 pixels) that counts for ``fine_hit``, one for every box or ``(N,)``, one per box
+    (a patch's cap follows the detail it holds, ``magnet.models.recentre.final_detail_px``).
     """
     if isinstance(boxes, torch.Tensor):
         boxes = boxes.detach().cpu().numpy()

@@ -38,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -46,12 +47,44 @@ from magnet.geometry import RegionSource, cell_centres, compose, read_views, roi
 if TYPE_CHECKING:  # the model imports this module; these are for annotations only
     from magnet.models.classifier import Classifier
     from magnet.models.magnet import MagNetOutput
+    from magnet.models.model_config import MagNetConfig
 
-__all__ = ["FinalStep", "centring_theta", "keep_final", "read_final_directly", "recentre_final"]
+__all__ = [
+    "FinalStep", "centring_theta", "final_detail_px", "keep_final", "read_final_directly",
+    "reads_final_boxes", "recentre_final",
+]
 
 # What the model does with its last layer's patches before the readout: (output, sources, classifier,
 # final_size) -> None, changing ``output`` in place.
 FinalStep = Callable[["MagNetOutput", Sequence[RegionSource], "Classifier", int], None]
+
+
+def reads_final_boxes(config: MagNetConfig) -> bool:
+    """Whether the final patches are reads of their boxes at ``final_size`` (``final_read=direct``, the
+    re-centring step, the oracle's given boxes), not the sampler's draws from the parents' reads."""
+    return config.final_read == "direct" or config.recentre or config.zoom == "oracle"
+
+
+def final_detail_px(config: MagNetConfig, layers: Sequence[Sequence[Sequence[float]]],
+                    root_side: float) -> np.ndarray:
+    """``(N_L,)`` pixels of slide across each final patch's side: ``final_size`` where the patch is a read
+    of its box (``reads_final_boxes``), else the part of its parent's ``final_read_size`` read that the box
+    covers, at most ``final_size`` (the sampler draws no finer than its source).
+
+    ``layers``: per layer, the level-0 boxes ``(x0, y0, x1, y1)`` in depth-first order (final patch ``n``'s
+    parent is box ``n // P_L`` of the layer before); ``root_side``: the level-0 side of the root ROI, the
+    parent of a one-layer tree."""
+    final = np.asarray(layers[-1], dtype=np.float64).reshape(-1, 4)
+    if reads_final_boxes(config):
+        return np.full(len(final), float(config.final_size))
+    sides = np.maximum(final[:, 2] - final[:, 0], final[:, 3] - final[:, 1])
+    if len(layers) > 1:
+        parents = np.asarray(layers[-2], dtype=np.float64).reshape(-1, 4)
+        parent_sides = np.maximum(parents[:, 2] - parents[:, 0], parents[:, 3] - parents[:, 1])
+        parent_sides = np.repeat(parent_sides, len(final) // len(parents))
+    else:
+        parent_sides = np.full(len(final), float(root_side))
+    return np.minimum(float(config.final_size), sides / parent_sides * config.final_read_size)
 
 
 def centring_theta(cell_logits: Tensor) -> Tensor:

@@ -67,6 +67,13 @@ def test_fine_hit_counts_only_patches_under_the_fine_cap() -> None:
     assert slide_localisation([fine], SLIDE, [], fine_side=200).fine_hit is False  # a negative slide
 
 
+def test_fine_hit_takes_a_cap_per_box() -> None:
+    # Both boxes on the lesion and of the same side; only the second's pixels hold fine enough detail.
+    boxes = [square_box(2500, 2500, 200), square_box(2600, 2600, 200)]
+    assert slide_localisation(boxes, SLIDE, [SQUARE], fine_side=np.array([150.0, 150.0])).fine_hit is False
+    assert slide_localisation(boxes, SLIDE, [SQUARE], fine_side=np.array([150.0, 250.0])).fine_hit is True
+
+
 def test_lesion_share_of_box_half_inside() -> None:
     five_sixths = slide_localisation([square_box(2500, 2200, 600)], SLIDE, [SQUARE])  # x: 500 of 600 inside
     assert five_sixths.lesion_share == pytest.approx(500 / 600, abs=0.01)

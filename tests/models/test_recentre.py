@@ -13,7 +13,7 @@ from magnet.geometry import compose, read_views
 from magnet.models import build_model
 from magnet.models.backbones import CellMap, build_backbone
 from magnet.models.classifier import Classifier
-from magnet.models.recentre import centring_theta
+from magnet.models.recentre import centring_theta, final_detail_px
 
 FAST = dict(SMALL_SIZES, backbone="small", aux_backbone="small", head_branch_channels=2, head_blocks=1,
             readout="lse", zoom="fixed")
@@ -156,3 +156,20 @@ def test_the_oracle_keeps_its_given_boxes(step: dict) -> None:
     assert torch.equal(out.rois[-1], rois)
     read = read_views(sources, rois, model.config.final_size, torch.device("cpu"))
     assert torch.equal(out.patches[-1], read)
+
+
+def test_the_detail_of_a_final_patch_is_its_read() -> None:
+    # A 2-layer tree: final patch n's parent is box n // 2 of layer 1 (side 1000 level-0 px).
+    parents = [[0, 0, 1000, 1000]]
+    finals = [[0, 0, 330, 330], [100, 100, 700, 700]]
+    tree: dict = dict(patches_per_layer=[1, 2], aux_layers=[], final_size=224, final_read_size=448)
+    # Sampled from the parent's 448-px read: 0.33 of it is 148 px of slide; 0.6 of it would be 269, but
+    # the patch has only 224 pixels.
+    assert final_detail_px(small_config(**tree), [parents, finals], 4000) == pytest.approx([147.84, 224.0])
+    # Read at its box: final_size pixels of the box, whatever its side.
+    for step in ({"final_read": "direct"}, {"recentre": True, "readout": "lse"}, {"zoom": "oracle"}):
+        config = small_config(**tree, **step)
+        assert final_detail_px(config, [parents, finals], 4000) == pytest.approx([224.0, 224.0])
+    # One layer: the parent is the root view.
+    one = small_config(**{**tree, "patches_per_layer": [2]})
+    assert final_detail_px(one, [finals], root_side=2000) == pytest.approx([73.92, 134.4])

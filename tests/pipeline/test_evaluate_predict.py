@@ -128,6 +128,8 @@ def test_evaluate_reports_localisation_when_the_manifest_names_lesion_outlines( 
     assert 0.0 < loc["mean_patch_side_fraction"] <= 3**0.5
     # Virtual slides say their pixel size (0.25 um), so the final patches' resolution is known.
     assert loc["final_um_per_px"] == pytest.approx(loc["mean_patch_side"] * 0.25 / cfg.model.final_size)
+    # Drawn by the sampler from their parents' reads, the patches hold no finer detail than their pixels.
+    assert loc["final_detail_um_per_px"] >= loc["final_um_per_px"] * (1 - 1e-9)
     if loc["n_all"]:
         assert 0.0 <= loc["hit_rate_all"] <= 1.0 and 0.0 <= loc["lesion_share_all"] <= 1.0
     # Without outlines (the base manifest has no `lesions` column) there is nothing to localise against.
