@@ -40,9 +40,14 @@ def resolved(bench: ModuleType, budget: str) -> TrainConfig:
 
 def test_the_shipped_3_layer_recipe_is_the_measured_per_cell_tree(bench: ModuleType) -> None:
     shipped = resolved(bench, "magnet3recipe")
-    assert shipped == resolved(bench, "magnet3view112refitcells")
+    assert shipped == resolved(bench, "magnet3view112direct")
     assert shipped.model.shared_heads and shipped.loss.head_value_target == "cells"
     assert shipped.refit.readout_instances == "cells" and shipped.model.readout_instances == "patches"
+    assert shipped.model.final_read == "direct"
+    # The tree the refit over cells was measured on, before the direct read.
+    before = resolved(bench, "magnet3view112refitcells")
+    assert before.model.final_read == "sampled"
+    assert before == replace(shipped, model=replace(shipped.model, final_read="sampled"))
 
 
 def test_budgets_measured_before_the_recipe_changed_keep_their_tree(bench: ModuleType) -> None:
@@ -55,7 +60,8 @@ def test_budgets_measured_before_the_recipe_changed_keep_their_tree(bench: Modul
     assert four.refit.readout_instances is None and four.model.num_layers == 4
     shipped_four = resolved(bench, "magnet4recipe")
     assert shipped_four.refit.readout_instances == "cells"
-    assert four == replace(shipped_four, refit=four.refit)
+    sampled = replace(shipped_four.model, final_read="sampled")  # measured before the direct read too
+    assert four == replace(shipped_four, refit=four.refit, model=sampled)
     view112 = resolved(bench, "magnet3view112")
     assert (view112.model.view_size, view112.model.head_highpass) == (112, 6.0)
     assert not view112.model.shared_heads
