@@ -4,14 +4,14 @@
 
 **Direct read.** In the paper the final patch is the sampler's output from its parent's read ``I'`` at
 ``final_read_size`` (§3.1), so a box of side ``a`` (as a share of its parent) holds at most
-``a * final_read_size`` pixels of slide, resampled to ``final_size``: for ``magnet3``'s last layer
-(a = 0.33, 448-px reads) 148 px of slide drawn as 224, about 3 um per output pixel where the box's side
-says 2. With a smaller last box the gap widens (a = 0.165: 74 px for 224). A direct read takes the box's
-pixels from the slide at ``final_size``, at the resolution the box's side names, as the oracle control
-does; isolated tumour cells are told from their look-alikes at 1 um per pixel and not at 2
-(docs/BENCHMARKS.md, "Isolated tumour cells at 1 um per pixel"). Pixels: one more read of final_size² per
-final patch (for ``magnet3``, 18 x 224² = 0.9 Mpx per slide) besides the parents' reads, which the heads'
-sampler still makes. No gradient reaches theta through the new read (theta_grad or not).
+``a * final_read_size`` pixels of slide, resampled to ``final_size``: for the ``magnet3`` tree as set for
+8-mm virtual slides (last box a = 0.33 of a 448-px read) 148 px of slide drawn as 224, 3 um of detail per
+pixel where the box's side says 2; for the Camelyon recipe's (a = 0.16) 72 px, 6.3 um. A direct read takes
+the box's pixels from the slide at ``final_size``, at the resolution the box's side names, as the oracle
+control does; on virtual slides isolated tumour cells under such boxes are told from their look-alikes at
+1 um per pixel and not at 2 (docs/BENCHMARKS.md, "Isolated tumour cells at 1 um per pixel"). Pixels: one
+more read of final_size² per final patch (for ``magnet3``, 18 x 224² = 0.9 Mpx per slide) besides the
+parents' reads, which the heads' sampler still makes. No gradient reaches theta through the new read (theta_grad or not).
 
 **Re-centring.**
 
