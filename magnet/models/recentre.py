@@ -11,7 +11,8 @@ the box's pixels from the slide at ``final_size``, at the resolution the box's s
 control does; on virtual slides isolated tumour cells under such boxes are told from their look-alikes at
 1 um per pixel and not at 2 (docs/BENCHMARKS.md, "Isolated tumour cells at 1 um per pixel"). Pixels: one
 more read of final_size² per final patch (for ``magnet3``, 18 x 224² = 0.9 Mpx per slide) besides the
-parents' reads, which the heads' sampler still makes. No gradient reaches theta through the new read (theta_grad or not).
+parents' reads, which the heads' sampler still makes. No gradient reaches theta through the new read
+(theta_grad or not).
 
 **Re-centring.**
 
