@@ -129,15 +129,12 @@ LITE0 = ["model.backbone=efficientnet_lite0", "model.pretrained=true", "model.au
 # recipe's are on a 50-mm Camelyon slide (tree_scales gives the zoom per layer for the sets' slide side;
 # 0.5, 0.33, 0.33 for the 3-layer tree on 8-mm slides).
 RECIPE_ON_VIRTUAL = ["model.backbone=efficientnet_lite0"]
-# The recipes read their final boxes directly since the late evening of 2026-12-06 (model.final_read); every
-# recipe budget measured before keeps the sampled final patches it was measured with.
-RECIPE_BEFORE_DIRECT_READ = ["model.final_read=sampled"]
 # The keys that the Camelyon recipes changed on 2026-12-06 (112-px views, one head network per layer, the
 # heads' value taught per cell; in the evening, the refit over cells), at their values before: every
 # ``magnet3*`` budget defined before a change keeps the tree it was measured with.
 RECIPE_BEFORE_2026_12_06 = ["model.view_size=56", "model.read_size=112", "model.head_highpass=3.0",
                             "model.shared_heads=false", "loss.head_value_target=probability",
-                            "refit.readout_instances=null", *RECIPE_BEFORE_DIRECT_READ]
+                            "refit.readout_instances=null"]
 FINAL_SIDE_UM = 448.0
 
 
@@ -241,11 +238,11 @@ BUDGETS["magnet3view112cellreadout"] = (3, [*BUDGETS["magnet3view112sharedcells"
 BUDGETS["magnet3view112refitcells"] = (3, [*BUDGETS["magnet3view112sharedcells"][1],
                                            "refit.readout_instances=cells"])
 # ... with each final box read again from the slide at 224 px (model.final_read=direct, docs/method.md §9):
-# 2 um of detail per pixel instead of the 3 um of patches drawn from the parents' 448-px reads. The Camelyon
-# recipes since the late evening of 2026-12-06. As magnet-magnet3view112direct-M.
+# 2 um of detail per pixel instead of the 3 um of patches drawn from the parents' 448-px reads. As
+# magnet-magnet3view112direct-M.
 BUDGETS["magnet3view112direct"] = (3, [*BUDGETS["magnet3view112refitcells"][1], "model.final_read=direct"])
 # The Camelyon recipes as they ship since 2026-12-06, on 2 CPU cores: the bilinear sampler, float32. The
-# 3-layer one is magnet3view112direct (tests/test_bench_budgets.py checks that they resolve alike); the
+# 3-layer one is magnet3view112refitcells (tests/test_bench_budgets.py checks that they resolve alike); the
 # 4-layer one (36 final patches, batch 8 as in the recipe) trains for 2 epochs, so that it stays near the
 # hour the 3-layer tree's 3 epochs take. As magnet-magnet3recipe-M and magnet-magnet4recipe-M.
 ON_CPU = ["model.sampler=bilinear", "accelerator=cpu", "precision=32-true"]
@@ -253,8 +250,7 @@ BUDGETS["magnet3recipe"] = (3, [*RECIPE_ON_VIRTUAL, *ON_CPU, "optim.batch_size=8
 BUDGETS["magnet4recipe"] = (2, [*RECIPE_ON_VIRTUAL, *ON_CPU])
 # The 4-layer recipe as measured on the morning of 2026-12-06, before its refit read cells
 # (docs/BENCHMARKS.md, "The Camelyon recipes since 2026-12-06"). As magnet-magnet4recipepatchrefit-M.
-BUDGETS["magnet4recipepatchrefit"] = (2, [*RECIPE_ON_VIRTUAL, *ON_CPU, "refit.readout_instances=null",
-                                           *RECIPE_BEFORE_DIRECT_READ])
+BUDGETS["magnet4recipepatchrefit"] = (2, [*RECIPE_ON_VIRTUAL, *ON_CPU, "refit.readout_instances=null"])
 # The recipe each budget's overrides apply to (configs/demo_v1.yaml where not named here).
 RECIPES = {name: f"configs/{name[:7]}_camelyon.yaml" for name in BUDGETS
            if name.startswith(("magnet3", "magnet4"))}

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from magnet.config_io import load_config
-from magnet.geometry import canvas_side
 from magnet.models import MagNetOutput, build_model
-from magnet.models.recentre import final_detail_px
 from magnet.slides.pool import SlidePool
 from magnet.training.recipe import TrainConfig
 
@@ -90,11 +87,3 @@ def test_camelyon_recipes_place_every_final_patch_at_2_um_per_pixel(name: str) -
     # Every final box is 0.009 of the 50-mm canvas, about 450 um: 2 um per pixel of a 224-px patch.
     um_per_px = (final[:, 2] - final[:, 0]) * 0.25 / final_px
     assert torch.allclose(um_per_px, torch.full_like(um_per_px, 2.0), rtol=0.03)
-    # ... and 2 um of detail per pixel: each box is read from the slide, not drawn from its parent's read.
-    recipe_tree = load_config(TrainConfig, path).model
-    boxes, root = [b[0].tolist() for b in out.boxes_level0], canvas_side((200000, 100000))
-    detail = final_detail_px(recipe_tree, boxes, root)
-    assert detail.tolist() == [final_px] * len(detail)
-    # (drawn from the parents' 448-px reads, they would hold 3.5-6.3 um of detail per pixel)
-    sampled = final_detail_px(replace(recipe_tree, final_read="sampled"), boxes, root)
-    assert float(sampled.max()) < 0.7 * final_px
