@@ -93,6 +93,13 @@ def roi_box_canvas(roi: torch.Tensor) -> torch.Tensor:
     return torch.cat([centre - half, centre + half], -1)
 
 
+def box_sides(boxes: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+    """``(N,)`` side of each level-0 box ``(x0, y0, x1, y1)`` of ``boxes`` ``(N, 4)``, float64: the longer of
+    its two sides (boxes are squares on the canvas; the max absorbs rounding that makes them differ)."""
+    box = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1])  # type: ignore[no-any-return]
+
+
 def canvas_side(slide_size: tuple[int, int]) -> int:
     """``L = max(W0, H0)``: the side of the square canvas in level-0 pixels (canvas units are ``L / 2``)."""
     w0, h0 = slide_size

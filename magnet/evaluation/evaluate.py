@@ -25,7 +25,7 @@ from magnet.data.lesions import POSITIVE_CLASSES, slide_class
 from magnet.data.manifest import ManifestRow, read_manifest
 from magnet.errors import MagnetError
 from magnet.evaluation.reports import save_roc_png, write_metrics_json, write_predictions_csv
-from magnet.geometry import canvas_side
+from magnet.geometry import box_sides, canvas_side
 from magnet.inference.fast_model import inference_copy
 from magnet.inference.oracle import OracleZoom
 from magnet.inference.runner import SlidePrediction, predict_slides
@@ -69,19 +69,13 @@ def _localisation(good: list[tuple[ManifestRow, SlidePrediction]],
     summary = localisation_summary(per_slide, _classes(good))
     output_um: list[float] = []
     detail_um: list[float] = []
-    for (_, p), detail in zip(good, details, strict=True):
+    for local, (_, p), detail in zip(per_slide, good, details, strict=True):
         if p.mpp:
-            sides = _box_sides(p.layers[-1])
-            output_um.append(float(sides.mean()) * p.mpp / model.final_size)
-            detail_um.append(float(np.mean(sides / detail)) * p.mpp)
+            output_um.append(local.mean_patch_side * p.mpp / model.final_size)
+            detail_um.append(float(np.mean(box_sides(p.layers[-1]) / detail)) * p.mpp)
     summary["final_um_per_px"] = sum(output_um) / len(output_um) if output_um else None
     summary["final_detail_um_per_px"] = sum(detail_um) / len(detail_um) if detail_um else None
     return summary
-
-
-def _box_sides(boxes: list[list[float]]) -> np.ndarray:
-    box = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1])
 
 
 def _classes(good: list[tuple[ManifestRow, SlidePrediction]]) -> list[str]:

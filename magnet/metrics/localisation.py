@@ -41,7 +41,7 @@ from matplotlib.transforms import Bbox
 from magnet.data.lesions import UNKNOWN_POSITIVE, read_lesions
 from magnet.data.manifest import ManifestRow
 from magnet.errors import MagnetError
-from magnet.geometry import canvas_side
+from magnet.geometry import box_sides, canvas_side
 from magnet.metrics.auroc import TABLE1_COLUMNS
 
 __all__ = [
@@ -98,8 +98,7 @@ def slide_localisation(
         raise ValueError(f"grid_cells must be >= 1, got {grid_cells}")
     polygons = [_as_polygon(p, i) for i, p in enumerate(lesions)]
     longer = float(canvas_side(slide_size))  # the canvas side L: a box of side f * L has half-size f
-    # Boxes are squares on the canvas; take the longer side should rounding make them differ.
-    sides = np.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1])
+    sides = box_sides(box)
     # The relative slack absorbs float rounding, so a patch of side exactly max_patch_fraction (the oracle
     # zoom's default, magnet.inference.oracle) counts.
     eligible = sides <= max_patch_fraction * longer * (1 + 1e-9)

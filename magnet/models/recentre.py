@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from magnet.geometry import RegionSource, cell_centres, compose, read_views, roi_to_level0_box
+from magnet.geometry import RegionSource, box_sides, cell_centres, compose, read_views, roi_to_level0_box
 
 if TYPE_CHECKING:  # the model imports this module; these are for annotations only
     from magnet.models.classifier import Classifier
@@ -75,16 +75,14 @@ def final_detail_px(config: MagNetConfig, layers: Sequence[Sequence[Sequence[flo
     ``layers``: per layer, the level-0 boxes ``(x0, y0, x1, y1)`` in depth-first order (final patch ``n``'s
     parent is box ``n // P_L`` of the layer before); ``root_side``: the level-0 side of the root ROI, the
     parent of a one-layer tree."""
-    final = np.asarray(layers[-1], dtype=np.float64).reshape(-1, 4)
+    sides = box_sides(layers[-1])
     if reads_final_boxes(config):
-        return np.full(len(final), float(config.final_size))
-    sides = np.maximum(final[:, 2] - final[:, 0], final[:, 3] - final[:, 1])
+        return np.full(len(sides), float(config.final_size))
     if len(layers) > 1:
-        parents = np.asarray(layers[-2], dtype=np.float64).reshape(-1, 4)
-        parent_sides = np.maximum(parents[:, 2] - parents[:, 0], parents[:, 3] - parents[:, 1])
-        parent_sides = np.repeat(parent_sides, len(final) // len(parents))
+        parent_sides = box_sides(layers[-2])
+        parent_sides = np.repeat(parent_sides, len(sides) // len(parent_sides))
     else:
-        parent_sides = np.full(len(final), float(root_side))
+        parent_sides = np.full(len(sides), float(root_side))
     return np.minimum(float(config.final_size), sides / parent_sides * config.final_read_size)
 
 
@@ -119,4 +117,4 @@ def recentre_final(output: MagNetOutput, sources: Sequence[RegionSource], classi
     output.boxes_level0[-1] = torch.stack(
         [roi_to_level0_box(r, s.slide_size) for r, s in zip(moved, sources, strict=True)]
     ).to(output.boxes_level0[-1].dtype)
-    output.patches[-1] = read_views(sources, moved, final_size, patches.device).to(patches.dtype)
+    read_final_directly(output, sources, classifier, final_size)
