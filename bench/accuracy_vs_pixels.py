@@ -59,7 +59,9 @@ Methods (``--methods``; each is run once and its result kept in ``--out``, so th
   ``magnet3view112cellreadout`` is ``magnet3view112sharedcells`` with the readout scoring each cell of the
   final patches' CNN maps instead of each whole patch (``model.readout_instances=cells``);
   ``magnet3view112refitcells`` trains over whole patches and refits the readout over the cells
-  (``refit.readout_instances=cells``).
+  (``refit.readout_instances=cells``); ``magnet3view112direct`` is that tree with each final box read from
+  the slide (``model.final_read=direct``: 2 um of detail per pixel instead of 3), and
+  ``magnet3view112fine`` that with final boxes half as wide (217 um, 0.97 um per output pixel).
 
 Data (``--stage sets``; sizes chosen so that every method's whole pipeline fits a few hours on 2 CPU cores):
 slides of ``--size`` px at 0.25 um/px (default 32,768²: 8.2 mm, a third of a Camelyon slide's side; the
@@ -138,12 +140,12 @@ RECIPE_BEFORE_2026_12_06 = ["model.view_size=56", "model.read_size=112", "model.
 FINAL_SIDE_UM = 448.0
 
 
-def tree_scales(side_um: float, layers: int) -> list[str]:
+def tree_scales(side_um: float, layers: int, final_side_um: float = FINAL_SIDE_UM) -> list[str]:
     """A Camelyon recipe's zoom per layer on slides of ``side_um``: the first layer halves the slide (as on
     8-mm slides), the others share the rest equally, so the final boxes are about ``FINAL_SIDE_UM`` wide
     (scales to 2 decimals; 3 layers: 446 um on 8-mm slides, 451 um = 2.04 um per output pixel on 25-mm
-    slides; 4 layers: 453 um on 8-mm slides)."""
-    rest = round((FINAL_SIDE_UM / (0.5 * side_um)) ** (1 / (layers - 1)), 2)
+    slides; 4 layers: 453 um on 8-mm slides), or ``final_side_um`` wide."""
+    rest = round((final_side_um / (0.5 * side_um)) ** (1 / (layers - 1)), 2)
     scales = ",".join(["0.5", *[str(rest)] * (layers - 1)])
     return [f"model.layer_scales=[{scales}]", f"model.oracle_side={round(0.5 * rest ** (layers - 1), 3)}"]
 
@@ -241,6 +243,11 @@ BUDGETS["magnet3view112refitcells"] = (3, [*BUDGETS["magnet3view112sharedcells"]
 # 2 um of detail per pixel instead of the 3 um of patches drawn from the parents' 448-px reads. As
 # magnet-magnet3view112direct-M.
 BUDGETS["magnet3view112direct"] = (3, [*BUDGETS["magnet3view112refitcells"][1], "model.final_read=direct"])
+# ... with final boxes half as wide (FINAL_SIDES: 217 um, 0.97 um per output pixel, s = 0.5, 0.23, 0.23), so
+# that a final patch shows nuclei as an isolated tumour cell's are seen (the blind-candidate oracle's ITC
+# AUROC went from 0.56 at 2 um/px to 0.89 at 1 um/px) and covers a quarter of the tissue it covered: where
+# the boxes go matters more. As magnet-magnet3view112fine-M.
+BUDGETS["magnet3view112fine"] = (3, BUDGETS["magnet3view112direct"][1])
 # The Camelyon recipes as they ship since 2026-12-06, on 2 CPU cores: the bilinear sampler, float32. The
 # 3-layer one is magnet3view112refitcells (tests/test_bench_budgets.py checks that they resolve alike); the
 # 4-layer one (36 final patches, batch 8 as in the recipe) trains for 2 epochs, so that it stays near the
@@ -254,11 +261,13 @@ BUDGETS["magnet4recipepatchrefit"] = (2, [*RECIPE_ON_VIRTUAL, *ON_CPU, "refit.re
 # The recipe each budget's overrides apply to (configs/demo_v1.yaml where not named here).
 RECIPES = {name: f"configs/{name[:7]}_camelyon.yaml" for name in BUDGETS
            if name.startswith(("magnet3", "magnet4"))}
+# The final boxes' side (um) of the recipe budgets whose boxes are not FINAL_SIDE_UM wide.
+FINAL_SIDES = {"magnet3view112fine": 224.0}
 
 
-def recipe_scales(recipe: str, side_um: float) -> list[str]:
+def recipe_scales(recipe: str, side_um: float, final_side_um: float = FINAL_SIDE_UM) -> list[str]:
     """``tree_scales`` for the number of layers of a Camelyon ``recipe``."""
-    return tree_scales(side_um, load_config(TrainConfig, recipe).model.num_layers)
+    return tree_scales(side_um, load_config(TrainConfig, recipe).model.num_layers, final_side_um)
 
 
 def budget_recipe(budget: str, side_um: float) -> tuple[str, int, list[str]]:
@@ -267,7 +276,7 @@ def budget_recipe(budget: str, side_um: float) -> tuple[str, int, list[str]]:
     epochs, overrides = BUDGETS[budget]
     recipe = RECIPES.get(budget, "configs/demo_v1.yaml")
     if budget in RECIPES:
-        overrides = [*overrides, *recipe_scales(recipe, side_um)]
+        overrides = [*overrides, *recipe_scales(recipe, side_um, FINAL_SIDES.get(budget, FINAL_SIDE_UM))]
     return recipe, epochs, overrides
 
 

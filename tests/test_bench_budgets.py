@@ -77,3 +77,13 @@ def test_tree_scales_read_the_final_patches_at_2_um_per_pixel(
     assert float(oracle_key.split("=")[1]) == pytest.approx(product, abs=1e-3)
     cfg = resolved(bench, f"magnet{layers}recipe")
     assert list(cfg.model.layer_scales) == scales and cfg.model.num_layers == layers
+
+
+def test_the_fine_budget_halves_the_final_boxes_and_changes_nothing_else(bench: ModuleType) -> None:
+    direct = resolved(bench, "magnet3view112direct")
+    fine = resolved(bench, "magnet3view112fine")
+    side = math.prod(fine.model.layer_scales) * SIDE_UM
+    assert side == pytest.approx(217.0, abs=1.0) and side / fine.model.read_size <= 1.0  # um per output px
+    assert fine.model.layer_scales[0] == 0.5 and fine.model.oracle_side == pytest.approx(0.026, abs=1e-3)
+    assert fine == replace(direct, model=replace(direct.model, layer_scales=fine.model.layer_scales,
+                                                 oracle_side=fine.model.oracle_side))
