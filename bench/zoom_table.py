@@ -51,14 +51,16 @@ COLUMNS = ("macro", "micro", "itc", "macro_micro", "all")
 def pixels_per_slide(model: MagNetConfig) -> int:
     """Output pixels the model reads per slide: the root's I and I', then each parent's I' per layer.
 
-    Oracle: the last layer reads its final patches directly (N_L x final_size^2) instead of the parents' I'.
-    ``model.recentre`` (every other mode): each final patch is read once more, moved (N_L x final_size^2).
+    Oracle, and ``model.final_read=direct`` without ``model.recentre``: the last layer reads its final patches
+    directly (N_L x final_size^2) instead of the parents' I'. ``model.recentre`` (every other mode): each
+    final patch is read once more, moved (N_L x final_size^2).
     """
     total = model.view_size**2 + model.read_size**2
     final_reads = model.patches_at(model.num_layers) * model.final_size**2
+    reads_boxes_only = model.zoom == "oracle" or (model.final_read == "direct" and not model.recentre)
     for layer in range(1, model.num_layers):
         size = model.final_read_size if layer + 1 == model.num_layers else model.read_size
-        if model.zoom == "oracle" and layer + 1 == model.num_layers:
+        if reads_boxes_only and layer + 1 == model.num_layers:
             total += final_reads
         else:
             total += model.patches_at(layer) * size**2

@@ -148,6 +148,17 @@ class MagNet(nn.Module):
         last = layer_index == self.config.num_layers
         return self.config.final_read_size if last else self.config.read_size
 
+    def _parent_reads(
+        self, sources: Sequence[RegionSource], rois: Tensor, layer_index: int, images: Tensor
+    ) -> Tensor:
+        """I' of the parents of layer ``layer_index`` (1-based), whose I are ``images``: read from the slide,
+        except where the final step reads every final box from the slide itself (``model.final_read=direct``):
+        the last layer's samples are then thrown away, so they are drawn from the parents' I, read already,
+        and the parents' ``final_read_size`` reads (for ``magnet3``, 1.2 Mpx per slide) are never made."""
+        if layer_index == self.config.num_layers and self.final_step is read_final_directly:
+            return images
+        return read_views(sources, rois, self._read_size(layer_index), images.device)
+
     def forward(
         self,
         sources: Sequence[RegionSource],
@@ -218,7 +229,7 @@ class MagNet(nn.Module):
         given = self.zoom.given_final_rois(final_rois, final_shape, device)
         parent_rois = root_rois.detach().to(device=device, dtype=torch.float64).unsqueeze(1)  # (B, 1, 3, 3)
         images = read_views(sources, parent_rois, self.config.view_size, device)
-        reads = read_views(sources, parent_rois, self._read_size(1), device)
+        reads = self._parent_reads(sources, parent_rois, 1, images)
 
         output = MagNetOutput(
             logit=torch.empty(0), running_logits=torch.empty(0), root_rois=parent_rois[:, 0]
@@ -247,7 +258,7 @@ class MagNet(nn.Module):
             if layer.layer_index < self.config.num_layers:
                 images = result.patches  # the child's I: its own sampled patch (differentiable path)
                 if given is None or layer.layer_index + 1 < self.config.num_layers:  # given: reads its own
-                    reads = read_views(sources, rois, self._read_size(layer.layer_index + 1), device)
+                    reads = self._parent_reads(sources, rois, layer.layer_index + 1, images)
                 parent_rois = rois
         return output
 

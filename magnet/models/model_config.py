@@ -146,7 +146,8 @@ class MagNetConfig:
     # (the paper): the sampler's output from each parent's final_read_size read, so a final box of side
     # a * parent resolves at most final_read_size * a pixels, whatever final_size is. "direct": each final
     # box read again from the slide at final_size, at the resolution its side and final_size say (the
-    # oracle's read; recentre reads the moved boxes so in any case). No gradient reaches theta through it.
+    # oracle's read; recentre reads the moved boxes so in any case), and the last layer's parents are not
+    # read at final_read_size. No gradient reaches theta through it.
     final_read: FinalRead = "sampled"
     # [choice] lower end of the random control's zoom per layer. Log-uniform in [0.25, 1] has geometric
     # mean s = 0.5, so after three layers the typical final box has side 1/8 of the slide (the hit threshold

@@ -4,6 +4,9 @@ the readout's head scores highest and is read again."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from model_fixtures import SMALL_SIZES, small_config, textured_source
@@ -13,7 +16,9 @@ from magnet.geometry import compose, read_views
 from magnet.models import build_model
 from magnet.models.backbones import CellMap, build_backbone
 from magnet.models.classifier import Classifier
+from magnet.models.model_config import MagNetConfig
 from magnet.models.recentre import centring_theta, final_detail_px
+from magnet.slides.tensor_source import TensorRegionSource
 
 FAST = dict(SMALL_SIZES, backbone="small", aux_backbone="small", head_branch_channels=2, head_blocks=1,
             readout="lse", zoom="fixed")
@@ -141,6 +146,50 @@ def test_a_direct_read_keeps_the_boxes_and_reads_them_from_the_slide() -> None:
     assert torch.equal(b.patches[-1], read)
     assert not torch.allclose(a.patches[-1], read, atol=1e-3)  # the sampled patches are another image
     assert torch.allclose(b.logit, direct.classifier(read).logit)
+
+
+class CountingSource:
+    """A slide source that records the output pixels of every read."""
+
+    def __init__(self, source: TensorRegionSource) -> None:
+        self.source, self.pixels = source, 0
+
+    @property
+    def slide_size(self) -> tuple[int, int]:
+        return self.source.slide_size
+
+    def read(self, rois: torch.Tensor, size: int) -> torch.Tensor:
+        self.pixels += rois.shape[0] * size**2
+        return self.source.read(rois, size)
+
+
+def bench_pixels_per_slide(config: MagNetConfig) -> int:
+    """``bench/zoom_table.py``'s count of the output pixels a model reads per slide."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    try:
+        from zoom_table import pixels_per_slide
+    finally:
+        sys.path.pop(0)
+    return int(pixels_per_slide(config))
+
+
+@pytest.mark.parametrize("step", [{}, {"final_read": "direct"}, {"recentre": True, "readout": "lse"},
+                                  {"recentre": True, "final_read": "direct", "readout": "lse"}])
+def test_a_direct_read_makes_no_parent_read_for_the_last_layer(step: dict) -> None:
+    torch.manual_seed(0)
+    model = build_model("tiny", **{**FAST, **step}).eval()
+    source = CountingSource(textured_source(seed=0))
+    with torch.no_grad():
+        model([source])
+    config = model.config
+    parents = config.patches_at(config.num_layers - 1)
+    layers_before = config.view_size**2 + config.read_size**2 + config.patches_at(1) * config.read_size**2
+    finals = config.patches_at(config.num_layers) * config.final_size**2
+    if step == {"final_read": "direct"}:  # only the final boxes, each read at final_size
+        assert source.pixels == layers_before + finals
+    else:  # each last-layer parent read at final_read_size, the patches drawn from it (and moved: read again)
+        assert source.pixels == layers_before + parents * config.final_read_size**2 + finals * config.recentre
+    assert source.pixels == bench_pixels_per_slide(config)  # what the bench reports
 
 
 @pytest.mark.parametrize("step", [{"recentre": True}, {"final_read": "direct"}])
