@@ -83,7 +83,7 @@ def test_the_fine_budget_halves_the_final_boxes_and_changes_nothing_else(bench: 
     direct = resolved(bench, "magnet3view112direct")
     fine = resolved(bench, "magnet3view112fine")
     side = math.prod(fine.model.layer_scales) * SIDE_UM
-    assert side == pytest.approx(217.0, abs=1.0) and side / fine.model.read_size <= 1.0  # um per output px
+    assert side == pytest.approx(217.0, abs=1.0) and side / fine.model.final_size <= 1.0  # um per output px
     assert fine.model.layer_scales[0] == 0.5 and fine.model.oracle_side == pytest.approx(0.026, abs=1e-3)
     assert fine == replace(direct, model=replace(direct.model, layer_scales=fine.model.layer_scales,
                                                  oracle_side=fine.model.oracle_side))
