@@ -10,9 +10,9 @@ pixel where the box's side says 2; for the Camelyon recipe's (a = 0.16) 72 px, 6
 the box's pixels from the slide at ``final_size``, at the resolution the box's side names, as the oracle
 control does; on virtual slides isolated tumour cells under such boxes are told from their look-alikes at
 1 um per pixel and not at 2 (docs/BENCHMARKS.md, "Isolated tumour cells at 1 um per pixel"). Pixels: one
-more read of final_size² per final patch (for ``magnet3``, 18 x 224² = 0.9 Mpx per slide) besides the
-parents' reads, which the heads' sampler still makes. No gradient reaches theta through the new read
-(theta_grad or not).
+read of final_size² per final patch (for ``magnet3``, 18 x 224² = 0.9 Mpx per slide) in place of the last
+layer's parents' final_read_size reads, which ``MagNet`` then does not make (6 x 448² = 1.2 Mpx). No
+gradient reaches theta through the new read (theta_grad or not).
 
 **Re-centring.**
 
