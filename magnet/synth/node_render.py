@@ -18,6 +18,7 @@ import numpy as np
 from magnet.synth.anatomy import SINUS_UM, NodeLayout
 from magnet.synth.nests import NEST_CONTRAST, NestPattern, mottled_shapes
 from magnet.synth.node_colours import bank_of, node_colours
+from magnet.synth.pixels import colour_minus, scale_by
 from magnet.synth.render import CAPSULE_OPACITY, CAPSULE_UM, Renderer
 from magnet.synth.shapes import TWO_PI, StarShape, Window, merge_windows, union_window
 from magnet.synth.stain import SlideColours
@@ -201,7 +202,7 @@ class NodeRenderer(Renderer):
                 cov = cov * np.float32(opacity)
             part = tissue[rows, cols]
             if name == "capsule":
-                part += (self.colours.capsule - part) * cov[..., None]
+                part += scale_by(colour_minus(self.colours.capsule, part), cov)
             elif flat:
                 touched = cov > 0  # coverage is often sparse in a wide window (follicles): blend those only
                 sub = part[touched]

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from magnet.synth.layout import Layout
+from magnet.synth.pixels import add_colour, add_weight, colour_minus, filled, scale_by, subtract_colour
 from magnet.synth.shapes import Window, interval_coverage, merge_windows, union, union_window
 from magnet.synth.stain import ClassColour, SlideColours
 from magnet.synth.textures import TextureBank, fill, fill_arrays
@@ -121,20 +122,18 @@ class Renderer:
         folds = union_window(self.layout.folds, xs, ys, d)
         if folds is not None:
             rows, cols, cov = folds
-            tissue[rows, cols] *= (1.0 - np.float32(1.0 - self.colours.fold_gain) * cov)[..., None]
-        tissue *= self._thickness(xs, ys)[..., None]
-        return tissue
+            scale_by(tissue[rows, cols], 1.0 - np.float32(1.0 - self.colours.fold_gain) * cov)
+        return scale_by(tissue, self._thickness(xs, ys))
 
     def _on_glass(self, tissue: np.ndarray, tissue_cov: np.ndarray, grey: np.ndarray) -> np.ndarray:
         """``glass + coverage * (tissue - glass)`` (the exact area mix at the section's edge), plus the grey
         artefacts (in place)."""
         if tissue_cov.min() < 1.0:
             glass = self.colours.glass
-            tissue -= glass
-            tissue *= tissue_cov[..., None]
-            tissue += glass
-        tissue += grey[..., None]
-        return tissue
+            subtract_colour(tissue, glass)
+            scale_by(tissue, tissue_cov)
+            add_colour(tissue, glass)
+        return add_weight(tissue, grey)
 
     def _sections(self, xs: np.ndarray, ys: np.ndarray, d: float) -> tuple[np.ndarray | None, Window | None]:
         """Tissue coverage and the window of fibrous-capsule coverage (the outer ``CAPSULE_UM``)."""
@@ -163,7 +162,7 @@ class Renderer:
         part = tissue[rows, cols]
         x1, y1 = x0 + cols.start * d, y0 + rows.start * d
         texture = self._texture(kind, colour, salt, x1, y1, d, cols.stop - cols.start, rows.stop - rows.start)
-        part += (texture - part) * cov[..., None]
+        part += scale_by(texture - part, cov)
 
     def _texture(
         self, kind: str, colour: str, salt: int, x0: float, y0: float, d: float, w: int, h: int
@@ -197,8 +196,7 @@ class Renderer:
             return channels @ colour.matrix + colour.base
         with _one_blas_thread():
             rgb = channels.reshape(-1, 4).astype(np.float32, copy=False) @ colour.matrix
-        rgb += colour.base
-        return rgb.reshape(*channels.shape[:-1], 3)
+        return add_colour(rgb.reshape(*channels.shape[:-1], 3), colour.base)
 
     # --- the region -------------------------------------------------------------------------------------
     def render(self, x0: float, y0: float, d: float, w: int, h: int) -> np.ndarray:
@@ -211,9 +209,7 @@ class Renderer:
         grey += 0.5  # so that the final truncation to uint8 rounds
         assert self.banks is not None
         if tissue_cov is None:
-            out = np.empty((h, w, 3), np.float32)
-            out[:] = glass
-            out += grey[..., None]
+            out = add_weight(filled((h, w, 3), glass.astype(np.float32)), grey)
         elif d > max(self.banks["normal"].scales):
             out = self._flat(xs, ys, d, tissue_cov, capsule, grey)
         else:
@@ -293,7 +289,7 @@ class Renderer:
         if capsule is not None:
             rows, cols, cov = capsule
             part = tissue[rows, cols]
-            part += (self.colours.capsule - part) * (CAPSULE_OPACITY * cov)[..., None]
+            part += scale_by(colour_minus(self.colours.capsule, part), CAPSULE_OPACITY * cov)
         lesions = union_window([lesion.shape for lesion in self.layout.lesions], xs, ys, d)
         self._blend_texture(tissue, lesions, "tumour", "tumour", 1, x0, y0, d)
         return self._folds_and_thickness(tissue, xs, ys, d)
