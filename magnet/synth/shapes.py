@@ -13,6 +13,7 @@ shapes, and each must cost its own area, not the region's.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,17 +128,30 @@ class StarShape:
             out[band] = self._radius(dy_band, dx_band) - rho[band]
         return out
 
+    @functools.cached_property
+    def _radius_lut(self) -> tuple[np.ndarray, np.ndarray]:
+        """float32 radius at each sample and the step to the next one (the last wraps to ``radii[0]``)."""
+        lut = np.append(self.radii, self.radii[0]).astype(np.float32)
+        return lut[:-1], lut[1:] - lut[:-1]
+
     def _radius(self, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
         """``r(theta)`` at the angles of offsets ``(dy, dx)`` (float32, broadcast)."""
         k = len(self.radii)
-        t = np.arctan2(dy, dx) * np.float32(k / TWO_PI)
-        t %= np.float32(k)
-        # In float32, (-tiny) % k rounds to exactly k: clamp so the last segment interpolates to radii[0].
-        i0 = np.minimum(t.astype(np.int32), k - 1)
-        frac = t - i0
-        lut = np.append(self.radii, self.radii[0]).astype(np.float32)
-        radius = lut.take(i0)
-        radius += (lut.take(i0 + 1) - radius) * frac
+        t = np.arctan2(dy, dx)
+        t *= np.float32(k / TWO_PI)
+        # t % k (|t| < k here) as numpy's remainder computes it, t + k in float32 where t < 0, without its
+        # slow loop. In float32, (-tiny) + k rounds to exactly k: clamp below so the last segment interpolates
+        # to radii[0].
+        t += (t < 0) * np.float32(k)
+        i0 = t.astype(np.int32)
+        np.minimum(i0, k - 1, out=i0)
+        # The fraction (float32 t minus an integer) and the step along the segment in float64, the sum rounded
+        # to float32: the arithmetic of ``lut[i0] + (lut[i0 + 1] - lut[i0]) * (t - i0)`` in numpy's promotion.
+        step = np.subtract(t, i0, dtype=np.float64)
+        radius, slope = self._radius_lut
+        step *= slope.take(i0)
+        radius = radius.take(i0)
+        np.add(radius, step, out=radius, casting="same_kind")
         return radius
 
     def _near(
