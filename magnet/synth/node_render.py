@@ -18,7 +18,7 @@ import numpy as np
 from magnet.synth.anatomy import SINUS_UM, NodeLayout
 from magnet.synth.nests import NEST_CONTRAST, NestPattern, mottled_shapes
 from magnet.synth.node_colours import bank_of, node_colours
-from magnet.synth.pixels import colour_minus, scale_by
+from magnet.synth.pixels import add_outer, colour_minus, scale_by
 from magnet.synth.render import CAPSULE_OPACITY, CAPSULE_UM, Renderer
 from magnet.synth.shapes import TWO_PI, StarShape, Window, merge_windows, union_window
 from magnet.synth.stain import SlideColours
@@ -206,7 +206,7 @@ class NodeRenderer(Renderer):
             elif flat:
                 touched = cov > 0  # coverage is often sparse in a wide window (follicles): blend those only
                 sub = part[touched]
-                sub += (self._mean(name) - sub) * cov[touched][:, None]
+                sub += scale_by(colour_minus(self._mean(name), sub), cov[touched])
                 part[touched] = sub
             else:
                 self._blend_texture(tissue, hit, self.bank_of[name], name, _SALTS[name], x0, y0, d)
@@ -251,4 +251,4 @@ class NestedNodeRenderer(NodeRenderer):
         towards = self.colours.capsule - self._mean("tumour")
         towards = (towards / np.linalg.norm(towards)).astype(np.float32)
         pattern = self.nests.field(xs[cols], ys[rows], d) * cov * np.float32(NEST_CONTRAST)
-        tissue[rows, cols] += pattern[..., None] * towards
+        add_outer(tissue[rows, cols], pattern, towards)

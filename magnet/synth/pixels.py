@@ -9,12 +9,14 @@ element, since each element still gets one IEEE operation of the same operands.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
 def _row_view(image: np.ndarray) -> np.ndarray:
     """``image`` ``(..., w, 3)`` as 2-D rows of ``w * 3`` values, without a copy (writes go through)."""
-    return image.reshape(-1, image.shape[-2] * image.shape[-1], copy=False)
+    return image.reshape(math.prod(image.shape[:-2]), image.shape[-2] * image.shape[-1], copy=False)
 
 
 def _tiled(image: np.ndarray, colour: np.ndarray) -> np.ndarray:
@@ -54,6 +56,14 @@ def scale_by(image: np.ndarray, weight: np.ndarray) -> np.ndarray:
     for channel in range(image.shape[-1]):
         plane = image[..., channel]
         np.multiply(plane, weight, out=plane)
+    return image
+
+
+def add_outer(image: np.ndarray, weight: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """``image += weight[..., None] * colour`` (in place)."""
+    for channel in range(image.shape[-1]):
+        plane = image[..., channel]
+        plane += weight * colour[channel]
     return image
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -42,16 +43,24 @@ def _blas_controller() -> object | None:
     return ThreadpoolController()
 
 
+_BLAS_LIMIT = threading.local()  # .held: this thread is inside _one_blas_thread
+
+
 @contextlib.contextmanager
 def _one_blas_thread() -> Iterator[None]:
     """Run the tiny colour matmuls on one BLAS thread: on a shared 2-core machine a multi-threaded BLAS
-    spin-waits for a busy core and a 0.7 ms product takes 10-50 ms (measured)."""
+    spin-waits for a busy core and a 0.7 ms product takes 10-50 ms (measured). Re-entering costs nothing
+    (setting the limit costs about 70 us, and a region colours a dozen textures)."""
     controller = _blas_controller()
-    if controller is None:
+    if controller is None or getattr(_BLAS_LIMIT, "held", False):
         yield
         return
     with controller.limit(limits=1, user_api="blas"):  # type: ignore[attr-defined]
-        yield
+        _BLAS_LIMIT.held = True
+        try:
+            yield
+        finally:
+            _BLAS_LIMIT.held = False
 
 
 class Renderer:
@@ -201,6 +210,10 @@ class Renderer:
     # --- the region -------------------------------------------------------------------------------------
     def render(self, x0: float, y0: float, d: float, w: int, h: int) -> np.ndarray:
         """``uint8 (h, w, 3)`` RGB; pixels whose centre lies outside the slide are black."""
+        with _one_blas_thread():  # once for all the colour products of the region
+            return self._render(x0, y0, d, w, h)
+
+    def _render(self, x0: float, y0: float, d: float, w: int, h: int) -> np.ndarray:
         xs = x0 + (np.arange(w) + 0.5) * d
         ys = y0 + (np.arange(h) + 0.5) * d
         glass = self.colours.glass
