@@ -29,6 +29,7 @@ from magnet.synth.textures import TextureBank, fill, fill_arrays
 
 CAPSULE_UM = 20.0  # thickness of the fibrous capsule drawn along the tissue edge
 CAPSULE_OPACITY = 0.6  # the capsule is mixed over the parenchyma texture, which still shows through
+BLEND_STRIP = 64  # rows of a layer's window cropped to their covered pixels at a time (_blend_texture)
 PRECOLOUR_FROM = 16  # bank scale from which banks are coloured once per slide (see _texture)
 NOISE_SIGMA = 2.5  # grey levels of sensor noise at level 0 (averages down as 1/d)
 _NOISE = np.random.default_rng(99).standard_normal((256, 256)).astype(np.float32)
@@ -61,6 +62,26 @@ def _one_blas_thread() -> Iterator[None]:
             yield
         finally:
             _BLAS_LIMIT.held = False
+
+
+def _covered_box(cov: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Rows ``[r0, r1)`` and columns ``[c0, c1)`` bounding the nonzero pixels of ``cov``; None if all are 0.
+
+    Never a single pixel out of more: numpy colours one row of channels with a matrix-vector product,
+    whose rounding may differ from the matrix product that colours two or more rows (``Renderer._colour``;
+    for two or more, every row comes out the same whatever the other rows, checked on this BLAS)."""
+    covered_rows = np.flatnonzero(cov.any(axis=1))
+    if covered_rows.size == 0:
+        return None
+    covered_cols = np.flatnonzero(cov.any(axis=0))
+    r0, r1 = int(covered_rows[0]), int(covered_rows[-1]) + 1
+    c0, c1 = int(covered_cols[0]), int(covered_cols[-1]) + 1
+    if (r1 - r0) * (c1 - c0) == 1 and cov.size > 1:
+        if cov.shape[1] > 1:
+            c0, c1 = (c0, c1 + 1) if c1 < cov.shape[1] else (c0 - 1, c1)
+        else:
+            r0, r1 = (r0, r1 + 1) if r1 < cov.shape[0] else (r0 - 1, r1)
+    return r0, r1, c0, c1
 
 
 class Renderer:
@@ -164,27 +185,48 @@ class Renderer:
         self, tissue: np.ndarray, hit: Window | None, kind: str, colour: str, salt: int,
         x0: float, y0: float, d: float,
     ) -> None:
-        """Blend bank ``kind`` in ``colour`` into ``tissue`` (in place) by the coverage of window ``hit``."""
+        """Blend bank ``kind`` in ``colour`` into ``tissue`` (in place) by the coverage of window ``hit``.
+
+        Only the covered pixels' bounding box within each strip of ``BLEND_STRIP`` rows is textured and
+        blended: a layer's window is often the box of a thin band (the subcapsular sinus of a node crossing
+        the region), and where the coverage is 0, ``part + (texture - part) * 0`` is ``part`` exactly
+        (finite colours). A box's texture is the window's there, since blocks are placed in bank pixels
+        counted from the window's."""
         if hit is None:
             return
         rows, cols, cov = hit
-        part = tissue[rows, cols]
-        x1, y1 = x0 + cols.start * d, y0 + rows.start * d
-        texture = self._texture(kind, colour, salt, x1, y1, d, cols.stop - cols.start, rows.stop - rows.start)
-        part += scale_by(texture - part, cov)
+        scale = int(d)
+        px0, py0 = int((x0 + cols.start * d) // scale), int((y0 + rows.start * d) // scale)
+        # A one-column window stays whole: a strip of one pixel would be coloured as one row (_covered_box).
+        strip_rows = BLEND_STRIP if cov.shape[1] > 1 else cov.shape[0]
+        for top in range(0, cov.shape[0], strip_rows):
+            strip = cov[top : top + strip_rows]
+            box = _covered_box(strip)
+            if box is None:
+                continue
+            r0, r1, c0, c1 = box
+            w, h = c1 - c0, r1 - r0
+            texture = self._bank_texture(kind, colour, salt, scale, px0 + c0, py0 + top + r0, w, h)
+            part = tissue[rows.start + top + r0 : rows.start + top + r1, cols.start + c0 : cols.start + c1]
+            part += scale_by(texture - part, strip[r0:r1, c0:c1])
 
     def _texture(
         self, kind: str, colour: str, salt: int, x0: float, y0: float, d: float, w: int, h: int
     ) -> np.ndarray:
-        """RGB ``(h, w, 3)`` of bank ``kind`` in class colour ``colour`` at a bank scale ``d``.
+        """RGB ``(h, w, 3)`` of bank ``kind`` in class colour ``colour`` at a bank scale ``d``."""
+        scale = int(d)
+        return self._bank_texture(kind, colour, salt, scale, int(x0 // scale), int(y0 // scale), w, h)
+
+    def _bank_texture(
+        self, kind: str, colour: str, salt: int, scale: int, px0: int, py0: int, w: int, h: int
+    ) -> np.ndarray:
+        """``_texture`` from bank pixel ``(px0, py0)`` of pyramid level ``scale``.
 
         At scales >= ``PRECOLOUR_FROM`` a region holds hundreds of small blocks, so the (small) bank is
         coloured once per slide and blocks are copied as RGB; finer, blocks are copied as channels and the
         region is coloured after (the level-0 bank is too large to keep coloured per slide)."""
         assert self.banks is not None
         bank = self.banks[kind]
-        scale = int(d)
-        px0, py0 = int(x0 // scale), int(y0 // scale)
         if scale >= PRECOLOUR_FROM and scale in bank.variants:
             key = (kind, colour, scale)
             if key not in self._coloured:
