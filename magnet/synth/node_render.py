@@ -203,11 +203,8 @@ class NodeRenderer(Renderer):
             part = tissue[rows, cols]
             if name == "capsule":
                 part += scale_by(colour_minus(self.colours.capsule, part), cov)
-            elif flat:
-                touched = cov > 0  # coverage is often sparse in a wide window (follicles): blend those only
-                sub = part[touched]
-                sub += scale_by(colour_minus(self._mean(name), sub), cov[touched])
-                part[touched] = sub
+            elif flat:  # the whole window: where its coverage is 0 the blend leaves ``part`` exactly as it is
+                part += scale_by(colour_minus(self._mean(name), part), cov)
             else:
                 self._blend_texture(tissue, hit, self.bank_of[name], name, _SALTS[name], x0, y0, d)
         self._over_layers(tissue, xs, ys, d)
