@@ -5,7 +5,8 @@ A region is ``w x h`` pixels of ``d`` level-0 pixels each, top-left corner at le
 at pixel centres with edges anti-aliased to ``d`` (see shapes.py), and textures come from the bank level of
 the same scale or, coarser than the bank, from its mean (textures.py). So a coarse region is the area
 average of level 0 in mean colour without rendering level 0. All maths is vectorised numpy
-(float32); the only Python loops run over shapes and texture blocks touching the region.
+(float32); the only Python loops run over shapes and texture blocks touching the region, strips of a
+layer's window and colour channels (pixels.py: numpy is slow with a 3-wide innermost axis).
 
 Compositing, back to front: glass -> tissue (normal parenchyma, paler follicles, fibrous capsule at the
 edge, lesions of carcinoma, darker folds, slow staining-thickness variation) -> grey scanner artefacts
