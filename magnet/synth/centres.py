@@ -107,8 +107,10 @@ def apply_centre(
 
         out = gaussian_filter(out, sigma=(sigma, sigma, 0.0), mode="nearest")
     if centre.noise > 0:
-        key = [slide_seed, int(round(location[0])), int(round(location[1])), int(round(downsample * 1024)),
-               rgb.shape[0], rgb.shape[1], 0x5E75]
+        # A seed sequence takes non-negative integers only: a region starting left of or above the slide
+        # wraps to 2**64 + x, beyond any location on a slide, so every other region keeps its noise.
+        x, y = (int(round(v)) % 2**64 for v in location)
+        key = [slide_seed, x, y, int(round(downsample * 1024)), rgb.shape[0], rgb.shape[1], 0x5E75]
         out = out + np.random.default_rng(key).normal(0.0, centre.noise / downsample, out.shape)
     pixels = np.clip(np.rint(out), 0, 255).astype(np.uint8)
     if centre.jpeg_quality is not None:

@@ -191,8 +191,8 @@ class Renderer:
         Only the covered pixels' bounding box within each strip of ``BLEND_STRIP`` rows is textured and
         blended: a layer's window is often the box of a thin band (the subcapsular sinus of a node crossing
         the region), and where the coverage is 0, ``part + (texture - part) * 0`` is ``part`` exactly
-        (finite colours). A box's texture is the window's there, since blocks are placed in bank pixels
-        counted from the window's."""
+        (finite colours). A box's texture equals the window's over the same pixels: texture blocks are placed
+        by their bank-pixel coordinates on the slide (textures.py), not relative to the region drawn."""
         if hit is None:
             return
         rows, cols, cov = hit
