@@ -51,12 +51,17 @@ def filled(shape: tuple[int, ...], colour: np.ndarray) -> np.ndarray:
     return out
 
 
-def scale_by(image: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """``image *= weight[..., None]`` (in place)."""
+def _each_channel(operation: np.ufunc, image: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``image[..., c] = operation(image[..., c], weight)`` for every channel c (in place)."""
     for channel in range(image.shape[-1]):
         plane = image[..., channel]
-        np.multiply(plane, weight, out=plane)
+        operation(plane, weight, out=plane)
     return image
+
+
+def scale_by(image: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``image *= weight[..., None]`` (in place)."""
+    return _each_channel(np.multiply, image, weight)
 
 
 def add_outer(image: np.ndarray, weight: np.ndarray, colour: np.ndarray) -> np.ndarray:
@@ -69,7 +74,4 @@ def add_outer(image: np.ndarray, weight: np.ndarray, colour: np.ndarray) -> np.n
 
 def add_weight(image: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """``image += weight[..., None]`` (in place): the same value in every channel."""
-    for channel in range(image.shape[-1]):
-        plane = image[..., channel]
-        np.add(plane, weight, out=plane)
-    return image
+    return _each_channel(np.add, image, weight)
