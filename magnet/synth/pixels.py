@@ -19,35 +19,36 @@ def _row_view(image: np.ndarray) -> np.ndarray:
     return image.reshape(math.prod(image.shape[:-2]), image.shape[-2] * image.shape[-1], copy=False)
 
 
-def _tiled(image: np.ndarray, colour: np.ndarray) -> np.ndarray:
-    return np.tile(colour, image.shape[-2])
+def _tiled(colour: np.ndarray, width: int) -> np.ndarray:
+    """``colour`` repeated along a row of ``width`` pixels, as ``_row_view`` lays a row out."""
+    return np.tile(colour, width)
 
 
 def add_colour(image: np.ndarray, colour: np.ndarray) -> np.ndarray:
     """``image += colour`` (in place)."""
     rows = _row_view(image)
-    np.add(rows, _tiled(image, colour), out=rows)
+    np.add(rows, _tiled(colour, image.shape[-2]), out=rows)
     return image
 
 
 def subtract_colour(image: np.ndarray, colour: np.ndarray) -> np.ndarray:
     """``image -= colour`` (in place)."""
     rows = _row_view(image)
-    np.subtract(rows, _tiled(image, colour), out=rows)
+    np.subtract(rows, _tiled(colour, image.shape[-2]), out=rows)
     return image
 
 
 def colour_minus(colour: np.ndarray, image: np.ndarray) -> np.ndarray:
     """``colour - image`` (a new array)."""
     out = np.empty(image.shape, np.result_type(colour, image))
-    np.subtract(_tiled(image, colour), _row_view(image), out=_row_view(out))
+    np.subtract(_tiled(colour, image.shape[-2]), _row_view(image), out=_row_view(out))
     return out
 
 
 def filled(shape: tuple[int, ...], colour: np.ndarray) -> np.ndarray:
     """A new image of ``shape`` ``(..., w, 3)`` in one colour (``colour``'s dtype)."""
     out = np.empty(shape, colour.dtype)
-    _row_view(out)[:] = np.tile(colour, shape[-2])
+    _row_view(out)[:] = _tiled(colour, shape[-2])
     return out
 
 
