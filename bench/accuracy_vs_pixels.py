@@ -60,7 +60,8 @@ Methods (``--methods``; each is run once and its result kept in ``--out``, so th
   final patches' CNN maps instead of each whole patch (``model.readout_instances=cells``);
   ``magnet3view112refitcells`` trains over whole patches and refits the readout over the cells
   (``refit.readout_instances=cells``); ``magnet3view112direct`` is that tree with each final box read from
-  the slide (``model.final_read=direct``: 2 um of detail per pixel instead of 3), and
+  the slide (``model.final_read=direct``: 2 um of detail per pixel instead of 3; the 3-layer recipe as it
+  ships since the night of 2026-12-06), and
   ``magnet3view112fine`` that with final boxes half as wide (217 um, 0.97 um per output pixel).
 
 Data (``--stage sets``; sizes chosen so that every method's whole pipeline fits a few hours on 2 CPU cores):
@@ -132,11 +133,12 @@ LITE0 = ["model.backbone=efficientnet_lite0", "model.pretrained=true", "model.au
 # 0.5, 0.33, 0.33 for the 3-layer tree on 8-mm slides).
 RECIPE_ON_VIRTUAL = ["model.backbone=efficientnet_lite0"]
 # The keys that the Camelyon recipes changed on 2026-12-06 (112-px views, one head network per layer, the
-# heads' value taught per cell; in the evening, the refit over cells), at their values before: every
-# ``magnet3*`` budget defined before a change keeps the tree it was measured with.
+# heads' value taught per cell; in the evening, the refit over cells; late at night, the 3-layer recipe's
+# final boxes read directly), at their values before: every ``magnet3*`` budget defined before a change
+# keeps the tree it was measured with.
 RECIPE_BEFORE_2026_12_06 = ["model.view_size=56", "model.read_size=112", "model.head_highpass=3.0",
                             "model.shared_heads=false", "loss.head_value_target=probability",
-                            "refit.readout_instances=null"]
+                            "refit.readout_instances=null", "model.final_read=sampled"]
 FINAL_SIDE_UM = 448.0
 
 
@@ -249,7 +251,7 @@ BUDGETS["magnet3view112direct"] = (3, [*BUDGETS["magnet3view112refitcells"][1], 
 # the boxes go matters more. As magnet-magnet3view112fine-M.
 BUDGETS["magnet3view112fine"] = (3, BUDGETS["magnet3view112direct"][1])
 # The Camelyon recipes as they ship since 2026-12-06, on 2 CPU cores: the bilinear sampler, float32. The
-# 3-layer one is magnet3view112refitcells (tests/test_bench_budgets.py checks that they resolve alike); the
+# 3-layer one is magnet3view112direct (tests/test_bench_budgets.py checks that they resolve alike); the
 # 4-layer one (36 final patches, batch 8 as in the recipe) trains for 2 epochs, so that it stays near the
 # hour the 3-layer tree's 3 epochs take. As magnet-magnet3recipe-M and magnet-magnet4recipe-M.
 ON_CPU = ["model.sampler=bilinear", "accelerator=cpu", "precision=32-true"]

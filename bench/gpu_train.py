@@ -12,8 +12,9 @@ beside that bench's CPU runs. Before 2026-12-05 this script left those scales ou
 the recipe's zoom for 50-mm slides: final boxes of 74 um on 8-mm slides, 0.33 um per output pixel. Since
 2026-12-06 the recipe trains 112-px views, shared heads and the per-cell head value
 (``configs/magnet3_camelyon.yaml``); earlier rows trained 56-px views, independent heads, one value per
-patch. Prints
-one Markdown row: AUROCs, training slides/s, minutes, peak GPU memory.
+patch. Since the night of 2026-12-06 it reads each final box from the slide (``model.final_read=direct``);
+earlier rows drew the final patches from their parents' reads. Prints one Markdown row: AUROCs, training
+slides/s, minutes, peak GPU memory.
 
     python3 bench/gpu_train.py [--n 200] [--epochs 3] [--out /tmp/out/gpu_train]
     python3 bench/gpu_train.py --accelerator cpu --n 12 --epochs 1 --size 24576 --test-counts 2 1 1 1 \\

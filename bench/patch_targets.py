@@ -217,7 +217,10 @@ def logits_by_target(slides: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def patch_arrays(slides: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Each final patch's pooled features (a readout over cells caches ``(N, D, h, w)``: the mean over the
+    cells is the patch's pooled feature) and its target label."""
     features = np.concatenate([s["features"] for s in slides]).astype(np.float32)
+    features = features.reshape(*features.shape[:2], -1).mean(-1)
     return features, np.array([t for s in slides for t in s["targets"]])
 
 
@@ -344,7 +347,8 @@ def main() -> None:
         test = extract(Path(path), zoom, readout, args.test, {"test"}, caches["test"], args.batch)["slides"]
         classifier = load_with_zoom(Path(path), zoom)[0].classifier  # its head's shape, for a fresh readout
         report[name] = {"where": where(test), "deciding": deciding(test), "logits": logits_by_target(test),
-                        "probe": probes(train, test), "hit": hit_share(test), "cover": lesion_cover(test),
+                        "probe": probes(train, test), "hit": hit_share(test), "hit_train": hit_share(train),
+                        "cover": lesion_cover(test), "cover_train": lesion_cover(train),
                         "model": table1([s["label"] for s in test], [s["probability"] for s in test],
                                         [s["class"] for s in test]),
                         "readout_from_labels": refit_from_labels(classifier, train, test)}
@@ -354,9 +358,12 @@ def main() -> None:
         print_table("Mean patch logit per target (test slides)", report[name]["logits"])
         hits = {k: round(v, 2) for k, v in report[name]["hit"].items()}
         print("\nSlides with a final patch on a lesion:", hits)
-        for cls, row in report[name]["cover"].items():
-            print(f"Lesion share of the patches on a lesion, {cls}:",
-                  {k: round(v, 2) for k, v in row.items()})
+        # a zoom that learned the training slides' lesions reaches them more often than the test slides'
+        print("... on the training slides:", {k: round(v, 2) for k, v in report[name]["hit_train"].items()})
+        for suffix, key in (("", "cover"), (" (training slides)", "cover_train")):
+            for cls, row in report[name][key].items():
+                print(f"Lesion share of the patches on a lesion{suffix}, {cls}:",
+                      {k: round(v, 2) for k, v in row.items()})
         print("The model's AUROC:", {c: round(report[name]["model"][c]["auroc"], 2) for c in COLUMNS})
         print("A fresh readout fitted on these patches from slide labels:",
               {k: (round(v[0], 2) if isinstance(v, tuple) else v)

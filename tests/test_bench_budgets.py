@@ -40,13 +40,13 @@ def resolved(bench: ModuleType, budget: str) -> TrainConfig:
 
 def test_the_shipped_3_layer_recipe_is_the_measured_per_cell_tree(bench: ModuleType) -> None:
     shipped = resolved(bench, "magnet3recipe")
-    assert shipped == resolved(bench, "magnet3view112refitcells")
+    assert shipped == resolved(bench, "magnet3view112direct")
     assert shipped.model.shared_heads and shipped.loss.head_value_target == "cells"
     assert shipped.refit.readout_instances == "cells" and shipped.model.readout_instances == "patches"
-    # The recipe's tree with each final box read from the slide: that key alone differs.
-    direct = resolved(bench, "magnet3view112direct")
-    assert shipped.model.final_read == "sampled"
-    assert direct == replace(shipped, model=replace(shipped.model, final_read="direct"))
+    # The recipe's tree before its final boxes were read from the slide: that key alone differs.
+    sampled = resolved(bench, "magnet3view112refitcells")
+    assert shipped.model.final_read == "direct"
+    assert sampled == replace(shipped, model=replace(shipped.model, final_read="sampled"))
 
 
 def test_budgets_measured_before_the_recipe_changed_keep_their_tree(bench: ModuleType) -> None:

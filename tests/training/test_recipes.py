@@ -9,6 +9,7 @@ import torch
 
 from magnet.config_io import load_config
 from magnet.models import MagNetOutput, build_model
+from magnet.models.recentre import final_detail_px
 from magnet.slides.pool import SlidePool
 from magnet.training.recipe import TrainConfig
 
@@ -64,6 +65,12 @@ def test_version_1_demo_recipe_runs_its_levers() -> None:
     assert float(sides.min()) >= 0.125 - 1e-6 and float(sides.max()) < 0.4
 
 
+# The detail a final patch holds (um of slide per pixel of detail): the 3-layer recipe reads each final box
+# from the slide; the 4-layer one draws it from its parent's read, where a box of 0.29 of it holds 0.58 of
+# final_size pixels of slide (docs/method.md §5).
+DETAIL_UM = {"magnet3_camelyon.yaml": 2.0, "magnet4_camelyon.yaml": 2.0 / (0.29 * 2)}
+
+
 @pytest.mark.parametrize("name", ["magnet3_camelyon.yaml", "magnet4_camelyon.yaml"])
 def test_camelyon_recipes_place_every_final_patch_at_2_um_per_pixel(name: str) -> None:
     torch.set_num_threads(1)
@@ -87,3 +94,9 @@ def test_camelyon_recipes_place_every_final_patch_at_2_um_per_pixel(name: str) -
     # Every final box is 0.009 of the 50-mm canvas, about 450 um: 2 um per pixel of a 224-px patch.
     um_per_px = (final[:, 2] - final[:, 0]) * 0.25 / final_px
     assert torch.allclose(um_per_px, torch.full_like(um_per_px, 2.0), rtol=0.03)
+    layers = [boxes[0].double().numpy() for boxes in out.boxes_level0]
+    # the share of the patch's pixels that hold slide detail (final_size and final_read_size are both shrunk
+    # here, their ratio kept), at the recipe's own 2 um per output pixel
+    detail_share = final_detail_px(cfg.model, layers, root_side=200000) / cfg.model.final_size
+    detail_um = um_per_px.double().numpy() / detail_share
+    assert detail_um == pytest.approx([DETAIL_UM[name]] * len(detail_um), rel=0.05)
