@@ -260,6 +260,10 @@ BUDGETS["magnet4recipe"] = (2, [*RECIPE_ON_VIRTUAL, *ON_CPU])
 # The 4-layer recipe as measured on the morning of 2026-12-06, before its refit read cells
 # (docs/BENCHMARKS.md, "The Camelyon recipes since 2026-12-06"). As magnet-magnet4recipepatchrefit-M.
 BUDGETS["magnet4recipepatchrefit"] = (2, [*RECIPE_ON_VIRTUAL, *ON_CPU, "refit.readout_instances=null"])
+# The 4-layer recipe with each final box read from the slide (model.final_read=direct: 2 um of detail per
+# pixel instead of the 3.5 of patches drawn from the parents' reads), as the 3-layer recipe ships since the
+# night of 2026-12-06. As magnet-magnet4recipedirect-M.
+BUDGETS["magnet4recipedirect"] = (2, [*RECIPE_ON_VIRTUAL, *ON_CPU, "model.final_read=direct"])
 # The recipe each budget's overrides apply to (configs/demo_v1.yaml where not named here).
 RECIPES = {name: f"configs/{name[:7]}_camelyon.yaml" for name in BUDGETS
            if name.startswith(("magnet3", "magnet4"))}
