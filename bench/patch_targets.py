@@ -144,6 +144,14 @@ def load_with_zoom(checkpoint: Path, zoom: str, readout: Path | None = None):  #
     return model.eval(), config
 
 
+def cache_array(features: torch.Tensor) -> np.ndarray:
+    """One slide's features as cached: float16, in C order. The frozen CNN's maps come out channels-last;
+    kept so, a fit on them sums in another order than a fit on the same values loaded from the cache, and
+    the fresh readout's best pass moved by that rounding alone (docs/BENCHMARKS.md, "Three seeds of the
+    2-um tree with its boxes read directly")."""
+    return np.ascontiguousarray(features.float().cpu().numpy().astype(np.float16))
+
+
 @torch.no_grad()
 def extract(checkpoint: Path, zoom: str, readout: Path | None, manifest_path: Path, splits: set[str],
             cache: Path, batch: int) -> dict:
@@ -170,7 +178,7 @@ def extract(checkpoint: Path, zoom: str, readout: Path | None, manifest_path: Pa
                 "label": row.label, "probability": float(torch.sigmoid(read.logit[j])),
                 "patch_logits": read.patch_logits[j].float().cpu().numpy(),
                 "targets": targets, "lesion_share": shares,
-                "features": features[j].float().cpu().numpy().astype(np.float16),
+                "features": cache_array(features[j]),
             })
         pool.close()
         if (i // batch) % 10 == 0:

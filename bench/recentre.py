@@ -47,6 +47,7 @@ from paired_auroc import paired_differences
 from patch_targets import (
     COLUMNS,
     box_targets,
+    cache_array,
     hit_share,
     lesion_cover,
     load_with_zoom,
@@ -92,7 +93,7 @@ def extract(checkpoint: Path, manifest_path: Path, splits: set[str], cache: Path
                 level0 = set_boxes[j].double().cpu().numpy()
                 entry[f"{name}_targets"], entry[f"{name}_share"] = box_targets(level0, found)
             for name, set_features in features.items():
-                entry[f"{name}_features"] = set_features[j].float().cpu().numpy().astype(np.float16)
+                entry[f"{name}_features"] = cache_array(set_features[j])
             slides.append(entry)
         pool.close()
         if (i // batch) % 10 == 0:
