@@ -147,8 +147,8 @@ def load_with_zoom(checkpoint: Path, zoom: str, readout: Path | None = None):  #
 def cache_array(features: torch.Tensor) -> np.ndarray:
     """One slide's features as cached: float16, in C order. The frozen CNN's maps come out channels-last;
     kept so, a fit on them sums in another order than a fit on the same values loaded from the cache, and
-    the fresh readout's best pass moved by that rounding alone (docs/BENCHMARKS.md, "Three seeds of the
-    2-um tree with its boxes read directly")."""
+    the fresh readout's best pass moved by that rounding alone (docs/BENCHMARKS.md, "Where the two
+    placements send their patches")."""
     return np.ascontiguousarray(features.float().cpu().numpy().astype(np.float16))
 
 
