@@ -62,7 +62,9 @@ Methods (``--methods``; each is run once and its result kept in ``--out``, so th
   (``refit.readout_instances=cells``); ``magnet3view112direct`` is that tree with each final box read from
   the slide (``model.final_read=direct``: 2 um of detail per pixel instead of 3; the 3-layer recipe as it
   ships since the night of 2026-12-06), and
-  ``magnet3view112fine`` that with final boxes half as wide (217 um, 0.97 um per output pixel).
+  ``magnet3view112fine`` that with final boxes half as wide (217 um, 0.97 um per output pixel);
+  ``magnet3view112directneg`` is ``magnet3view112direct`` with the heads' value target 0 on every patch of a
+  negative slide (``loss.head_value_negatives=zero``: the look-alikes visited there as hard negatives).
 
 Data (``--stage sets``; sizes chosen so that every method's whole pipeline fits a few hours on 2 CPU cores):
 slides of ``--size`` px at 0.25 um/px (default 32,768²: 8.2 mm, a third of a Camelyon slide's side; the
@@ -250,6 +252,12 @@ BUDGETS["magnet3view112direct"] = (3, [*BUDGETS["magnet3view112refitcells"][1], 
 # AUROC went from 0.56 at 2 um/px to 0.89 at 1 um/px) and covers a quarter of the tissue it covered: where
 # the boxes go matters more. As magnet-magnet3view112fine-M.
 BUDGETS["magnet3view112fine"] = (3, BUDGETS["magnet3view112direct"][1])
+# ... (the direct-read tree) with every head-value target of a negative slide set to 0
+# (loss.head_value_negatives=zero, docs/method.md §9): the look-alikes visited on negative slides become the
+# heads' hard negatives. As magnet-magnet3view112directneg-learned (its fixed layout has no heads: the
+# pair is magnet-magnet3view112direct-fixed).
+BUDGETS["magnet3view112directneg"] = (3, [*BUDGETS["magnet3view112direct"][1],
+                                          "loss.head_value_negatives=zero"])
 # The Camelyon recipes as they ship since 2026-12-06, on 2 CPU cores: the bilinear sampler, float32. The
 # 3-layer one is magnet3view112direct (tests/test_bench_budgets.py checks that they resolve alike); the
 # 4-layer one (36 final patches, batch 8 as in the recipe) trains for 2 epochs, so that it stays near the

@@ -87,3 +87,10 @@ def test_the_fine_budget_halves_the_final_boxes_and_changes_nothing_else(bench: 
     assert fine.model.layer_scales[0] == 0.5 and fine.model.oracle_side == pytest.approx(0.026, abs=1e-3)
     assert fine == replace(direct, model=replace(direct.model, layer_scales=fine.model.layer_scales,
                                                  oracle_side=fine.model.oracle_side))
+
+
+def test_the_hard_negative_budget_is_the_direct_tree_with_zero_negative_targets(bench: ModuleType) -> None:
+    direct = resolved(bench, "magnet3view112direct")
+    negatives = resolved(bench, "magnet3view112directneg")
+    assert direct.loss.head_value > 0 and direct.loss.head_value_negatives == "target"
+    assert negatives == replace(direct, loss=replace(direct.loss, head_value_negatives="zero"))

@@ -34,6 +34,14 @@ What the score learns to predict is the *target* (``loss.head_value_target``, ``
   "something unusual lies here", curiosity-style (the prediction-error rewards of Pathak et al., ICML 2017,
   and the saliency of Itti et al., PAMI 1998, are the idea's neighbours; the rule here is ours).
 
+On a negative slide every one of these targets can be high where the patches visit a look-alike the
+classifier mistakes for a lesion, and the heads then learn to send the next slide's boxes to look-alikes.
+``loss.head_value_negatives`` = ``zero`` [choice] (``gate_by_label``) sets the target of every patch of a
+negative slide to 0, so what a head learns to score high is "the classifier fires here *and* the slide is
+positive": where a coarse view holds any cue that sets lesions apart from their mimics, the heads are
+pushed to use it (hard-negative mining, as in Felzenszwalb et al., PAMI 2010, with the slide label as the
+only annotation: every place visited on a negative slide is a negative).
+
 Everything is read off the output's shapes: N_l patches at layer l (``rois``), K_heads = heads per parent
 (``scores``), P_l - K_heads frozen children first in each parent's group (paper §4.3), depth-first order.
 """
@@ -49,10 +57,11 @@ from torch import Tensor
 
 from magnet.models.magnet import MagNetOutput
 
-__all__ = ["HEAD_VALUE_TARGETS", "HeadValueTarget", "ancestor_scores", "cell_probability",
-           "classifier_probability", "feature_novelty"]
+__all__ = ["HEAD_VALUE_TARGETS", "HeadValueNegatives", "HeadValueTarget", "ancestor_scores",
+           "cell_probability", "classifier_probability", "feature_novelty", "gate_by_label"]
 
 HeadValueTarget = Literal["probability", "cells", "novelty"]
+HeadValueNegatives = Literal["target", "zero"]
 
 
 def classifier_probability(output: MagNetOutput) -> Tensor:
@@ -93,6 +102,15 @@ HEAD_VALUE_TARGETS: dict[str, Callable[[MagNetOutput], Tensor]] = {
     "novelty": feature_novelty,
 }
 assert set(HEAD_VALUE_TARGETS) == set(get_args(HeadValueTarget))
+
+
+def gate_by_label(values: Tensor, labels: Tensor) -> Tensor:
+    """``values`` ``(B, ...)`` with every entry of a slide whose label is 0 set to 0 (``labels`` ``(B,)``)."""
+    if labels.shape != values.shape[:1]:
+        raise ValueError(f"{tuple(labels.shape)} labels for head-value targets of shape "
+                         f"{tuple(values.shape)}")
+    positive = (labels.detach() > 0.5).to(values.dtype)
+    return values * positive.view(-1, *([1] * (values.dim() - 1)))
 
 
 def ancestor_scores(output: MagNetOutput, points: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -21,6 +21,9 @@ total = w_final * CE(final logit) + w_aux * sum_l CE(aux logit of layer l) + w_p
   instead (``magnet.models.head_value.feature_novelty``); it needs no per-patch logit. ``cells`` reads each
   ancestor's score at the centre of every cell of the patch's CNN map, against the classifier's probability
   for that cell (``magnet.models.head_value.cell_probability``): a map of targets per patch, not one number.
+  ``head_value_negatives`` = ``zero`` [choice, off by default] sets every target of a negative slide to 0:
+  the look-alikes a negative slide's patches visit become the heads' hard negatives, whatever the
+  classifier says of them (``magnet.models.head_value.gate_by_label``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,13 @@ from torch import Tensor
 
 from magnet.domains import NON_NEGATIVE, check_choices, check_domains
 from magnet.geometry import cell_centres
-from magnet.models.head_value import HEAD_VALUE_TARGETS, HeadValueTarget, ancestor_scores
+from magnet.models.head_value import (
+    HEAD_VALUE_TARGETS,
+    HeadValueNegatives,
+    HeadValueTarget,
+    ancestor_scores,
+    gate_by_label,
+)
 from magnet.models.magnet import MagNetOutput
 
 __all__ = ["LossWeights", "LossBreakdown", "magnet_loss", "paradoxical_loss"]
@@ -54,6 +63,9 @@ class LossWeights:
     # [choice] what the heads' value predicts: the classifier's probability for the patch, for each cell
     # of the patch, or the patch's novelty
     head_value_target: HeadValueTarget = "probability"
+    # [choice] the target on a negative slide: as computed, or 0 everywhere (its look-alikes as hard
+    # negatives)
+    head_value_negatives: HeadValueNegatives = "target"
 
     def __post_init__(self) -> None:
         check_domains(self)
@@ -109,17 +121,22 @@ def magnet_loss(output: MagNetOutput, labels: Tensor, weights: LossWeights | Non
         total = total + weights.head_mil * head_mil
     head_value = final.new_zeros(())
     if weights.head_value > 0 and output.scores:  # controls and the oracle have no heads to teach
-        head_value = head_value_loss(output, weights.head_value_target)
+        head_value = head_value_loss(output, weights.head_value_target,
+                                     labels if weights.head_value_negatives == "zero" else None)
         total = total + weights.head_value * head_value
     return LossBreakdown(total=total, final=final, aux=aux, paradoxical=paradoxical, head_mil=head_mil,
                          head_value=head_value)
 
 
-def head_value_loss(output: MagNetOutput, target: HeadValueTarget = "probability") -> Tensor:
+def head_value_loss(output: MagNetOutput, target: HeadValueTarget = "probability",
+                    gate_labels: Tensor | None = None) -> Tensor:
     """CE of every ancestor head's score at points of its final patches against the detached ``target`` there
     (``magnet.models.head_value``: the classifier's probability for the patch or for each of its cells, or
-    the patch's novelty; a patch-wide target is read at the patch's centre)."""
+    the patch's novelty; a patch-wide target is read at the patch's centre). With ``gate_labels`` ``(B,)``,
+    every target of a slide labelled 0 is 0."""
     values = HEAD_VALUE_TARGETS[target](output)  # (B, N_L) or (B, N_L, h, w), checked before the heads
+    if gate_labels is not None:
+        values = gate_by_label(values, gate_labels)
     cells = values.dim() == 4
     points = cell_centres(*values.shape[-2:]) if cells else torch.zeros(1, 2, dtype=torch.float64)
     scores, mask = ancestor_scores(output, points)  # (B, M, N_L, G), (M, N_L)

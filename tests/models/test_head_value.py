@@ -11,7 +11,7 @@ from magnet.config_io import apply_override
 from magnet.errors import ConfigError
 from magnet.geometry import cell_centres, dihedral_matrix
 from magnet.models import build_model
-from magnet.models.head_value import ancestor_scores, feature_novelty
+from magnet.models.head_value import ancestor_scores, feature_novelty, gate_by_label
 from magnet.models.magnet import MagNetOutput
 from magnet.training.losses import LossWeights, head_value_loss, magnet_loss
 from magnet.training.recipe import TrainConfig
@@ -200,3 +200,35 @@ def test_cells_target_needs_a_per_patch_head() -> None:
     with pytest.raises(ConfigError, match="loss.head_value"):
         TrainConfig(model=small_config(readout="gru"),
                     loss=LossWeights(head_value=1.0, head_value_target="cells"))
+
+
+@pytest.mark.parametrize("target", ["probability", "cells"])
+def test_zero_negatives_target_zero_on_a_negative_slide_and_leave_a_positive_one(target: str) -> None:
+    _, out = _forward()
+    count = out.rois[-1].shape[1]
+    out.patch_cell_logits = torch.full((2, count, 3, 3), 2.0)  # the classifier fires everywhere
+    out.patch_logits = torch.full((2, count), 2.0)
+    labels = torch.tensor([1.0, 0.0])
+    gated = magnet_loss(out, labels, LossWeights(head_value=1.0, head_value_target=target,
+                                                 head_value_negatives="zero")).head_value
+    plain = magnet_loss(out, labels, LossWeights(head_value=1.0, head_value_target=target)).head_value
+    points = cell_centres(3, 3) if target == "cells" else None
+    scores, mask = ancestor_scores(out, points)
+    if points is None:
+        scores = scores.unsqueeze(-1)
+    fired = torch.full_like(scores[0], torch.sigmoid(torch.tensor(2.0)).item())
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    positive = bce(scores[0], fired, reduction="none")  # slide 0: the target as computed
+    negative = bce(scores[1], torch.zeros_like(fired), reduction="none")  # slide 1: 0 everywhere
+    expected = torch.stack([positive, negative])[:, mask].mean()
+    assert torch.allclose(gated, expected)
+    assert not torch.allclose(gated, plain)  # the negative slide's targets were 0.88, not 0
+
+
+def test_zero_negatives_is_a_checked_choice_and_the_gate_checks_its_labels() -> None:
+    with pytest.raises(ConfigError, match="head_value_negatives"):
+        LossWeights(head_value=1.0, head_value_negatives="none")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="labels"):
+        gate_by_label(torch.ones(2, 4), torch.ones(3))
+    config = apply_override(TrainConfig(), "loss.head_value_negatives=zero")
+    assert config.loss.head_value_negatives == "zero"
