@@ -18,6 +18,7 @@ from magnet.errors import ConfigError, MagnetError
 from magnet.metrics.auroc import auroc
 from magnet.models.classifier import Classifier
 from magnet.slides.pool import SlidePool
+from magnet.training import readout_refit
 from magnet.training.checkpoints import load_checkpoint, load_model
 from magnet.training.loop import train
 from magnet.training.readout_refit import (
@@ -189,7 +190,8 @@ def test_training_ends_with_the_refit_written_into_best_ckpt(tmp_path: Path) -> 
     assert bool(changed) == (result["best_epoch"] > 0)
 
 
-def test_magnet_refit_refits_a_finished_run_from_its_trained_checkpoint(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_magnet_refit_refits_a_finished_run_from_its_trained_checkpoint(tmp_path: Path, capsys,  # type: ignore[no-untyped-def]
+                                                                        monkeypatch) -> None:
     manifest = dataset(tmp_path / "data")
     run = train_tiny(manifest, tmp_path / "run", "refit.epochs=0")
     trained = load_checkpoint(run / "best.ckpt")
@@ -200,11 +202,24 @@ def test_magnet_refit_refits_a_finished_run_from_its_trained_checkpoint(tmp_path
     assert first["readout_refit"]["epochs"] == 2 and first["config"]["refit"]["epochs"] == 2
     kept = load_checkpoint(run / "best-trained.ckpt")
     assert all(torch.equal(value, trained["model"][key]) for key, value in kept["model"].items())
-    with one_thread():  # a second refit starts again from the trained checkpoint, not from the first refit
+    # A second refit starts again from the trained checkpoint, not from the first refit. Which file it read
+    # is asked of the refit itself: comparing the two refits' validation AUROCs before fitting, as this test
+    # once did, failed in one full-suite run, 4 validation slides whose near-tied scores can swap places
+    # with the last bits of the features.
+    loaded: list[str] = []
+
+    def spy(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        loaded.append(Path(path).name)
+        return load_checkpoint(path, *args, **kwargs)
+
+    monkeypatch.setattr(readout_refit, "load_checkpoint", spy)
+    with one_thread():
         assert main(["refit", str(run), "--set", "refit.epochs=1"]) == 0
-    second = load_checkpoint(run / "best.ckpt")["readout_refit"]
-    assert second["epochs"] == 1
-    assert second["val_auroc_before"] == first["readout_refit"]["val_auroc_before"]
+    assert loaded == ["best-trained.ckpt"]
+    second = load_checkpoint(run / "best.ckpt")
+    assert second["readout_refit"]["epochs"] == 1 and second["config"]["refit"]["epochs"] == 1
+    kept = load_checkpoint(run / "best-trained.ckpt")
+    assert all(torch.equal(value, trained["model"][key]) for key, value in kept["model"].items())
     assert temp_files(run) == []
 
 
