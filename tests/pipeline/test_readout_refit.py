@@ -204,8 +204,8 @@ def test_magnet_refit_refits_a_finished_run_from_its_trained_checkpoint(tmp_path
     assert all(torch.equal(value, trained["model"][key]) for key, value in kept["model"].items())
     # A second refit starts again from the trained checkpoint, not from the first refit. Which file it read
     # is asked of the refit itself: comparing the two refits' validation AUROCs before fitting, as this test
-    # once did, failed in one full-suite run, 4 validation slides whose near-tied scores can swap places
-    # with the last bits of the features.
+    # once did, failed in one full-suite run (its message was not kept); the likely cause is 4 validation
+    # slides whose near-tied scores can swap places with the last bits of the features.
     loaded: list[str] = []
 
     def spy(path, *args, **kwargs):  # type: ignore[no-untyped-def]
