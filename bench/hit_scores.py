@@ -1,0 +1,90 @@
+"""Do the positive slides whose final boxes touch their lesion score above the negatives?
+
+A tree's AUROC on a class mixes two things: how often its final boxes reach the lesion (the hit rate of
+``magnet evaluate``) and how the readout scores a slide whose boxes did reach it. This bench splits the
+second out. For each positive test slide of ``--classes`` it runs the tree of ``--checkpoint`` (evaluation
+mode, the zoom as at inference, no readout) to get its final boxes, and marks the slide as hit when a box
+overlaps a lesion outline (``magnet.metrics.localisation.slide_localisation``). Then, for each predictions
+file given (``magnet evaluate``'s columns, from that tree or from a readout refitted on its patches, e.g.
+``bench/cell_readout.py``), it prints the AUROC of the hit slides against every negative slide and that of
+the missed ones. A readout that sees the lesion whenever a box touches it scores the hit slides near 1; one
+that does not, near 0.5.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/hit_scores.py --checkpoint RUN/best-trained.ckpt \\
+        --test /tmp/avp4/test/manifest.csv --predictions 2um=RUN/eval/predictions.csv \\
+        --predictions 1um=/tmp/cells/NAME-cells.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cell_readout import load_run  # noqa: E402  (a bench module beside this one)
+
+from magnet.data.manifest import read_manifest  # noqa: E402
+from magnet.metrics.auroc import auroc_pos_neg  # noqa: E402
+from magnet.metrics.localisation import manifest_outlines, slide_localisation  # noqa: E402
+from magnet.slides.pool import SlidePool  # noqa: E402
+
+
+def hits(checkpoint: Path, manifest: Path, classes: set[str]) -> dict[str, tuple[str, bool]]:
+    """Slide -> (class, whether a final box of the tree overlaps its lesion), for the test slides of
+    ``classes``."""
+    model, config = load_run(checkpoint, "patches")  # the boxes do not depend on the readout
+    rows = [r for r in read_manifest(manifest, check_slides=False).rows
+            if r.split == "test" and (r.lesion_class or "negative") in classes]
+    outlines = manifest_outlines(rows, manifest.parent)
+    if outlines is None:
+        raise SystemExit(f"hit_scores: {manifest} names no lesion outlines")
+    pool = SlidePool(grey_filter=config.data.grey_filter, threads=1, max_open=4)
+    found = {}
+    with torch.no_grad():
+        for row in rows:
+            source = pool.get(row.slide)
+            boxes = model.zoom_in([source]).boxes_level0[-1][0]
+            found[row.slide] = (row.lesion_class or "negative", slide_localisation(
+                boxes, source.slide_size, outlines.get(row.slide, [])).hit)
+    pool.close()
+    return found
+
+
+def scores(path: Path) -> tuple[dict[str, float], np.ndarray]:
+    """The file's probability by slide, and the probabilities of its negative slides (label 0)."""
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    negatives = np.array([float(r["probability"]) for r in rows if int(r["label"]) == 0])
+    return {r["slide"]: float(r["probability"]) for r in rows}, negatives
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, required=True, help="the tree whose boxes are judged")
+    parser.add_argument("--test", type=Path, required=True, help="manifest with the test split and outlines")
+    parser.add_argument("--predictions", action="append", required=True, metavar="NAME=CSV")
+    parser.add_argument("--classes", nargs="+", default=["micro", "itc"])
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    found = hits(args.checkpoint, args.test, set(args.classes))
+    for spec in args.predictions:
+        name, csv_path = spec.split("=", 1)
+        probability, negatives = scores(Path(csv_path))
+        for cls in args.classes:
+            parts = []
+            for title, wanted in (("hit", True), ("missed", False)):
+                positives = np.array([probability[s] for s, (c, hit) in found.items()
+                                      if c == cls and hit == wanted])
+                value = auroc_pos_neg(positives, negatives) if len(positives) else float("nan")
+                parts.append(f"{title} {len(positives)}: {value:.2f}")
+            print(f"{name} {cls}: AUROC against the {len(negatives)} negatives, {', '.join(parts)}",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
