@@ -2,13 +2,13 @@
 
 A tree's AUROC on a class mixes two things: how often its final boxes reach the lesion (the hit rate of
 ``magnet evaluate``) and how the readout scores a slide whose boxes did reach it. This bench splits the
-second out. For each positive test slide of ``--classes`` it runs the tree of ``--checkpoint`` (evaluation
-mode, the zoom as at inference, no readout) to get its final boxes, and marks the slide as hit when a box
-overlaps a lesion outline (``magnet.metrics.localisation.slide_localisation``). Then, for each predictions
-file given (``magnet evaluate``'s columns, from that tree or from a readout refitted on its patches, e.g.
-``bench/cell_readout.py``), it prints the AUROC of the hit slides against every negative slide and that of
-the missed ones. A readout that sees the lesion whenever a box touches it scores the hit slides near 1; one
-that does not, near 0.5.
+second out. For each positive test slide of ``--classes`` it runs the tree of ``--checkpoint`` (learned
+zoom or the fixed layout; evaluation mode, the zoom as at inference) to get its final boxes, and marks the
+slide as hit when a box overlaps a lesion outline (``magnet.metrics.localisation.slide_localisation``).
+Then, for each predictions file given (``magnet evaluate``'s columns, from that tree or from a readout
+refitted on its patches, e.g. ``bench/cell_readout.py``), it prints the AUROC of the hit slides against
+every negative slide and that of the missed ones. A readout that sees the lesion whenever a box touches it
+scores the hit slides near 1; one that does not, near 0.5.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/hit_scores.py --checkpoint RUN/best-trained.ckpt \\
         --test /tmp/avp4/test/manifest.csv --predictions 2um=RUN/eval/predictions.csv \\
@@ -38,6 +38,8 @@ def hits(checkpoint: Path, manifest: Path, classes: set[str]) -> dict[str, tuple
     """Slide -> (class, whether a final box of the tree overlaps its lesion), for the test slides of
     ``classes``."""
     model, config = load_run(checkpoint, "patches")  # the boxes do not depend on the readout
+    if model.needs_final_rois or model.draws_at_random:
+        raise SystemExit(f"hit_scores: {checkpoint}: an oracle's or random zoom's boxes are not its own")
     rows = [r for r in read_manifest(manifest, check_slides=False).rows
             if r.split == "test" and (r.lesion_class or "negative") in classes]
     outlines = manifest_outlines(rows, manifest.parent)
@@ -48,7 +50,7 @@ def hits(checkpoint: Path, manifest: Path, classes: set[str]) -> dict[str, tuple
     with torch.no_grad():
         for row in rows:
             source = pool.get(row.slide)
-            boxes = model.zoom_in([source]).boxes_level0[-1][0]
+            boxes = model.final_patches([source]).boxes_level0[-1][0]  # after any re-centring
             found[row.slide] = (row.lesion_class or "negative", slide_localisation(
                 boxes, source.slide_size, outlines.get(row.slide, [])).hit)
     pool.close()
@@ -75,6 +77,10 @@ def main() -> None:
     for spec in args.predictions:
         name, csv_path = spec.split("=", 1)
         probability, negatives = scores(Path(csv_path))
+        missing = sorted(set(found) - set(probability))
+        if missing:
+            raise SystemExit(f"hit_scores: {csv_path}: no prediction for {len(missing)} slides, "
+                             f"e.g. {missing[0]}")
         for cls in args.classes:
             parts = []
             for title, wanted in (("hit", True), ("missed", False)):
