@@ -18,7 +18,6 @@ scores the hit slides near 1; one that does not, near 0.5.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -26,7 +25,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cell_readout import load_run  # noqa: E402  (a bench module beside this one)
+from cell_readout import load_run  # noqa: E402  (bench modules beside this one)
+from paired_auroc import read as read_predictions  # noqa: E402
 
 from magnet.data.manifest import read_manifest  # noqa: E402
 from magnet.metrics.auroc import auroc_pos_neg  # noqa: E402
@@ -57,14 +57,6 @@ def hits(checkpoint: Path, manifest: Path, classes: set[str]) -> dict[str, tuple
     return found
 
 
-def scores(path: Path) -> tuple[dict[str, float], np.ndarray]:
-    """The file's probability by slide, and the probabilities of its negative slides (label 0)."""
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    negatives = np.array([float(r["probability"]) for r in rows if int(r["label"]) == 0])
-    return {r["slide"]: float(r["probability"]) for r in rows}, negatives
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True, help="the tree whose boxes are judged")
@@ -76,15 +68,16 @@ def main() -> None:
     found = hits(args.checkpoint, args.test, set(args.classes))
     for spec in args.predictions:
         name, csv_path = spec.split("=", 1)
-        probability, negatives = scores(Path(csv_path))
-        missing = sorted(set(found) - set(probability))
+        predicted = read_predictions(csv_path)  # slide -> (probability, class), rows without an error
+        negatives = np.array([p for p, cls in predicted.values() if cls == "negative"])
+        missing = sorted(set(found) - set(predicted))
         if missing:
             raise SystemExit(f"hit_scores: {csv_path}: no prediction for {len(missing)} slides, "
                              f"e.g. {missing[0]}")
         for cls in args.classes:
             parts = []
             for title, wanted in (("hit", True), ("missed", False)):
-                positives = np.array([probability[s] for s, (c, hit) in found.items()
+                positives = np.array([predicted[s][0] for s, (c, hit) in found.items()
                                       if c == cls and hit == wanted])
                 value = auroc_pos_neg(positives, negatives) if len(positives) else float("nan")
                 parts.append(f"{title} {len(positives)}: {value:.2f}")
