@@ -1,0 +1,93 @@
+"""Does a readout fitted on one run's final patches score the lesions in another run's?
+
+A readout refitted from slide labels over the cells of the oracle's 1-um patches (one patch centred on each
+lesion-like spot) scores ITC at 0.89 on the version-4 sets; refitted over the cells of a tree's own boxes
+read at 1 um/px it scores ITC at 0.43-0.49, and the ITC slides whose boxes touch the cluster score below
+the negatives (docs/BENCHMARKS.md, "Every final box read at 1 um per pixel"). Two things differ: what the
+boxes show (a cluster centred in a 221-um box, or anywhere in a 446-um one, often at its edge) and what the
+readout learned from (clusters always in view, or in view on a third of the ITC slides). This bench
+separates them without training anything but the readout: it refits the readout over cells on the cached
+maps of one run of ``bench/cell_readout.py`` (``--fit``; the product's refit, as ``cell_readout`` does) and
+scores the test slides of every ``--apply`` cache with it. Each applied cache must come from a run with
+the same frozen CNN (checked), read at the same um per pixel, so that a cell means the same there.
+
+``--save`` keeps the refitted classifier's state (``bench/cell_tour.py`` tours the cells it scores highest).
+Predictions go to ``FIT-on-APPLY.csv`` (``magnet evaluate``'s columns), so ``bench/hit_scores.py`` can
+split the applied run's positives into those whose boxes touch the lesion and those whose boxes do not,
+and ``bench/paired_auroc.py`` can pair two readouts on the same slides.
+
+    cd bench; ../.venv/bin/python readout_transfer.py --out /tmp/transfer \\
+        --fit cand1um=/tmp/s57/orc/cand1um --start FIXED/best-trained.ckpt \\
+        --apply learned448=/tmp/s56/g448/learned448-s2 --check LEARNED/best-trained.ckpt
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from cell_readout import COLUMNS, cached, load_run, write_predictions
+from cell_readout_mix import same_backbone
+
+from magnet.metrics.auroc import table1
+from magnet.training.readout_refit import refit_readout
+
+
+def load_split(prefix: str, split: str) -> list[dict]:
+    return torch.load(f"{prefix}-{split}.pt", weights_only=False)["slides"]  # type: ignore[no-any-return]
+
+
+def report(title: str, slides: list[dict], logits: list[float]) -> None:
+    metrics = table1([s["label"] for s in slides], logits, [s["class"] for s in slides])
+    cells = "  ".join(f"{c} {metrics[c]['auroc']:.3f} "
+                      f"({metrics[c]['ci95'][0]:.2f}-{metrics[c]['ci95'][1]:.2f})" for c in COLUMNS)
+    print(f"{title}: {cells}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--fit", required=True, metavar="NAME=CACHE_PREFIX",
+                        help="cell_readout cache whose train and validation maps the readout is fitted on")
+    parser.add_argument("--start", type=Path, required=True,
+                        help="checkpoint of the fitted run (its trained head is where the refit starts)")
+    parser.add_argument("--apply", action="append", default=[], metavar="NAME=CACHE_PREFIX",
+                        help="cell_readout cache whose test maps the fitted readout scores")
+    parser.add_argument("--check", action="append", default=[], type=Path,
+                        help="the applied runs' checkpoints (is their CNN the fitted run's?)")
+    parser.add_argument("--save", type=Path, default=None,
+                        help="write the refitted classifier's state here (for bench/cell_tour.py)")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    for other in args.check:
+        if not same_backbone(args.start, other):
+            raise SystemExit(f"{args.start} and {other}: the classifier CNNs differ, so their maps do "
+                             "not mix")
+    if len(args.check) != len(args.apply):
+        raise SystemExit("readout_transfer: give one --check checkpoint per --apply cache")
+    args.out.mkdir(parents=True, exist_ok=True)
+    fit_name, fit_prefix = args.fit.split("=", 1)
+    readout = load_run(args.start, "cells")[0].classifier
+    train, val = (cached(load_split(fit_prefix, split), "cells") for split in ("train", "validation"))
+    result = refit_readout(readout, train, val, epochs=args.epochs, lr=1e-4, weight_decay=1e-4,
+                           seed=args.seed)
+    print(f"{fit_name}: val {result.val_auroc_before:.3f} -> {result.val_auroc_after:.3f}, pass "
+          f"{result.best_epoch} of {result.epochs}, {result.seconds:.0f} s", flush=True)
+    del train, val
+    if args.save is not None:
+        torch.save(readout.state_dict(), args.save)
+    for spec in [args.fit, *args.apply]:
+        name, prefix = spec.split("=", 1)
+        test = load_split(prefix, "test")
+        with torch.no_grad():
+            logits = readout.read_out(cached(test, "cells").features).logit.tolist()
+        write_predictions(args.out / f"{fit_name}-on-{name}.csv", test, logits)
+        report(f"{fit_name} on {name}", test, logits)
+
+
+if __name__ == "__main__":
+    main()
