@@ -25,7 +25,9 @@ Per split (train, validation, test):
 
 Every step uses slide labels only; the outlines serve the report (the share of slides with a look on the
 lesion, per class). Outputs: ``NAME-SPLIT.pt`` (``cell_readout``'s cache format, with each slide's look
-centres), ``NAME-cells.csv`` (test predictions) and ``NAME-hits.json``.
+centres), ``NAME-cells.csv`` (test predictions) and ``NAME-hits.json`` (per positive test slide, whether a
+look lies on its lesion); it prints, per class, the AUROC of the slides with a look on the lesion and of the
+others against the negatives.
 
     cd bench; ../.venv/bin/python cell_tour.py --out /tmp/tour --name tour \\
         --tree LEARNED/best-trained.ckpt --cache /tmp/g448/learned448-s2 \\
@@ -43,9 +45,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from cell_readout import fit_and_report, load_run
+from paired_auroc import read as read_predictions
 
 from magnet.data.manifest import read_manifest
 from magnet.inference.oracle import OracleZoom
+from magnet.metrics.auroc import auroc_pos_neg
 from magnet.metrics.localisation import manifest_outlines, slide_localisation
 from magnet.slides.pool import SlidePool
 from magnet.training.readout_refit import final_patch_features
@@ -150,22 +154,37 @@ def tour_split(args: argparse.Namespace, split: str, manifest: Path) -> dict:
     return result
 
 
-def look_hits(slides: list[dict], manifest: Path, side: float) -> dict[str, float]:
-    """Per class, the share of positive slides with a look on a lesion outline."""
+def look_hits(slides: list[dict], manifest: Path, side: float) -> dict[str, bool]:
+    """Positive slide -> whether a look of side ``side`` around its centres overlaps a lesion outline."""
     rows = [r for r in read_manifest(manifest, check_slides=False).rows if r.split == "test"]
     outlines = manifest_outlines(rows, manifest.parent) or {}
     pool = SlidePool(grey_filter=False, threads=1, max_open=4)
-    found: dict[str, list[bool]] = {}
+    found = {}
     for s in slides:
         if s["label"] != 1:
             continue
         size = tuple(pool.get(s["slide"]).slide_size)
         half = side * max(size) / 2
         boxes = np.concatenate([s["centres"] - half, s["centres"] + half], axis=1)
-        hit = slide_localisation(boxes, size, outlines.get(s["slide"], [])).hit
-        found.setdefault(s["class"], []).append(hit)
+        found[s["slide"]] = slide_localisation(boxes, size, outlines.get(s["slide"], [])).hit
     pool.close()
-    return {c: float(np.mean(v)) for c, v in sorted(found.items())}
+    return found
+
+
+def report_hits(name: str, slides: list[dict], found: dict[str, bool], predictions: Path) -> None:
+    """Per class, the share of slides with a look on the lesion, and (as ``bench/hit_scores.py``) the AUROC
+    of the slides hit and of those missed against the negatives, in ``predictions``."""
+    predicted = read_predictions(str(predictions))
+    negatives = np.array([p for p, cls in predicted.values() if cls == "negative"])
+    classes = {s["slide"]: s["class"] for s in slides}
+    for cls in sorted({classes[slide] for slide in found}):
+        parts = []
+        for title, wanted in (("hit", True), ("missed", False)):
+            positives = np.array([predicted[s][0] for s, hit in found.items()
+                                  if classes[s] == cls and hit == wanted])
+            value = auroc_pos_neg(positives, negatives) if len(positives) else float("nan")
+            parts.append(f"{title} {len(positives)}: {value:.2f}")
+        print(f"{name} {cls}: AUROC against the {len(negatives)} negatives, {', '.join(parts)}", flush=True)
 
 
 def main() -> None:
@@ -195,10 +214,10 @@ def main() -> None:
               for split in args.splits}
     if set(slides) != {"train", "validation", "test"}:
         return  # a split cached on its own, to run beside another process
-    hits = look_hits(slides["test"], args.test, args.side)
-    (args.out / f"{args.name}-hits.json").write_text(json.dumps(hits, indent=1))
-    print(f"{args.name}: test slides with a look on the lesion: {hits}", flush=True)
+    found = look_hits(slides["test"], args.test, args.side)
+    (args.out / f"{args.name}-hits.json").write_text(json.dumps(found, indent=1))
     fit_and_report(args.name, "cells", args.start, slides, args.out, epochs=args.epochs, seed=args.seed)
+    report_hits(args.name, slides["test"], found, args.out / f"{args.name}-cells.csv")
 
 
 if __name__ == "__main__":
