@@ -118,7 +118,11 @@ def tour_split(args: argparse.Namespace, split: str, manifest: Path) -> dict:
         return torch.load(path, weights_only=False)  # type: ignore[no-any-return]
     t0 = time.perf_counter()
     rows = [r for r in read_manifest(manifest, check_slides=False).rows if r.split == split]
-    cache = {s["slide"]: s for s in torch.load(f"{args.cache}-{split}.pt", weights_only=False)["slides"]}
+    cached = torch.load(f"{args.cache}-{split}.pt", weights_only=False)
+    if Path(cached["checkpoint"]) != args.tree:
+        raise SystemExit(f"cell_tour: {args.cache}-{split}.pt holds {cached['checkpoint']}'s patches, not "
+                         f"{args.tree}'s")
+    cache = {s["slide"]: s for s in cached["slides"]}
     missing = [r.slide for r in rows if r.slide not in cache]
     if missing:
         raise SystemExit(f"cell_tour: {args.cache}-{split}.pt lacks {len(missing)} slides, e.g. {missing[0]}")
@@ -134,7 +138,7 @@ def tour_split(args: argparse.Namespace, split: str, manifest: Path) -> dict:
         if len(maps) != len(boxes[row.slide]):
             raise SystemExit(f"cell_tour: {row.slide}: {len(maps)} cached patches, "
                              f"{len(boxes[row.slide])} boxes")
-        with torch.no_grad():
+        with torch.no_grad():  # the per-patch head on the cached maps (cell_logits would run the CNN again)
             scores = scorer.classifier._head_on_cells(maps, 1, len(maps)).reshape(-1).numpy()
         side_px = args.side * max(pool.get(row.slide).slide_size)
         cells = cell_centres(boxes[row.slide], maps.shape[-2], maps.shape[-1])
