@@ -152,7 +152,8 @@ def tour_split(args: argparse.Namespace, split: str, manifest: Path) -> dict:
     slides = [{"slide": row.slide, "split": row.split, "label": row.label,
                "class": row.lesion_class or "negative", "maps": maps.half(), "centres": centres[row.slide]}
               for row, maps in zip(rows, data.features, strict=True)]
-    result = {"slides": slides, "tree": str(args.tree), "cache": args.cache, "side": args.side}
+    result = {"slides": slides, "checkpoint": str(args.start), "tree": str(args.tree), "cache": args.cache,
+              "side": args.side}  # checkpoint: the run whose CNN read the looks, as in cell_readout's caches
     torch.save(result, path)
     print(f"{path.stem}: {len(rows)} slides, {time.perf_counter() - t0:.0f} s", flush=True)
     return result

@@ -8,8 +8,9 @@ boxes show (a cluster centred in a 221-um box, or anywhere in a 446-um one, ofte
 readout learned from (clusters always in view, or in view on a third of the ITC slides). This bench
 separates them without training anything but the readout: it refits the readout over cells on the cached
 maps of one run of ``bench/cell_readout.py`` (``--fit``; the product's refit, as ``cell_readout`` does) and
-scores the test slides of every ``--apply`` cache with it. Each applied cache must come from a run with
-the same frozen CNN (checked), read at the same um per pixel, so that a cell means the same there.
+scores the test slides of every ``--apply`` cache with it. Every cache must come from a run with the
+``--start`` run's frozen CNN (checked against the checkpoint each cache names), read at the same um per
+pixel, so that a cell means the same in all of them.
 
 ``--save`` keeps the refitted classifier's state (``bench/cell_tour.py`` tours the cells it scores highest).
 Predictions go to ``FIT-on-APPLY.csv`` (``magnet evaluate``'s columns), so ``bench/hit_scores.py`` can
@@ -17,8 +18,8 @@ split the applied run's positives into those whose boxes touch the lesion and th
 and ``bench/paired_auroc.py`` can pair two readouts on the same slides.
 
     cd bench; ../.venv/bin/python readout_transfer.py --out /tmp/transfer \\
-        --fit cand1um=/tmp/s57/orc/cand1um --start FIXED/best-trained.ckpt \\
-        --apply learned448=/tmp/s56/g448/learned448-s2 --check LEARNED/best-trained.ckpt
+        --fit oracle1um=/tmp/cells/oracle1um --start FIXED/best-trained.ckpt \\
+        --apply learned448=/tmp/cells/learned448
 """
 
 from __future__ import annotations
@@ -34,8 +35,14 @@ from magnet.metrics.auroc import table1
 from magnet.training.readout_refit import refit_readout
 
 
-def load_split(prefix: str, split: str) -> list[dict]:
-    return torch.load(f"{prefix}-{split}.pt", weights_only=False)["slides"]  # type: ignore[no-any-return]
+def load_split(prefix: str, split: str, start: Path) -> list[dict]:
+    """The slides of a ``cell_readout`` cache, refused unless its run's CNN is the ``start`` run's."""
+    path = f"{prefix}-{split}.pt"
+    cache = torch.load(path, weights_only=False)
+    if not same_backbone(start, Path(cache["checkpoint"])):
+        raise SystemExit(f"readout_transfer: {path} was read by {cache['checkpoint']}, whose CNN is not "
+                         f"{start}'s: its maps do not mix")
+    return cache["slides"]  # type: ignore[no-any-return]
 
 
 def report(title: str, slides: list[dict], logits: list[float]) -> None:
@@ -54,8 +61,6 @@ def main() -> None:
                         help="checkpoint of the fitted run (its trained head is where the refit starts)")
     parser.add_argument("--apply", action="append", default=[], metavar="NAME=CACHE_PREFIX",
                         help="cell_readout cache whose test maps the fitted readout scores")
-    parser.add_argument("--check", action="append", default=[], type=Path,
-                        help="the applied runs' checkpoints (is their CNN the fitted run's?)")
     parser.add_argument("--save", type=Path, default=None,
                         help="write the refitted classifier's state here (for bench/cell_tour.py)")
     parser.add_argument("--epochs", type=int, default=20)
@@ -63,16 +68,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    for other in args.check:
-        if not same_backbone(args.start, other):
-            raise SystemExit(f"{args.start} and {other}: the classifier CNNs differ, so their maps do "
-                             "not mix")
-    if len(args.check) != len(args.apply):
-        raise SystemExit("readout_transfer: give one --check checkpoint per --apply cache")
     args.out.mkdir(parents=True, exist_ok=True)
     fit_name, fit_prefix = args.fit.split("=", 1)
     readout = load_run(args.start, "cells")[0].classifier
-    train, val = (cached(load_split(fit_prefix, split), "cells") for split in ("train", "validation"))
+    train, val = (cached(load_split(fit_prefix, split, args.start), "cells")
+                  for split in ("train", "validation"))
     result = refit_readout(readout, train, val, epochs=args.epochs, lr=1e-4, weight_decay=1e-4,
                            seed=args.seed)
     print(f"{fit_name}: val {result.val_auroc_before:.3f} -> {result.val_auroc_after:.3f}, pass "
@@ -82,7 +82,7 @@ def main() -> None:
         torch.save(readout.state_dict(), args.save)
     for spec in [args.fit, *args.apply]:
         name, prefix = spec.split("=", 1)
-        test = load_split(prefix, "test")
+        test = load_split(prefix, "test", args.start)
         with torch.no_grad():
             logits = readout.read_out(cached(test, "cells").features).logit.tolist()
         write_predictions(args.out / f"{fit_name}-on-{name}.csv", test, logits)
