@@ -17,7 +17,7 @@ Per split (train, validation, test):
    (``--readout``: the state ``bench/readout_transfer.py --save`` wrote; a readout refitted on an earlier
    tour's looks, saved the same way, makes a second round);
 3. a tour of the best cells: greedily the highest-scoring cell at least one look side from every centre kept
-   before, then half a side, then any, until ``--count`` centres;
+   before, then half a side, then any, until there are as many as the ``--start`` run has final patches;
 4. a look of ``--side`` (a fraction of the slide's longer side) centred on each, read from the slide at the
    ``--start`` run's ``final_size`` through the oracle's ROIs (``model.zoom=oracle``), its CNN map cached;
 5. the readout over cells refitted on the looks from slide labels (``cell_readout.fit_and_report``, from the
@@ -27,7 +27,8 @@ Every step uses slide labels only; the outlines serve the report (the share of s
 lesion, per class). Outputs: ``NAME-SPLIT.pt`` (``cell_readout``'s cache format, with each slide's look
 centres), ``NAME-cells.csv`` (test predictions) and ``NAME-hits.json`` (per positive test slide, whether a
 look lies on its lesion); it prints, per class, the AUROC of the slides with a look on the lesion and of the
-others against the negatives.
+others against the negatives. ``--splits train`` and ``--splits test validation`` cache those splits only
+(two processes side by side); a run with all three then fits from the caches.
 
     cd bench; ../.venv/bin/python cell_tour.py --out /tmp/tour --name tour \\
         --tree LEARNED/best-trained.ckpt --cache /tmp/g448/learned448-s2 \\
@@ -177,8 +178,8 @@ def look_hits(slides: list[dict], manifest: Path, side: float) -> dict[str, bool
 
 
 def report_hits(name: str, slides: list[dict], found: dict[str, bool], predictions: Path) -> None:
-    """Per class, the share of slides with a look on the lesion, and (as ``bench/hit_scores.py``) the AUROC
-    of the slides hit and of those missed against the negatives, in ``predictions``."""
+    """Per class, how many slides have a look on the lesion and (as ``bench/hit_scores.py``) the AUROC of
+    the slides hit and of those missed against the negatives, in ``predictions``."""
     predicted = read_predictions(str(predictions))
     negatives = np.array([p for p, cls in predicted.values() if cls == "negative"])
     classes = {s["slide"]: s["class"] for s in slides}
