@@ -114,6 +114,13 @@ def write_predictions(path: Path, slides: list[dict], logits: list[float]) -> No
     write_predictions_csv(rows, path)
 
 
+def metrics_line(labels: list, scores: list[float], classes: list[str]) -> str:
+    """Each Table-1 column's AUROC and 95 % interval on one line."""
+    metrics = table1(labels, scores, classes)
+    return "  ".join(f"{c} {metrics[c]['auroc']:.3f} ({metrics[c]['ci95'][0]:.2f}-"
+                     f"{metrics[c]['ci95'][1]:.2f})" for c in COLUMNS)
+
+
 def fit_and_report(name: str, kind: str, checkpoint: Path, slides: dict[str, list[dict]], out: Path, *,
                    epochs: int, seed: int, pool: str | None = None) -> None:
     """Refit the readout of run ``checkpoint`` over ``kind`` (``patch`` or ``cells``; ``pool`` instead of
@@ -135,10 +142,7 @@ def fit_and_report(name: str, kind: str, checkpoint: Path, slides: dict[str, lis
     classes = [s["class"] for s in test]
     labels = [s["label"] for s in test]
     for title, scores in (("refit", logits), ("as trained", trained)):
-        metrics = table1(labels, scores, classes)
-        cells = "  ".join(f"{c} {metrics[c]['auroc']:.3f} ({metrics[c]['ci95'][0]:.2f}-"
-                          f"{metrics[c]['ci95'][1]:.2f})" for c in COLUMNS)
-        print(f"{name} {kind}{suffix} {title}: {cells}", flush=True)
+        print(f"{name} {kind}{suffix} {title}: {metrics_line(labels, scores, classes)}", flush=True)
     print(f"{name} {kind}{suffix}: val {result.val_auroc_before:.3f} -> {result.val_auroc_after:.3f}, pass "
           f"{result.best_epoch} of {result.epochs}, {result.seconds:.0f} s", flush=True)
 

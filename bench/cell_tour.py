@@ -25,10 +25,11 @@ Per split (train, validation, test):
 
 Every step uses slide labels only; the outlines serve the report (the share of slides with a look on the
 lesion, per class). Outputs: ``NAME-SPLIT.pt`` (``cell_readout``'s cache format, with each slide's look
-centres), ``NAME-cells.csv`` (test predictions) and ``NAME-hits.json`` (per positive test slide, whether a
-look lies on its lesion); it prints, per class, the AUROC of the slides with a look on the lesion and of the
-others against the negatives. ``--splits train`` and ``--splits test validation`` cache those splits only
-(two processes side by side); a run with all three then fits from the caches.
+centres), ``NAME-cells.csv`` (test predictions) and ``NAME-hits.json`` (per positive test slide, its class
+and whether a look lies on its lesion); it prints, per class, the AUROC of the slides with a look on the
+lesion and of the others against the negatives (``bench/hit_scores.py``'s report). ``--splits train`` and
+``--splits test validation`` cache those splits only (two processes side by side); a run with all three
+then fits from the caches.
 
     cd bench; ../.venv/bin/python cell_tour.py --out /tmp/tour --name tour \\
         --tree LEARNED/best-trained.ckpt --cache /tmp/g448/learned448-s2 \\
@@ -46,11 +47,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from cell_readout import fit_and_report, load_run
-from paired_auroc import read as read_predictions
+from hit_scores import report as report_hits
+from hit_scores import tree_boxes
 
 from magnet.data.manifest import read_manifest
 from magnet.inference.oracle import OracleZoom
-from magnet.metrics.auroc import auroc_pos_neg
 from magnet.metrics.localisation import manifest_outlines, slide_localisation
 from magnet.slides.pool import SlidePool
 from magnet.training.readout_refit import final_patch_features
@@ -99,19 +100,6 @@ class GivenCentres(OracleZoom):
         return found[np.arange(count) % len(found)]
 
 
-def tree_boxes(tree: Path, rows: list, pool: SlidePool) -> dict[str, np.ndarray]:
-    """Slide -> the tree's final boxes ``(N, 4)`` in level-0 pixels (evaluation mode, as at inference)."""
-    model, _ = load_run(tree, "patches")
-    if model.needs_final_rois or model.draws_at_random:
-        raise SystemExit(f"cell_tour: {tree}: an oracle's or random zoom's boxes are not its own")
-    boxes = {}
-    with torch.no_grad():
-        for row in rows:
-            found = model.final_patches([pool.get(row.slide)]).boxes_level0[-1][0]
-            boxes[row.slide] = found.detach().cpu().numpy().astype(np.float64)
-    return boxes
-
-
 def tour_split(args: argparse.Namespace, split: str, manifest: Path) -> dict:
     """The looks of one split: their cached CNN maps, labels, classes and centres (cell_readout's format)."""
     path = args.out / f"{args.name}-{split}.pt"
@@ -131,19 +119,18 @@ def tour_split(args: argparse.Namespace, split: str, manifest: Path) -> dict:
     scorer.classifier.load_state_dict(torch.load(args.readout, weights_only=True))
     model, config = load_run(args.start, "cells", overrides=[*ORACLE, f"model.oracle_side={args.side}"])
     count = model.config.patches_at(model.config.num_layers)
-    pool = SlidePool(grey_filter=config.data.grey_filter, threads=1, max_open=4)
-    boxes = tree_boxes(args.tree, rows, pool)
+    boxes = tree_boxes(args.tree, rows)  # slide -> (boxes, level-0 size)
     centres = {}
     for row in rows:
         maps = cache[row.slide]["maps"].float()  # (N, D, h, w)
-        if len(maps) != len(boxes[row.slide]):
-            raise SystemExit(f"cell_tour: {row.slide}: {len(maps)} cached patches, "
-                             f"{len(boxes[row.slide])} boxes")
+        found, size = boxes[row.slide]
+        if len(maps) != len(found):
+            raise SystemExit(f"cell_tour: {row.slide}: {len(maps)} cached patches, {len(found)} boxes")
         with torch.no_grad():  # the per-patch head on the cached maps (cell_logits would run the CNN again)
             scores = scorer.classifier._head_on_cells(maps, 1, len(maps)).reshape(-1).numpy()
-        side_px = args.side * max(pool.get(row.slide).slide_size)
-        cells = cell_centres(boxes[row.slide], maps.shape[-2], maps.shape[-1])
-        centres[row.slide] = tour(cells, scores, count, side_px)
+        cells = cell_centres(found, maps.shape[-2], maps.shape[-1])
+        centres[row.slide] = tour(cells, scores, count, args.side * max(size))
+    pool = SlidePool(grey_filter=config.data.grey_filter, threads=1, max_open=4)
     with torch.no_grad():
         data = final_patch_features(model, rows, pool, batch_size=args.batch,
                                     oracle=GivenCentres(centres, args.side))
@@ -160,8 +147,9 @@ def tour_split(args: argparse.Namespace, split: str, manifest: Path) -> dict:
     return result
 
 
-def look_hits(slides: list[dict], manifest: Path, side: float) -> dict[str, bool]:
-    """Positive slide -> whether a look of side ``side`` around its centres overlaps a lesion outline."""
+def look_hits(slides: list[dict], manifest: Path, side: float) -> dict[str, tuple[str, bool]]:
+    """Positive slide -> (class, whether a look of side ``side`` around its centres overlaps a lesion
+    outline), as ``bench/hit_scores.py`` counts a tree's boxes."""
     rows = [r for r in read_manifest(manifest, check_slides=False).rows if r.split == "test"]
     outlines = manifest_outlines(rows, manifest.parent) or {}
     pool = SlidePool(grey_filter=False, threads=1, max_open=4)
@@ -172,25 +160,9 @@ def look_hits(slides: list[dict], manifest: Path, side: float) -> dict[str, bool
         size = tuple(pool.get(s["slide"]).slide_size)
         half = side * max(size) / 2
         boxes = np.concatenate([s["centres"] - half, s["centres"] + half], axis=1)
-        found[s["slide"]] = slide_localisation(boxes, size, outlines.get(s["slide"], [])).hit
+        found[s["slide"]] = (s["class"], slide_localisation(boxes, size, outlines.get(s["slide"], [])).hit)
     pool.close()
     return found
-
-
-def report_hits(name: str, slides: list[dict], found: dict[str, bool], predictions: Path) -> None:
-    """Per class, how many slides have a look on the lesion and (as ``bench/hit_scores.py``) the AUROC of
-    the slides hit and of those missed against the negatives, in ``predictions``."""
-    predicted = read_predictions(str(predictions))
-    negatives = np.array([p for p, cls in predicted.values() if cls == "negative"])
-    classes = {s["slide"]: s["class"] for s in slides}
-    for cls in sorted({classes[slide] for slide in found}):
-        parts = []
-        for title, wanted in (("hit", True), ("missed", False)):
-            positives = np.array([predicted[s][0] for s, hit in found.items()
-                                  if classes[s] == cls and hit == wanted])
-            value = auroc_pos_neg(positives, negatives) if len(positives) else float("nan")
-            parts.append(f"{title} {len(positives)}: {value:.2f}")
-        print(f"{name} {cls}: AUROC against the {len(negatives)} negatives, {', '.join(parts)}", flush=True)
 
 
 def main() -> None:
@@ -223,7 +195,8 @@ def main() -> None:
     found = look_hits(slides["test"], args.test, args.side)
     (args.out / f"{args.name}-hits.json").write_text(json.dumps(found, indent=1))
     fit_and_report(args.name, "cells", args.start, slides, args.out, epochs=args.epochs, seed=args.seed)
-    report_hits(args.name, slides["test"], found, args.out / f"{args.name}-cells.csv")
+    report_hits(args.name, found, str(args.out / f"{args.name}-cells.csv"),
+                sorted({cls for cls, _ in found.values()}))
 
 
 if __name__ == "__main__":

@@ -25,31 +25,30 @@ and ``bench/paired_auroc.py`` can pair two readouts on the same slides.
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
 import torch
-from cell_readout import COLUMNS, cached, load_run, write_predictions
+from cell_readout import cached, load_run, metrics_line, write_predictions
 from cell_readout_mix import same_backbone
 
-from magnet.metrics.auroc import table1
 from magnet.training.readout_refit import refit_readout
+
+
+@functools.cache
+def shares_cnn(start: Path, other: Path) -> bool:
+    """``same_backbone``, read once per pair of checkpoints (every cache of a run names the same one)."""
+    return same_backbone(start, other)
 
 
 def load_split(prefix: str, split: str, start: Path) -> list[dict]:
     """The slides of a ``cell_readout`` cache, refused unless its run's CNN is the ``start`` run's."""
     path = f"{prefix}-{split}.pt"
     cache = torch.load(path, weights_only=False)
-    if not same_backbone(start, Path(cache["checkpoint"])):
+    if not shares_cnn(start, Path(cache["checkpoint"])):
         raise SystemExit(f"readout_transfer: {path} was read by {cache['checkpoint']}, whose CNN is not "
                          f"{start}'s: its maps do not mix")
     return cache["slides"]  # type: ignore[no-any-return]
-
-
-def report(title: str, slides: list[dict], logits: list[float]) -> None:
-    metrics = table1([s["label"] for s in slides], logits, [s["class"] for s in slides])
-    cells = "  ".join(f"{c} {metrics[c]['auroc']:.3f} "
-                      f"({metrics[c]['ci95'][0]:.2f}-{metrics[c]['ci95'][1]:.2f})" for c in COLUMNS)
-    print(f"{title}: {cells}", flush=True)
 
 
 def main() -> None:
@@ -86,7 +85,8 @@ def main() -> None:
         with torch.no_grad():
             logits = readout.read_out(cached(test, "cells").features).logit.tolist()
         write_predictions(args.out / f"{fit_name}-on-{name}.csv", test, logits)
-        report(f"{fit_name} on {name}", test, logits)
+        line = metrics_line([s["label"] for s in test], logits, [s["class"] for s in test])
+        print(f"{fit_name} on {name}: {line}", flush=True)
 
 
 if __name__ == "__main__":
