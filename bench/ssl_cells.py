@@ -19,7 +19,7 @@ Stages (each cached in ``--out``):
    encoder's (its map, a quarter of the look's side, averaged in 8-px squares) are read out two ways with one
    procedure each: a readout over cells refitted from slide labels (a linear score per standardised cell,
    the slide's log-mean-exp of its cells, Adam; the epoch, learning rate and sharpness of the best
-   validation AUROC kept), and a
+   validation AUROC kept; ``--heads mlp``: the paper's FC 512-256-1 head from a random start), and a
    label-free novelty score (a cell's mean distance to its ``--k`` nearest cells of the negative training
    slides, the slide's ``--top`` highest mean; only the negatives' labels are read). Writes
    ``NAME-FEATURES-READOUT.csv`` test predictions and prints Table 1's AUROCs per class.
@@ -60,7 +60,10 @@ CELL = 32  # px of a cell: the Lite0 map's stride at 224 px
 # (Adam's learning rate, log-mean-exp sharpness) of the readout over cells, chosen per feature set on the
 # validation slides: a fresh linear head on 1280 ImageNet features and on 128 encoder features learn at
 # different rates.
-READOUT_GRID = ((1e-2, 1.0), (1e-2, 5.0), (1e-3, 1.0), (1e-3, 5.0))
+READOUT_GRID = {
+    "linear": ((1e-2, 1.0), (1e-2, 5.0), (1e-3, 1.0), (1e-3, 5.0)),
+    "mlp": ((1e-3, 1.0), (1e-3, 5.0)),  # 3 minutes a fit on the encoder's cells; ImageNet's too slow here
+}
 
 
 def read_looks(args: argparse.Namespace, split: str) -> dict:
@@ -229,13 +232,20 @@ def fit_readout(
     seed: int,
     lr: float = 1e-2,
     sharpness: float = 5.0,
-) -> tuple[nn.Linear, float]:
-    """A linear score per cell, the slide's log-mean-exp of its cells; the epoch of best validation AUROC."""
-    head = nn.Linear(train.shape[-1], 1)
-    nn.init.zeros_(
-        head.weight
-    )  # every cell weighs alike at the start: the first step follows the mean cell's
-    nn.init.zeros_(head.bias)  # difference between the classes, not a random start's favourite cells
+    kind: str = "linear",
+) -> tuple[nn.Module, float]:
+    """A score per cell (``kind``: linear, or the paper's FC 512-256-1 head), the slide's log-mean-exp of its
+    cells; the epoch of best validation AUROC."""
+    torch.manual_seed(seed)
+    width = train.shape[-1]
+    if kind == "mlp":
+        head: nn.Module = nn.Sequential(
+            nn.Linear(width, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 1)
+        )
+    else:  # zeros: every cell weighs alike at first, so the first step follows the mean cell's difference
+        head = nn.Linear(width, 1)  # between the classes, not a random start's favourite cells
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
     optimiser = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=1e-4)
     best, state = -1.0, None
     generator = torch.Generator().manual_seed(seed)
@@ -256,7 +266,7 @@ def fit_readout(
     return head, best
 
 
-def slide_logits(head: nn.Linear, cells: Tensor, sharpness: float) -> Tensor:
+def slide_logits(head: nn.Module, cells: Tensor, sharpness: float) -> Tensor:
     scores = head(cells).squeeze(-1)  # (S, cells)
     return (torch.logsumexp(sharpness * scores, dim=1) - np.log(scores.shape[1])) / sharpness
 
@@ -279,30 +289,35 @@ def compare(
     z = {split: cells[split].sub_(mean).div_(std) for split in cells}  # in place: the box maps are large
     test = slides["test"]
     classes, test_labels = [s["class"] for s in test], [s["label"] for s in test]
-    t0 = time.perf_counter()
-    fits = []  # (validation AUROC, lr, sharpness, head): the pair chosen on validation, never on test
-    for lr, sharpness in READOUT_GRID:
-        head, val = fit_readout(
-            z["train"],
-            labels["train"],
-            z["validation"],
-            labels["validation"],
-            epochs=args.epochs,
-            seed=args.seed,
-            lr=lr,
-            sharpness=sharpness,
+    for kind in args.heads:
+        t0 = time.perf_counter()
+        fits = []  # (validation AUROC, lr, sharpness, head): the pair chosen on validation, never on test
+        for lr, sharpness in READOUT_GRID[kind]:
+            head, val = fit_readout(
+                z["train"],
+                labels["train"],
+                z["validation"],
+                labels["validation"],
+                epochs=args.epochs,
+                seed=args.seed,
+                lr=lr,
+                sharpness=sharpness,
+                kind=kind,
+            )
+            fits.append((val, lr, sharpness, head))
+        val, lr, sharpness, head = max(fits, key=lambda fit: fit[0])
+        with torch.no_grad():
+            logits = slide_logits(head, z["test"], sharpness).tolist()
+        suffix = "readout" if kind == "linear" else f"readout-{kind}"
+        write_predictions(args.out / f"{args.name}-{name}-{suffix}.csv", test, logits)
+        tried = ", ".join(f"{f[1]:g}/{f[2]:g}: {f[0]:.3f}" for f in fits)
+        print(
+            f"{name} {kind} readout (validation by lr/sharpness {tried}; {time.perf_counter() - t0:.0f} s), "
+            f"lr {lr:g}, sharpness {sharpness:g}: {metrics_line(test_labels, logits, classes)}",
+            flush=True,
         )
-        fits.append((val, lr, sharpness, head))
-    val, lr, sharpness, head = max(fits, key=lambda fit: fit[0])
-    with torch.no_grad():
-        logits = slide_logits(head, z["test"], sharpness).tolist()
-    write_predictions(args.out / f"{args.name}-{name}-readout.csv", test, logits)
-    tried = ", ".join(f"{f[1]:g}/{f[2]:g}: {f[0]:.3f}" for f in fits)
-    print(
-        f"{name} readout (validation by lr/sharpness {tried}; {time.perf_counter() - t0:.0f} s), "
-        f"lr {lr:g}, sharpness {sharpness:g}: {metrics_line(test_labels, logits, classes)}",
-        flush=True,
-    )
+    if args.reference == 0:
+        return
     negatives = z["train"][labels["train"] == 0].reshape(-1, z["train"].shape[-1])
     generator = torch.Generator().manual_seed(args.seed)
     reference = negatives[torch.randperm(len(negatives), generator=generator)[: args.reference]]
@@ -340,7 +355,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--top", type=int, default=10)
-    parser.add_argument("--reference", type=int, default=20000)
+    parser.add_argument(
+        "--reference",
+        type=int,
+        default=20000,
+        help="negative cells the novelty score compares with (0: none)",
+    )
+    parser.add_argument("--heads", nargs="+", default=["linear"], choices=sorted(READOUT_GRID))
+    parser.add_argument(
+        "--features", nargs="+", default=["encoder", "imagenet"], choices=["encoder", "imagenet"]
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -350,12 +374,18 @@ def main() -> None:
     if len(slides) < 3:
         return
     encoder = train_encoder(args, slides["train"])
-    cells = {split: encoder_cells(encoder, s) for split, s in slides.items()}
+    cells = (
+        {split: encoder_cells(encoder, s) for split, s in slides.items()}
+        if "encoder" in args.features
+        else {}
+    )
     for split in slides.values():  # the pixels are read; free them before the ImageNet maps grow to float32
         for slide in split:
             del slide["pixels"]
-    compare(args, "encoder", cells, slides)
-    compare(args, "imagenet", {split: lite0_cells(s) for split, s in slides.items()}, slides)
+    if "encoder" in args.features:
+        compare(args, "encoder", cells, slides)
+    if "imagenet" in args.features:
+        compare(args, "imagenet", {split: lite0_cells(s) for split, s in slides.items()}, slides)
 
 
 if __name__ == "__main__":

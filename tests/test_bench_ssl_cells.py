@@ -8,6 +8,7 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -86,7 +87,8 @@ def test_cell_maps_give_one_feature_per_32_px_cell() -> None:
     assert delta.argmax().item() == 3 * 7 + 5
 
 
-def test_readout_over_cells_finds_a_planted_cell_and_novelty_ranks_it() -> None:
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_readout_over_cells_finds_a_planted_cell_and_novelty_ranks_it(kind: str) -> None:
     generator = torch.Generator().manual_seed(0)
 
     def slides(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,7 +99,7 @@ def test_readout_over_cells_finds_a_planted_cell_and_novelty_ranks_it() -> None:
 
     train, train_y = slides(60)
     val, val_y = slides(20)
-    head, best = fit_readout(train, train_y, val, val_y, epochs=30, seed=0)
+    head, best = fit_readout(train, train_y, val, val_y, epochs=30, seed=0, lr=1e-2, kind=kind)
     assert best > 0.95
     test, test_y = slides(20)
     logits = slide_logits(head, test, 5.0)
