@@ -22,7 +22,8 @@ Stages (each cached in ``--out``):
    validation AUROC kept; ``--heads mlp``: the paper's FC 512-256-1 head from a random start), and a
    label-free novelty score (a cell's mean distance to its ``--k`` nearest cells of the negative training
    slides, the slide's ``--top`` highest mean; only the negatives' labels are read). Writes
-   ``NAME-FEATURES-READOUT.csv`` test predictions and prints Table 1's AUROCs per class.
+   ``NAME-FEATURES-READOUT.csv`` test predictions and prints Table 1's AUROCs per class. ``--features``:
+   the encoder's, ImageNet's, or ``both`` side by side per cell.
 
 The looks need not be the oracle's: ``--start`` a trained tree with ``--set model.final_size=448`` reads
 that tree's own final boxes at 1 um/px (as ``bench/cell_readout.py`` with the same ``--set``), and the
@@ -125,7 +126,8 @@ class CellEncoder(nn.Module):
         return self.trunk(images - 0.5)
 
     def cell_maps(self, looks: Tensor) -> Tensor:
-        """``(N, 3, 224, 224)`` looks to ``(N, width, 7, 7)``: the map averaged over each 32-px cell."""
+        """``(N, 3, H, W)`` looks (sides a multiple of 32) to ``(N, width, H/32, W/32)``: the map averaged
+        over each 32-px cell, as the Lite0 map's cells."""
         return F.avg_pool2d(self(looks), CELL // 4)
 
 
@@ -173,6 +175,7 @@ def nt_xent(a: Tensor, b: Tensor, temperature: float) -> Tensor:
 
 
 def train_encoder(args: argparse.Namespace, train: list[dict]) -> CellEncoder:
+    """The encoder trained on crops of the ``train`` slides' looks (no label read), or the one cached."""
     path = args.out / f"{args.name}-encoder.pt"
     torch.manual_seed(args.seed)
     encoder = CellEncoder()
@@ -182,7 +185,7 @@ def train_encoder(args: argparse.Namespace, train: list[dict]) -> CellEncoder:
     projection = nn.Sequential(
         nn.Linear(encoder.width, encoder.width), nn.ReLU(), nn.Linear(encoder.width, 64)
     )
-    looks = torch.cat([s["pixels"] for s in train])  # (N, 3, 224, 224) uint8; no label read
+    looks = torch.cat([s["pixels"] for s in train])  # (N, 3, side, side) uint8; no label read
     optimiser = torch.optim.AdamW(
         [*encoder.parameters(), *projection.parameters()], lr=args.lr, weight_decay=1e-4
     )
@@ -217,6 +220,7 @@ def encoder_cells(encoder: CellEncoder, slides: list[dict]) -> Tensor:
 
 
 def lite0_cells(slides: list[dict]) -> Tensor:
+    """``(S, cells, 1280)``: the cached ImageNet maps' cells, in ``encoder_cells``' order."""
     return torch.stack(
         [s["maps"].float().permute(0, 2, 3, 1).reshape(-1, s["maps"].shape[1]) for s in slides]
     )
@@ -363,7 +367,11 @@ def main() -> None:
     )
     parser.add_argument("--heads", nargs="+", default=["linear"], choices=sorted(READOUT_GRID))
     parser.add_argument(
-        "--features", nargs="+", default=["encoder", "imagenet"], choices=["encoder", "imagenet"]
+        "--features",
+        nargs="+",
+        default=["encoder", "imagenet"],
+        choices=["encoder", "both", "imagenet"],
+        help="both: each cell's encoder and ImageNet features side by side",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -374,16 +382,20 @@ def main() -> None:
     if len(slides) < 3:
         return
     encoder = train_encoder(args, slides["train"])
-    cells = (
-        {split: encoder_cells(encoder, s) for split, s in slides.items()}
-        if "encoder" in args.features
-        else {}
-    )
+    wants_encoder = {"encoder", "both"} & set(args.features)
+    cells = {split: encoder_cells(encoder, s) for split, s in slides.items()} if wants_encoder else {}
     for split in slides.values():  # the pixels are read; free them before the ImageNet maps grow to float32
         for slide in split:
             del slide["pixels"]
     if "encoder" in args.features:
-        compare(args, "encoder", cells, slides)
+        compare(args, "encoder", cells, slides)  # standardises in place: "both" standardises again, alike
+    if "both" in args.features:  # each cell's encoder channels beside its ImageNet ones
+        compare(
+            args,
+            "both",
+            {split: torch.cat([cells[split], lite0_cells(s)], -1) for split, s in slides.items()},
+            slides,
+        )
     if "imagenet" in args.features:
         compare(args, "imagenet", {split: lite0_cells(s) for split, s in slides.items()}, slides)
 
