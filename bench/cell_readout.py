@@ -72,6 +72,15 @@ def load_run(checkpoint: Path, instances: str, pool: str | None = None,  # type:
     return model.eval(), config
 
 
+def oracle_for(model, config, rows: list, manifest: Path) -> OracleZoom | None:  # type: ignore[no-untyped-def]
+    """The oracle that places ``model``'s final ROIs over ``rows`` when its zoom needs one (from the
+    manifest's outlines), else None: the tree's own boxes."""
+    if not model.needs_final_rois:
+        return None
+    outlines = manifest_outlines(rows, manifest.parent)
+    return OracleZoom.for_manifest(config.model, rows, manifest.parent, str(manifest), outlines)
+
+
 def extract(checkpoint: Path, manifest: Path, splits: set[str], cache: Path, batch: int,
             overrides: Sequence[str] = ()) -> dict:
     """Every slide of ``splits``: its final patches' CNN maps (float16, ``final_patch_features`` of the model
@@ -80,10 +89,7 @@ def extract(checkpoint: Path, manifest: Path, splits: set[str], cache: Path, bat
         return torch.load(cache, weights_only=False)  # type: ignore[no-any-return]
     model, config = load_run(checkpoint, "cells", overrides=overrides)
     rows = [r for r in read_manifest(manifest, check_slides=False).rows if r.split in splits]
-    oracle = None
-    if model.needs_final_rois:
-        outlines = manifest_outlines(rows, manifest.parent)
-        oracle = OracleZoom.for_manifest(config.model, rows, manifest.parent, str(manifest), outlines)
+    oracle = oracle_for(model, config, rows, manifest)
     pool = SlidePool(grey_filter=config.data.grey_filter, threads=1, max_open=4)
     t0 = time.perf_counter()
     with torch.no_grad():

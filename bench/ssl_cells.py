@@ -42,13 +42,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from cell_readout import load_run, metrics_line, write_predictions
+from cell_readout import load_run, metrics_line, oracle_for, write_predictions
 from torch import Tensor, nn
 
 from magnet.data.manifest import read_manifest
-from magnet.inference.oracle import OracleZoom
 from magnet.metrics.auroc import auroc
-from magnet.metrics.localisation import manifest_outlines
 from magnet.slides.pool import SlidePool
 
 BLIND_ORACLE = (
@@ -76,11 +74,7 @@ def read_looks(args: argparse.Namespace, split: str) -> dict:
     manifest = args.test if split == "test" else args.data
     model, config = load_run(args.start, "cells", overrides=args.set)
     rows = [r for r in read_manifest(manifest, check_slides=False).rows if r.split == split]
-    oracle = None  # a tree's own boxes (e.g. --set model.final_size=448), or the oracle's
-    if model.needs_final_rois:
-        oracle = OracleZoom.for_manifest(
-            config.model, rows, manifest.parent, str(manifest), manifest_outlines(rows, manifest.parent)
-        )
+    oracle = oracle_for(model, config, rows, manifest)  # None: the tree's own boxes (e.g. final_size=448)
     pool = SlidePool(grey_filter=config.data.grey_filter, threads=1, max_open=4)
     count = model.config.patches_at(model.config.num_layers)
     slides = []
@@ -137,7 +131,10 @@ def jitter(crops: Tensor, generator: torch.Generator) -> Tensor:
     flip = torch.rand(n, generator=generator) < 0.5
     crops = torch.where(flip[:, None, None, None], crops.flip(-1), crops)
     turns = torch.randint(0, 4, (n,), generator=generator)
-    crops = torch.stack([torch.rot90(c, int(k), (-2, -1)) for c, k in zip(crops, turns, strict=True)])
+    crops = crops.clone()
+    for k in range(1, 4):  # each quarter turn once, on the crops that drew it
+        chosen = turns == k
+        crops[chosen] = torch.rot90(crops[chosen], k, (-2, -1))
     scale = lambda spread: 1 + spread * (2 * torch.rand(n, 1, 1, 1, generator=generator) - 1)  # noqa: E731
     grey = crops.mean(1, keepdim=True)
     crops = grey + (crops - grey) * scale(0.2)  # saturation
@@ -209,21 +206,21 @@ def train_encoder(args: argparse.Namespace, train: list[dict]) -> CellEncoder:
     return encoder.eval()
 
 
+def as_cells(maps: Tensor) -> Tensor:
+    """``(looks, D, h, w)`` maps to ``(looks * h * w, D)`` cells, in the maps' order (look, row, column)."""
+    return maps.permute(0, 2, 3, 1).reshape(-1, maps.shape[1])
+
+
 @torch.no_grad()
 def encoder_cells(encoder: CellEncoder, slides: list[dict]) -> Tensor:
     """``(S, cells, width)``: the encoder's features of every cell of every look of each slide."""
-    out = []
-    for s in slides:
-        maps = encoder.cell_maps(s["pixels"].float() / 255)  # (looks, width, side / 32, side / 32)
-        out.append(maps.permute(0, 2, 3, 1).reshape(-1, encoder.width))
-    return torch.stack(out)
+    return torch.stack([as_cells(encoder.cell_maps(s["pixels"].float() / 255)) for s in slides])
 
 
 def lite0_cells(slides: list[dict]) -> Tensor:
-    """``(S, cells, 1280)``: the cached ImageNet maps' cells, in ``encoder_cells``' order."""
-    return torch.stack(
-        [s["maps"].float().permute(0, 2, 3, 1).reshape(-1, s["maps"].shape[1]) for s in slides]
-    )
+    """``(S, cells, 1280)``: the cached ImageNet maps' cells, in ``encoder_cells``' order (stacked in float16,
+    then widened once: the boxes' maps are large)."""
+    return torch.stack([as_cells(s["maps"]) for s in slides]).float()
 
 
 def fit_readout(
