@@ -112,9 +112,12 @@ from magnet.data.manifest import read_manifest
 from magnet.evaluation.evaluate import evaluate
 from magnet.evaluation.tiling import run_tiling_baseline
 from magnet.metrics.auroc import table1
+from magnet.slides.pool import SlidePool
 from magnet.synth.centres import CENTRES
 from magnet.synth.dataset import make_dataset, with_enriched_test, write_dataset
 from magnet.synth.uri import DEFAULT_VERSION, VERSIONS, parse_uri
+from magnet.training.contrastive import ContrastiveSettings
+from magnet.training.pretrain import pretrain_encoder
 from magnet.training.recipe import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -258,6 +261,12 @@ BUDGETS["magnet3view112fine"] = (3, BUDGETS["magnet3view112direct"][1])
 # pair is magnet-magnet3view112direct-fixed).
 BUDGETS["magnet3view112directneg"] = (3, [*BUDGETS["magnet3view112direct"][1],
                                           "loss.head_value_negatives=zero"])
+# ... (the direct-read tree) whose classifier CNN is the cell encoder (model.backbone=cell_encoder,
+# docs/method.md §9) in place of ImageNet's Lite0, pre-trained without labels by `magnet pretrain` on the
+# fixed layout's patches of the training slides (ENCODER_BUDGETS: written once per seed into --out, the
+# run's seed seeding it) and frozen. As magnet-magnet3view112directssl-M.
+BUDGETS["magnet3view112directssl"] = (3, [*BUDGETS["magnet3view112direct"][1], "model.backbone=cell_encoder"])
+ENCODER_BUDGETS = {"magnet3view112directssl"}
 # The Camelyon recipes as they ship since 2026-12-06, on 2 CPU cores: the bilinear sampler, float32. The
 # 3-layer one is magnet3view112direct (tests/test_bench_budgets.py checks that they resolve alike); the
 # 4-layer one (36 final patches, batch 8 as in the recipe) trains for 2 epochs, so that it stays near the
@@ -364,6 +373,26 @@ def method_folder(method: str, args: argparse.Namespace, centre: str | None = No
     return Path(args.out) / (f"{name}-centre-{centre}" if centre else name)
 
 
+def pretrained_encoder(budget: str, recipe: str, overrides: list[str], data: Path,
+                       args: argparse.Namespace) -> list[str]:
+    """The overrides that make a budget's classifier CNN the cell encoder ``magnet pretrain`` learns on the
+    training split (no labels read), pre-training it first where ``--out`` has none for this seed."""
+    path = Path(args.out) / f"cell-encoder-{budget}-seed{args.seed}.pt"
+    if not path.exists():
+        # Only the tree's layout is read (magnet.training.pretrain): no weights to name yet.
+        cfg = load_config(TrainConfig, recipe, [*overrides, f"data.manifest={data}", "model.pretrained=false",
+                                                "model.freeze_backbone=false"])
+        rows = [r for r in read_manifest(data, check_slides=False).rows if r.split == cfg.data.train_split]
+        pool = SlidePool(grey_filter=cfg.data.grey_filter, threads=1)
+        try:
+            result = pretrain_encoder(cfg.model, rows, pool, path, ContrastiveSettings(seed=args.seed),
+                                      echo=lambda line: print(line, flush=True))
+        finally:
+            pool.close()
+        print(result.summary(), flush=True)
+    return ["model.pretrained=true", "model.freeze_backbone=true", f"model.backbone_weights={path}"]
+
+
 def run_method(method: str, args: argparse.Namespace) -> None:
     folder = method_folder(method, args, args.test_centre)
     done = folder / "summary.json"
@@ -396,6 +425,8 @@ def run_method(method: str, args: argparse.Namespace) -> None:
     elif method.startswith("magnet-"):
         _, budget, mode = method.split("-")
         recipe, epochs, overrides = budget_recipe(budget, slide_side_um(data))
+        if budget in ENCODER_BUDGETS:
+            overrides = [*overrides, *pretrained_encoder(budget, recipe, overrides, data, args)]
         zt_args = argparse.Namespace(out=str(folder), data=str(data), test=str(test), epochs=epochs,
                                      recipe=recipe, overrides=[*overrides, "data.reader_threads=1"])
         summary = zoom_table.run(mode, args.seed, zt_args)

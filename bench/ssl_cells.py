@@ -14,7 +14,9 @@ Stages (each cached in ``--out``):
 2. ``encoder``: a small CNN trained by contrastive learning (SimCLR's normalised-temperature cross-entropy,
    Chen et al. 2020, eq. 1) on pairs of 32-px crops of the training split's looks: two crops whose corners
    lie within ``--shift`` px of each other, each flipped, turned and colour-jittered at random, are the
-   positive pair, every other crop of the batch a negative. No label is read (``NAME-encoder.pt``);
+   positive pair, every other crop of the batch a negative. No label is read (``NAME-encoder.pt``). The
+   encoder and its trainer are the library's (``magnet.models.cell_encoder``, ``magnet.training.contrastive``,
+   what ``magnet pretrain`` runs on a recipe's patches);
 3. ``compare``: per cell (a 32-px square, as the Lite0 map's cells), the ImageNet features and the
    encoder's (its map, a quarter of the look's side, averaged in 8-px squares) are read out two ways with one
    procedure each: a readout over cells refitted from slide labels (a linear score per standardised cell,
@@ -47,7 +49,9 @@ from torch import Tensor, nn
 
 from magnet.data.manifest import read_manifest
 from magnet.metrics.auroc import auroc
+from magnet.models.cell_encoder import CellEncoder
 from magnet.slides.pool import SlidePool
+from magnet.training.contrastive import ContrastiveSettings, train_cell_encoder
 
 BLIND_ORACLE = (
     "model.zoom=oracle",
@@ -55,7 +59,6 @@ BLIND_ORACLE = (
     "model.oracle_positives=candidates",
     "model.oracle_side=0.027",
 )
-CELL = 32  # px of a cell: the Lite0 map's stride at 224 px
 # (Adam's learning rate, log-mean-exp sharpness) of the readout over cells, chosen per feature set on the
 # validation slides: a fresh linear head on 1280 ImageNet features and on 128 encoder features learn at
 # different rates.
@@ -102,108 +105,20 @@ def read_looks(args: argparse.Namespace, split: str) -> dict:
     return result
 
 
-class CellEncoder(nn.Module):
-    """Five 3x3 convolutions, two of stride 2: a 32-px cell to an 8x8 map of ``width`` channels."""
-
-    def __init__(self, width: int = 128) -> None:
-        super().__init__()
-        channels = (3, 32, 64, 64, width, width)
-        strides = (1, 2, 1, 2, 1)
-        layers: list[nn.Module] = []
-        for c_in, c_out, stride in zip(channels[:-1], channels[1:], strides, strict=True):
-            layers += [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
-        self.trunk = nn.Sequential(*layers)
-        self.width = width
-
-    def forward(self, images: Tensor) -> Tensor:
-        """``(N, 3, H, W)`` in [0, 1] to ``(N, width, H/4, W/4)``."""
-        return self.trunk(images - 0.5)
-
-    def cell_maps(self, looks: Tensor) -> Tensor:
-        """``(N, 3, H, W)`` looks (sides a multiple of 32) to ``(N, width, H/32, W/32)``: the map averaged
-        over each 32-px cell, as the Lite0 map's cells."""
-        return F.avg_pool2d(self(looks), CELL // 4)
-
-
-def jitter(crops: Tensor, generator: torch.Generator) -> Tensor:
-    """Random flips, quarter turns, and mild brightness, contrast and saturation changes, per crop."""
-    n = len(crops)
-    flip = torch.rand(n, generator=generator) < 0.5
-    crops = torch.where(flip[:, None, None, None], crops.flip(-1), crops)
-    turns = torch.randint(0, 4, (n,), generator=generator)
-    crops = crops.clone()
-    for k in range(1, 4):  # each quarter turn once, on the crops that drew it
-        chosen = turns == k
-        crops[chosen] = torch.rot90(crops[chosen], k, (-2, -1))
-    scale = lambda spread: 1 + spread * (2 * torch.rand(n, 1, 1, 1, generator=generator) - 1)  # noqa: E731
-    grey = crops.mean(1, keepdim=True)
-    crops = grey + (crops - grey) * scale(0.2)  # saturation
-    mean = crops.mean((1, 2, 3), keepdim=True)
-    crops = mean + (crops - mean) * scale(0.2)  # contrast
-    return (crops * scale(0.1)).clamp(0, 1)  # brightness
-
-
-def crop_pairs(looks: Tensor, batch: int, shift: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """``batch`` pairs of 32-px crops of random looks, the second's corner ``shift`` px or less from the
-    first's."""
-    n, _, height, width = looks.shape
-    index = torch.randint(0, n, (batch,), generator=generator)
-    y = torch.randint(shift, height - CELL - shift + 1, (batch,), generator=generator)
-    x = torch.randint(shift, width - CELL - shift + 1, (batch,), generator=generator)
-    dy = torch.randint(-shift, shift + 1, (batch,), generator=generator)
-    dx = torch.randint(-shift, shift + 1, (batch,), generator=generator)
-    first = torch.stack(
-        [looks[i, :, a : a + CELL, b : b + CELL] for i, a, b in zip(index, y, x, strict=True)]
-    )
-    second = torch.stack(
-        [looks[i, :, a : a + CELL, b : b + CELL] for i, a, b in zip(index, y + dy, x + dx, strict=True)]
-    )
-    return first.float() / 255, second.float() / 255
-
-
-def nt_xent(a: Tensor, b: Tensor, temperature: float) -> Tensor:
-    """SimCLR's loss: each embedding's pair is its positive among the 2N - 1 others."""
-    z = F.normalize(torch.cat([a, b]), dim=1)
-    similarity = z @ z.T / temperature
-    similarity.fill_diagonal_(float("-inf"))
-    n = len(a)
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
-    return F.cross_entropy(similarity, target)
-
-
 def train_encoder(args: argparse.Namespace, train: list[dict]) -> CellEncoder:
-    """The encoder trained on crops of the ``train`` slides' looks (no label read), or the one cached."""
+    """The encoder trained on crops of the ``train`` slides' looks (no label read; the library's
+    ``magnet pretrain`` trainer), or the one cached."""
     path = args.out / f"{args.name}-encoder.pt"
-    torch.manual_seed(args.seed)
-    encoder = CellEncoder()
     if path.exists():
+        encoder = CellEncoder()
         encoder.load_state_dict(torch.load(path, weights_only=True))
         return encoder.eval()
-    projection = nn.Sequential(
-        nn.Linear(encoder.width, encoder.width), nn.ReLU(), nn.Linear(encoder.width, 64)
-    )
     looks = torch.cat([s["pixels"] for s in train])  # (N, 3, side, side) uint8; no label read
-    optimiser = torch.optim.AdamW(
-        [*encoder.parameters(), *projection.parameters()], lr=args.lr, weight_decay=1e-4
-    )
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, args.steps)
-    generator = torch.Generator().manual_seed(args.seed)
-    t0 = time.perf_counter()
-    encoder.train()
-    for step in range(1, args.steps + 1):
-        first, second = crop_pairs(looks, args.batch, args.shift, generator)
-        embed = lambda crops: projection(encoder(jitter(crops, generator)).mean((-2, -1)))  # noqa: E731
-        loss = nt_xent(embed(first), embed(second), args.temperature)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        if step % 50 == 0 or step == 1:
-            print(
-                f"encoder step {step}: loss {loss.item():.3f}, {time.perf_counter() - t0:.0f} s", flush=True
-            )
+    settings = ContrastiveSettings(steps=args.steps, batch=args.batch, shift=args.shift, lr=args.lr,
+                                   temperature=args.temperature, seed=args.seed)
+    encoder, _ = train_cell_encoder(looks, settings, echo=lambda line: print(line, flush=True))
     torch.save(encoder.state_dict(), path)
-    return encoder.eval()
+    return encoder
 
 
 def as_cells(maps: Tensor) -> Tensor:
@@ -214,7 +129,7 @@ def as_cells(maps: Tensor) -> Tensor:
 @torch.no_grad()
 def encoder_cells(encoder: CellEncoder, slides: list[dict]) -> Tensor:
     """``(S, cells, width)``: the encoder's features of every cell of every look of each slide."""
-    return torch.stack([as_cells(encoder.cell_maps(s["pixels"].float() / 255)) for s in slides])
+    return torch.stack([as_cells(encoder.feature_map(s["pixels"].float() / 255)) for s in slides])
 
 
 def lite0_cells(slides: list[dict]) -> Tensor:

@@ -30,8 +30,8 @@ from magnet import __version__
 from magnet.errors import MagnetError, ReportedByRankZero
 
 # Subcommand modules, in the order `magnet --help` lists them.
-SUBCOMMANDS = ("slide_info", "synth", "data", "train", "refit", "evaluate", "predict", "explain", "baseline",
-               "demo")
+SUBCOMMANDS = ("slide_info", "synth", "data", "pretrain", "train", "refit", "evaluate", "predict", "explain",
+               "baseline", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

