@@ -103,7 +103,11 @@ def pretrain_encoder(config: MagNetConfig, rows: Sequence[ManifestRow], pool: Sl
         "slides": slides,
         "settings": dataclasses.asdict(settings),
     }
-    with atomic_path(out) as tmp:
-        torch.save(saved, tmp)
+    try:
+        with atomic_path(out) as tmp:
+            torch.save(saved, tmp)
+    except OSError as error:  # a full disk, a read-only folder: said in one line, nothing half-written
+        where = f": {error.filename}" if error.filename else ""
+        raise MagnetError(f"{out}: cannot write the encoder ({error.strerror or error}{where})") from error
     return PretrainResult(Path(out), slides, len(patches), int(patches.shape[-1]), skipped,
                           losses[0], losses[-1], time.perf_counter() - start)

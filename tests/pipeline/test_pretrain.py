@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from pipeline_fixtures import FailingReads, balanced_rows, dataset, one_line_error, one_thread, write_recipe
+from pipeline_fixtures import (
+    FailingReads,
+    balanced_rows,
+    dataset,
+    one_line_error,
+    one_thread,
+    temp_files,
+    write_recipe,
+)
 
 from magnet.cli import main
 from magnet.data.manifest import ManifestRow, write_manifest
@@ -56,6 +64,23 @@ def test_pretrain_without_training_slides_is_one_line_and_writes_nothing(
     assert main(["pretrain", str(recipe), "--out", str(tmp_path / "encoder.pt")]) == 2
     assert f"{manifest}: no slide of split 'train' to pre-train on" in one_line_error(capsys)
     assert sorted(tmp_path.iterdir()) == sorted([manifest, recipe])
+
+
+def test_pretrain_into_a_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = write_recipe(tmp_path / "tiny.yaml", dataset(tmp_path / "data"))
+    assert main(["pretrain", str(recipe), "--out", str(tmp_path)]) == 2
+    assert f"--out {tmp_path}: is a folder; name the weights file to write" in one_line_error(capsys)
+
+
+def test_an_unwritable_weights_file_is_one_line_and_leaves_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = write_recipe(tmp_path / "tiny.yaml", dataset(tmp_path / "data"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with one_thread():
+        assert main(["pretrain", str(recipe), "--out", str(blocker / "encoder.pt"), "--steps", "1"]) == 2
+    assert f"{blocker / 'encoder.pt'}: cannot write the encoder (" in one_line_error(capsys)
+    assert not temp_files(tmp_path)
 
 
 def test_training_on_a_missing_encoder_file_is_one_line_naming_it(
