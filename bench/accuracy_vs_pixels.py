@@ -112,12 +112,11 @@ from magnet.data.manifest import read_manifest
 from magnet.evaluation.evaluate import evaluate
 from magnet.evaluation.tiling import run_tiling_baseline
 from magnet.metrics.auroc import table1
-from magnet.slides.pool import SlidePool
 from magnet.synth.centres import CENTRES
 from magnet.synth.dataset import make_dataset, with_enriched_test, write_dataset
 from magnet.synth.uri import DEFAULT_VERSION, VERSIONS, parse_uri
 from magnet.training.contrastive import ContrastiveSettings
-from magnet.training.pretrain import pretrain_encoder
+from magnet.training.pretrain import pretrain_recipe
 from magnet.training.recipe import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -380,15 +379,10 @@ def pretrained_encoder(budget: str, recipe: str, overrides: list[str], data: Pat
     path = Path(args.out) / f"cell-encoder-{budget}-seed{args.seed}.pt"
     if not path.exists():
         # Only the tree's layout is read (magnet.training.pretrain): no weights to name yet.
-        cfg = load_config(TrainConfig, recipe, [*overrides, f"data.manifest={data}", "model.pretrained=false",
-                                                "model.freeze_backbone=false"])
-        rows = [r for r in read_manifest(data, check_slides=False).rows if r.split == cfg.data.train_split]
-        pool = SlidePool(grey_filter=cfg.data.grey_filter, threads=1)
-        try:
-            result = pretrain_encoder(cfg.model, rows, pool, path, ContrastiveSettings(seed=args.seed),
-                                      echo=lambda line: print(line, flush=True))
-        finally:
-            pool.close()
+        cfg = load_config(TrainConfig, recipe, [*overrides, f"data.manifest={data}", "data.reader_threads=1",
+                                                "model.pretrained=false", "model.freeze_backbone=false"])
+        result = pretrain_recipe(cfg, path, ContrastiveSettings(seed=args.seed),
+                                 echo=lambda line: print(line, flush=True))
         print(result.summary(), flush=True)
     return ["model.pretrained=true", "model.freeze_backbone=true", f"model.backbone_weights={path}"]
 

@@ -38,6 +38,7 @@ encoder then learns from the training split's boxes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -49,9 +50,10 @@ from torch import Tensor, nn
 
 from magnet.data.manifest import read_manifest
 from magnet.metrics.auroc import auroc
-from magnet.models.cell_encoder import CellEncoder
+from magnet.models.cell_encoder import CellEncoder, load_encoder_weights
 from magnet.slides.pool import SlidePool
 from magnet.training.contrastive import ContrastiveSettings, train_cell_encoder
+from magnet.training.pretrain import write_encoder_file
 
 BLIND_ORACLE = (
     "model.zoom=oracle",
@@ -108,16 +110,17 @@ def read_looks(args: argparse.Namespace, split: str) -> dict:
 def train_encoder(args: argparse.Namespace, train: list[dict]) -> CellEncoder:
     """The encoder trained on crops of the ``train`` slides' looks (no label read; the library's
     ``magnet pretrain`` trainer), or the one cached."""
-    path = args.out / f"{args.name}-encoder.pt"
+    path = args.out / f"{args.name}-encoder.pt"  # the file magnet pretrain writes (model.backbone_weights)
     if path.exists():
         encoder = CellEncoder()
-        encoder.load_state_dict(torch.load(path, weights_only=True))
+        load_encoder_weights(encoder, path)
         return encoder.eval()
     looks = torch.cat([s["pixels"] for s in train])  # (N, 3, side, side) uint8; no label read
     settings = ContrastiveSettings(steps=args.steps, batch=args.batch, shift=args.shift, lr=args.lr,
                                    temperature=args.temperature, seed=args.seed)
     encoder, _ = train_cell_encoder(looks, settings, echo=lambda line: print(line, flush=True))
-    torch.save(encoder.state_dict(), path)
+    write_encoder_file(encoder, path, patch_px=int(looks.shape[-1]), slides=len(train),
+                       settings=dataclasses.asdict(settings))
     return encoder
 
 

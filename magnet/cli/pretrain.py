@@ -28,11 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from magnet.data.manifest import read_manifest
-    from magnet.slides.colour import normaliser
-    from magnet.slides.pool import SlidePool
     from magnet.training.contrastive import ContrastiveSettings
-    from magnet.training.pretrain import pretrain_encoder
+    from magnet.training.pretrain import pretrain_recipe
 
     if args.steps < 1:
         raise MagnetError(f"--steps {args.steps}: must be at least 1")
@@ -41,17 +38,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(TrainConfig, args.config, args.overrides)
     if not cfg.data.manifest:
         raise MagnetError(f"{args.config}: no data.manifest (set one with --set data.manifest=M.csv)")
-    rows = [r for r in read_manifest(cfg.data.manifest, check_slides=False).rows
-            if r.split == cfg.data.train_split]
-    if not rows:
-        raise MagnetError(f"{cfg.data.manifest}: no slide of split {cfg.data.train_split!r} to pre-train on")
-    pool = SlidePool(grey_filter=cfg.data.grey_filter, threads=cfg.data.reader_threads,
-                     max_open=cfg.data.max_open_slides, wrap=normaliser(cfg.data.stain_norm))
-    try:
-        result = pretrain_encoder(cfg.model, rows, pool, args.out,
-                                  ContrastiveSettings(steps=args.steps, seed=args.seed),
-                                  echo=lambda line: print(f"magnet: {line}", flush=True))
-    finally:
-        pool.close()
+    result = pretrain_recipe(cfg, args.out, ContrastiveSettings(steps=args.steps, seed=args.seed),
+                             echo=lambda line: print(f"magnet: {line}", flush=True))
     print(result.summary())
     return 0

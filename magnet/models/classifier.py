@@ -130,7 +130,7 @@ class Classifier(nn.Module):
         """What the readout reads of ``patches`` ``(B, N, 3, S, S)``: the CNN's features ``(B, N, D)``, or,
         where its instances are cells, the CNN's last spatial maps ``(B, N, D, h, w)``."""
         batch, count = patches.shape[:2]
-        images = _resize(patches.flatten(0, 1), self.input_size)
+        images = self.input_images(patches)
         if self.reads_cells:
             maps = self._maps(images)
             return maps.view(batch, count, *maps.shape[1:])
@@ -160,7 +160,7 @@ class Classifier(nn.Module):
         learn. Needs a per-patch head (readout max, lse or attention)."""
         self._require_patch_head()
         batch, count = patches.shape[:2]
-        images = _resize(patches.flatten(0, 1), self.input_size)
+        images = self.input_images(patches)
         if self.frozen or self._prepared_cell_map.pinned:
             maps = self._constant_maps(images)
         else:  # batch norms on their running statistics, so this look updates none of them
@@ -186,7 +186,7 @@ class Classifier(nn.Module):
         if not self.frozen:
             return self.features(patches), self.cell_logits(patches)
         batch, count = patches.shape[:2]
-        images = _resize(patches.flatten(0, 1), self.input_size)
+        images = self.input_images(patches)
         maps = self._constant_maps(images)  # keeps any gradient to the patches
         features = CellMap(self.backbone).pool(maps).view(batch, count, -1)
         with torch.no_grad():

@@ -23,16 +23,19 @@ import torch
 from torch import Tensor
 
 from magnet.atomic import atomic_path
-from magnet.data.manifest import ManifestRow
-from magnet.errors import MagnetError, SlideError
-from magnet.inference.runner import evaluation_mode
-from magnet.models.cell_encoder import CELL_ENCODER_WIDTH, ENCODER_FILE_KIND
+from magnet.data.manifest import ManifestRow, read_manifest
+from magnet.errors import MagnetError
+from magnet.models.cell_encoder import ENCODER_FILE_KIND, CellEncoder
 from magnet.models.magnet import MagNet
 from magnet.models.model_config import MagNetConfig
+from magnet.slides.colour import normaliser
 from magnet.slides.pool import SlidePool
 from magnet.training.contrastive import ContrastiveSettings, train_cell_encoder
+from magnet.training.readout_refit import final_patch_features
+from magnet.training.recipe import TrainConfig
 
-__all__ = ["PretrainResult", "layout_model", "pretrain_encoder", "read_layout_patches"]
+__all__ = ["PretrainResult", "layout_model", "layout_pixels", "pretrain_encoder", "pretrain_recipe",
+           "write_encoder_file"]
 
 
 @dataclass(frozen=True)
@@ -63,26 +66,21 @@ def layout_model(config: MagNetConfig) -> MagNet:
     return MagNet(fixed, load_weights=False).eval()
 
 
-@torch.no_grad()
-def read_layout_patches(model: MagNet, rows: Sequence[ManifestRow], pool: SlidePool,
-                        echo: Callable[[str], None]) -> tuple[Tensor, dict[str, str]]:
-    """Every readable slide's final patches ``(M, 3, s, s)`` as 8-bit pixels at the classifier's input
-    size, and the slides left out with their reasons."""
-    kept: list[Tensor] = []
-    skipped: dict[str, str] = {}
-    with evaluation_mode(model):
-        for row in rows:  # one at a time: a bad slide costs only itself
-            try:
-                patches = model.final_patches([pool.get(row.slide)]).patches[-1]
-            except SlideError as error:
-                skipped[row.slide] = str(error)
-                echo(f"skipped {row.slide}: {error.reason}")
-                continue
-            images = model.classifier.input_images(patches)
-            kept.append((images.clamp(0, 1) * 255).round().to(torch.uint8))
-    if not kept:
-        raise MagnetError("no training slide could be read: nothing to pre-train on")
-    return torch.cat(kept), skipped
+def layout_pixels(model: MagNet) -> Callable[[Tensor], Tensor]:
+    """Final patches ``(B, N, 3, S, S)`` as 8-bit pixels ``(B*N, 3, s, s)`` at the classifier's input size."""
+    return lambda patches: (model.classifier.input_images(patches).clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def write_encoder_file(encoder: CellEncoder, path: str | Path, **about: object) -> None:
+    """The weights file ``model.backbone_weights`` names (read by ``load_encoder_weights``), written
+    atomically; ``about`` (plain values) is kept beside the weights."""
+    saved = {"kind": ENCODER_FILE_KIND, "width": encoder.width, "state_dict": encoder.state_dict(), **about}
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(saved, tmp)
+    except OSError as error:  # a full disk, a read-only folder: said in one line, nothing half-written
+        where = f": {error.filename}" if error.filename else ""
+        raise MagnetError(f"{path}: cannot write the encoder ({error.strerror or error}{where})") from error
 
 
 def pretrain_encoder(config: MagNetConfig, rows: Sequence[ManifestRow], pool: SlidePool, out: str | Path,
@@ -91,23 +89,31 @@ def pretrain_encoder(config: MagNetConfig, rows: Sequence[ManifestRow], pool: Sl
     """Read the fixed layout's patches of ``rows``, train the cell encoder on them, write it to ``out``."""
     settings = settings or ContrastiveSettings()
     start = time.perf_counter()
-    patches, skipped = read_layout_patches(layout_model(config), rows, pool, echo)
-    slides = len(rows) - len(skipped)
+    model = layout_model(config)
+    read = final_patch_features(model, rows, pool, batch_size=1, encode=layout_pixels(model))
+    for reason in read.skipped.values():
+        echo(f"skipped {reason}")
+    if not read.slides:
+        raise MagnetError("no training slide could be read: nothing to pre-train on")
+    patches, slides = read.features, len(read.slides)
     echo(f"read {len(patches)} patches of {slides} slides ({time.perf_counter() - start:.0f} s)")
     encoder, losses = train_cell_encoder(patches, settings, echo)
-    saved = {
-        "kind": ENCODER_FILE_KIND,
-        "width": CELL_ENCODER_WIDTH,
-        "state_dict": encoder.state_dict(),
-        "patch_px": int(patches.shape[-1]),
-        "slides": slides,
-        "settings": dataclasses.asdict(settings),
-    }
-    try:
-        with atomic_path(out) as tmp:
-            torch.save(saved, tmp)
-    except OSError as error:  # a full disk, a read-only folder: said in one line, nothing half-written
-        where = f": {error.filename}" if error.filename else ""
-        raise MagnetError(f"{out}: cannot write the encoder ({error.strerror or error}{where})") from error
-    return PretrainResult(Path(out), slides, len(patches), int(patches.shape[-1]), skipped,
+    write_encoder_file(encoder, out, patch_px=int(patches.shape[-1]), slides=slides,
+                       settings=dataclasses.asdict(settings))
+    return PretrainResult(Path(out), slides, len(patches), int(patches.shape[-1]), read.skipped,
                           losses[0], losses[-1], time.perf_counter() - start)
+
+
+def pretrain_recipe(cfg: TrainConfig, out: str | Path, settings: ContrastiveSettings | None = None,
+                    echo: Callable[[str], None] = lambda line: None) -> PretrainResult:
+    """``pretrain_encoder`` on the training split of ``cfg``'s manifest, read as ``cfg.data`` says."""
+    rows = [r for r in read_manifest(cfg.data.manifest, check_slides=False).rows
+            if r.split == cfg.data.train_split]
+    if not rows:
+        raise MagnetError(f"{cfg.data.manifest}: no slide of split {cfg.data.train_split!r} to pre-train on")
+    pool = SlidePool(grey_filter=cfg.data.grey_filter, threads=cfg.data.reader_threads,
+                     max_open=cfg.data.max_open_slides, wrap=normaliser(cfg.data.stain_norm))
+    try:
+        return pretrain_encoder(cfg.model, rows, pool, out, settings, echo)
+    finally:
+        pool.close()

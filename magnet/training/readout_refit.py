@@ -128,12 +128,16 @@ class RefitResult:
 
 @torch.no_grad()
 def final_patch_features(model: MagNet, rows: Sequence[ManifestRow], pool: SlidePool, *, batch_size: int,
-                         oracle: OracleZoom | None = None, seed: int = 0) -> CachedFeatures:
+                         oracle: OracleZoom | None = None, seed: int = 0,
+                         encode: Callable[[Tensor], Tensor] | None = None) -> CachedFeatures:
     """Each readable slide's final-patch features in evaluation mode (the zoom as at inference; a random
-    zoom's boxes those of evaluation, from each slide's generator and the run's ``seed``).
+    zoom's boxes those of evaluation, from each slide's generator and the run's ``seed``): the classifier's
+    ``features`` of its patches ``(B, N, 3, S, S)``, or what ``encode`` makes of them (concatenated on the
+    first dimension).
 
     A slide that cannot be read is left out and named in ``skipped``; the others are unaffected.
     """
+    encode = encode or (lambda patches: model.classifier.features(patches).float())
     features: list[Tensor] = []
     kept: list[ManifestRow] = []
     skipped: dict[str, str] = {}
@@ -145,7 +149,7 @@ def final_patch_features(model: MagNet, rows: Sequence[ManifestRow], pool: Slide
         final = None if oracle is None else oracle.rois(names, readers, count)
         generator = inference_generator(model, names, seed)
         patches = model.final_patches(readers, generator=generator, final_rois=final).patches[-1]
-        features.append(model.classifier.features(patches).float().cpu())
+        features.append(encode(patches).cpu())
         kept.extend(group)
 
     batch_size = inference_batch_size(model, batch_size)
