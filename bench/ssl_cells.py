@@ -38,7 +38,6 @@ encoder then learns from the training split's boxes.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from pathlib import Path
 
@@ -119,8 +118,7 @@ def train_encoder(args: argparse.Namespace, train: list[dict]) -> CellEncoder:
     settings = ContrastiveSettings(steps=args.steps, batch=args.batch, shift=args.shift, lr=args.lr,
                                    temperature=args.temperature, seed=args.seed)
     encoder, _ = train_cell_encoder(looks, settings, echo=lambda line: print(line, flush=True))
-    write_encoder_file(encoder, path, patch_px=int(looks.shape[-1]), slides=len(train),
-                       settings=dataclasses.asdict(settings))
+    write_encoder_file(encoder, path, patch_px=int(looks.shape[-1]), slides=len(train), settings=settings)
     return encoder
 
 

@@ -71,10 +71,12 @@ def layout_pixels(model: MagNet) -> Callable[[Tensor], Tensor]:
     return lambda patches: (model.classifier.input_images(patches).clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def write_encoder_file(encoder: CellEncoder, path: str | Path, **about: object) -> None:
+def write_encoder_file(encoder: CellEncoder, path: str | Path, *, patch_px: int, slides: int,
+                       settings: ContrastiveSettings) -> None:
     """The weights file ``model.backbone_weights`` names (read by ``load_encoder_weights``), written
-    atomically; ``about`` (plain values) is kept beside the weights."""
-    saved = {"kind": ENCODER_FILE_KIND, "width": encoder.width, "state_dict": encoder.state_dict(), **about}
+    atomically, with what it was learned from: the patches' side, the slides, the training settings."""
+    saved = {"kind": ENCODER_FILE_KIND, "width": encoder.width, "state_dict": encoder.state_dict(),
+             "patch_px": patch_px, "slides": slides, "settings": dataclasses.asdict(settings)}
     try:
         with atomic_path(path) as tmp:
             torch.save(saved, tmp)
@@ -98,8 +100,7 @@ def pretrain_encoder(config: MagNetConfig, rows: Sequence[ManifestRow], pool: Sl
     patches, slides = read.features, len(read.slides)
     echo(f"read {len(patches)} patches of {slides} slides ({time.perf_counter() - start:.0f} s)")
     encoder, losses = train_cell_encoder(patches, settings, echo)
-    write_encoder_file(encoder, out, patch_px=int(patches.shape[-1]), slides=slides,
-                       settings=dataclasses.asdict(settings))
+    write_encoder_file(encoder, out, patch_px=int(patches.shape[-1]), slides=slides, settings=settings)
     return PretrainResult(Path(out), slides, len(patches), int(patches.shape[-1]), read.skipped,
                           losses[0], losses[-1], time.perf_counter() - start)
 
