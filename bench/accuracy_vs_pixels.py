@@ -266,6 +266,13 @@ BUDGETS["magnet3view112directneg"] = (3, [*BUDGETS["magnet3view112direct"][1],
 # run's seed seeding it) and frozen. As magnet-magnet3view112directssl-M.
 BUDGETS["magnet3view112directssl"] = (3, [*BUDGETS["magnet3view112direct"][1], "model.backbone=cell_encoder"])
 ENCODER_BUDGETS = {"magnet3view112directssl"}
+# ... (the direct-read tree) with only some layers' boxes placed by their heads, the others by the fixed
+# layout (model.learned_layers, docs/method.md §9): which layer's learning pays or costs against the fixed
+# layout, whose every layer is fixed. As magnet-magnet3view112directlearn1-learned (layer 1 learns),
+# -learn12- (layers 1 and 2), -learn3- (the last layer only).
+for _layers in ("1", "12", "3", "23"):
+    BUDGETS[f"magnet3view112directlearn{_layers}"] = (3, [*BUDGETS["magnet3view112direct"][1],
+                                                         f"model.learned_layers=[{','.join(_layers)}]"])
 # The Camelyon recipes as they ship since 2026-12-06, on 2 CPU cores: the bilinear sampler, float32. The
 # 3-layer one is magnet3view112direct (tests/test_bench_budgets.py checks that they resolve alike); the
 # 4-layer one (36 final patches, batch 8 as in the recipe) trains for 2 epochs, so that it stays near the

@@ -77,11 +77,15 @@ class MagNet(nn.Module):
     def __init__(self, config: MagNetConfig, load_weights: bool = True) -> None:
         super().__init__()
         self.config = config
-        # One strategy for every layer. Under the oracle control the last layer's module is built as in
-        # every mode, unused, so that checkpoints of all modes have the same keys.
+        # One strategy for every layer, but the fixed layout's at a layer model.learned_layers leaves out.
+        # Under the oracle control the last layer's module is built as in every mode, unused, so that
+        # checkpoints of all modes have the same keys.
         self.zoom: ZoomStrategy = zoom_strategy(config)
         self.layers = nn.ModuleList(
-            MagnifyingLayer(children, config, index, zoom=self.zoom)
+            MagnifyingLayer(
+                children, config, index,
+                zoom=self.zoom if config.zoom_at(index) == config.zoom else zoom_strategy(config, index),
+            )
             for index, children in enumerate(config.patches_per_layer, start=1)
         )
         self.classifier = Classifier(
@@ -120,8 +124,9 @@ class MagNet(nn.Module):
 
     @property
     def uses_heads(self) -> bool:
-        """Whether the zoom mode evaluates (and so trains) the localisation heads: learned zoom only."""
-        return self.zoom.uses_heads
+        """Whether the zoom mode evaluates (and so trains) the localisation heads of some layer: learned
+        zoom only."""
+        return any(layer.zoom.uses_heads for layer in self.layers)  # type: ignore[union-attr]
 
     @property
     def needs_final_rois(self) -> bool:

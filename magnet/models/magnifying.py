@@ -93,7 +93,7 @@ class MagnifyingLayer(nn.Module):
         self.min_scale, self.max_scale = config.scales_at(layer_index)
         self.random_scales = config.random_scales_at(layer_index)
         self.spread = config.spread
-        self.zoom = zoom_strategy(config) if zoom is None else zoom
+        self.zoom = zoom_strategy(config, layer_index) if zoom is None else zoom
         self.heads = localisation_heads(config, self.num_parents * self.num_heads_per_parent)
         self.head_input = head_input(config.head_highpass)
         self.layout = build_sibling_layout(

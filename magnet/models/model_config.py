@@ -137,6 +137,10 @@ class MagNetConfig:
     # of the map, so a map with two blobs puts its box on the heavier one, not on the glass between them.
     # Learned zoom only: the controls' boxes are by definition a flat map's (fixed) or drawn (random).
     box_centre: BoxCentre = "mean"
+    # [choice] (docs/method.md §9) the layers (1-based, increasing) whose boxes the heads place under the
+    # learned zoom; every other layer places its boxes as the fixed layout does, so its heads are neither
+    # evaluated nor trained. Empty: every layer learns (the paper). It tells which layer's learning pays.
+    learned_layers: Annotated[tuple[int, ...], Each(AtLeast(1))] = ()
     # [choice] (docs/method.md §9, magnet.models.recentre) a last look before the readout: each final box
     # moves, at its scale, so that the cell of the classifier CNN's last map that the readout's head scores
     # highest is at its centre, and is read again from the slide; the readout reads the moved patches. Every
@@ -252,6 +256,7 @@ class MagNetConfig:
         # Accept lists (YAML) and store tuples, so equal configs compare equal.
         self.patches_per_layer = tuple(_int_list("patches_per_layer", self.patches_per_layer))
         self.aux_layers = tuple(_int_list("aux_layers", self.aux_layers))
+        self.learned_layers = tuple(_int_list("learned_layers", self.learned_layers))
         self.layer_scales = tuple(self.layer_scales)
         self._validate()
 
@@ -289,6 +294,13 @@ class MagNetConfig:
         if self.layer_scales:
             return self.scales_at(layer)
         return self.random_zoom_min_scale, self.max_scale
+
+    def zoom_at(self, layer: int) -> Zoom:
+        """The zoom mode of layer ``layer`` (1-based): ``zoom``, or ``fixed`` at a layer that
+        ``learned_layers`` leaves out."""
+        if self.learned_layers and layer not in self.learned_layers:
+            return "fixed"
+        return self.zoom
 
     def has_frozen_patch(self, layer: int) -> bool:
         """Whether the first child of each parent at ``layer`` (1-based) is the frozen identity patch."""
@@ -363,16 +375,26 @@ class MagNetConfig:
             raise ConfigError(
                 "freeze_backbone=True needs pretrained=True: a frozen CNN of random weights never learns"
             )
-        if len(set(self.aux_layers)) != len(self.aux_layers):
-            raise ConfigError(f"aux_layers={list(self.aux_layers)}: repeated layer")
-        for layer in self.aux_layers:
+        self._check_layer_list("aux_layers", self.aux_layers)
+        self._check_layer_list("learned_layers", self.learned_layers)
+        if self.learned_layers and self.zoom != "learned":
+            raise ConfigError(
+                f"learned_layers={list(self.learned_layers)}: only the learned zoom has layers that learn "
+                f"(zoom={self.zoom!r})"
+            )
+
+    def _check_layer_list(self, name: str, layers: tuple[int, ...]) -> None:
+        """A list of magnifying layers (1-based): each in the model, none twice, in increasing order."""
+        if len(set(layers)) != len(layers):
+            raise ConfigError(f"{name}={list(layers)}: repeated layer")
+        for layer in layers:
             if not 1 <= layer <= self.num_layers:
                 raise ConfigError(
-                    f"aux_layers={list(self.aux_layers)}: layer {layer} is not in 1..{self.num_layers} "
+                    f"{name}={list(layers)}: layer {layer} is not in 1..{self.num_layers} "
                     f"(the model has {self.num_layers} magnifying layers)"
                 )
-        if list(self.aux_layers) != sorted(self.aux_layers):
-            raise ConfigError(f"aux_layers={list(self.aux_layers)}: list the layers in increasing order")
+        if list(layers) != sorted(layers):
+            raise ConfigError(f"{name}={list(layers)}: list the layers in increasing order")
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

@@ -267,6 +267,7 @@ ZOOM_STRATEGIES: Mapping[Zoom, type[ZoomStrategy]] = {
 }
 
 
-def zoom_strategy(config: MagNetConfig) -> ZoomStrategy:
-    """The strategy of ``config.zoom``."""
-    return ZOOM_STRATEGIES[config.zoom].from_config(config)
+def zoom_strategy(config: MagNetConfig, layer: int | None = None) -> ZoomStrategy:
+    """The strategy of ``config.zoom``, or of layer ``layer``'s mode (``config.zoom_at``: the fixed layout
+    at a layer that ``learned_layers`` leaves out)."""
+    return ZOOM_STRATEGIES[config.zoom if layer is None else config.zoom_at(layer)].from_config(config)

@@ -235,7 +235,9 @@ class Trainer:
         training failure like any other (logged, left out, counted).
         """
         optim = self.cfg.optim
-        if optim.head_warmup_steps <= 0 or not model.uses_heads:  # the zoom controls use no heads
+        layer = model.layers[0]
+        assert isinstance(layer, MagnifyingLayer)
+        if optim.head_warmup_steps <= 0 or not layer.zoom.uses_heads:  # the controls' layers use no heads
             return []
         failures = self.failures["train"]
         views, labels = [], []
@@ -248,8 +250,6 @@ class Trainer:
                 failures.check()
         if not views:
             raise MagnetError(f"{self.cfg.data.manifest or 'manifest'}: no training slide could be read")
-        layer = model.layers[0]
-        assert isinstance(layer, MagnifyingLayer)
         device = self.fabric.device
         layer.to(device)  # the same Parameter objects: the optimizer built on them stays valid
         show = self.show_progress and self.fabric.is_global_zero

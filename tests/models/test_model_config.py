@@ -49,6 +49,9 @@ def test_round_trips_through_asdict_and_yaml(name: str) -> None:
     [
         ({"aux_layers": (1, 4)}, "layer 4 is not in 1..3"),
         ({"aux_layers": (3, 1)}, "increasing order"),
+        ({"learned_layers": (1, 4)}, "learned_layers=\\[1, 4\\]: layer 4 is not in 1..3"),
+        ({"learned_layers": (2, 2)}, "learned_layers=\\[2, 2\\]: repeated layer"),
+        ({"learned_layers": (1,), "zoom": "random"}, "only the learned zoom has layers that learn"),
         ({"patches_per_layer": ()}, "with at least one item"),
         ({"patches_per_layer": (2, 0)}, "every item >= 1"),
         ({"patches_per_layer": (2, 1), "aux_layers": ()}, "frozen_patch=True needs"),

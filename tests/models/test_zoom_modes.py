@@ -11,7 +11,7 @@ from model_fixtures import parent_inputs, small_config, textured_source
 
 from magnet.errors import ConfigError
 from magnet.layers import peak_translation
-from magnet.models import MagnifyingLayer, build_model, model_config
+from magnet.models import MagNet, MagnifyingLayer, build_model, model_config
 from magnet.training.losses import magnet_loss
 
 
@@ -227,3 +227,39 @@ def test_the_controls_ignore_box_centre() -> None:
     assert torch.equal(thetas[0], thetas[1])
     with pytest.raises(ConfigError, match="box_centre='mode'"):
         small_config(box_centre="mode")
+
+
+def _tree(**overrides: object) -> MagNet:
+    torch.manual_seed(0)
+    return build_model("tiny", gru_hidden=16, sibling_layout="tissue_strips", head_mil=True, theta_grad=False,
+                       **SIZES, **overrides)
+
+
+def test_learned_layers_leave_the_other_layers_to_the_fixed_layout() -> None:
+    torch.set_num_threads(1)
+    sources = [textured_source(seed=0), textured_source(64, 96, seed=1)]
+    generator = torch.Generator().manual_seed(0)
+    fixed = _tree(zoom="fixed").eval()(sources, generator=generator)
+    # Layer 1 as the fixed layout places it, so layer 2 sees the same parents: its boxes differ from the
+    # fixed layout's only where its heads put them.
+    model = _tree(learned_layers=(2,)).train()
+    out = model(sources, generator=generator)
+    assert sorted(out.head_logits) == [2] and sorted(out.scores) == [2]
+    assert torch.equal(out.thetas[0], fixed.thetas[0])
+    assert not torch.allclose(out.thetas[1], fixed.thetas[1])
+    assert torch.equal(out.rois[0], fixed.rois[0])
+    magnet_loss(out, torch.tensor([0.0, 1.0])).total.backward()
+    for name, p in model.named_parameters():
+        if ".heads." in name and not name.endswith("log_temperature"):  # idle with theta's gradient cut
+            assert (p.grad is not None) == name.startswith("layers.1."), name
+    assert model.uses_heads and not _tree(zoom="fixed").uses_heads
+
+
+def test_learned_layers_naming_every_layer_is_the_learned_zoom() -> None:
+    torch.set_num_threads(1)
+    sources = [textured_source(seed=0)]
+    every = _tree(learned_layers=(1, 2, 3)).eval()(sources)
+    plain = _tree().eval()(sources)
+    assert torch.equal(every.logit, plain.logit)
+    assert all(torch.equal(a, b) for a, b in zip(every.thetas, plain.thetas, strict=True))
+    assert _tree().config.zoom_at(2) == "learned" and _tree(learned_layers=(1,)).config.zoom_at(2) == "fixed"
