@@ -9,10 +9,10 @@ model.backbone_weights=ENCODER.pt``.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from magnet.config_io import load_config
 from magnet.errors import MagnetError
+from magnet.outputs import output_file
 from magnet.training.recipe import TrainConfig
 
 
@@ -33,8 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         raise MagnetError(f"--steps {args.steps}: must be at least 1")
-    if Path(args.out).is_dir():  # found before the reading and training, not after
-        raise MagnetError(f"--out {args.out}: is a folder; name the weights file to write")
+    output_file(args.out)  # a folder, or a place that cannot be written: found before the work, not after
     cfg = load_config(TrainConfig, args.config, args.overrides)
     if not cfg.data.manifest:
         raise MagnetError(f"{args.config}: no data.manifest (set one with --set data.manifest=M.csv)")

@@ -20,9 +20,12 @@ from pipeline_fixtures import (
 
 from magnet.cli import main
 from magnet.data.manifest import ManifestRow, write_manifest
-from magnet.models.cell_encoder import ENCODER_FILE_KIND
+from magnet.errors import MagnetError
+from magnet.models.cell_encoder import ENCODER_FILE_KIND, CellEncoder
 from magnet.slides.registry import register_scheme
 from magnet.training.checkpoints import load_checkpoint
+from magnet.training.contrastive import ContrastiveSettings
+from magnet.training.pretrain import write_encoder_file
 
 register_scheme("pretrainfails", FailingReads)
 
@@ -69,17 +72,31 @@ def test_pretrain_without_training_slides_is_one_line_and_writes_nothing(
 def test_pretrain_into_a_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     recipe = write_recipe(tmp_path / "tiny.yaml", dataset(tmp_path / "data"))
     assert main(["pretrain", str(recipe), "--out", str(tmp_path)]) == 2
-    assert f"--out {tmp_path}: is a folder; name the weights file to write" in one_line_error(capsys)
+    assert f"{tmp_path}: is a folder; give the name of a file to write" in one_line_error(capsys)
 
 
-def test_an_unwritable_weights_file_is_one_line_and_leaves_nothing(
+def test_an_unwritable_weights_file_is_one_line_before_any_work(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    recipe = write_recipe(tmp_path / "tiny.yaml", dataset(tmp_path / "data"))
+    manifest = tmp_path / "manifest.csv"  # a slide that cannot be read: reached, it would be named
+    write_manifest([*balanced_rows(), ManifestRow("pretrainfails:0", 1, None, "train")], manifest)
+    recipe = write_recipe(tmp_path / "tiny.yaml", manifest)
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    with one_thread():
-        assert main(["pretrain", str(recipe), "--out", str(blocker / "encoder.pt"), "--steps", "1"]) == 2
-    assert f"{blocker / 'encoder.pt'}: cannot write the encoder (" in one_line_error(capsys)
+    assert main(["pretrain", str(recipe), "--out", str(blocker / "encoder.pt"), "--steps", "1"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # refused before the slides were read: pretrain names a skipped slide there
+    target = blocker / "encoder.pt"
+    reason = f"cannot write here: {blocker} is a file, not a folder"
+    assert captured.err.strip() == f"magnet: error: {target}: {reason}"
+    assert not temp_files(tmp_path)
+
+
+def test_an_encoder_file_that_cannot_be_written_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(MagnetError, match=f"{blocker / 'encoder.pt'}: cannot write the encoder \\("):
+        write_encoder_file(CellEncoder(), blocker / "encoder.pt", patch_px=32, slides=1,
+                           settings=ContrastiveSettings(steps=1))
     assert not temp_files(tmp_path)
 
 
