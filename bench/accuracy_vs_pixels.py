@@ -269,7 +269,7 @@ ENCODER_BUDGETS = {"magnet3view112directssl"}
 # ... (the direct-read tree) with only some layers' boxes placed by their heads, the others by the fixed
 # layout (model.learned_layers, docs/method.md §9): which layer's learning pays or costs against the fixed
 # layout, whose every layer is fixed. As magnet-magnet3view112directlearn1-learned (layer 1 learns),
-# -learn12- (layers 1 and 2), -learn3- (the last layer only).
+# -learn12- (layers 1 and 2), -learn3- (the last layer only), -learn23- (layers 2 and 3).
 for _layers in ("1", "12", "3", "23"):
     BUDGETS[f"magnet3view112directlearn{_layers}"] = (3, [*BUDGETS["magnet3view112direct"][1],
                                                          f"model.learned_layers=[{','.join(_layers)}]"])

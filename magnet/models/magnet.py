@@ -16,8 +16,9 @@ Data flow for a batch of B slides (docs/method.md §2.5-§2.6, §4):
 The model never opens files: pixels come from ``RegionSource`` objects (one per slide), read once per slide
 per layer with all of that slide's ROIs in one call.
 
-The zoom mode (``magnet.models.zoom``, docs/method.md §8) is one strategy shared by the layers. Under the
-oracle control the final ROIs are given (``final_rois``) and the final patches are direct reads there.
+The zoom mode (``magnet.models.zoom``, docs/method.md §8) is one strategy shared by the layers (but the
+fixed layout's at a layer that ``model.learned_layers`` leaves out, docs/method.md §9). Under the oracle
+control the final ROIs are given (``final_rois``) and the final patches are direct reads there.
 """
 
 from __future__ import annotations

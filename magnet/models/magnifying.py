@@ -68,7 +68,7 @@ class MagnifyingLayer(nn.Module):
 
     ``num_children`` is P_l; the number of parents per slide, N_{l-1} = prod_{i<l} P_i, comes from
     ``config.patches_per_layer`` unless given. ``zoom`` is the strategy (``MagNet`` shares one among its
-    layers); by default the one ``config.zoom`` names.
+    layers); by default the one ``config.zoom_at(layer_index)`` names.
     """
 
     def __init__(

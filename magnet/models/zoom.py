@@ -19,6 +19,9 @@ same pixels per slide.
   ground truth (``final_rois`` of ``MagNet.forward``, built by ``magnet.inference.oracle``), and the final
   patches are read there directly (``MagNet`` does that read; the strategy checks the ROIs).
 
+Under the learned zoom, ``learned_layers`` [choice, docs/method.md §9] gives the layers it leaves out the
+``fixed`` strategy (``zoom_strategy(config, layer)``), so one layer's learning can be measured on its own.
+
 Controls give the prob maps as flat placeholders of the learned mode's shape (support: the head's strip)
 and no gradient to theta. ``ZOOM_STRATEGIES`` maps each name of ``ZOOMS`` to its strategy class.
 """

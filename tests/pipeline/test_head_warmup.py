@@ -92,7 +92,10 @@ def test_trainer_warms_up_the_first_heads_before_epoch_one(tmp_path: Path) -> No
     with one_thread():  # the zoom controls use no heads: nothing to warm up, and the same recipe runs
         fixed = tiny_config(manifest, *levers, "model.zoom=fixed", folder=tmp_path)
         control = Trainer(fixed, tmp_path / "run1", show_progress=False)
+        later = tiny_config(manifest, *levers, "model.learned_layers=[2]", folder=tmp_path)
+        first_layer_fixed = Trainer(later, tmp_path / "run2", show_progress=False)
     assert control.warmup_losses == []
+    assert first_layer_fixed.warmup_losses == []  # layer 1 on the fixed layout: its heads never place a box
     with pytest.raises(ConfigError, match="needs model.head_mil=true"):
         Trainer(tiny_config(manifest, "optim.head_warmup_steps=3", folder=tmp_path), tmp_path / "bad",
                 show_progress=False)
