@@ -19,6 +19,7 @@ on some lesions and fewer look-alikes).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,6 +95,20 @@ _GENERATORS = {
 }
 
 
+# Drawing a slide's layout (sections, lesions, look-alikes, follicles) takes 30-50 ms, about as long as
+# rendering one 224-px read, and a run opens each slide many times: the data set, the manifest check, the
+# head warm-up, every epoch (the slide pool keeps 64 slides open, fewer than a training split) and every
+# evaluation. The layout depends on the spec alone, so it is drawn once per spec and shared: it is read-only
+# once drawn (the renderers only read it). About 80 KB each, so the cache holds at most some 160 MB.
+LAYOUT_CACHE_SLIDES = 2048
+
+
+@functools.lru_cache(maxsize=LAYOUT_CACHE_SLIDES)
+def _drawn_layout(draw: Callable[[SynthSpec], Layout], spec: SynthSpec) -> Layout:
+    """``draw(spec)``, once per ``(draw, spec)``: a generator swapped for another draws afresh."""
+    return draw(spec)
+
+
 class VirtualSlide(Slide):
     """A virtual slide; ``path`` is its canonical URI."""
 
@@ -107,7 +122,7 @@ class VirtualSlide(Slide):
             if not (folder / "labels.csv").is_file():
                 raise SlideError(self.spec.uri, f"texture folder {folder} has no labels.csv")
         self._generator = _GENERATORS[self.spec.version]
-        self.layout: Layout = self._generator.layout(self.spec)
+        self.layout: Layout = _drawn_layout(self._generator.layout, self.spec)
         self._downsamples = pyramid_downsamples(self.spec.size)
         self._renderer = self._generator.renderer(self.spec, self.layout)
         self.centre: Centre = centre_named(self.spec.centre)
