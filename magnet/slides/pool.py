@@ -1,7 +1,8 @@
 """Open slides once, keep a bounded number open, hand out ``RegionReader``s to the model.
 
 Training visits the same slides every epoch; reopening a real slide file costs a parse of its header and
-tile index, so readers are kept in a small LRU. Virtual slides are cheap either way.
+tile index, so readers are kept in a small LRU. A virtual slide's layout is drawn once per process
+(``magnet.synth.slide``), so reopening one costs little.
 """
 
 from __future__ import annotations
