@@ -33,7 +33,13 @@ TF_BN_EPS = 1e-3
 
 
 class _SamePadConv(nn.Conv2d):
-    """TensorFlow's "same" padding: ``ceil(in / stride)`` outputs, the extra pixel on the bottom/right."""
+    """TensorFlow's "same" padding: ``ceil(in / stride)`` outputs, the extra pixel on the bottom/right.
+
+    Where the padding is the same on both sides (every stride-1 convolution), the convolution pads its input
+    itself: the same zeros, the same sums to the bit, without writing a padded copy of the input, which on
+    2 CPU cores cost more than the depthwise convolution that reads it (docs/BENCHMARKS.md, "The demo with
+    each slide's layout drawn once").
+    """
 
     def forward(self, x: Tensor) -> Tensor:
         pads = []
@@ -41,6 +47,9 @@ class _SamePadConv(nn.Conv2d):
                               strict=True):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
+        left, right, top, bottom = pads
+        if left == right and top == bottom:
+            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
         return super().forward(F.pad(x, pads))
 
 
@@ -61,8 +70,10 @@ class _MBConv(nn.Module):
         self.residual = stride == 1 and c_in == c_out
 
     def forward(self, x: Tensor) -> Tensor:
-        h = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
-        h = self._bn2(self._project_conv(F.relu6(self._bn1(self._depthwise_conv(h)))))
+        # ReLU6 in place: it writes over a batch norm's (or, folded, a convolution's) fresh output, which
+        # neither's backward reads; a new tensor per activation was a fifth of the frozen CNN's time on a CPU.
+        h = F.relu6(self._bn0(self._expand_conv(x)), inplace=True) if self.expand else x
+        h = self._bn2(self._project_conv(F.relu6(self._bn1(self._depthwise_conv(h)), inplace=True)))
         return h + x if self.residual else h
 
 
@@ -88,10 +99,10 @@ class EfficientNetLite0(nn.Module):
 
     def feature_map(self, images: Tensor) -> Tensor:
         """The 1280-channel map before the average pool: ``(N, 1280, H / 32, W / 32)``."""
-        x = F.relu6(self._bn0(self._conv_stem((images * 255.0 - 127.0) / 128.0)))
+        x = F.relu6(self._bn0(self._conv_stem((images * 255.0 - 127.0) / 128.0)), inplace=True)
         for block in self._blocks:
             x = block(x)
-        return F.relu6(self._bn1(self._conv_head(x)))
+        return F.relu6(self._bn1(self._conv_head(x)), inplace=True)
 
 
 def lite0_imagenet_weights() -> dict[str, Tensor]:

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from magnet.errors import ConfigError
 from magnet.models import AuxiliaryClassifier, Classifier
 from magnet.models import backbones as backbones_module
+from magnet.models import efficientnet_lite as lite0_module
 from magnet.models.backbones import build_backbone, weights_path
-from magnet.models.efficientnet_lite import EfficientNetLite0
+from magnet.models.efficientnet_lite import EfficientNetLite0, _SamePadConv
 from magnet.models.model_config import MagNetConfig
 
 
@@ -93,6 +95,50 @@ def test_lite0_network_matches_the_wheels_layout() -> None:
     assert network.state_dict()["_blocks.3._depthwise_conv.weight"].shape == (144, 1, 5, 5)
     with torch.no_grad():
         assert network(torch.rand(1, 3, 64, 64)).shape == (1, 1280)
+
+
+@pytest.mark.parametrize(("kernel", "stride", "side", "pads"),
+                         [(3, 1, 14, [1, 1, 1, 1]), (5, 1, 9, [2, 2, 2, 2]), (3, 2, 14, [0, 1, 0, 1]),
+                          (5, 2, 15, [2, 2, 2, 2]), (3, 2, 15, [1, 1, 1, 1])])
+def test_same_padding_equals_tensorflows_explicit_pad_to_the_bit(
+    kernel: int, stride: int, side: int, pads: list[int]
+) -> None:
+    """The convolution pads itself where both sides get the same zeros (values and gradients unchanged to
+    the bit), and pads explicitly, extra pixel bottom/right, where they do not."""
+    torch.manual_seed(0)
+    conv = _SamePadConv(6, 6, kernel, stride, groups=6, bias=False)
+    x = torch.randn(2, 6, side, side, requires_grad=True)
+    reference_x = x.detach().clone().requires_grad_(True)
+    out = conv(x)
+    reference = F.conv2d(F.pad(reference_x, pads), conv.weight, None, stride, 0, 1, 6)
+    assert out.shape[-1] == -(-side // stride)
+    assert torch.equal(out, reference)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    reference.backward(grad)
+    assert x.grad is not None and torch.equal(x.grad, reference_x.grad)
+
+
+def test_lite0_in_place_relu6_gives_the_out_of_place_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training mode, batch norms on batch statistics: the in-place ReLU6 after each of them changes neither
+    the output nor the gradient reaching the input."""
+
+    def grads() -> tuple[torch.Tensor, torch.Tensor]:
+        torch.manual_seed(0)
+        network = EfficientNetLite0().train()
+        images = torch.rand(2, 3, 32, 32, requires_grad=True)
+        out = network(images)
+        out.sum().backward()
+        assert images.grad is not None
+        return out.detach(), images.grad
+
+    in_place = grads()
+    functional = types.SimpleNamespace(**vars(F))
+    functional.relu6 = lambda x, inplace=False: F.hardtanh(x, 0.0, 6.0)  # always a new tensor
+    monkeypatch.setattr(lite0_module, "F", functional)
+    out_of_place = grads()
+    assert torch.equal(in_place[0], out_of_place[0]) and torch.equal(in_place[1], out_of_place[1])
+    assert in_place[1].abs().sum() > 0
 
 
 def _fake_lite0_wheel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, torch.Tensor]:
