@@ -38,7 +38,7 @@ class _SamePadConv(nn.Conv2d):
     Where the padding is the same on both sides (every stride-1 convolution), the convolution pads its input
     itself: the same zeros, the same sums to the bit, without writing a padded copy of the input, which on
     2 CPU cores cost more than the depthwise convolution that reads it (docs/BENCHMARKS.md, "The demo with
-    each slide's layout drawn once").
+    each slide's layout drawn once, and Lite0 without padded copies").
     """
 
     def forward(self, x: Tensor) -> Tensor:
