@@ -297,10 +297,9 @@ RECIPES = {name: f"configs/{name[:7]}_camelyon.yaml" for name in BUDGETS
 # less area per box. As magnet-magnet4recipedirect2um-M.
 BUDGETS["magnet4recipedirect2um"] = BUDGETS["magnet4recipedirect"]
 RECIPES["magnet4recipedirect2um"] = RECIPES["magnet4recipedirect"]
-# The final boxes' side (um) of the recipe budgets whose boxes are not FINAL_SIDE_UM wide, and the decimals of
-# their zoom per layer where not 2.
-FINAL_SIDES = {"magnet3view112fine": 224.0, "magnet4recipedirect2um": 440.0}
-SCALE_DECIMALS = {"magnet4recipedirect2um": 3}
+# The final boxes' side (um) and the decimals of the zoom per layer of the recipe budgets whose boxes are not
+# FINAL_SIDE_UM wide at two decimals.
+FINAL_SIDES = {"magnet3view112fine": (224.0, 2), "magnet4recipedirect2um": (440.0, 3)}
 
 
 def recipe_scales(recipe: str, side_um: float, final_side_um: float = FINAL_SIDE_UM,
@@ -315,8 +314,8 @@ def budget_recipe(budget: str, side_um: float) -> tuple[str, int, list[str]]:
     epochs, overrides = BUDGETS[budget]
     recipe = RECIPES.get(budget, "configs/demo_v1.yaml")
     if budget in RECIPES:
-        overrides = [*overrides, *recipe_scales(recipe, side_um, FINAL_SIDES.get(budget, FINAL_SIDE_UM),
-                                                SCALE_DECIMALS.get(budget, 2))]
+        final_side_um, decimals = FINAL_SIDES.get(budget, (FINAL_SIDE_UM, 2))
+        overrides = [*overrides, *recipe_scales(recipe, side_um, final_side_um, decimals)]
     return recipe, epochs, overrides
 
 
