@@ -8,7 +8,7 @@ from magnet.layers.heads import LocalisationHeads
 from magnet.layers.inception import ConvBNReLU, InceptionBlock
 from magnet.layers.samplers import SAMPLER_KINDS, Sampler, bilinear_sample, linearized_sample
 from magnet.layers.sparsemax import Sparsemax, SparsemaxFunction, sparsemax, spatial_sparsemax
-from magnet.layers.theta import peak_translation, pixel_centres, theta_from_probability
+from magnet.layers.theta import peak_translation, pixel_centres, snap_translation, theta_from_probability
 
 __all__ = [
     "ConvBNReLU",
@@ -22,6 +22,7 @@ __all__ = [
     "linearized_sample",
     "peak_translation",
     "pixel_centres",
+    "snap_translation",
     "sparsemax",
     "spatial_sparsemax",
     "theta_from_probability",

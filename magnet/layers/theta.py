@@ -19,6 +19,12 @@ the spread) and is the decision where it differs from the paper:
 ``peak_translation`` [choice, config ``box_centre=peak``, docs/method.md §9] is a second reading of the
 translation, for the learned zoom: the box goes where it covers the most of the map's probability, not to
 the map's mean, which falls between the blobs of a map with several.
+
+``snap_translation`` [choice, config ``box_grid``, docs/method.md §9] puts a box's centre on its parent
+view's pixel grid. A learned zoom's boxes amplify rounding from layer to layer: a box that moves by a
+hundredth of a pixel gives the next layer a view shifted by that much, whose heads move their boxes further
+(docs/BENCHMARKS.md, "One checkpoint on one thread and on two"). On the grid, a shift far below a pixel
+leaves a box where it was, so the next view is the same to the bit, and the chain stops.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ __all__ = [
     "Spread",
     "peak_translation",
     "pixel_centres",
+    "snap_translation",
     "theta_from_probability",
 ]
 
@@ -199,3 +206,17 @@ def _window_sums(integral: Tensor, row_lo: Tensor, row_hi: Tensor, col_lo: Tenso
         return picked.gather(2, cols[:, None, :].expand(-1, rows.shape[1], -1))  # (M, R, C)
 
     return corner(row_hi, col_hi) - corner(row_lo, col_hi) - corner(row_hi, col_lo) + corner(row_lo, col_lo)
+
+
+def snap_translation(theta: Tensor, view_size: int) -> Tensor:
+    """``theta`` ``(..., 3)`` with (tx, ty) rounded to the nearest multiple of one pixel of a ``view_size``-
+    pixel parent view (2 / view_size in normalised units), clamped into (-1, 1) as tanh's range is; the
+    scale is kept. No gradient reaches the translation: it is for placing boxes, not for learning them.
+    """
+    if view_size < 1:
+        raise ValueError(f"snap_translation needs view_size >= 1, got {view_size}")
+    pixel = 2.0 / view_size
+    translation = torch.round(theta[..., 1:].detach() / pixel) * pixel
+    limit = 1.0 - pixel  # the grid point nearest each edge, inside (-1, 1)
+    translation = translation.clamp(-limit, limit) if view_size > 1 else torch.zeros_like(translation)
+    return torch.cat([theta[..., :1], translation], dim=-1)

@@ -137,6 +137,12 @@ class MagNetConfig:
     # of the map, so a map with two blobs puts its box on the heavier one, not on the glass between them.
     # Learned zoom only: the controls' boxes are by definition a flat map's (fixed) or drawn (random).
     box_centre: BoxCentre = "mean"
+    # [choice] (docs/method.md §9, magnet.layers.theta.snap_translation) in evaluation, each learned box's
+    # centre goes to the nearest pixel of its parent's view, so that rounding (another thread count, the
+    # inference copy's folded batch norms) no longer moves the boxes layer after layer and a slide's
+    # probability is the same on any machine to rounding. Training places boxes as without it. Learned
+    # zoom only.
+    box_grid: bool = False
     # [choice] (docs/method.md §9) the layers (1-based, increasing) whose boxes the heads place under the
     # learned zoom; every other layer places its boxes as the fixed layout does, so its heads are neither
     # evaluated nor trained. Empty: every layer learns (the paper). It tells which layer's learning pays.

@@ -9,7 +9,8 @@ same pixels per slide.
   goes where it covers the most of the map, ``magnet.layers.theta.peak_translation``). The only mode that
   evaluates, and trains, the heads; with head MIL it also gives the layer's slide logit (docs/method.md §9).
   With ``explore`` > 0 [choice, docs/method.md §9] a share of its boxes go, in training, to random places of
-  their strips (:class:`ExploringZoom`).
+  their strips (:class:`ExploringZoom`); with ``box_grid`` [choice] its boxes' centres go, in evaluation, to
+  their parent view's pixel grid (``magnet.layers.theta.snap_translation``).
 - ``fixed`` (docs/method.md §8, a control): theta of a flat map on each head's strip plus the sibling
   offsets, i.e. what heads with exactly flat logits give; independent of training, and of the image except
   where the strips follow the view's tissue (``sibling_layout=tissue_strips``).
@@ -39,7 +40,7 @@ from torch import Tensor
 
 from magnet.layers.heads import HeadMaps
 from magnet.layers.sparsemax import spatial_sparsemax
-from magnet.layers.theta import BoxCentre, peak_translation
+from magnet.layers.theta import BoxCentre, peak_translation, snap_translation
 from magnet.models.model_config import MagNetConfig, Zoom
 from magnet.models.zoom_levers import SiblingLayout
 
@@ -130,14 +131,15 @@ class LearnedZoom(ZoomStrategy):
     name = "learned"
     uses_heads = True
 
-    def __init__(self, box_centre: BoxCentre = "mean") -> None:
+    def __init__(self, box_centre: BoxCentre = "mean", box_grid: bool = False) -> None:
         self.box_centre = box_centre
+        self.box_grid = box_grid
 
     @classmethod
     def from_config(cls, config: MagNetConfig) -> ZoomStrategy:
         if config.explore > 0:
             return ExploringZoom.from_config(config)
-        return cls(config.box_centre)
+        return cls(config.box_centre, config.box_grid)
 
     def place(self, site: ZoomSite, images: Tensor, generator: torch.Generator | None) -> Placement:
         batch, parents = images.shape[:2]
@@ -148,6 +150,8 @@ class LearnedZoom(ZoomStrategy):
         theta = self.theta_from_maps(
             site, prob.view(batch, parents, site.num_heads_per_parent, *prob.shape[-2:])
         )
+        if self.box_grid and not site.training:
+            theta = snap_translation(theta, images.shape[-1])
         head_logit = site.mil_logit(maps.scores, masks) if site.head_mil else None
         return Placement(theta=theta, prob=prob, head_logit=head_logit, scores=maps.scores)
 
@@ -162,7 +166,7 @@ class LearnedZoom(ZoomStrategy):
         return torch.cat([theta[..., :1], translation], dim=-1)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(box_centre={self.box_centre!r})"
+        return f"{type(self).__name__}(box_centre={self.box_centre!r}, box_grid={self.box_grid})"
 
 
 class ExploringZoom(LearnedZoom):
@@ -174,15 +178,15 @@ class ExploringZoom(LearnedZoom):
     is the one a head whose map is a single pixel at the drawn point would give, so every box stays one a
     head could place. Evaluation mode places as ``learned``."""
 
-    def __init__(self, explore: float, box_centre: BoxCentre = "mean") -> None:
+    def __init__(self, explore: float, box_centre: BoxCentre = "mean", box_grid: bool = False) -> None:
         if not 0 < explore < 1:
             raise ValueError(f"explore={explore}: must lie in (0, 1)")
-        super().__init__(box_centre)
+        super().__init__(box_centre, box_grid)
         self.explore = explore
 
     @classmethod
     def from_config(cls, config: MagNetConfig) -> ZoomStrategy:
-        return cls(config.explore, config.box_centre)
+        return cls(config.explore, config.box_centre, config.box_grid)
 
     def place(self, site: ZoomSite, images: Tensor, generator: torch.Generator | None) -> Placement:
         placement = super().place(site, images, generator)
@@ -203,7 +207,8 @@ class ExploringZoom(LearnedZoom):
         return placement
 
     def __repr__(self) -> str:
-        return f"ExploringZoom(explore={self.explore}, box_centre={self.box_centre!r})"
+        return (f"ExploringZoom(explore={self.explore}, box_centre={self.box_centre!r}, "
+                f"box_grid={self.box_grid})")
 
 
 class FixedZoom(ZoomStrategy):

@@ -10,7 +10,7 @@ from model_fixtures import SMALL_SIZES as SIZES
 from model_fixtures import parent_inputs, small_config, textured_source
 
 from magnet.errors import ConfigError
-from magnet.layers import peak_translation
+from magnet.layers import peak_translation, snap_translation
 from magnet.models import MagNet, MagnifyingLayer, build_model, model_config
 from magnet.training.losses import magnet_loss
 
@@ -227,6 +227,55 @@ def test_the_controls_ignore_box_centre() -> None:
     assert torch.equal(thetas[0], thetas[1])
     with pytest.raises(ConfigError, match="box_centre='mode'"):
         small_config(box_centre="mode")
+
+
+def test_box_grid_puts_evaluated_boxes_on_the_parent_views_pixels_and_leaves_training_alone() -> None:
+    torch.set_num_threads(1)
+    images, reads = parent_inputs(seed=0)
+    view = images.shape[-1]
+    layers = {}
+    for grid in (False, True):
+        torch.manual_seed(0)
+        config = small_config(patches_per_layer=(2, 3, 2), sibling_layout="strips", head_init_std=1.0,
+                              box_grid=grid)
+        layers[grid] = MagnifyingLayer(3, config, 2)
+    with torch.no_grad():
+        trained = {grid: layer.train()(images, reads).theta for grid, layer in layers.items()}
+        evaluated = {grid: layer.eval()(images, reads).theta for grid, layer in layers.items()}
+    assert torch.equal(trained[False], trained[True])  # training places boxes as without the key
+    free, snapped = (evaluated[g].view(2, 2, 3, 3)[:, :, 1:] for g in (False, True))
+    assert torch.equal(snapped[..., 0], free[..., 0])  # the scale is kept
+    steps = snapped[..., 1:] * view / 2  # translations in pixels of the parent view
+    assert torch.allclose(steps, steps.round(), atol=1e-4)
+    assert float((snapped[..., 1:] - free[..., 1:]).abs().amax()) <= 1 / view + 1e-6  # half a pixel at most
+    assert float((snapped[..., 1:] - free[..., 1:]).abs().amax()) > 0  # random maps: off the grid before
+
+
+@pytest.mark.parametrize("grid", [False, True])
+def test_box_grid_keeps_boxes_still_under_a_rounding_sized_change_of_the_maps(grid: bool) -> None:
+    torch.set_num_threads(1)
+    images, reads = parent_inputs(seed=0)
+    torch.manual_seed(0)
+    config = small_config(patches_per_layer=(2, 3, 2), sibling_layout="strips", head_init_std=1.0,
+                          box_grid=grid)
+    layer = MagnifyingLayer(3, config, 2).eval()
+    with torch.no_grad():
+        before = layer(images, reads).theta
+        for parameter in layer.heads.parameters():
+            parameter.mul_(1 + 1e-6)  # what another thread count's rounding does to the maps, and more
+        after = layer(images, reads).theta
+    # On the grid the centres stay on their pixel; off it they move. This config's scale follows its map's
+    # spread, which the change moves either way.
+    assert torch.equal(before[..., 1:], after[..., 1:]) == grid
+    assert not torch.equal(before[..., 0], after[..., 0])
+
+
+def test_snap_translation_rounds_to_the_grid_inside_the_parent() -> None:
+    theta = torch.tensor([[0.3, 0.013, -0.999], [0.5, 0.0, 0.26]])
+    snapped = snap_translation(theta, 10)  # one pixel = 0.2
+    torch.testing.assert_close(snapped, torch.tensor([[0.3, 0.0, -0.8], [0.5, 0.0, 0.2]]))
+    with pytest.raises(ValueError, match="view_size >= 1"):
+        snap_translation(theta, 0)
 
 
 def _tree(**overrides: object) -> MagNet:

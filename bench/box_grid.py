@@ -1,0 +1,41 @@
+"""Does a learned zoom predict the same on any thread count once its boxes sit on their parents' pixel grid?
+
+A learned zoom's boxes amplify rounding from layer to layer: the same checkpoint evaluated on one torch
+thread and on two gives the same AUROCs to 0.017 but moves single slides' probabilities by up to 0.53
+(docs/BENCHMARKS.md, "One checkpoint on one thread and on two"). ``model.box_grid`` (docs/method.md §9)
+puts each learned box's centre on its parent view's pixel grid in evaluation, which should stop the chain.
+It changes nothing in training, so a trained checkpoint can be evaluated with it: this writes a copy of
+``CHECKPOINT`` with the key on, to be evaluated on each thread count and compared with
+``bench/paired_auroc.py`` and with the checkpoint as it was::
+
+    .venv/bin/python bench/box_grid.py RUN/best.ckpt /tmp/grid.ckpt
+    OMP_NUM_THREADS=1 .venv/bin/magnet evaluate /tmp/grid.ckpt TEST/manifest.csv --split test --out G1
+    OMP_NUM_THREADS=2 .venv/bin/magnet evaluate /tmp/grid.ckpt TEST/manifest.csv --split test --out G2
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from magnet.errors import ConfigError
+from magnet.training.checkpoints import checkpoint_config, config_dict, load_checkpoint, save_checkpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", help="a trained learned-zoom checkpoint (best.ckpt)")
+    parser.add_argument("out", help="where the copy with model.box_grid on is written")
+    args = parser.parse_args()
+    payload = load_checkpoint(args.checkpoint)
+    config = checkpoint_config(payload, args.checkpoint)
+    if config.model.zoom != "learned":
+        raise ConfigError(f"{args.checkpoint}: zoom={config.model.zoom!r}; box_grid moves learned boxes only")
+    payload["config"] = config_dict(replace(config, model=replace(config.model, box_grid=True)))
+    payload.pop("format", None)  # save_checkpoint writes its own tag
+    save_checkpoint(args.out, payload)
+    print(f"{args.out}: {args.checkpoint} with model.box_grid on")
+
+
+if __name__ == "__main__":
+    main()
