@@ -24,7 +24,8 @@ the map's mean, which falls between the blobs of a map with several.
 view's pixel grid. A learned zoom's boxes amplify rounding from layer to layer: a box that moves by a
 hundredth of a pixel gives the next layer a view shifted by that much, whose heads move their boxes further
 (docs/BENCHMARKS.md, "One checkpoint on one thread and on two"). On the grid, a shift far below a pixel
-leaves a box where it was, so the next view is the same to the bit, and the chain stops.
+leaves a box where it was; with a zoom fixed per layer (min_scale = max_scale) the box, and so the next
+view, is then the same to the bit, and the chain stops.
 """
 
 from __future__ import annotations
