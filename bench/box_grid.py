@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from magnet.errors import ConfigError
+from magnet.errors import MagnetError
 from magnet.training.checkpoints import checkpoint_config, config_dict, load_checkpoint, save_checkpoint
 
 
@@ -27,13 +27,17 @@ def main() -> None:
     parser.add_argument("checkpoint", help="a trained learned-zoom checkpoint (best.ckpt)")
     parser.add_argument("out", help="where the copy with model.box_grid on is written")
     args = parser.parse_args()
-    payload = load_checkpoint(args.checkpoint)
-    config = checkpoint_config(payload, args.checkpoint)
-    if config.model.zoom != "learned":
-        raise ConfigError(f"{args.checkpoint}: zoom={config.model.zoom!r}; box_grid moves learned boxes only")
-    payload["config"] = config_dict(replace(config, model=replace(config.model, box_grid=True)))
-    payload.pop("format", None)  # save_checkpoint writes its own tag
-    save_checkpoint(args.out, payload)
+    try:
+        payload = load_checkpoint(args.checkpoint)
+        config = checkpoint_config(payload, args.checkpoint)
+        if config.model.zoom != "learned":
+            raise MagnetError(f"{args.checkpoint}: zoom={config.model.zoom!r}; box_grid moves learned boxes "
+                              "only")
+        payload["config"] = config_dict(replace(config, model=replace(config.model, box_grid=True)))
+        payload.pop("format", None)  # save_checkpoint writes its own tag
+        save_checkpoint(args.out, payload)
+    except MagnetError as exc:
+        raise SystemExit(f"error: {exc}") from None
     print(f"{args.out}: {args.checkpoint} with model.box_grid on")
 
 
