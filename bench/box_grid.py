@@ -34,7 +34,6 @@ def main() -> None:
             raise MagnetError(f"{args.checkpoint}: zoom={config.model.zoom!r}; box_grid moves learned boxes "
                               "only")
         payload["config"] = config_dict(replace(config, model=replace(config.model, box_grid=True)))
-        payload.pop("format", None)  # save_checkpoint writes its own tag
         save_checkpoint(args.out, payload)
     except MagnetError as exc:
         raise SystemExit(f"error: {exc}") from None
