@@ -57,6 +57,28 @@ def test_demo_recipe_reads_27_final_patches_at_2_um_per_pixel() -> None:
     assert out.patches[-1].shape[-1] == 112
 
 
+def test_demo_recipe_places_the_same_boxes_on_one_thread_and_on_two() -> None:
+    # model.box_grid (docs/method.md §9): without it the heads' maps differ in their last bits between
+    # thread counts and the boxes drift apart layer by layer (checked when the key was set: 0.0005 to 0.001
+    # of the slide here, untrained heads); on their parents' pixel grids they stay put.
+    cfg = load_config(TrainConfig, _recipe("demo.yaml"))
+    assert cfg.model.box_grid
+    model = build_model(cfg.model).eval()
+    slide = SlidePool(threads=1).get("synth:seed=5,size=32768x32768,lesion=micro")
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            with torch.no_grad():
+                outs.append(model([slide]))
+    finally:
+        torch.set_num_threads(threads)
+    for one, two in zip(outs[0].boxes_level0, outs[1].boxes_level0, strict=True):
+        assert torch.equal(one, two)
+    assert torch.allclose(outs[0].logit, outs[1].logit, atol=1e-5)
+
+
 def test_version_1_demo_recipe_runs_its_levers() -> None:
     final = _demo_forward("demo_v1.yaml").boxes_level0[-1][0]
     sides = (final[:, 2] - final[:, 0]) / 32768
