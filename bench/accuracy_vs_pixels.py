@@ -275,8 +275,9 @@ for _layers in ("1", "12", "3", "23"):
     BUDGETS[f"magnet3view112directlearn{_layers}"] = (3, [*BUDGETS["magnet3view112direct"][1],
                                                          f"model.learned_layers=[{','.join(_layers)}]"])
 # ... (the direct-read tree) with each learned box's centre on its parent view's pixel grid in evaluation
-# (model.box_grid, docs/method.md §9): a checkpoint's predictions the same on any thread count; training,
-# validation aside, unchanged. As magnet-magnet3view112directgrid-learned.
+# (model.box_grid, docs/method.md §9): a checkpoint's predictions the same on any thread count; training is
+# unchanged, validation, the refit's cached patches and the test see the snapped boxes. As
+# magnet-magnet3view112directgrid-learned.
 BUDGETS["magnet3view112directgrid"] = (3, [*BUDGETS["magnet3view112direct"][1], "model.box_grid=true"])
 # The Camelyon recipes as they ship since 2026-12-06, on 2 CPU cores: the bilinear sampler, float32. The
 # 3-layer one is magnet3view112direct (tests/test_bench_budgets.py checks that they resolve alike); the
